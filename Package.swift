@@ -1,0 +1,39 @@
+// swift-tools-version:6.0
+// Paella for Swift: a dependency-light implementation of Paella (Rampas et al., 2022).
+// Dependency direction: CPaellaKernels <- PaellaCore <- PaellaIO <- PaellaModels <- Paella <- paella (CLI).
+import PackageDescription
+
+let optimizedC: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=fast"])]
+
+let package = Package(
+    name: "Paella",
+    products: [
+        .library(name: "Paella", targets: ["Paella"]),
+        .executable(name: "paella", targets: ["paella"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // Hot loops in C with run-time ISA dispatch (AVX-512 / AVX2 / NEON / portable). No model knowledge.
+        .target(name: "CPaellaKernels", cSettings: optimizedC, linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("m")]),
+        // System libraries for image I/O; headers come from libpng-dev / libjpeg62-turbo-dev.
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"]), .brew(["libpng"])]),
+        .systemLibrary(name: "CJPEG", providers: [.apt(["libjpeg62-turbo-dev"]), .brew(["jpeg-turbo"])]),
+        // Tensor, thread pool, run-time BLAS binding, ops.
+        .target(name: "PaellaCore", dependencies: ["CPaellaKernels"]),
+        // safetensors, PyTorch checkpoints, images.
+        .target(name: "PaellaIO", dependencies: ["PaellaCore", "CPNG", "CJPEG"],
+                linkerSettings: [.linkedLibrary("z")]),
+        .target(name: "PaellaModels", dependencies: ["PaellaCore", "PaellaIO"]),
+        .target(name: "Paella", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels"]),
+        .executableTarget(name: "paella", dependencies: [
+            "Paella",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "PaellaCoreTests", dependencies: ["PaellaCore", "CPaellaKernels"]),
+        .testTarget(name: "PaellaIOTests", dependencies: ["PaellaIO"]),
+        .testTarget(name: "PaellaTests", dependencies: ["Paella"]),
+    ]
+)

@@ -1,0 +1,2 @@
+// libpng through its stable public header (libpng-dev on Debian, libpng on Homebrew).
+#include <png.h>

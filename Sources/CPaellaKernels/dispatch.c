@@ -1,0 +1,66 @@
+// Run-time instruction-set detection for the kernels, and the usable core count.
+#define _GNU_SOURCE
+#include "paella_kernels.h"
+#include <unistd.h>
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
+int pk_available_cores(void) {
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+#endif
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static pk_isa detect(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return PK_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return PK_ISA_AVX2;
+    return PK_ISA_PORTABLE;
+#elif defined(__aarch64__)
+    return PK_ISA_NEON;
+#else
+    return PK_ISA_PORTABLE;
+#endif
+}
+
+static int detected = -1;
+static int active = -1;
+
+pk_isa pk_detected_isa(void) {
+    if (detected < 0) detected = (int)detect();
+    return (pk_isa)detected;
+}
+
+pk_isa pk_active_isa(void) {
+    if (active < 0) active = (int)pk_detected_isa();
+    return (pk_isa)active;
+}
+
+pk_isa pk_force_isa(pk_isa isa) {
+    pk_isa best = pk_detected_isa();
+    // NEON and the x86 levels are different families: only "portable" is common to both.
+    int ok = (isa == PK_ISA_PORTABLE) || (isa == best) ||
+             (best == PK_ISA_AVX512 && isa == PK_ISA_AVX2);
+    active = (int)(ok ? isa : best);
+    return (pk_isa)active;
+}
+
+const char *pk_isa_name(pk_isa isa) {
+    switch (isa) {
+    case PK_ISA_AVX512: return "avx512";
+    case PK_ISA_AVX2: return "avx2";
+    case PK_ISA_NEON: return "neon";
+    default: return "portable";
+    }
+}

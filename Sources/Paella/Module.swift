@@ -1,0 +1,3 @@
+@_exported import PaellaCore
+@_exported import PaellaIO
+@_exported import PaellaModels

@@ -1,0 +1,112 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A read-only memory map of a whole file. Tensors that view it keep it alive; the map is released when the last
+/// of them goes away. The file can be larger than memory: pages are read on first touch.
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let base: UnsafeRawPointer
+    public let byteCount: Int
+
+    public enum Failure: Error, CustomStringConvertible {
+        case cannotOpen(path: String, reason: String)
+        case cannotMap(path: String, reason: String)
+        public var description: String {
+            switch self {
+            case .cannotOpen(let path, let reason): return "Cannot open \(path): \(reason)."
+            case .cannotMap(let path, let reason): return "Cannot memory-map \(path): \(reason)."
+            }
+        }
+    }
+
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw Failure.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw Failure.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw Failure.cannotOpen(path: path, reason: "not a regular file") }
+        byteCount = Int(info.st_size)
+        if byteCount == 0 {
+            // mmap refuses length 0; an empty file is a valid (if useless) input for the parsers to reject.
+            base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
+            isEmptyPlaceholder = true
+            return
+        }
+        guard let p = mmap(nil, byteCount, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw Failure.cannotMap(path: path, reason: String(cString: strerror(errno)))
+        }
+        base = UnsafeRawPointer(p)
+        isEmptyPlaceholder = false
+    }
+
+    private var isEmptyPlaceholder = false
+
+    /// The mapped bytes as a buffer.
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: byteCount) }
+
+    deinit {
+        if isEmptyPlaceholder {
+            UnsafeMutableRawPointer(mutating: base).deallocate()
+        } else {
+            munmap(UnsafeMutableRawPointer(mutating: base), byteCount)
+        }
+    }
+}
+
+/// The bytes behind a tensor: either memory this process owns (64-byte aligned for SIMD) or a region of a
+/// memory-mapped file (read-only; writing to such a tensor copies it first).
+public final class TensorStorage: @unchecked Sendable {
+    public enum Backing: Sendable {
+        case owned
+        case mapped(MappedFile)
+    }
+
+    public let pointer: UnsafeMutableRawPointer
+    public let byteCount: Int
+    public let backing: Backing
+
+    /// Fresh zero-filled memory.
+    public init(byteCount: Int) {
+        precondition(byteCount >= 0, "TensorStorage: negative byte count \(byteCount)")
+        self.byteCount = byteCount
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
+        backing = .owned
+    }
+
+    /// Fresh memory that the caller promises to fill completely before reading it.
+    public init(uninitializedByteCount byteCount: Int) {
+        precondition(byteCount >= 0, "TensorStorage: negative byte count \(byteCount)")
+        self.byteCount = byteCount
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        backing = .owned
+    }
+
+    /// A view of `byteCount` bytes at `offset` inside a mapped file; no copy.
+    public init(mapping file: MappedFile, offset: Int, byteCount: Int) {
+        precondition(offset >= 0 && byteCount >= 0 && offset + byteCount <= file.byteCount,
+                     "TensorStorage: region \(offset)+\(byteCount) outside the \(file.byteCount)-byte file \(file.path)")
+        self.byteCount = byteCount
+        pointer = UnsafeMutableRawPointer(mutating: file.base + offset)
+        backing = .mapped(file)
+    }
+
+    public var isMapped: Bool {
+        if case .mapped = backing { return true }
+        return false
+    }
+
+    public var isWritable: Bool {
+        if case .owned = backing { return true }
+        return false
+    }
+
+    deinit {
+        if case .owned = backing { pointer.deallocate() }
+    }
+}

@@ -1,0 +1,2 @@
+@_exported import PaellaCore
+@_exported import PaellaIO
