@@ -32,8 +32,10 @@ let package = Package(
             "Paella",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "PaellaCoreTests", dependencies: ["PaellaCore", "CPaellaKernels"]),
-        .testTarget(name: "PaellaIOTests", dependencies: ["PaellaIO"]),
-        .testTarget(name: "PaellaTests", dependencies: ["Paella"]),
+        // Shared by the test targets: fixture lookup (PAELLA_FIXTURES), seeded random data, comparisons.
+        .target(name: "PaellaTestSupport", dependencies: ["PaellaCore"], path: "Tests/PaellaTestSupport"),
+        .testTarget(name: "PaellaCoreTests", dependencies: ["PaellaCore", "CPaellaKernels", "PaellaTestSupport"]),
+        .testTarget(name: "PaellaIOTests", dependencies: ["PaellaIO", "PaellaTestSupport"], exclude: []),
+        .testTarget(name: "PaellaTests", dependencies: ["Paella", "PaellaTestSupport"]),
     ]
 )
