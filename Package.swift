@@ -35,7 +35,7 @@ let package = Package(
         // Shared by the test targets: fixture lookup (PAELLA_FIXTURES), seeded random data, comparisons.
         .target(name: "PaellaTestSupport", dependencies: ["PaellaCore"], path: "Tests/PaellaTestSupport"),
         .testTarget(name: "PaellaCoreTests", dependencies: ["PaellaCore", "CPaellaKernels", "PaellaTestSupport"]),
-        .testTarget(name: "PaellaIOTests", dependencies: ["PaellaIO", "PaellaTestSupport"], exclude: []),
+        .testTarget(name: "PaellaIOTests", dependencies: ["PaellaIO", "PaellaTestSupport"]),
         .testTarget(name: "PaellaTests", dependencies: ["Paella", "PaellaTestSupport"]),
     ]
 )
