@@ -21,10 +21,12 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"]), .brew(["libpng"])]),
         .systemLibrary(name: "CJPEG", providers: [.apt(["libjpeg62-turbo-dev"]), .brew(["jpeg-turbo"])]),
+        // zlib for deflated zip entries in PyTorch checkpoints.
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         // Tensor, thread pool, run-time BLAS binding, ops.
         .target(name: "PaellaCore", dependencies: ["CPaellaKernels"]),
         // safetensors, PyTorch checkpoints, images.
-        .target(name: "PaellaIO", dependencies: ["PaellaCore", "CPNG", "CJPEG"],
+        .target(name: "PaellaIO", dependencies: ["PaellaCore", "CPNG", "CJPEG", "CZlib"],
                 linkerSettings: [.linkedLibrary("z")]),
         .target(name: "PaellaModels", dependencies: ["PaellaCore", "PaellaIO"]),
         .target(name: "Paella", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels"]),
