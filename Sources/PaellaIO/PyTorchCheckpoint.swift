@@ -76,15 +76,18 @@ public struct PyTorchCheckpoint: Sendable {
         if head.first == 0x80 { throw PyTorchCheckpointError.rawPickle(path: path) }
 
         let archive = try ZipArchive(file: file)
-        // torch.save writes `<name>/data.pkl` first; its directory names the archive.
-        guard let pickle = archive.entries.first(where: { $0.name.hasSuffix("/data.pkl") && $0.name.split(separator: "/", omittingEmptySubsequences: false).count == 2 }) else {
-            if archive.entries.contains(where: { $0.name.hasSuffix("/constants.pkl") || $0.name.contains("/code/") }) {
-                throw PyTorchCheckpointError.torchScript(path: path)
-            }
+        // torch.save writes `<name>/data.pkl` first; its directory names the archive (and prefixes every entry).
+        let isTopLevelPickle = { (name: String, file: String) in
+            name == file || (name.hasSuffix("/" + file) && name.dropLast(file.count + 1).firstIndex(of: "/") == nil)
+        }
+        if archive.entries.contains(where: { isTopLevelPickle($0.name, "constants.pkl") }) {
+            throw PyTorchCheckpointError.torchScript(path: path)
+        }
+        guard let pickle = archive.entries.first(where: { isTopLevelPickle($0.name, "data.pkl") }) else {
             throw PyTorchCheckpointError.missingPickle(path: path)
         }
-        let prefix = String(pickle.name.dropLast("data.pkl".count))  // keeps the trailing "/"
-        archiveName = String(prefix.dropLast())
+        let prefix = String(pickle.name.dropLast("data.pkl".count))  // "<name>/", or "" for a bare data.pkl
+        archiveName = prefix.isEmpty ? "" : String(prefix.dropLast())
         if let order = archive.entry(named: prefix + "byteorder") {
             let text = String(decoding: try archive.data(of: order).prefix(16), as: UTF8.self)
             if text != "little" { throw PyTorchCheckpointError.bigEndian(path: path) }

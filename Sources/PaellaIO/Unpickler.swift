@@ -332,10 +332,17 @@ private struct Machine {
 
     mutating func utf8(_ n: Int, _ what: String) throws -> String {
         let raw = try take(n, what)
-        guard let s = String(validating: raw, as: UTF8.self) else {
+        guard let s = validUTF8(raw) else {
             throw PickleError.malformed(offset: opStart, what: "\(what) is not valid UTF-8")
         }
         return s
+    }
+
+    /// The bytes as a string when they are valid UTF-8 (decoding repairs invalid bytes, so a repaired string
+    /// no longer matches them).
+    func validUTF8(_ raw: UnsafeRawBufferPointer) -> String? {
+        let s = String(decoding: raw, as: UTF8.self)
+        return s.utf8.elementsEqual(raw) ? s : nil
     }
 
     // MARK: Stack
@@ -544,7 +551,7 @@ private struct Machine {
 
     /// Python 2 `str` payloads: UTF-8 when valid, else Latin-1 (byte = code point).
     func legacyString(_ raw: UnsafeRawBufferPointer) -> String {
-        if let s = String(validating: raw, as: UTF8.self) { return s }
+        if let s = validUTF8(raw) { return s }
         return String(String.UnicodeScalarView(raw.map { Unicode.Scalar($0) }))
     }
 
@@ -736,7 +743,8 @@ private struct Machine {
     /// allocate far more memory than the file holds).
     func rebuildTensor(_ storage: PickleStorage, dtype: DType, offset: Int, size: [Int], strides: [Int]) throws -> Tensor {
         let elementSize = dtype.size
-        let available = storage.storage.byteCount / elementSize  // in elements of the tensor's dtype
+        // The storage's declared size, in elements of the tensor's dtype (v3 views a byte storage as any dtype).
+        let available = storage.elementCount * storage.dtype.size / elementSize
         guard size.count == strides.count else {
             throw PickleError.invalidTensor(what: "a tensor has \(size.count) sizes but \(strides.count) strides")
         }

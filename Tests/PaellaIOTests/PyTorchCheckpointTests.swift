@@ -129,6 +129,15 @@ struct PyTorchCheckpointTests {
         }
     }
 
+    @Test func bareTopLevelArchiveLoads() throws {
+        let pickle = PickleBuilder.stateDict { b in b.string("w"); b.tensor(key: "0", numel: 2, size: [2]) }
+        let bytes = TestZip.stored([("data.pkl", pickle), ("data/0", floatBytes([7, 8]))]).build().bytes
+        try withTemporaryFile(bytes) { path in
+            let pt = try PyTorchCheckpoint(path: path)
+            #expect(pt.archiveName == "" && pt["w"]?.floats == [7, 8])
+        }
+    }
+
     // MARK: Hostile and unsupported files
 
     func checkpointError(_ bytes: [UInt8], suffix: String = ".pt") -> (any Error)? {
@@ -193,7 +202,9 @@ struct PyTorchCheckpointTests {
         let noPickle = TestZip.stored([("archive/data/0", [1, 2, 3, 4])]).build().bytes
         guard case .missingPickle? = checkpointError(noPickle) as? PyTorchCheckpointError else { Issue.record("no data.pkl"); return }
 
-        let script = TestZip.stored([("model/constants.pkl", [0x80, 2, 0x4E, 0x2E]), ("model/code/__torch__.py", [])]).build().bytes
+        // A TorchScript archive also has a data.pkl (referencing `__torch__` classes): named as TorchScript first.
+        let script = TestZip.stored([("model/data.pkl", [0x80, 2, 0x4E, 0x2E]), ("model/constants.pkl", [0x80, 2, 0x4E, 0x2E]),
+                                     ("model/code/__torch__.py", [])]).build().bytes
         guard case .torchScript? = checkpointError(script) as? PyTorchCheckpointError else { Issue.record("TorchScript"); return }
 
         guard case .notAZipArchive? = checkpointError(Array("definitely not a checkpoint".utf8)) as? ZipError else {

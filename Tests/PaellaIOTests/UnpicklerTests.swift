@@ -341,6 +341,10 @@ struct UnpicklerTests {
         #expect(load([0x80, 2, 0x68, 5, 0x2E]) == .memoMissing(index: 5, offset: 2))
         #expect(load([0x80, 2, 0x4E, 0x71, 0, 0x6A, 0xFF, 0xFF, 0xFF, 0xFF, 0x2E]) == .memoMissing(index: 0xFFFF_FFFF, offset: 5))
 
+        // Text that is not UTF-8.
+        let notUTF8 = load([0x80, 2, 0x58, 2, 0, 0, 0, 0xC3, 0x28, 0x2E])
+        #expect(notUTF8?.description.contains("BINUNICODE is not valid UTF-8") == true)
+
         // Wrong kinds of values.
         let appendToDict = load([0x80, 2, 0x7D, 0x4E, 0x61, 0x2E])
         #expect(appendToDict?.description.contains("APPEND applies to a dict, not a list") == true)
