@@ -77,10 +77,11 @@ public struct CheckpointReport: Sendable {
         var lines = [line(titles)]
         lines += rows.map(line)
         if shown.count < entries.count {
-            lines.append("... \(entries.count - shown.count) more tensors not shown")
+            let hidden = entries.count - shown.count
+            lines.append("... \(hidden) more \(hidden == 1 ? "tensor" : "tensors") not shown")
         }
         for key in metadata.keys.sorted() { lines.append("metadata \(key): \(metadata[key] ?? "")") }
-        lines.append("\(format.rawValue): \(entries.count) tensors, \(CheckpointReport.grouped(totalParameters)) parameters, "
+        lines.append("\(format.rawValue): \(entries.count) \(entries.count == 1 ? "tensor" : "tensors"), \(CheckpointReport.grouped(totalParameters)) parameters, "
                      + "\(CheckpointReport.grouped(totalBytes)) bytes (\(CheckpointReport.humanBytes(totalBytes)))")
         return lines.joined(separator: "\n")
     }

@@ -374,26 +374,13 @@ public struct SafeTensors: Sendable {
 
 /// A parsed JSON value. Objects keep their members in document order (tensor order matters), and numbers keep
 /// their text so that integers are read exactly, never through a Double.
-enum JSONValue: Equatable {
+enum JSONValue {
     case object([(key: String, value: JSONValue)])
     case array([JSONValue])
     case string(String)
     case number(String)
     case bool(Bool)
     case null
-
-    static func == (a: JSONValue, b: JSONValue) -> Bool {
-        switch (a, b) {
-        case (.object(let x), .object(let y)):
-            return x.count == y.count && zip(x, y).allSatisfy { $0.key == $1.key && $0.value == $1.value }
-        case (.array(let x), .array(let y)): return x == y
-        case (.string(let x), .string(let y)): return x == y
-        case (.number(let x), .number(let y)): return x == y
-        case (.bool(let x), .bool(let y)): return x == y
-        case (.null, .null): return true
-        default: return false
-        }
-    }
 
     struct NumberProblem: Error { let reason: String }
 
