@@ -75,7 +75,12 @@ void ic_jpeg_reader_destroy(ic_jpeg_reader *r) {
 
 const char *ic_jpeg_reader_message(const ic_jpeg_reader *r) { return r->errors.message; }
 
-static int jpeg_failure(ic_jpeg_reader *r) { return r->errors.truncated ? IC_ERR_TRUNCATED : IC_ERR_CORRUPT; }
+static int jpeg_failure(ic_jpeg_reader *r) {
+    if (r->errors.truncated) return IC_ERR_TRUNCATED;
+    // A 12- or 16-bit JPEG is valid, just not something an 8-bit libjpeg build decodes.
+    if (r->errors.pub.msg_code == JERR_BAD_PRECISION) return IC_ERR_UNSUPPORTED;
+    return IC_ERR_CORRUPT;
+}
 
 int ic_jpeg_read_header(ic_jpeg_reader *r, ic_image_info *out) {
     if (r->header_done) return IC_ERR_USAGE;

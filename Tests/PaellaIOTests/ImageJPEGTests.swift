@@ -63,7 +63,7 @@ struct ImageJPEGTests {
         }
     }
 
-    @Test("a cut-short JPEG, a broken marker and an oversized frame header give typed errors")
+    @Test("a cut-short JPEG, a broken frame header, an oversized frame and 12-bit samples give typed errors")
     func badInput() throws {
         let jpeg = try gradient(width: 64, height: 64).encodeJPEG(quality: 90)
         #expect(throws: ImageError.truncated(path: "half.jpg", format: .jpeg)) {
@@ -85,6 +85,15 @@ struct ImageJPEGTests {
         huge.replaceSubrange(sof + 5 ..< sof + 9, with: [0xEA, 0x60, 0xEA, 0x60])
         #expect(throws: ImageError.tooLarge(path: "huge.jpg", width: 60000, height: 60000, limits: .default)) {
             try PixelImage.decode(huge, source: "huge.jpg")
+        }
+        // A frame that claims 12-bit samples is a valid JPEG this 8-bit decoder does not handle: unsupported.
+        var twelve = jpeg
+        twelve[sof + 4] = 12
+        #expect {
+            try PixelImage.decode(twelve, source: "deep.jpg")
+        } throws: { error in
+            guard case ImageError.unsupported(path: "deep.jpg", format: .jpeg, _) = error else { return false }
+            return true
         }
     }
 
