@@ -103,7 +103,7 @@ struct ImageJPEGTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/actually-a-jpeg.png"
         let image = gradient(width: 8, height: 8)
-        FileManager.default.createFile(atPath: path, contents: Data(try image.encodeJPEG(quality: 100)))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(try image.encodeJPEG(quality: 100))))
         let decoded = try PixelImage.decodeFile(path)
         #expect(decoded.format == .jpeg)
         #expect(decoded.image.width == 8)
