@@ -205,7 +205,6 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
     case truncated(path: String, format: ImageFormat)
     case unsupported(path: String, format: ImageFormat, reason: String)
     case tooLarge(path: String, width: Int, height: Int, limits: ImageLimits)
-    case cannotWrite(path: String, reason: String)
     case cannotEncode(format: ImageFormat, reason: String)
     case invalidText(key: String, reason: String)
     case batchMismatch(String)
@@ -226,8 +225,6 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
             return "\(path) is a \(format.rawValue) file this reader cannot decode: \(reason)."
         case .tooLarge(let path, let width, let height, let limits):
             return "\(path) is \(width)x\(height) pixels, more than the limit of \(limits.maxSide) per side and \(limits.maxPixels) in all; shrink it first or raise ImageLimits."
-        case .cannotWrite(let path, let reason):
-            return "Cannot write the image \(path): \(reason)."
         case .cannotEncode(let format, let reason):
             return "Cannot encode the image as \(format.rawValue): \(reason)."
         case .invalidText(let key, let reason):
@@ -301,35 +298,7 @@ extension PixelImage {
     /// The file appears complete or not at all: it is written to a temporary file, synced and renamed.
     public func write(to path: String, text: [String: String] = [:]) throws {
         let bytes = try encodePNG(text: text)
-        try writeFileAtomically(bytes, to: path)
+        try AtomicFile.write(bytes, to: path)
     }
 }
 
-/// Writes `bytes` to a temporary file next to `path`, syncs it and renames it over `path`.
-// TODO(lead): use AtomicFile
-private func writeFileAtomically(_ bytes: [UInt8], to path: String) throws {
-    let temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0 ... .max))"
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
-    guard fd >= 0 else { throw ImageError.cannotWrite(path: path, reason: String(cString: strerror(errno))) }
-    var failure: String?
-    bytes.withUnsafeBytes { raw in
-        guard let base = raw.baseAddress else { return }
-        var offset = 0
-        while offset < raw.count {
-            let n = write(fd, base + offset, raw.count - offset)
-            if n < 0 {
-                if errno == EINTR { continue }
-                failure = String(cString: strerror(errno))
-                return
-            }
-            offset += n
-        }
-    }
-    if failure == nil && fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
-    if close(fd) != 0 && failure == nil { failure = String(cString: strerror(errno)) }
-    if failure == nil && rename(temporary, path) != 0 { failure = String(cString: strerror(errno)) }
-    if let failure {
-        unlink(temporary)
-        throw ImageError.cannotWrite(path: path, reason: failure)
-    }
-}
