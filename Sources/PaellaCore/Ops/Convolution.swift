@@ -139,6 +139,13 @@ extension Compute {
     /// Reflection padding needs each pad smaller than the image side it pads (as in PyTorch).
     public func conv2d(_ x: Tensor, _ w: Conv2dWeights, stride: Int = 1, padding: Padding2d = .zero,
                        paddingMode: PaddingMode = .zeros, dilation: Int = 1) -> Tensor {
+        conv2dImplementation(x, w, stride: stride, padding: padding, paddingMode: paddingMode, dilation: dilation,
+                             columnBudget: ConvolutionTuning.columnBudget)
+    }
+
+    /// `conv2d` with the column-buffer budget (in floats) as a parameter, so tests can force chunking.
+    func conv2dImplementation(_ x: Tensor, _ w: Conv2dWeights, stride: Int, padding: Padding2d,
+                              paddingMode: PaddingMode, dilation: Int, columnBudget: Int) -> Tensor {
         let geometry = convGeometry(x, w, stride: stride, padding: padding, paddingMode: paddingMode, dilation: dilation)
         let cin = w.inChannels, cout = w.outChannels
         var y = Tensor(uninitialized: [geometry.batch, geometry.out_h, geometry.out_w, cout])
@@ -157,7 +164,7 @@ extension Compute {
                     }
                 } else {
                     let beta = fillWithBias(yp, rows: pixels, channels: cout, bias: bp)
-                    im2colGEMM(xp, kp, g, cin: cin, cout: cout, groups: w.groups, beta: beta, y: yp)
+                    im2colGEMM(xp, kp, g, cin: cin, cout: cout, groups: w.groups, beta: beta, y: yp, columnBudget: columnBudget)
                 }
             }}
         }}}
@@ -166,12 +173,13 @@ extension Compute {
 
     /// General convolution: per chunk of output rows, im2col each group then multiply by its kernel columns.
     private func im2colGEMM(_ xp: UnsafePointer<Float>, _ kp: UnsafePointer<Float>, _ gp: UnsafePointer<pk_conv_geometry>,
-                            cin: Int, cout: Int, groups: Int, beta: Float, y: UnsafeMutablePointer<Float>) {
+                            cin: Int, cout: Int, groups: Int, beta: Float, y: UnsafeMutablePointer<Float>,
+                            columnBudget: Int) {
         let g = gp.pointee
         let cg = cin / groups, og = cout / groups
         let k = g.kernel_h * g.kernel_w * cg
         let rows = g.batch * g.out_h
-        let chunkRows = max(1, min(rows, ConvolutionTuning.columnBudget / max(1, g.out_w * k)))
+        let chunkRows = max(1, min(rows, columnBudget / max(1, g.out_w * k)))
         let col = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * g.out_w * k)
         defer { col.deallocate() }
         for start in Swift.stride(from: 0, to: rows, by: chunkRows) {
