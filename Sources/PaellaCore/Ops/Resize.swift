@@ -45,18 +45,18 @@ extension Compute {
         let ys = Self.nearestSources(input: h, output: height), xs = Self.nearestSources(input: w, output: width)
         var out = Tensor(uninitialized: [b, height, width, c], dtype: x.dtype)
         let pixelBytes = c * x.dtype.size
-        x.withUnsafeBytes { src in out.withUnsafeMutableBufferPointer(as: UInt8.self) { dst in
-            let s = src.baseAddress!.assumingMemoryBound(to: UInt8.self), d = dst.baseAddress!
+        x.withUnsafeBytes { src in out.withMutableRawBytes { d in
+            let s = src.baseAddress!
             pool.parallelChunks(b * height) { rows in
                 for row in rows {
                     let (n, oy) = (row / height, row % height)
                     let line = s + (n * h + ys[oy]) * w * pixelBytes
                     let o = d + row * width * pixelBytes
                     if row > rows.lowerBound && oy > 0 && ys[oy] == ys[oy - 1] {  // same source as the row above (this thread's): copy it
-                        o.update(from: o - width * pixelBytes, count: width * pixelBytes)
+                        o.copyMemory(from: o - width * pixelBytes, byteCount: width * pixelBytes)
                         continue
                     }
-                    for ox in 0..<width { (o + ox * pixelBytes).update(from: line + xs[ox] * pixelBytes, count: pixelBytes) }
+                    for ox in 0..<width { (o + ox * pixelBytes).copyMemory(from: line + xs[ox] * pixelBytes, byteCount: pixelBytes) }
                 }
             }
         }}

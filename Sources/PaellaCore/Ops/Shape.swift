@@ -1,6 +1,16 @@
 // Data movement: permute, concat, pad. These work on any dtype (they copy elements, never interpret them).
 
 extension Tensor {
+    /// Write access to the raw bytes, whatever the dtype (for ops that move elements without reading them).
+    mutating func withMutableRawBytes<R>(_ body: (UnsafeMutableRawPointer) -> R) -> R {
+        switch dtype.size {
+        case 1: return withUnsafeMutableBufferPointer(as: UInt8.self) { body(UnsafeMutableRawPointer($0.baseAddress!)) }
+        case 2: return withUnsafeMutableBufferPointer(as: UInt16.self) { body(UnsafeMutableRawPointer($0.baseAddress!)) }
+        case 4: return withUnsafeMutableBufferPointer(as: UInt32.self) { body(UnsafeMutableRawPointer($0.baseAddress!)) }
+        default: return withUnsafeMutableBufferPointer(as: UInt64.self) { body(UnsafeMutableRawPointer($0.baseAddress!)) }
+        }
+    }
+
     /// The elements with their axes reordered: result axis `i` is axis `perm[i]` of `self` (NumPy `transpose`,
     /// PyTorch `permute`). Copies into contiguous storage. NCHW -> NHWC is `permuted([0, 2, 3, 1])`,
     /// NHWC -> NCHW is `permuted([0, 3, 1, 2])`.
@@ -11,9 +21,7 @@ extension Tensor {
         if count == 0 { return out }
         if perm == Array(0..<rank) {
             let bytes = byteCount
-            withUnsafeBytes { src in out.withUnsafeMutableBufferPointer(as: UInt8.self) { dst in
-                dst.baseAddress!.update(from: src.baseAddress!.assumingMemoryBound(to: UInt8.self), count: bytes)
-            }}
+            withUnsafeBytes { src in out.withMutableRawBytes { dst in dst.copyMemory(from: src.baseAddress!, byteCount: bytes) } }
             return out
         }
         switch dtype.size {
@@ -76,15 +84,14 @@ extension Compute {
         let outer = first.shape[..<axis].reduce(1, *)
         let innerBytes = first.shape[(axis + 1)...].reduce(1, *) * first.dtype.size
         let outRowBytes = shape[axis] * innerBytes
-        out.withUnsafeMutableBufferPointer(as: UInt8.self) { dst in
+        out.withMutableRawBytes { dst in
             var offset = 0  // where this tensor's slab starts inside each output row
             for t in tensors {
                 let rowBytes = t.shape[axis] * innerBytes
                 t.withUnsafeBytes { src in
                     pool.parallelChunks(outer, minChunk: max(1, 65536 / max(1, rowBytes))) { r in
                         for i in r where rowBytes > 0 {
-                            (dst.baseAddress! + i * outRowBytes + offset)
-                                .update(from: src.baseAddress!.assumingMemoryBound(to: UInt8.self) + i * rowBytes, count: rowBytes)
+                            (dst + i * outRowBytes + offset).copyMemory(from: src.baseAddress! + i * rowBytes, byteCount: rowBytes)
                         }
                     }
                 }
@@ -112,8 +119,8 @@ extension Compute {
             if mode == .zeros { return nil }
             return i < 0 ? -i : 2 * n - 2 - i
         }
-        x.withUnsafeBytes { src in out.withUnsafeMutableBufferPointer(as: UInt8.self) { dst in
-            let s = src.baseAddress!.assumingMemoryBound(to: UInt8.self), d = dst.baseAddress!
+        x.withUnsafeBytes { src in out.withMutableRawBytes { d in
+            let s = src.baseAddress!
             pool.parallelChunks(b * oh) { rows in
                 for row in rows {
                     let (n, oy) = (row / oh, row % oh)
@@ -121,9 +128,9 @@ extension Compute {
                     for ox in 0..<ow {
                         let target = d + (row * ow + ox) * pixelBytes
                         if let iy, let ix = source(ox - padding.left, w) {
-                            target.update(from: s + ((n * h + iy) * w + ix) * pixelBytes, count: pixelBytes)
+                            target.copyMemory(from: s + ((n * h + iy) * w + ix) * pixelBytes, byteCount: pixelBytes)
                         } else {
-                            target.update(repeating: 0, count: pixelBytes)
+                            target.initializeMemory(as: UInt8.self, repeating: 0, count: pixelBytes)
                         }
                     }
                 }
