@@ -197,7 +197,8 @@ extension Compute {
     }
 
     /// Gradients of `conv2d(x, w, ...)` given the gradient `dy` of its output (same arguments as the forward).
-    /// Uses im2col for every kernel shape (a reference-speed path, not tuned yet).
+    /// Uses im2col + GEMM for every kernel shape, depthwise included (one tiny GEMM per channel there), and a
+    /// single-threaded col2im: correct, not tuned yet.
     public func conv2dBackward(_ x: Tensor, _ w: Conv2dWeights, outputGradient dy: Tensor, stride: Int = 1,
                                padding: Padding2d = .zero, paddingMode: PaddingMode = .zeros,
                                dilation: Int = 1) -> Conv2dGradients {
