@@ -21,12 +21,15 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"]), .brew(["libpng"])]),
         .systemLibrary(name: "CJPEG", providers: [.apt(["libjpeg62-turbo-dev"]), .brew(["jpeg-turbo"])]),
+        // libpng/libjpeg error handling needs setjmp/longjmp, which Swift cannot call: a thin C layer does it.
+        .target(name: "CImageCodecs", dependencies: ["CPNG", "CJPEG"],
+                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
         // zlib for deflated zip entries in PyTorch checkpoints.
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         // Tensor, thread pool, run-time BLAS binding, ops.
         .target(name: "PaellaCore", dependencies: ["CPaellaKernels"]),
         // safetensors, PyTorch checkpoints, images.
-        .target(name: "PaellaIO", dependencies: ["PaellaCore", "CPNG", "CJPEG", "CZlib"],
+        .target(name: "PaellaIO", dependencies: ["PaellaCore", "CImageCodecs", "CZlib"],
                 linkerSettings: [.linkedLibrary("z")]),
         .target(name: "PaellaModels", dependencies: ["PaellaCore", "PaellaIO"]),
         .target(name: "Paella", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels"]),
@@ -37,7 +40,7 @@ let package = Package(
         // Shared by the test targets: fixture lookup (PAELLA_FIXTURES), seeded random data, comparisons.
         .target(name: "PaellaTestSupport", dependencies: ["PaellaCore"], path: "Tests/PaellaTestSupport"),
         .testTarget(name: "PaellaCoreTests", dependencies: ["PaellaCore", "CPaellaKernels", "PaellaTestSupport"]),
-        .testTarget(name: "PaellaIOTests", dependencies: ["PaellaIO", "PaellaTestSupport"]),
+        .testTarget(name: "PaellaIOTests", dependencies: ["PaellaIO", "CImageCodecs", "PaellaTestSupport"]),
         .testTarget(name: "PaellaTests", dependencies: ["Paella", "PaellaTestSupport"]),
     ]
 )

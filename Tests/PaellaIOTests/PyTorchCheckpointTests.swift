@@ -3,38 +3,6 @@ import Testing
 import PaellaTestSupport
 @testable import PaellaIO
 
-// TEMPORARY: a minimal safetensors reader with the API of `SafeTensors` (being written on the safetensors
-// branch), so the parity tests run before it lands. Delete it and use `SafeTensors` once main has it.
-private struct SafeTensors {
-    let names: [String]
-    private let byName: [String: Tensor]
-
-    init(path: String) throws {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        let headerLength = Int(data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
-        let header = try #require(JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + headerLength))) as? [String: Any])
-        let dtypes: [String: DType] = ["F32": .float32, "F16": .float16, "BF16": .bfloat16, "F64": .float64,
-                                       "I64": .int64, "I32": .int32, "I16": .int16, "I8": .int8, "U8": .uint8, "BOOL": .bool]
-        var byName: [String: Tensor] = [:]
-        for (name, info) in header where name != "__metadata__" {
-            let info = try #require(info as? [String: Any])
-            let dtypeName = try #require(info["dtype"] as? String)
-            let dtype = try #require(dtypes[dtypeName])
-            let shape = try #require(info["shape"] as? [Int])
-            let offsets = try #require(info["data_offsets"] as? [Int])
-            let t = Tensor(zeros: shape, dtype: dtype)
-            let bytes = data.subdata(in: (8 + headerLength + offsets[0])..<(8 + headerLength + offsets[1]))
-            try #require(bytes.count == t.byteCount)
-            bytes.copyBytes(to: UnsafeMutableRawBufferPointer(start: t.storage.pointer, count: t.byteCount))
-            byName[name] = t
-        }
-        names = Array(byName.keys)
-        self.byName = byName
-    }
-
-    subscript(name: String) -> Tensor? { byName[name] }
-}
-
 /// A torch.save-shaped archive: `<name>/data.pkl`, `byteorder`, one `data/<key>` entry per storage, `version`.
 func checkpointArchive(_ pickle: [UInt8], storages: [(String, [UInt8])], name: String = "archive",
                        byteorder: String = "little", zip64: Bool = false) -> [UInt8] {

@@ -1,0 +1,215 @@
+// JPEG through libjpeg(-turbo)'s classic API, with an error manager that longjmps instead of calling exit()
+// (see include/image_codecs.h). State that must survive a longjmp lives in the heap-allocated reader struct.
+#include "image_codecs.h"
+
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jerror.h>
+#include <jpeglib.h>
+
+struct error_manager {
+    struct jpeg_error_mgr pub;  // first, so a j_common_ptr's err can be cast to this struct
+    jmp_buf jump;
+    int truncated;
+    char message[JMSG_LENGTH_MAX];
+};
+
+static void error_exit(j_common_ptr cinfo) {
+    struct error_manager *e = (struct error_manager *)cinfo->err;
+    (*cinfo->err->format_message)(cinfo, e->message);
+    longjmp(e->jump, 1);
+}
+
+static void emit_message(j_common_ptr cinfo, int level) {
+    struct error_manager *e = (struct error_manager *)cinfo->err;
+    if (level < 0) {
+        cinfo->err->num_warnings++;
+        // libjpeg pads a file that ends early with gray and only warns; we report it (PIL raises too).
+        if (cinfo->err->msg_code == JWRN_JPEG_EOF) {
+            e->truncated = 1;
+            (*cinfo->err->format_message)(cinfo, e->message);
+        }
+    }
+}
+
+static void output_nothing(j_common_ptr cinfo) { (void)cinfo; }
+
+static void install_errors(struct error_manager *e, struct jpeg_error_mgr **slot) {
+    *slot = jpeg_std_error(&e->pub);
+    e->pub.error_exit = error_exit;
+    e->pub.emit_message = emit_message;
+    e->pub.output_message = output_nothing;
+}
+
+// MARK: Reader
+
+struct ic_jpeg_reader {
+    struct jpeg_decompress_struct cinfo;
+    struct error_manager errors;
+    int created;
+    int header_done;
+    int pixels_done;
+    const uint8_t *data;
+    size_t size;
+    uint8_t *cmyk_row;
+    ic_image_info image;
+};
+
+ic_jpeg_reader *ic_jpeg_reader_create(const uint8_t *data, size_t size) {
+    ic_jpeg_reader *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->data = data;
+    r->size = size;
+    return r;
+}
+
+void ic_jpeg_reader_destroy(ic_jpeg_reader *r) {
+    if (!r) return;
+    if (r->created) jpeg_destroy_decompress(&r->cinfo);
+    free(r->cmyk_row);
+    free(r);
+}
+
+const char *ic_jpeg_reader_message(const ic_jpeg_reader *r) { return r->errors.message; }
+
+static int jpeg_failure(ic_jpeg_reader *r) {
+    if (r->errors.truncated) return IC_ERR_TRUNCATED;
+    // A 12- or 16-bit JPEG is valid, just not something an 8-bit libjpeg build decodes.
+    if (r->errors.pub.msg_code == JERR_BAD_PRECISION) return IC_ERR_UNSUPPORTED;
+    return IC_ERR_CORRUPT;
+}
+
+int ic_jpeg_read_header(ic_jpeg_reader *r, ic_image_info *out) {
+    if (r->header_done) return IC_ERR_USAGE;
+    install_errors(&r->errors, &r->cinfo.err);
+    if (setjmp(r->errors.jump)) return jpeg_failure(r);
+    jpeg_create_decompress(&r->cinfo);
+    r->created = 1;
+    jpeg_mem_src(&r->cinfo, r->data, (unsigned long)r->size);
+    jpeg_read_header(&r->cinfo, TRUE);
+    // A stream cut inside the headers makes libjpeg's memory source insert an end-of-image marker and warn;
+    // if the header still parsed, treat it as truncated all the same.
+    if (r->errors.truncated) return IC_ERR_TRUNCATED;
+
+    int channels;
+    switch (r->cinfo.jpeg_color_space) {
+    case JCS_GRAYSCALE: channels = 1; break;
+    case JCS_YCbCr:
+    case JCS_RGB:
+    case JCS_CMYK:
+    case JCS_YCCK: channels = 3; break;
+    default:
+        snprintf(r->errors.message, sizeof r->errors.message,
+                 "the JPEG colour space (%d components, libjpeg code %d) has no known conversion to RGB",
+                 r->cinfo.num_components, (int)r->cinfo.jpeg_color_space);
+        return IC_ERR_UNSUPPORTED;
+    }
+    r->image.width = r->cinfo.image_width;
+    r->image.height = r->cinfo.image_height;
+    r->image.channels = channels;
+    r->image.source_bit_depth = r->cinfo.data_precision;
+    r->image.source_channels = r->cinfo.num_components;
+    r->header_done = 1;
+    *out = r->image;
+    return IC_OK;
+}
+
+// (a * b) / 255 with rounding, as PIL's MULDIV255 computes it.
+static inline int muldiv255(int a, int b) {
+    int t = a * b + 128;
+    return ((t >> 8) + t) >> 8;
+}
+
+int ic_jpeg_read_pixels(ic_jpeg_reader *r, uint8_t *pixels, size_t row_stride) {
+    if (!r->header_done || r->pixels_done) return IC_ERR_USAGE;
+    const ic_image_info *im = &r->image;
+    if (row_stride < (size_t)im->width * (size_t)im->channels) return IC_ERR_USAGE;
+    int cmyk = r->cinfo.jpeg_color_space == JCS_CMYK || r->cinfo.jpeg_color_space == JCS_YCCK;
+    if (cmyk) {
+        r->cmyk_row = malloc((size_t)im->width * 4);
+        if (!r->cmyk_row) return IC_ERR_NO_MEMORY;
+    }
+    if (setjmp(r->errors.jump)) return jpeg_failure(r);
+
+    r->cinfo.out_color_space = im->channels == 1 ? JCS_GRAYSCALE : (cmyk ? JCS_CMYK : JCS_RGB);
+    jpeg_start_decompress(&r->cinfo);
+    if (r->cinfo.output_width != im->width || r->cinfo.output_height != im->height ||
+        r->cinfo.output_components != (cmyk ? 4 : im->channels)) {
+        snprintf(r->errors.message, sizeof r->errors.message, "libjpeg produced an unexpected row layout");
+        return IC_ERR_UNSUPPORTED;
+    }
+    while (r->cinfo.output_scanline < r->cinfo.output_height) {
+        uint8_t *row = pixels + (size_t)r->cinfo.output_scanline * row_stride;
+        JSAMPROW target = cmyk ? r->cmyk_row : row;
+        jpeg_read_scanlines(&r->cinfo, &target, 1);
+        if (!cmyk) continue;
+        // PIL reads every 4-component JPEG as Adobe-inverted CMYK ("CMYK;I"): the stored sample is 255 - ink.
+        // Its CMYK -> RGB conversion is then R = (255 - K) - C * (255 - K) / 255 per channel, which with
+        // the stored values s = 255 - ink is (255 - K) - (255 - sC) * (255 - K) / 255.
+        const uint8_t *s = r->cmyk_row;
+        for (uint32_t x = 0; x < im->width; x++, s += 4) {
+            int nk = s[3];  // 255 - K
+            for (int c = 0; c < 3; c++) {
+                int v = nk - muldiv255(255 - s[c], nk);
+                row[3 * x + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+        }
+    }
+    jpeg_finish_decompress(&r->cinfo);
+    if (r->errors.truncated) return IC_ERR_TRUNCATED;
+    r->pixels_done = 1;
+    return IC_OK;
+}
+
+// MARK: Encoder (for tests and tools that need JPEG input)
+
+struct jpeg_encoder {
+    struct jpeg_compress_struct cinfo;
+    struct error_manager errors;
+    unsigned char *buffer;
+    unsigned long size;
+};
+
+int ic_jpeg_encode(const uint8_t *pixels, uint32_t width, uint32_t height, int channels, size_t row_stride,
+                   int quality, uint8_t **out, size_t *out_size, char *message, size_t message_capacity) {
+    if ((channels != 1 && channels != 3 && channels != 4) || width == 0 || height == 0 ||
+        row_stride < (size_t)width * (size_t)channels) {
+        if (message_capacity) snprintf(message, message_capacity, "invalid JPEG encoder arguments");
+        return IC_ERR_USAGE;
+    }
+    struct jpeg_encoder *e = calloc(1, sizeof *e);
+    if (!e) return IC_ERR_NO_MEMORY;
+    e->cinfo.err = jpeg_std_error(&e->errors.pub);
+    e->errors.pub.error_exit = error_exit;
+    e->errors.pub.emit_message = emit_message;
+    e->errors.pub.output_message = output_nothing;
+    if (setjmp(e->errors.jump)) {
+        if (message_capacity) snprintf(message, message_capacity, "%s", e->errors.message);
+        jpeg_destroy_compress(&e->cinfo);
+        free(e->buffer);
+        free(e);
+        return IC_ERR_CORRUPT;
+    }
+    jpeg_create_compress(&e->cinfo);
+    jpeg_mem_dest(&e->cinfo, &e->buffer, &e->size);
+    e->cinfo.image_width = width;
+    e->cinfo.image_height = height;
+    e->cinfo.input_components = channels;
+    e->cinfo.in_color_space = channels == 1 ? JCS_GRAYSCALE : channels == 3 ? JCS_RGB : JCS_CMYK;
+    jpeg_set_defaults(&e->cinfo);
+    jpeg_set_quality(&e->cinfo, quality, TRUE);
+    jpeg_start_compress(&e->cinfo, TRUE);
+    while (e->cinfo.next_scanline < e->cinfo.image_height) {
+        JSAMPROW row = (JSAMPROW)(pixels + (size_t)e->cinfo.next_scanline * row_stride);
+        jpeg_write_scanlines(&e->cinfo, &row, 1);
+    }
+    jpeg_finish_compress(&e->cinfo);
+    jpeg_destroy_compress(&e->cinfo);
+    *out = e->buffer;
+    *out_size = e->size;
+    free(e);
+    return IC_OK;
+}

@@ -1,0 +1,281 @@
+// PNG through libpng's classic API, with setjmp/longjmp error handling (see include/image_codecs.h).
+// State that must survive a longjmp lives in the heap-allocated reader/writer struct, never in locals.
+#include "image_codecs.h"
+
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ic_free(void *pointer) { free(pointer); }
+
+// MARK: Reader
+
+struct ic_png_reader {
+    jmp_buf jump;
+    png_structp png;
+    png_infop info;
+    const uint8_t *data;
+    size_t size;
+    size_t position;
+    int truncated;
+    int header_done;
+    int pixels_done;
+    ic_image_info image;
+    png_bytep *rows;
+    char message[256];
+};
+
+static void reader_error(png_structp png, png_const_charp text) {
+    ic_png_reader *r = (ic_png_reader *)png_get_error_ptr(png);
+    snprintf(r->message, sizeof r->message, "%s", text);
+    longjmp(r->jump, 1);
+}
+
+static void quiet_warning(png_structp png, png_const_charp text) {
+    (void)png;
+    (void)text;  // Ancillary-chunk problems (a bad CRC on tEXt, an unknown sRGB profile) are not fatal.
+}
+
+static void read_bytes(png_structp png, png_bytep out, size_t count) {
+    ic_png_reader *r = (ic_png_reader *)png_get_io_ptr(png);
+    if (count > r->size - r->position) {
+        r->truncated = 1;
+        png_error(png, "the data ends before the image does");
+    }
+    memcpy(out, r->data + r->position, count);
+    r->position += count;
+}
+
+ic_png_reader *ic_png_reader_create(const uint8_t *data, size_t size) {
+    ic_png_reader *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->data = data;
+    r->size = size;
+    return r;
+}
+
+void ic_png_reader_destroy(ic_png_reader *r) {
+    if (!r) return;
+    if (r->png) png_destroy_read_struct(&r->png, r->info ? &r->info : NULL, NULL);
+    free(r->rows);
+    free(r);
+}
+
+const char *ic_png_reader_message(const ic_png_reader *r) { return r->message; }
+
+static int reader_failure(ic_png_reader *r) { return r->truncated ? IC_ERR_TRUNCATED : IC_ERR_CORRUPT; }
+
+int ic_png_read_header(ic_png_reader *r, ic_image_info *out) {
+    if (r->header_done) return IC_ERR_USAGE;
+    if (r->size < 8 || png_sig_cmp(r->data, 0, 8) != 0) {
+        snprintf(r->message, sizeof r->message, "the PNG signature is missing");
+        return r->size < 8 ? IC_ERR_TRUNCATED : IC_ERR_CORRUPT;
+    }
+    r->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, r, reader_error, quiet_warning);
+    if (!r->png) return IC_ERR_NO_MEMORY;
+    r->info = png_create_info_struct(r->png);
+    if (!r->info) return IC_ERR_NO_MEMORY;
+    if (setjmp(r->jump)) return reader_failure(r);
+
+    png_set_read_fn(r->png, r, read_bytes);
+    // Size limits are the caller's policy, applied after this header is read; lift libpng's own default
+    // (1e6 px per side) so a too-large image is reported as such rather than as a corrupt file.
+    png_set_user_limits(r->png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
+    png_read_info(r->png, r->info);
+
+    png_uint_32 width = 0, height = 0;
+    int bit_depth = 0, color_type = 0;
+    png_get_IHDR(r->png, r->info, &width, &height, &bit_depth, &color_type, NULL, NULL, NULL);
+    int has_trns = png_get_valid(r->png, r->info, PNG_INFO_tRNS) != 0;
+    int channels = 0, source_channels = 0;
+    switch (color_type) {
+    case PNG_COLOR_TYPE_GRAY: source_channels = 1; channels = has_trns ? 2 : 1; break;
+    case PNG_COLOR_TYPE_GRAY_ALPHA: source_channels = 2; channels = 2; break;
+    case PNG_COLOR_TYPE_PALETTE: source_channels = 1; channels = has_trns ? 4 : 3; break;
+    case PNG_COLOR_TYPE_RGB: source_channels = 3; channels = has_trns ? 4 : 3; break;
+    case PNG_COLOR_TYPE_RGB_ALPHA: source_channels = 4; channels = 4; break;
+    default:
+        snprintf(r->message, sizeof r->message, "unknown PNG colour type %d", color_type);
+        return IC_ERR_CORRUPT;
+    }
+    r->image.width = width;
+    r->image.height = height;
+    r->image.channels = channels;
+    r->image.source_bit_depth = bit_depth;
+    r->image.source_channels = source_channels;
+    r->header_done = 1;
+    *out = r->image;
+    return IC_OK;
+}
+
+int ic_png_read_pixels(ic_png_reader *r, uint8_t *pixels, size_t row_stride) {
+    if (!r->header_done || r->pixels_done) return IC_ERR_USAGE;
+    const ic_image_info *im = &r->image;
+    if (row_stride < (size_t)im->width * (size_t)im->channels) return IC_ERR_USAGE;
+    r->rows = malloc(sizeof(png_bytep) * (im->height ? im->height : 1));
+    if (!r->rows) return IC_ERR_NO_MEMORY;
+    for (uint32_t y = 0; y < im->height; y++) r->rows[y] = pixels + (size_t)y * row_stride;
+    if (setjmp(r->jump)) return reader_failure(r);
+
+    png_byte color_type = png_get_color_type(r->png, r->info);
+    if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(r->png);
+    if (color_type == PNG_COLOR_TYPE_GRAY && im->source_bit_depth < 8) png_set_expand_gray_1_2_4_to_8(r->png);
+    if (png_get_valid(r->png, r->info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(r->png);
+    if (im->source_bit_depth == 16) png_set_strip_16(r->png);
+    (void)png_set_interlace_handling(r->png);
+    png_read_update_info(r->png, r->info);
+    if (png_get_channels(r->png, r->info) != im->channels || png_get_bit_depth(r->png, r->info) != 8 ||
+        png_get_rowbytes(r->png, r->info) != (size_t)im->width * (size_t)im->channels) {
+        snprintf(r->message, sizeof r->message, "libpng produced an unexpected row layout");
+        return IC_ERR_UNSUPPORTED;
+    }
+    png_read_image(r->png, r->rows);
+    // Text chunks may also follow the image data; passing the same info struct collects them with the rest.
+    png_read_end(r->png, r->info);
+    r->pixels_done = 1;
+    return IC_OK;
+}
+
+int ic_png_text_count(const ic_png_reader *r) {
+    if (!r->png || !r->info) return 0;
+    png_textp text = NULL;
+    return png_get_text(r->png, r->info, &text, NULL);
+}
+
+int ic_png_text_at(const ic_png_reader *r, int index, const char **key, const char **text,
+                   size_t *text_length, int *is_utf8) {
+    png_textp entries = NULL;
+    int count = (r->png && r->info) ? png_get_text(r->png, r->info, &entries, NULL) : 0;
+    if (index < 0 || index >= count) return IC_ERR_USAGE;
+    png_textp e = &entries[index];
+    *key = e->key;
+    *text = e->text ? e->text : "";
+    int utf8 = e->compression == PNG_ITXT_COMPRESSION_NONE || e->compression == PNG_ITXT_COMPRESSION_zTXt;
+    *is_utf8 = utf8;
+    *text_length = e->text ? (utf8 ? e->itxt_length : e->text_length) : 0;
+    return IC_OK;
+}
+
+// MARK: Writer
+
+struct ic_png_writer {
+    jmp_buf jump;
+    png_structp png;
+    png_infop info;
+    png_bytep *rows;
+    png_text *texts;
+    int text_count;
+    uint8_t *buffer;
+    size_t size;
+    size_t capacity;
+    char message[256];
+};
+
+static void writer_error(png_structp png, png_const_charp text) {
+    ic_png_writer *w = (ic_png_writer *)png_get_error_ptr(png);
+    snprintf(w->message, sizeof w->message, "%s", text);
+    longjmp(w->jump, 1);
+}
+
+static void write_bytes(png_structp png, png_bytep data, size_t count) {
+    ic_png_writer *w = (ic_png_writer *)png_get_io_ptr(png);
+    if (count > w->capacity - w->size) {
+        size_t capacity = w->capacity ? w->capacity : 65536;
+        while (count > capacity - w->size) capacity *= 2;
+        uint8_t *grown = realloc(w->buffer, capacity);
+        if (!grown) png_error(png, "out of memory while encoding the PNG");
+        w->buffer = grown;
+        w->capacity = capacity;
+    }
+    memcpy(w->buffer + w->size, data, count);
+    w->size += count;
+}
+
+static void flush_nothing(png_structp png) { (void)png; }
+
+ic_png_writer *ic_png_writer_create(void) { return calloc(1, sizeof(ic_png_writer)); }
+
+static void release_encoder(ic_png_writer *w) {
+    if (w->png) png_destroy_write_struct(&w->png, w->info ? &w->info : NULL);
+    w->png = NULL;
+    w->info = NULL;
+    free(w->rows);
+    w->rows = NULL;
+}
+
+void ic_png_writer_destroy(ic_png_writer *w) {
+    if (!w) return;
+    release_encoder(w);
+    for (int i = 0; i < w->text_count; i++) {
+        free(w->texts[i].key);
+        free(w->texts[i].text);
+    }
+    free(w->texts);
+    free(w->buffer);
+    free(w);
+}
+
+const char *ic_png_writer_message(const ic_png_writer *w) { return w->message; }
+
+int ic_png_writer_add_text(ic_png_writer *w, const char *key, const char *text, int utf8) {
+    png_text *grown = realloc(w->texts, sizeof(png_text) * (size_t)(w->text_count + 1));
+    if (!grown) return IC_ERR_NO_MEMORY;
+    w->texts = grown;
+    png_text *e = &w->texts[w->text_count];
+    memset(e, 0, sizeof *e);
+    e->key = strdup(key);
+    e->text = strdup(text);
+    if (!e->key || !e->text) {
+        free(e->key);
+        free(e->text);
+        return IC_ERR_NO_MEMORY;
+    }
+    e->compression = utf8 ? PNG_ITXT_COMPRESSION_NONE : PNG_TEXT_COMPRESSION_NONE;
+    if (utf8) e->itxt_length = strlen(text); else e->text_length = strlen(text);
+    w->text_count += 1;
+    return IC_OK;
+}
+
+int ic_png_writer_encode(ic_png_writer *w, const uint8_t *pixels, uint32_t width, uint32_t height,
+                         int channels, size_t row_stride, int compression_level,
+                         uint8_t **out, size_t *out_size) {
+    static const int color_types[5] = {-1, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
+                                       PNG_COLOR_TYPE_RGB_ALPHA};
+    if (channels < 1 || channels > 4 || width == 0 || height == 0 ||
+        row_stride < (size_t)width * (size_t)channels || w->png) {
+        snprintf(w->message, sizeof w->message, "invalid PNG encoder arguments");
+        return IC_ERR_USAGE;
+    }
+    w->size = 0;
+    w->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, w, writer_error, quiet_warning);
+    if (!w->png) return IC_ERR_NO_MEMORY;
+    w->info = png_create_info_struct(w->png);
+    w->rows = malloc(sizeof(png_bytep) * height);
+    if (!w->info || !w->rows) {
+        release_encoder(w);
+        return IC_ERR_NO_MEMORY;
+    }
+    for (uint32_t y = 0; y < height; y++) w->rows[y] = (png_bytep)(pixels + (size_t)y * row_stride);
+    if (setjmp(w->jump)) {
+        release_encoder(w);
+        return IC_ERR_CORRUPT;
+    }
+    png_set_write_fn(w->png, w, write_bytes, flush_nothing);
+    png_set_compression_level(w->png, compression_level);
+    png_set_IHDR(w->png, w->info, width, height, 8, color_types[channels], PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    // Text set before png_write_info goes out right after IHDR, ahead of the image data.
+    if (w->text_count > 0) png_set_text(w->png, w->info, w->texts, w->text_count);
+    png_write_info(w->png, w->info);
+    png_write_image(w->png, w->rows);
+    png_write_end(w->png, NULL);
+    release_encoder(w);
+    *out = w->buffer;
+    *out_size = w->size;
+    w->buffer = NULL;
+    w->size = 0;
+    w->capacity = 0;
+    return IC_OK;
+}

@@ -1,0 +1,75 @@
+// CPaellaKernels: convolution helpers over channels-last (NHWC) float32 buffers.
+// im2col feeds the general convolution's GEMM, the depthwise kernel is the v1 denoiser's hot loop, and the
+// transposed-convolution gather turns a GEMM's columns back into an image. Each fast kernel has a _ref twin.
+#ifndef PAELLA_CONV_H
+#define PAELLA_CONV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// How a convolution reads outside the image: zeros, or the mirror image without repeating the edge
+/// (PyTorch ReflectionPad2d: index -1 reads 1, index H reads H-2; needs padding < size).
+typedef enum {
+    PK_PAD_ZEROS = 0,
+    PK_PAD_REFLECT = 1,
+} pk_pad_mode;
+
+/// The geometry of one 2-D convolution over [batch, in_h, in_w, C] images.
+/// Forward convolution: input pixel of output (oy, ky) is iy = oy * stride_h - pad_top + ky * dilation_h.
+/// Transposed convolution: input pixel iy lands on output oy = iy * stride_h - pad_top + ky * dilation_h.
+/// Bottom/right padding is implied by out_h/out_w.
+typedef struct {
+    ptrdiff_t batch;
+    ptrdiff_t in_h, in_w;
+    ptrdiff_t out_h, out_w;
+    ptrdiff_t kernel_h, kernel_w;
+    ptrdiff_t stride_h, stride_w;
+    ptrdiff_t dilation_h, dilation_w;
+    ptrdiff_t pad_top, pad_left;
+    pk_pad_mode pad_mode;
+} pk_conv_geometry;
+
+/// Lowers output rows [row_begin, row_end) of the flattened (batch, out_y) index into GEMM columns.
+/// x is [batch, in_h, in_w, channels]; channels [c0, c0 + cg) are read (one convolution group).
+/// col receives [(row - row_begin) * out_w + ox][ky][kx][cg] (row-major, kernel_h * kernel_w * cg wide).
+void pk_im2col_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdiff_t cg,
+                    const pk_conv_geometry *g, ptrdiff_t row_begin, ptrdiff_t row_end, float *col);
+void pk_im2col_nhwc_ref(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdiff_t cg,
+                        const pk_conv_geometry *g, ptrdiff_t row_begin, ptrdiff_t row_end, float *col);
+
+/// The adjoint of pk_im2col_nhwc (used by the input gradient): adds every column entry back onto the input
+/// pixel it was read from (reflected reads add to the mirrored pixel; zero-padding reads are dropped).
+/// dx is [batch, in_h, in_w, channels] and is accumulated into, channels [c0, c0 + cg). Single-threaded:
+/// different rows may touch the same input pixel.
+void pk_col2im_nhwc_add(const float *col, ptrdiff_t channels, ptrdiff_t c0, ptrdiff_t cg,
+                        const pk_conv_geometry *g, ptrdiff_t row_begin, ptrdiff_t row_end, float *dx);
+
+/// Depthwise convolution (groups == channels, one filter per channel) for output rows [row_begin, row_end)
+/// of the flattened (batch, out_y) index: y[b, oy, ox, c] = bias[c] + sum_{ky,kx} w[ky, kx, c] * x[b, iy, ix, c].
+/// x is [batch, in_h, in_w, C], w is [kernel_h, kernel_w, C], bias is [C] or NULL, y is [batch, out_h, out_w, C].
+/// Vectorized over channels.
+void pk_depthwise_conv2d_nhwc(const float *x, ptrdiff_t channels, const float *w, const float *bias,
+                              const pk_conv_geometry *g, ptrdiff_t row_begin, ptrdiff_t row_end, float *y);
+void pk_depthwise_conv2d_nhwc_ref(const float *x, ptrdiff_t channels, const float *w, const float *bias,
+                                  const pk_conv_geometry *g, ptrdiff_t row_begin, ptrdiff_t row_end, float *y);
+
+/// Transposed convolution, second half: gathers GEMM columns into output rows [row_begin, row_end) of the
+/// flattened (batch, out_y) index. col is [batch, in_h, in_w][ky][kx][cg] (the product x * W for one group);
+/// y is [batch, out_h, out_w, out_channels] and channels [c0, c0 + cg) of the rows are overwritten with
+/// bias[c0 + c] (bias may be NULL) plus the sum of every column entry that lands there.
+void pk_col2im_transposed_nhwc(const float *col, ptrdiff_t cg, const float *bias, const pk_conv_geometry *g,
+                               ptrdiff_t out_channels, ptrdiff_t c0, ptrdiff_t row_begin, ptrdiff_t row_end,
+                               float *y);
+/// Twin written as PyTorch defines it: every input pixel scatters its kernel-sized patch onto the output.
+void pk_col2im_transposed_nhwc_ref(const float *col, ptrdiff_t cg, const float *bias, const pk_conv_geometry *g,
+                                   ptrdiff_t out_channels, ptrdiff_t c0, ptrdiff_t row_begin, ptrdiff_t row_end,
+                                   float *y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
