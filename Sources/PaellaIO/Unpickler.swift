@@ -145,6 +145,11 @@ public enum PickleError: Error, CustomStringConvertible, Equatable {
 // MARK: - Allow-list
 
 /// What an allowed global is; anything not listed here is refused.
+///
+/// Lightning checkpoints may also carry `hyper_parameters` as an `omegaconf` config, numpy scalars in callback
+/// states, or other library classes. Those are refused by name rather than modelled: their pickled form rebuilds
+/// through arbitrary class constructors, and a checkpoint whose tensors we need can always be re-saved as a plain
+/// `{"state_dict": ...}` (or converted to safetensors) in Python.
 enum AllowedGlobal: Equatable {
     case orderedDict
     case set, frozenset

@@ -68,8 +68,10 @@ public struct ZipArchive: Sendable {
 
     public var path: String { file.path }
 
-    /// Largest inflated entry this reader will allocate, so a hostile archive cannot claim terabytes.
-    public static let maxInflatedBytes = 1 << 34
+    /// Largest deflated entry this reader will inflate (2 GiB), so a hostile archive cannot make it allocate
+    /// without bound. torch.save stores storages uncompressed (no limit applies to those); only an archive
+    /// re-zipped by another tool has deflated ones, and no single tensor of these models comes near the cap.
+    public static let maxInflatedBytes = 1 << 31
 
     /// Maps and indexes the archive at `path`.
     public init(path: String) throws {
