@@ -30,8 +30,8 @@ void pk_f16_to_f32_ref(const uint16_t *src, float *dst, size_t n) {
         if (exp == 0) {  // zero or subnormal: mant * 2^-24
             float v = (float)mant * 0x1p-24f;
             dst[i] = bits_to_float(float_to_bits(v) | sign);
-        } else if (exp == 31) {  // inf or NaN
-            dst[i] = bits_to_float(sign | 0x7f800000u | (mant << 13));
+        } else if (exp == 31) {  // inf, or NaN made quiet as the hardware conversions do
+            dst[i] = bits_to_float(sign | 0x7f800000u | (mant << 13) | (mant ? 0x00400000u : 0u));
         } else {  // rebias the exponent from 15 to 127
             dst[i] = bits_to_float(sign | ((exp + 112u) << 23) | (mant << 13));
         }

@@ -54,9 +54,10 @@ extension Compute {
                                         pool.parallelFor(chunks) { c in
                                             let r0 = c * chunkRows, count = min(rows, r0 + chunkRows) - r0
                                             let o = r0 * n
+                                            // (an empty array may still have an address: test the optionals)
                                             pk_layer_norm_backward(gp + o, xp + o, mp + r0, rp + r0, wp, count, n, dp + o,
-                                                                   pw.baseAddress.map { $0 + c * n },
-                                                                   pb.baseAddress.map { $0 + c * n })
+                                                                   weight == nil ? nil : pw.baseAddress.map { $0 + c * n },
+                                                                   bias == nil ? nil : pb.baseAddress.map { $0 + c * n })
                                         }
                                     }
                                 }
