@@ -159,7 +159,7 @@ private func maxRelativeError(_ got: [Float], _ want: [Double]) -> Double {
         let (rows, n) = (3, 13)
         let x = rng.tensor([rows, n], -1, 2), w = rng.tensor([n], 0.5, 1.5), b = rng.tensor([n])
         let probe = rng.tensor([rows, n])  // the upstream gradient: loss = sum(y * probe)
-        let grads = compute.layerNormBackward(x, weight: w, bias: b, eps: 1e-5, gradOutput: probe)
+        let grads = compute.layerNormBackward(x, weight: w, bias: b, eps: 1e-5, outputGradient: probe)
         let xd = x.floats.map(Double.init), wd = w.floats.map(Double.init), bd = b.floats.map(Double.init)
         let pd = probe.floats.map(Double.init)
         let dx = finiteDifferenceGradient(xd, probe: pd) { naiveLayerNorm($0, n: n, w: wd, b: bd, eps: 1e-5) }
@@ -171,10 +171,10 @@ private func maxRelativeError(_ got: [Float], _ want: [Double]) -> Double {
         #expect(maxRelativeError(grads.bias?.floats ?? [], db) <= 1e-5)
         // Passing the forward's statistics gives the same result.
         let stats = compute.layerNormWithStatistics(x, weight: w, bias: b, eps: 1e-5).statistics
-        let again = compute.layerNormBackward(x, weight: w, bias: b, eps: 1e-5, gradOutput: probe, statistics: stats)
+        let again = compute.layerNormBackward(x, weight: w, bias: b, eps: 1e-5, outputGradient: probe, statistics: stats)
         #expect(maxAbsDifference(again.input.floats, grads.input.floats) <= 1e-6 * max(1, maxAbs(grads.input.floats)))
         // Without affine parameters there are no parameter gradients.
-        let plain = compute.layerNormBackward(x, weight: nil, bias: nil, eps: 1e-5, gradOutput: probe)
+        let plain = compute.layerNormBackward(x, weight: nil, bias: nil, eps: 1e-5, outputGradient: probe)
         #expect(plain.weight == nil && plain.bias == nil)
         let dxPlain = finiteDifferenceGradient(xd, probe: pd) { naiveLayerNorm($0, n: n, w: nil, b: nil, eps: 1e-5) }
         #expect(maxRelativeError(plain.input.floats, dxPlain) <= 1e-5)
@@ -186,9 +186,9 @@ private func maxRelativeError(_ got: [Float], _ want: [Double]) -> Double {
         let x = rng.tensor([257], -6, 6), probe = rng.tensor([257])
         let xd = x.floats.map(Double.init), pd = probe.floats.map(Double.init)
         let dGelu = finiteDifferenceGradient(xd, probe: pd) { $0.map(naiveGelu) }
-        #expect(maxRelativeError(compute.geluBackward(x, gradOutput: probe).floats, dGelu) <= 1e-5)
+        #expect(maxRelativeError(compute.geluBackward(x, outputGradient: probe).floats, dGelu) <= 1e-5)
         let dSilu = finiteDifferenceGradient(xd, probe: pd) { $0.map { $0 / (1 + Foundation.exp(-$0)) } }
-        #expect(maxRelativeError(compute.siluBackward(x, gradOutput: probe).floats, dSilu) <= 1e-5)
+        #expect(maxRelativeError(compute.siluBackward(x, outputGradient: probe).floats, dSilu) <= 1e-5)
     }
 
     @Test func softmaxBackwardMatchesFiniteDifferences() {
@@ -198,9 +198,9 @@ private func maxRelativeError(_ got: [Float], _ want: [Double]) -> Double {
         let x = rng.tensor([4, n], -3, 3), probe = rng.tensor([4, n])
         let xd = x.floats.map(Double.init), pd = probe.floats.map(Double.init)
         let ds = finiteDifferenceGradient(xd, probe: pd) { naiveSoftmax($0, n: n) }
-        #expect(maxRelativeError(compute.softmaxBackward(x, gradOutput: probe).floats, ds) <= 1e-5)
+        #expect(maxRelativeError(compute.softmaxBackward(x, outputGradient: probe).floats, ds) <= 1e-5)
         let dls = finiteDifferenceGradient(xd, probe: pd) { naiveSoftmax($0, n: n).map { Foundation.log($0) } }
-        #expect(maxRelativeError(compute.logSoftmaxBackward(x, gradOutput: probe).floats, dls) <= 1e-5)
+        #expect(maxRelativeError(compute.logSoftmaxBackward(x, outputGradient: probe).floats, dls) <= 1e-5)
     }
 
     // MARK: Sampling and conversions through the ops

@@ -9,9 +9,9 @@ extension Compute {
         mapElements(x) { pk_gelu($0, $1, $2) }
     }
 
-    /// The gradient of `gelu` at `x` given the gradient of its output: `gradOutput * GELU'(x)`.
-    public func geluBackward(_ x: Tensor, gradOutput: Tensor) -> Tensor {
-        zipElements(x, gradOutput, "geluBackward") { pk_gelu_backward($0, $1, $2, $3) }
+    /// The gradient of `gelu` at `x` given the gradient of its output: `outputGradient * GELU'(x)`.
+    public func geluBackward(_ x: Tensor, outputGradient: Tensor) -> Tensor {
+        zipElements(x, outputGradient, "geluBackward") { pk_gelu_backward($0, $1, $2, $3) }
     }
 
     /// SiLU (swish), `x * sigmoid(x)`, element-wise.
@@ -20,8 +20,8 @@ extension Compute {
     }
 
     /// The gradient of `silu` at `x` given the gradient of its output.
-    public func siluBackward(_ x: Tensor, gradOutput: Tensor) -> Tensor {
-        zipElements(x, gradOutput, "siluBackward") { pk_silu_backward($0, $1, $2, $3) }
+    public func siluBackward(_ x: Tensor, outputGradient: Tensor) -> Tensor {
+        zipElements(x, outputGradient, "siluBackward") { pk_silu_backward($0, $1, $2, $3) }
     }
 
     // MARK: Helpers shared by the element-wise ops

@@ -11,6 +11,15 @@ public struct LayerNormStatistics: Sendable {
     public var rstd: Tensor
 }
 
+/// Gradients of `layerNorm` with respect to its input, weight and bias, shaped like those arguments.
+public struct LayerNormGradients: Sendable {
+    public var input: Tensor
+    /// `[n]`, or nil when the forward had no weight.
+    public var weight: Tensor?
+    /// `[n]`, or nil when the forward had no bias.
+    public var bias: Tensor?
+}
+
 extension Compute {
     /// Layer norm over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias` per row, with the
     /// biased variance. `weight` and `bias` (length = last dimension) are optional.
@@ -28,9 +37,9 @@ extension Compute {
     /// Gradients of `layerNorm` with respect to its input, weight and bias (the latter two nil when the
     /// forward had none), given the same inputs and the gradient of the output. Pass the forward's
     /// statistics to skip recomputing them.
-    public func layerNormBackward(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float, gradOutput: Tensor,
-                                  statistics: LayerNormStatistics? = nil) -> (input: Tensor, weight: Tensor?, bias: Tensor?) {
-        precondition(gradOutput.shape == x.shape, "layerNormBackward: gradient shape \(gradOutput.shape) differs from input shape \(x.shape)")
+    public func layerNormBackward(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float, outputGradient: Tensor,
+                                  statistics: LayerNormStatistics? = nil) -> LayerNormGradients {
+        precondition(outputGradient.shape == x.shape, "layerNormBackward: gradient shape \(outputGradient.shape) differs from input shape \(x.shape)")
         let n = x.shape.last ?? 1
         let rows = n == 0 ? 0 : x.count / n
         let stats = statistics ?? layerNormWithStatistics(x, weight: weight, bias: bias, eps: eps).statistics
@@ -44,7 +53,7 @@ extension Compute {
         var partialB = [Float](repeating: 0, count: bias == nil ? 0 : chunks * n)
         var dx = Tensor(uninitialized: x.shape)
         x.withFloatPointer { xp in
-            gradOutput.withFloatPointer { gp in
+            outputGradient.withFloatPointer { gp in
                 stats.mean.withFloatPointer { mp in
                     stats.rstd.withFloatPointer { rp in
                         withOptionalFloatPointer(weight) { wp in
@@ -72,7 +81,8 @@ extension Compute {
             for c in 0..<chunks { for j in 0..<n { total[j] += partial[c * n + j] } }
             return Tensor(total, shape: [n])
         }
-        return (dx, weight == nil ? nil : reduce(partialW), bias == nil ? nil : reduce(partialB))
+        return LayerNormGradients(input: dx, weight: weight == nil ? nil : reduce(partialW),
+                                  bias: bias == nil ? nil : reduce(partialB))
     }
 
     private func layerNormForward(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float,

@@ -17,18 +17,18 @@ extension Compute {
 
     /// The gradient of `softmax` at `x` given the gradient of its output: `y * (g - sum(g * y))` per row,
     /// with `y = softmax(x)`. Pass the forward's output to skip recomputing it.
-    public func softmaxBackward(_ x: Tensor, gradOutput: Tensor, output: Tensor? = nil) -> Tensor {
+    public func softmaxBackward(_ x: Tensor, outputGradient: Tensor, output: Tensor? = nil) -> Tensor {
         let y = output ?? softmax(x)
         precondition(y.shape == x.shape, "softmaxBackward: output shape \(y.shape) differs from input shape \(x.shape)")
-        return zipRows(y, gradOutput, "softmaxBackward") { pk_softmax_backward($0, $1, $2, $3, $4) }
+        return zipRows(y, outputGradient, "softmaxBackward") { pk_softmax_backward($0, $1, $2, $3, $4) }
     }
 
     /// The gradient of `logSoftmax` at `x` given the gradient of its output: `g - exp(y) * sum(g)` per row,
     /// with `y = logSoftmax(x)`. Pass the forward's output to skip recomputing it.
-    public func logSoftmaxBackward(_ x: Tensor, gradOutput: Tensor, output: Tensor? = nil) -> Tensor {
+    public func logSoftmaxBackward(_ x: Tensor, outputGradient: Tensor, output: Tensor? = nil) -> Tensor {
         let y = output ?? logSoftmax(x)
         precondition(y.shape == x.shape, "logSoftmaxBackward: output shape \(y.shape) differs from input shape \(x.shape)")
-        return zipRows(y, gradOutput, "logSoftmaxBackward") { pk_log_softmax_backward($0, $1, $2, $3, $4) }
+        return zipRows(y, outputGradient, "logSoftmaxBackward") { pk_log_softmax_backward($0, $1, $2, $3, $4) }
     }
 
     /// Gumbel-max sampling over the last dimension, as upstream Paella's `gumbel_sample`: per row the index of
