@@ -1,0 +1,228 @@
+// Softmax and log-softmax over the rows of [rows, n], numerically stable (the row maximum is subtracted
+// before exponentiating, so no exp overflows), and their backward passes.
+#include "paella_elementwise.h"
+#include "elementwise_simd.h"
+
+// ---- References ------------------------------------------------------------------------------------------------
+
+void pk_softmax_ref(const float *x, float *y, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float max = -INFINITY;
+        for (size_t j = 0; j < n; j++) if (xr[j] > max) max = xr[j];
+        if (max == -INFINITY) {  // everything masked: no probability anywhere
+            for (size_t j = 0; j < n; j++) yr[j] = 0.0f;
+            continue;
+        }
+        double sum = 0;
+        for (size_t j = 0; j < n; j++) {
+            yr[j] = expf(xr[j] - max);
+            sum += yr[j];
+        }
+        float inv = (float)(1.0 / sum);
+        for (size_t j = 0; j < n; j++) yr[j] *= inv;
+    }
+}
+
+void pk_log_softmax_ref(const float *x, float *y, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float max = -INFINITY;
+        for (size_t j = 0; j < n; j++) if (xr[j] > max) max = xr[j];
+        if (max == -INFINITY) {
+            for (size_t j = 0; j < n; j++) yr[j] = -INFINITY;
+            continue;
+        }
+        double sum = 0;
+        for (size_t j = 0; j < n; j++) sum += expf(xr[j] - max);
+        float shift = max + (float)log(sum);  // log-sum-exp of the row
+        for (size_t j = 0; j < n; j++) yr[j] = xr[j] - shift;
+    }
+}
+
+void pk_softmax_backward(const float *y, const float *dy, float *dx, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *yr = y + r * n, *g = dy + r * n;
+        float *d = dx + r * n;
+        double dot = 0;
+        for (size_t j = 0; j < n; j++) dot += (double)g[j] * yr[j];
+        for (size_t j = 0; j < n; j++) d[j] = yr[j] * (g[j] - (float)dot);
+    }
+}
+
+void pk_log_softmax_backward(const float *y, const float *dy, float *dx, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *yr = y + r * n, *g = dy + r * n;
+        float *d = dx + r * n;
+        double sum = 0;
+        for (size_t j = 0; j < n; j++) sum += g[j];
+        for (size_t j = 0; j < n; j++) d[j] = g[j] - expf(yr[j]) * (float)sum;
+    }
+}
+
+// ---- Fast versions: one pass for the max, one for exp and its sum, one to scale ---------------------------------
+
+#if defined(__x86_64__) || defined(__i386__)
+static PK_AVX512 float row_max16(const float *x, size_t n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + j));
+    if (j < n) m = _mm512_mask_max_ps(m, pk16_mask(n - j), m, _mm512_maskz_loadu_ps(pk16_mask(n - j), x + j));
+    return _mm512_reduce_max_ps(m);
+}
+
+// Sum of exp(x - max); writes the exponentials to y when y is not NULL.
+static PK_AVX512 float exp_sum16(const float *x, float *y, size_t n, float max) {
+    __m512 vmax = _mm512_set1_ps(max), acc = _mm512_setzero_ps();
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512 e = pk16_exp(_mm512_sub_ps(_mm512_loadu_ps(x + j), vmax));
+        if (y) _mm512_storeu_ps(y + j, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (j < n) {
+        __mmask16 m = pk16_mask(n - j);
+        __m512 e = pk16_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vmax));
+        if (y) _mm512_mask_storeu_ps(y + j, m, e);
+        acc = _mm512_mask_add_ps(acc, m, acc, e);
+    }
+    return pk16_sum(acc);
+}
+
+static PK_AVX512 void fill16(float *y, size_t n, float v) {
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(y + j, _mm512_set1_ps(v));
+    if (j < n) _mm512_mask_storeu_ps(y + j, pk16_mask(n - j), _mm512_set1_ps(v));
+}
+
+// y = x * a + b
+static PK_AVX512 void scale16(const float *x, float *y, size_t n, float a, float b) {
+    __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(y + j, _mm512_fmadd_ps(_mm512_loadu_ps(x + j), va, vb));
+    if (j < n) {
+        __mmask16 m = pk16_mask(n - j);
+        _mm512_mask_storeu_ps(y + j, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + j), va, vb));
+    }
+}
+
+static PK_AVX512 void softmax_avx512(const float *x, float *y, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float max = row_max16(xr, n);
+        if (max == -INFINITY) { fill16(yr, n, 0.0f); continue; }
+        float sum = exp_sum16(xr, yr, n, max);
+        scale16(yr, yr, n, 1.0f / sum, 0.0f);
+    }
+}
+
+static PK_AVX512 void log_softmax_avx512(const float *x, float *y, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float max = row_max16(xr, n);
+        if (max == -INFINITY) { fill16(yr, n, -INFINITY); continue; }
+        float sum = exp_sum16(xr, NULL, n, max);
+        scale16(xr, yr, n, 1.0f, -(max + logf(sum)));
+    }
+}
+
+static PK_AVX2 float row_max8(const float *x, size_t n) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + j));
+    if (j < n) m = _mm256_max_ps(m, pk8_load(x + j, n - j, -INFINITY));
+    return pk8_max(m);
+}
+
+static PK_AVX2 float exp_sum8(const float *x, float *y, size_t n, float max) {
+    __m256 vmax = _mm256_set1_ps(max), acc = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 e = pk8_exp(_mm256_sub_ps(_mm256_loadu_ps(x + j), vmax));
+        if (y) _mm256_storeu_ps(y + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    if (j < n) {
+        // The padding lanes hold -inf, whose exponential is exactly 0.
+        __m256 e = pk8_exp(_mm256_sub_ps(pk8_load(x + j, n - j, -INFINITY), vmax));
+        if (y) pk8_store(y + j, e, n - j);
+        acc = _mm256_add_ps(acc, e);
+    }
+    return pk8_sum(acc);
+}
+
+static PK_AVX2 void fill8(float *y, size_t n, float v) {
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_set1_ps(v));
+    if (j < n) pk8_store(y + j, _mm256_set1_ps(v), n - j);
+}
+
+static PK_AVX2 void scale8(const float *x, float *y, size_t n, float a, float b) {
+    __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_fmadd_ps(_mm256_loadu_ps(x + j), va, vb));
+    if (j < n) pk8_store(y + j, _mm256_fmadd_ps(pk8_load(x + j, n - j, 0.0f), va, vb), n - j);
+}
+
+static PK_AVX2 void softmax_avx2(const float *x, float *y, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float max = row_max8(xr, n);
+        if (max == -INFINITY) { fill8(yr, n, 0.0f); continue; }
+        float sum = exp_sum8(xr, yr, n, max);
+        scale8(yr, yr, n, 1.0f / sum, 0.0f);
+    }
+}
+
+static PK_AVX2 void log_softmax_avx2(const float *x, float *y, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float max = row_max8(xr, n);
+        if (max == -INFINITY) { fill8(yr, n, -INFINITY); continue; }
+        float sum = exp_sum8(xr, NULL, n, max);
+        scale8(xr, yr, n, 1.0f, -(max + logf(sum)));
+    }
+}
+#endif
+
+#if defined(__aarch64__)
+static void softmax_neon(const float *x, float *y, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float32x4_t m4 = vdupq_n_f32(-INFINITY);
+        size_t j = 0;
+        for (; j + 4 <= n; j += 4) m4 = vmaxq_f32(m4, vld1q_f32(xr + j));
+        float max = vmaxvq_f32(m4);
+        for (; j < n; j++) if (xr[j] > max) max = xr[j];
+        if (max == -INFINITY) { for (j = 0; j < n; j++) yr[j] = 0.0f; continue; }
+        float32x4_t vmax = vdupq_n_f32(max), acc = vdupq_n_f32(0.0f);
+        for (j = 0; j + 4 <= n; j += 4) {
+            float32x4_t e = pk4_exp(vsubq_f32(vld1q_f32(xr + j), vmax));
+            vst1q_f32(yr + j, e);
+            acc = vaddq_f32(acc, e);
+        }
+        float sum = vaddvq_f32(acc);
+        for (; j < n; j++) { yr[j] = expf(xr[j] - max); sum += yr[j]; }
+        float inv = 1.0f / sum;
+        for (j = 0; j < n; j++) yr[j] *= inv;
+    }
+}
+#endif
+
+void pk_softmax(const float *x, float *y, size_t rows, size_t n) {
+    PK_DISPATCH_X86(softmax_avx512, softmax_avx2, (x, y, rows, n))
+    PK_DISPATCH_NEON(softmax_neon, (x, y, rows, n))
+    pk_softmax_ref(x, y, rows, n);
+}
+
+void pk_log_softmax(const float *x, float *y, size_t rows, size_t n) {
+    PK_DISPATCH_X86(log_softmax_avx512, log_softmax_avx2, (x, y, rows, n))
+    pk_log_softmax_ref(x, y, rows, n);
+}
