@@ -97,11 +97,26 @@ static void workspace_layout(const gemm_config *cfg, size_t m, size_t n, size_t 
     *b_floats = round_up(round_up(min_size(n, block_columns(cfg, kc)), (size_t)cfg->nr) * kc, 16);
 }
 
+// The largest workspace any compiled-in blocking needs, so that a workspace sized before pk_force_isa changes
+// the active ISA (another thread, a test) is still big enough for the call that uses it.
 size_t pk_sgemm_workspace_floats(size_t m, size_t n, size_t k) {
     if (m == 0 || n == 0 || k == 0) return 0;
-    size_t a_floats, b_floats;
-    workspace_layout(active_config(), m, n, k, &a_floats, &b_floats);
-    return a_floats + b_floats + 16; // + 16: room to align the start to 64 bytes
+    const gemm_config *configs[] = {
+        &portable_config,
+#if defined(__x86_64__) || defined(__i386__)
+        &avx512_config, &avx2_config,
+#endif
+#if defined(__aarch64__)
+        &neon_config,
+#endif
+    };
+    size_t most = 0;
+    for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++) {
+        size_t a_floats, b_floats;
+        workspace_layout(configs[i], m, n, k, &a_floats, &b_floats);
+        if (a_floats + b_floats > most) most = a_floats + b_floats;
+    }
+    return most + 16; // + 16: room to align the start to 64 bytes
 }
 
 // Packs rows [0, rows) x depth [0, kc) of alpha * op(A) (A already offset to the block's corner) into strips

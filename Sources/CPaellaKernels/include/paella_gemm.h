@@ -23,7 +23,8 @@ void pk_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alph
               const float *a, size_t lda, const float *b, size_t ldb,
               float beta, float *c, size_t ldc, float *workspace);
 
-/// Floats of workspace that pk_sgemm needs for a problem of this size with the active ISA's blocking.
+/// Floats of workspace that pk_sgemm needs for a problem of this size (enough for every ISA's blocking, so a
+/// change of the active ISA between sizing and use is harmless).
 size_t pk_sgemm_workspace_floats(size_t m, size_t n, size_t k);
 
 /// The micro-tile of the active ISA: the kernel computes `*mr` rows by `*nr` columns of C at a time. Callers
@@ -34,6 +35,10 @@ void pk_sgemm_micro_tile(int *mr, int *nr);
 void pk_sgemm_ref(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
                   const float *a, size_t lda, const float *b, size_t ldb,
                   float beta, float *c, size_t ldc);
+
+/// The path of the shared library that defines `function` (from dladdr), or NULL if unknown. Used to report
+/// which BLAS library was loaded.
+const char *pk_gemm_library_path(const void *function);
 
 #ifdef __cplusplus
 }
