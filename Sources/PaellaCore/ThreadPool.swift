@@ -122,15 +122,17 @@ public final class ThreadPool: @unchecked Sendable {
         // Takes iterations of the current job until none are left. Called with `mutex` unlocked.
         private func runIterations() {
             while true {
-                pthread_mutex_lock(&mutex)
-                guard let body = job, nextIndex < jobCount else {
+                do {
+                    // The copy of the closure must be released before the iteration is reported finished: the
+                    // caller wraps it in withoutActuallyEscaping, which traps if a reference outlives the loop.
+                    pthread_mutex_lock(&mutex)
+                    let body = nextIndex < jobCount ? job : nil
+                    let i = nextIndex
+                    if body != nil { nextIndex += 1 }
                     pthread_mutex_unlock(&mutex)
-                    return
+                    guard let body else { return }
+                    body(i)
                 }
-                let i = nextIndex
-                nextIndex += 1
-                pthread_mutex_unlock(&mutex)
-                body(i)
                 pthread_mutex_lock(&mutex)
                 unfinished -= 1
                 if unfinished == 0 { pthread_cond_signal(&done) }
