@@ -118,6 +118,7 @@ public struct BLASLibrary: GEMMBackend {
                 about += [", single-threaded build", ", pthreads", ", OpenMP"][Int(min(max(parallel, 0), 2))]
             }
             if let n = function("openblas_get_num_threads", GetInt.self)?() { about += ", \(n) threads" }
+            if let coreType = environmentValue("OPENBLAS_CORETYPE") { about += ", OPENBLAS_CORETYPE=\(coreType)" }
         } else if let version = function("MKL_Get_Version_String", MKLVersion.self) {
             family = "mkl"
             function("MKL_Set_Num_Threads", SetInt.self)?(Int32(clamping: threads))

@@ -335,3 +335,36 @@ extension Problem {
         c = other.c
     }
 }
+
+@Suite struct BenchmarkReportTests {
+    @Test("JSON lines carry the fields scripts compare, table rows line up")
+    func format() {
+        let rows = [BenchmarkRow(name: "1024x1280x320", medianMs: 3.14159, gflops: 267.4321, backend: "openblas", threads: 2,
+                                 extra: [("layout", "NN")]),
+                    BenchmarkRow(name: "say \"hi\"", medianMs: 12, gflops: nil, backend: "builtin", threads: 1,
+                                 extra: [("layout", "TT")])]
+        let json = BenchmarkReport.format(rows, json: true).split(separator: "\n").map(String.init)
+        #expect(json == [
+            #"{"name": "1024x1280x320", "median_ms": 3.1416, "gflops": 267.43, "backend": "openblas", "threads": 2, "layout": "NN"}"#,
+            #"{"name": "say \"hi\"", "median_ms": 12.0000, "gflops": null, "backend": "builtin", "threads": 1, "layout": "TT"}"#,
+        ])
+        let table = BenchmarkReport.format(rows, json: false).split(separator: "\n").map(String.init)
+        #expect(table.count == 3)
+        #expect(Set(table.map(\.count)).count == 1)  // every line padded to the same width
+        #expect(table[0].hasPrefix("name"))
+        #expect(table[1].hasSuffix("267.4"))
+        #expect(table[2].hasSuffix("-"))
+    }
+
+    @Test("the benchmark times every shape for every backend")
+    func smallRun() {
+        let shapes = [GEMMShape(m: 8, n: 16, k: 4), GEMMShape(m: 3, n: 5, k: 7, transA: .transposed)]
+        let rows = GEMMBenchmark.run(shapes: shapes, backends: [BuiltinGEMM(), ReferenceGEMM()], pool: ThreadPool(threads: 1),
+                                     warmup: 0, repeats: 3)
+        #expect(rows.map(\.name) == ["8x16x4", "3x5x7", "8x16x4", "3x5x7"])
+        #expect(rows.map(\.backend) == ["builtin", "builtin", "reference", "reference"])
+        #expect(rows[1].extra.first?.1 == "TN")
+        #expect(rows.allSatisfy { $0.medianMs > 0 && ($0.gflops ?? 0) > 0 })
+        #expect(median([3, 1, 2]) == 2 && median([4, 1, 3, 2]) == 2.5)
+    }
+}
