@@ -48,6 +48,7 @@ struct BenchGEMMCommand: ParsableCommand {
     func run() throws {
         let shapes = allLayouts ? GEMMBenchmark.denoiserV1Shapes.flatMap(\.allLayouts) : GEMMBenchmark.denoiserV1Shapes
         let choices = try backend.map { try GEMMBackendChoice(parsing: $0) }
+        try CPUInfo.applyEnvironment()  // PAELLA_ISA, also when --backend bypasses the environment
         if !json { print(CPUInfo.summary) }
         for threadCount in threads.isEmpty ? [ThreadPool.coreCount] : threads {
             let pool = ThreadPool(threads: threadCount)
