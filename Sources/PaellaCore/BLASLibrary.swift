@@ -137,9 +137,13 @@ public struct BLASLibrary: GEMMBackend {
         details = "\(about) (\(path))"
     }
 
-    /// The file that defines `function`, as the dynamic linker reports it.
+    /// The file that defines `function`, as the dynamic linker reports it, with symbolic links resolved (so
+    /// Debian's alternatives show which build, pthread or serial, is in use).
     private static func loadedPath(of function: CBLASSgemm) -> String? {
-        pk_gemm_library_path(unsafeBitCast(function, to: UnsafeRawPointer.self)).map { String(cString: $0) }
+        guard let name = pk_gemm_library_path(unsafeBitCast(function, to: UnsafeRawPointer.self)) else { return nil }
+        guard let resolved = realpath(name, nil) else { return String(cString: name) }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     /// Sets OPENBLAS_CORETYPE=SkylakeX when unset on a CPU with AVX-512 (see the type's documentation).

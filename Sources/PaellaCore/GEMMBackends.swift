@@ -281,8 +281,8 @@ struct GEMMPartition {
 /// The CPU features the kernels use, for `paella info` and logs.
 ///
 /// `PAELLA_ISA` (`avx512`, `avx2`, `neon` or `portable`) forces the kernels down to a lower instruction set
-/// when a Compute is created from the environment; it is process-wide, like the CPU it describes. A level the
-/// CPU lacks is an error rather than a silent fallback.
+/// when a Compute is created from the environment; it is process-wide, like the CPU it describes, and applies to
+/// Paella's own kernels (a BLAS library picks its own). A level the CPU lacks is an error, not a silent fallback.
 public enum CPUInfo {
     /// The best instruction set this CPU supports ("avx512", "avx2", "neon" or "portable").
     public static var detectedISA: String { String(cString: pk_isa_name(pk_detected_isa())) }
