@@ -56,13 +56,9 @@ private struct Problem: CustomStringConvertible {
     /// with a small lambda. We take lambda = 4 and add 4 eps for the final roundings of alpha and beta * c, all
     /// scaled per element by |alpha| * sum_p |a_ip b_pj| + |beta * c_ij|. A wrong index or a lost block gives
     /// errors of the size of the values themselves, far above this bound.
-    func expectMatchesReference(_ result: [Float], _ label: String, sourceLocation: SourceLocation = #_sourceLocation) {
-        let pool = ThreadPool(threads: 1)
-        let reference = run(ReferenceGEMM(), pool: pool)
-        // sum_p |a_ip| |b_pj| for every element: the reference GEMM on absolute values.
-        var magnitude = Problem(self, absolute: true)
-        magnitude.c = [Float](repeating: 0, count: m * ldc)
-        let scale = magnitude.run(ReferenceGEMM(), pool: pool)
+    func expectMatchesReference(_ result: [Float], _ label: String, reference: Reference? = nil,
+                                sourceLocation: SourceLocation = #_sourceLocation) {
+        let (reference, scale) = (reference ?? self.reference()).values
         let factor = (4 * Float(k).squareRoot() + 4) * Float.ulpOfOne
         var worst: (excess: Float, i: Int, j: Int) = (0, -1, -1)
         for i in 0..<m {
@@ -86,6 +82,19 @@ private struct Problem: CustomStringConvertible {
             Issue.record("\(label) \(self): C[\(worst.i)][\(worst.j)] = \(result[index]), reference \(reference[index]), \(worst.excess)x the tolerance",
                          sourceLocation: sourceLocation)
         }
+    }
+
+    /// The reference result and, per element, sum_p |a_ip| |b_pj| (the reference GEMM on absolute values),
+    /// computed once and reused when several backends or settings are checked against them.
+    struct Reference {
+        let values: (result: [Float], scale: [Float])
+    }
+
+    func reference() -> Reference {
+        let pool = ThreadPool(threads: 1)
+        var magnitude = Problem(self, absolute: true)
+        magnitude.c = [Float](repeating: 0, count: m * ldc)
+        return Reference(values: (run(ReferenceGEMM(), pool: pool), magnitude.run(ReferenceGEMM(), pool: pool)))
     }
 
     private init(_ other: Problem, absolute: Bool) {
@@ -141,11 +150,13 @@ private let openBLAS: BLASLibrary? = try? BLASLibrary.load(family: "openblas", t
     func builtinMatchesReference(isaName: String) throws {
         let isa = try #require(availableISAs.first { String(cString: pk_isa_name($0)) == isaName })
         let problems = Self.randomProblems(count: 48, seed: 0x5eed_0000 + UInt64(isa.rawValue))
+        let references = problems.map { $0.reference() }
         withISA(isa) {
             for threads in [1, 3] {
                 let pool = ThreadPool(threads: threads)
-                for problem in problems {
-                    problem.expectMatchesReference(problem.run(BuiltinGEMM(), pool: pool), "\(isaName) \(threads) threads")
+                for (problem, reference) in zip(problems, references) {
+                    problem.expectMatchesReference(problem.run(BuiltinGEMM(), pool: pool), "\(isaName) \(threads) threads",
+                                                   reference: reference)
                 }
             }
         }
