@@ -222,10 +222,15 @@ func checkGEMMArguments(_ transA: Transpose, _ transB: Transpose, m: Int, n: Int
     precondition(ldc >= max(1, n), "sgemm: ldc \(ldc) too small for C [\(m), \(n)]")
 }
 
-/// How the built-in GEMM splits C between threads: a grid of `rowParts x columnParts` rectangles, one per
-/// thread. Every rectangle packs its own rows of A and columns of B, so the grid is chosen to keep the
-/// rectangles' half-perimeter (rows + columns, which is what gets packed) small: M = 64, N = 5120 splits the
-/// columns, M = 1024, N = 320 splits the rows. Cuts fall on multiples of the micro-tile so few edge tiles arise.
+/// How the built-in GEMM splits C between threads: a grid of `rowParts x columnParts` rectangles that the pool
+/// hands out dynamically. Every rectangle packs its own rows of A and columns of B, so among the grids with a
+/// given number of parts the one with the smallest half-perimeter (rows + columns per part, which is what gets
+/// packed) wins: M = 64, N = 5120 splits the columns, M = 1024, N = 320 splits the rows.
+///
+/// Up to `partsPerThread` (2) parts per thread are made while parts stay large (`minimumRowsPerPart` rows or
+/// `minimumColumnsPerPart` columns), so that on a shared machine a thread that loses its core for a while
+/// leaves its remaining parts to the others instead of holding up the whole product; the extra packing this
+/// costs is a few percent. Cuts fall on multiples of the micro-tile so few edge tiles arise.
 struct GEMMPartition {
     let rowParts: Int, columnParts: Int
     let rowsPerPart: Int, columnsPerPart: Int
@@ -234,6 +239,9 @@ struct GEMMPartition {
 
     /// Products below this many multiply-adds run on one thread: waking the pool costs more than it saves.
     static let minimumParallelWork = 1 << 18
+    static let partsPerThread = 2
+    static let minimumRowsPerPart = 96
+    static let minimumColumnsPerPart = 256
 
     var count: Int { rowParts * columnParts }
 
@@ -242,19 +250,29 @@ struct GEMMPartition {
         self.n = n
         var mr: Int32 = 0, nr: Int32 = 0
         pk_sgemm_micro_tile(&mr, &nr)
-        let maxRowParts = max(1, (m + Int(mr) - 1) / Int(mr))
-        let maxColumnParts = max(1, (n + Int(nr) - 1) / Int(nr))
         var best = (rows: 1, cols: 1)
         if threads > 1 && m * n * k >= Self.minimumParallelWork {
-            var bestScore = (parts: 0, perimeter: Double.infinity)
-            for rows in 1...threads {
-                let cols = threads / rows
-                let r = min(rows, maxRowParts), c = min(cols, maxColumnParts)
-                let perimeter = Double(m) / Double(r) + Double(n) / Double(c)
-                if r * c > bestScore.parts || (r * c == bestScore.parts && perimeter < bestScore.perimeter) {
-                    bestScore = (r * c, perimeter)
-                    best = (r, c)
+            // Grids with exactly `threads * perThread` parts, so that every thread gets the same share when
+            // none is disturbed; the finest split allowed is one micro-tile per part when one part per thread.
+            search: for perThread in stride(from: Self.partsPerThread, through: 1, by: -1) {
+                let target = threads * perThread
+                let rowLimit = perThread == 1 ? (m + Int(mr) - 1) / Int(mr) : max(1, m / Self.minimumRowsPerPart)
+                let columnLimit = perThread == 1 ? (n + Int(nr) - 1) / Int(nr) : max(1, n / Self.minimumColumnsPerPart)
+                var bestPerimeter = Double.infinity
+                for rows in 1...target where target % rows == 0 && rows <= rowLimit && target / rows <= columnLimit {
+                    let perimeter = Double(m) / Double(rows) + Double(n) * Double(rows) / Double(target)
+                    if perimeter < bestPerimeter {
+                        bestPerimeter = perimeter
+                        best = (rows, target / rows)
+                    }
                 }
+                if bestPerimeter < .infinity { break search }
+            }
+            if best == (1, 1) {
+                // Too small to give every thread a part of equal size: as many parts as fit, up to `threads`.
+                let rowLimit = max(1, (m + Int(mr) - 1) / Int(mr))
+                let columnLimit = max(1, (n + Int(nr) - 1) / Int(nr))
+                best = rowLimit >= columnLimit ? (min(threads, rowLimit), 1) : (1, min(threads, columnLimit))
             }
         }
         func roundedChunk(_ total: Int, _ parts: Int, _ unit: Int) -> Int {

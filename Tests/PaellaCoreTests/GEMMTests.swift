@@ -215,15 +215,19 @@ private let openBLAS: BLASLibrary? = try? BLASLibrary.load(family: "openblas", t
 
     @Test("the thread split picks the long side and covers C exactly once")
     func partition() {
-        // Half-perimeter rule: M = 64, N = 5120 splits the columns; M = 1024, N = 320 splits the rows.
+        // Half-perimeter rule: M = 64, N = 5120 splits only the columns; M = 1024, N = 320 only the rows; up to
+        // 2 parts per thread while parts keep >= 96 rows or >= 256 columns.
         let wide = GEMMPartition(m: 64, n: 5120, k: 1280, threads: 2)
-        #expect(wide.rowParts == 1 && wide.columnParts == 2)
+        #expect(wide.rowParts == 1 && wide.columnParts == 4)
         let tall = GEMMPartition(m: 1024, n: 320, k: 1280, threads: 2)
-        #expect(tall.rowParts == 2 && tall.columnParts == 1)
+        #expect(tall.rowParts == 4 && tall.columnParts == 1)
+        let square = GEMMPartition(m: 1024, n: 1280, k: 320, threads: 2)
+        #expect(square.rowParts == 2 && square.columnParts == 2)  // 512 + 640 beats 1024 + 320 and 256 + 1280
         #expect(GEMMPartition(m: 8, n: 8, k: 8, threads: 4).count == 1)  // too small to be worth threads
-        for (m, n, threads) in [(64, 5120, 2), (1024, 1280, 4), (1000, 37, 3), (13, 2000, 5), (97, 97, 6)] {
+        #expect(GEMMPartition(m: 30, n: 100, k: 200, threads: 2).count == 2)  // small: one part per thread
+        for (m, n, threads) in [(64, 5120, 2), (1024, 1280, 4), (1000, 37, 3), (13, 2000, 5), (97, 97, 6), (5, 7, 3)] {
             let plan = GEMMPartition(m: m, n: n, k: 512, threads: threads)
-            #expect(plan.count <= threads)
+            #expect(plan.count <= threads * GEMMPartition.partsPerThread)
             var hits = [Int](repeating: 0, count: m * n)
             for index in 0..<plan.count {
                 let (rows, cols) = plan.part(index)
