@@ -15,6 +15,7 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null
     export OPENBLAS_CORETYPE=SkylakeX
 fi
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}" >&2
+export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-18}  # also Paella's default (BLASLibrary.swift)
 repeats=${REPEATS:-10}
 if [ $# -eq 0 ]; then set -- 1 2; fi
 for t in "$@"; do

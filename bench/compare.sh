@@ -8,6 +8,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 rounds=${ROUNDS:-3}
+export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-18}  # also Paella's default (BLASLibrary.swift)
 repeats=${REPEATS:-10}
 if [ $# -eq 0 ]; then set -- 1 2; fi
 (cd "$root" && swift build -c release --product paella >/dev/null)

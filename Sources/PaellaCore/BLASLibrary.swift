@@ -15,10 +15,16 @@ import CPaellaKernels
 /// `ThreadPool` passed to `sgemm`. That setting lives inside the library, so it is process-wide: the last
 /// backend loaded for a library decides its thread count.
 ///
-/// OpenBLAS releases older than the CPU misdetect it (0.3.21 takes a Sapphire/Emerald Rapids Xeon for a
-/// "Prescott" and runs SSE3 kernels, 5x slower). Before loading, when `OPENBLAS_CORETYPE` is unset and the
-/// CPU has AVX-512, it is set to `SkylakeX` (the sgemm kernels every AVX-512 OpenBLAS target uses); set the
-/// variable yourself to choose otherwise.
+/// Two OpenBLAS settings are read from the environment when the library loads, and Paella sets them first
+/// when they are unset (set them yourself to choose otherwise):
+/// - `OPENBLAS_CORETYPE=SkylakeX` on a CPU with AVX-512: releases older than the CPU misdetect it (0.3.21 takes
+///   a Sapphire/Emerald Rapids Xeon for a "Prescott" and runs SSE3 kernels, 5x slower); every AVX-512 OpenBLAS
+///   target uses the SkylakeX sgemm kernels.
+/// - `OPENBLAS_THREAD_TIMEOUT=18`: after a call, OpenBLAS's idle threads busy-wait for 2^N cycles (default
+///   2^28, about 0.1 s) before sleeping, competing for the cores with the thread pool that runs the next
+///   layer's ops (on a busy 2-core machine the built-in GEMM run right after OpenBLAS calls sometimes ran at
+///   half speed; with a short timeout it did not). 2^18 cycles, about 0.1 ms, still keeps them awake between
+///   back-to-back GEMMs.
 public struct BLASLibrary: GEMMBackend {
     /// The family found from the library's own symbols: "openblas", "mkl", "blis", or "cblas" when unknown.
     public let name: String
@@ -78,7 +84,7 @@ public struct BLASLibrary: GEMMBackend {
     /// Loads the library at `path` (a bare file name goes through the dynamic linker's search path).
     public static func load(path: String, threads: Int) throws -> BLASLibrary {
         precondition(threads >= 1, "BLASLibrary.load: need at least one thread, got \(threads)")
-        preferOpenBLASCoreType()
+        preferOpenBLASSettings()
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             let reason = dlerror().map { String(cString: $0) } ?? "dlopen failed"
             throw ComputeSetupError.cannotLoad(path: path, reason: reason)
@@ -118,7 +124,9 @@ public struct BLASLibrary: GEMMBackend {
                 about += [", single-threaded build", ", pthreads", ", OpenMP"][Int(min(max(parallel, 0), 2))]
             }
             if let n = function("openblas_get_num_threads", GetInt.self)?() { about += ", \(n) threads" }
-            if let coreType = environmentValue("OPENBLAS_CORETYPE") { about += ", OPENBLAS_CORETYPE=\(coreType)" }
+            for setting in ["OPENBLAS_CORETYPE", "OPENBLAS_THREAD_TIMEOUT"] {
+                if let value = environmentValue(setting) { about += ", \(setting)=\(value)" }
+            }
         } else if let version = function("MKL_Get_Version_String", MKLVersion.self) {
             family = "mkl"
             function("MKL_Set_Num_Threads", SetInt.self)?(Int32(clamping: threads))
@@ -146,13 +154,13 @@ public struct BLASLibrary: GEMMBackend {
         return String(cString: resolved)
     }
 
-    /// Sets OPENBLAS_CORETYPE=SkylakeX when unset on a CPU with AVX-512 (see the type's documentation).
-    private static func preferOpenBLASCoreType() {
+    /// Sets OPENBLAS_CORETYPE and OPENBLAS_THREAD_TIMEOUT when unset (see the type's documentation). They only
+    /// take effect for the first OpenBLAS the process loads, and are harmless for other libraries.
+    private static func preferOpenBLASSettings() {
         #if arch(x86_64)
-        if getenv("OPENBLAS_CORETYPE") == nil && pk_detected_isa() == PK_ISA_AVX512 {
-            setenv("OPENBLAS_CORETYPE", "SkylakeX", 0)
-        }
+        if pk_detected_isa() == PK_ISA_AVX512 { setenv("OPENBLAS_CORETYPE", "SkylakeX", 0) }
         #endif
+        setenv("OPENBLAS_THREAD_TIMEOUT", "18", 0)  // overwrite = 0: a value the user set wins
     }
 
     public func sgemm(_ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
