@@ -23,14 +23,18 @@ struct InspectCommand: ParsableCommand {
     }
 
     func run() throws {
-        let report: CheckpointReport
-        do {
-            report = try CheckpointInspector.inspect(path: file)
-        } catch {
-            // One sentence, no stack trace: every reader error describes itself.
-            FileHandle.standardError.write(Data("\(error)\n".utf8))
-            throw ExitCode.failure
+        let report = try reportingErrors {
+            do {
+                return try CheckpointInspector.inspect(path: file)
+            } catch let error as PickleError {
+                // Pickle errors describe the stream, not the file; name the file for the user.
+                throw InspectFailure(description: "\(file): \(error)")
+            }
         }
         print(json ? report.json(limit: limit) : report.table(limit: limit))
     }
+}
+
+private struct InspectFailure: Error, CustomStringConvertible {
+    let description: String
 }

@@ -6,5 +6,5 @@ struct PaellaCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "paella",
         abstract: "Paella for Swift: text-to-image with discrete denoising on VQ tokens.",
-        subcommands: [InspectCommand.self])
+        subcommands: [InfoCommand.self, InspectCommand.self, BenchCommand.self])
 }

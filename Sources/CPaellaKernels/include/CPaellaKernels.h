@@ -3,3 +3,4 @@
 #include "paella_kernels.h"
 #include "paella_conv.h"
 #include "paella_elementwise.h"
+#include "paella_gemm.h"
