@@ -70,14 +70,25 @@ public final class TensorStorage: @unchecked Sendable {
     public let byteCount: Int
     public let backing: Backing
 
-    /// Fresh zero-filled memory.
+    /// Fresh zero-filled memory. Large blocks come from an anonymous memory map, whose pages the kernel zero-fills
+    /// on first touch: a big zero tensor costs no memory until it is written.
     public init(byteCount: Int) {
         precondition(byteCount >= 0, "TensorStorage: negative byte count \(byteCount)")
         self.byteCount = byteCount
-        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
-        pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
+        if byteCount >= TensorStorage.lazyZeroThreshold,
+           let p = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED {
+            pointer = p
+            isAnonymousMap = true
+        } else {
+            pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+            pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
+        }
         backing = .owned
     }
+
+    /// Zero-filled allocations at least this large are anonymous memory maps (see `init(byteCount:)`).
+    static let lazyZeroThreshold = 1 << 20
+    private var isAnonymousMap = false
 
     /// Fresh memory that the caller promises to fill completely before reading it.
     public init(uninitializedByteCount byteCount: Int) {
@@ -107,6 +118,7 @@ public final class TensorStorage: @unchecked Sendable {
     }
 
     deinit {
-        if case .owned = backing { pointer.deallocate() }
+        guard case .owned = backing else { return }
+        if isAnonymousMap { munmap(pointer, byteCount) } else { pointer.deallocate() }
     }
 }
