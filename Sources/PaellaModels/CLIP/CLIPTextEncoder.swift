@@ -24,7 +24,9 @@ public struct CLIPTextEncoder: Sendable {
 
     /// Embeddings of `tokens` (int32 or int64 `[B, L]`, L <= context length, as `CLIPTokenizer.contextTokens`
     /// gives), taken at each row's end-of-text token (its largest id, first occurrence). Returns `[B, embedDim]`.
-    public func callAsFunction(_ tokens: Tensor, compute: Compute) -> Tensor {
+    /// `trimmed`: skip the positions after the last end-of-text token (same result; `false` runs all of them,
+    /// as upstream does, for benchmarks).
+    public func callAsFunction(_ tokens: Tensor, compute: Compute, trimmed: Bool = true) -> Tensor {
         precondition(tokens.rank == 2 && tokens.shape[1] <= config.text.contextLength,
                      "CLIPTextEncoder: tokens \(tokens.shape) are not [B, L <= \(config.text.contextLength)]")
         let (batch, length) = (tokens.shape[0], tokens.shape[1])
@@ -34,7 +36,7 @@ public struct CLIPTextEncoder: Sendable {
             return row.firstIndex(of: row.max() ?? 0).map { $0 - b * length } ?? 0
         }
         // Position i only sees positions <= i, so nothing after the last pooled position changes the result.
-        let used = (pooled.max() ?? 0) + 1
+        let used = trimmed ? (pooled.max() ?? 0) + 1 : length
         let kept = (0 ..< batch).flatMap { b in ids[b * length ..< b * length + used].map { Int32($0) } }
 
         var x = compute.embedding(Tensor(int32: kept, shape: [batch, used]), table: tokenEmbedding)  // [B, L, W]
