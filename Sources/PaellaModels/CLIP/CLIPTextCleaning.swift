@@ -16,18 +16,30 @@ import Foundation
 public enum CLIPTextCleaning {
     /// The cleaned, lower-cased text that OpenCLIP's `SimpleTokenizer.encode` splits into words.
     public static func clean(_ text: String) -> String {
-        var t = ftfyRepairs(text)
+        String(String.UnicodeScalarView(cleanScalars(text)))
+    }
+
+    /// `clean` as an array of Unicode scalars (what the tokenizer scans; no string is built on the way).
+    public static func cleanScalars(_ text: String) -> [Unicode.Scalar] {
+        var s = ftfyRepairs(text)
         // ftfy unescapes once (only when the text has no '<'), then basic_clean calls html.unescape twice.
-        if !t.unicodeScalars.contains("<") { t = htmlUnescape(t) }
-        t = htmlUnescape(htmlUnescape(t))
-        return collapseWhitespace(t).lowercased()
+        if s.contains("&") {
+            if !s.contains("<") { s = htmlUnescape(s) }
+            s = htmlUnescape(htmlUnescape(s))
+        }
+        return lowercased(collapseWhitespace(s))
     }
 
     /// `" ".join(text.split())`: runs of Python whitespace become one space, none at either end.
     public static func collapseWhitespace(_ text: String) -> String {
-        var out = String.UnicodeScalarView()
+        String(String.UnicodeScalarView(collapseWhitespace(Array(text.unicodeScalars))))
+    }
+
+    static func collapseWhitespace(_ text: [Unicode.Scalar]) -> [Unicode.Scalar] {
+        var out: [Unicode.Scalar] = []
+        out.reserveCapacity(text.count)
         var pendingSpace = false
-        for s in text.unicodeScalars {
+        for s in text {
             if isPythonWhitespace(s) {
                 pendingSpace = !out.isEmpty
             } else {
@@ -35,7 +47,24 @@ public enum CLIPTextCleaning {
                 out.append(s)
             }
         }
-        return String(out)
+        return out
+    }
+
+    /// Python's `str.lower()` scalar by scalar (full mappings, e.g. U+0130 becomes "i" + U+0307; Python's
+    /// context-dependent final sigma is not reproduced).
+    static func lowercased(_ text: [Unicode.Scalar]) -> [Unicode.Scalar] {
+        var out: [Unicode.Scalar] = []
+        out.reserveCapacity(text.count)
+        for s in text {
+            if s.isASCII {
+                out.append(s.value >= 0x41 && s.value <= 0x5A ? Unicode.Scalar(UInt8(s.value) + 0x20) : s)
+            } else if s.properties.changesWhenLowercased {
+                out.append(contentsOf: s.properties.lowercaseMapping.unicodeScalars)
+            } else {
+                out.append(s)
+            }
+        }
+        return out
     }
 
     /// Python's `str.isspace`: Unicode White_Space plus the ASCII separators U+001C...U+001F.
@@ -45,52 +74,72 @@ public enum CLIPTextCleaning {
     }
 
     /// The ftfy repairs listed on the type, then NFC.
-    static func ftfyRepairs(_ text: String) -> String {
-        var out = String.UnicodeScalarView()
+    static func ftfyRepairs(_ text: String) -> [Unicode.Scalar] {
+        var out: [Unicode.Scalar] = []
+        out.reserveCapacity(text.utf8.count)
+        var stable = true
         for s in text.unicodeScalars {
             switch s.value {
+            case 0x20 ..< 0x7F, 0x09, 0x0A, 0x0C, 0x0D: out.append(s)
             case 0x02BC, 0x2018 ... 0x201B: out.append("'")
             case 0x201C ... 0x201F: out.append("\"")
-            case 0xFB00: out.append(contentsOf: "ff".unicodeScalars)
-            case 0xFB01: out.append(contentsOf: "fi".unicodeScalars)
-            case 0xFB02: out.append(contentsOf: "fl".unicodeScalars)
-            case 0xFB03: out.append(contentsOf: "ffi".unicodeScalars)
-            case 0xFB04: out.append(contentsOf: "ffl".unicodeScalars)
-            case 0xFB05: out.append(contentsOf: "\u{17F}t".unicodeScalars)
-            case 0xFB06: out.append(contentsOf: "st".unicodeScalars)
-            case 0x0132: out.append(contentsOf: "IJ".unicodeScalars)
-            case 0x0133: out.append(contentsOf: "ij".unicodeScalars)
+            case 0xFB00: out += "ff".unicodeScalars
+            case 0xFB01: out += "fi".unicodeScalars
+            case 0xFB02: out += "fl".unicodeScalars
+            case 0xFB03: out += "ffi".unicodeScalars
+            case 0xFB04: out += "ffl".unicodeScalars
+            case 0xFB05: out += "\u{17F}t".unicodeScalars
+            case 0xFB06: out += "st".unicodeScalars
+            case 0x0132: out += "IJ".unicodeScalars
+            case 0x0133: out += "ij".unicodeScalars
             case 0xFF01 ... 0xFF5E: out.append(Unicode.Scalar(s.value - 0xFEE0)!)
             case 0x3000: out.append(" ")
             // remove_control_chars (tab, line feed, form feed and carriage return are kept)
             case 0x00 ... 0x08, 0x0B, 0x0E ... 0x1F, 0x7F, 0x206A ... 0x206F, 0xFEFF, 0xFFF9 ... 0xFFFC,
                  0x1D173 ... 0x1D17A, 0xE0000 ... 0xE007F:
                 continue
-            default: out.append(s)
+            default:
+                out.append(s)
+                stable = stable && isStableUnderNFC(s)
             }
         }
-        let repaired = String(out)
-        // Normalization is the slow part; pure ASCII is already NFC.
-        return repaired.utf8.allSatisfy { $0 < 0x80 } ? repaired : repaired.precomposedStringWithCanonicalMapping
+        // Normalization is the slow part: skip it for scripts that NFC leaves alone.
+        if stable { return out }
+        return Array(String(String.UnicodeScalarView(out)).precomposedStringWithCanonicalMapping.unicodeScalars)
+    }
+
+    /// Whether NFC keeps `s` and never composes it with a neighbour (a conservative subset: Latin-1 and Latin
+    /// Extended, kana, CJK ideographs, Hangul syllables, emoji; combining marks and the rest say no).
+    static func isStableUnderNFC(_ s: Unicode.Scalar) -> Bool {
+        switch s.value {
+        case 0 ..< 0x300, 0x3040 ... 0x3096, 0x30A0 ... 0x30FF, 0x4E00 ... 0x9FFF, 0xAC00 ... 0xD7A3, 0x1F300 ... 0x1FAFF:
+            return true
+        default:
+            return false
+        }
     }
 
     /// Python's `html.unescape`: numeric references (`&#38;`, `&#x26;`, semicolon optional, with its
     /// replacements for invalid code points) and the named references in `namedEntities`.
     public static func htmlUnescape(_ text: String) -> String {
-        guard text.utf8.contains(UInt8(ascii: "&")) else { return text }
-        let s = Array(text.unicodeScalars)
-        var out = String.UnicodeScalarView()
+        String(String.UnicodeScalarView(htmlUnescape(Array(text.unicodeScalars))))
+    }
+
+    static func htmlUnescape(_ s: [Unicode.Scalar]) -> [Unicode.Scalar] {
+        guard s.contains("&") else { return s }
+        var out: [Unicode.Scalar] = []
+        out.reserveCapacity(s.count)
         var i = 0
         while i < s.count {
             guard s[i] == "&", i + 1 < s.count else { out.append(s[i]); i += 1; continue }
             if let (replacement, length) = characterReference(s, at: i) {
-                out.append(contentsOf: replacement.unicodeScalars)
+                out += replacement.unicodeScalars
                 i += length
             } else {
                 out.append(s[i]); i += 1
             }
         }
-        return String(out)
+        return out
     }
 
     /// The replacement and length of the character reference starting with '&' at `start`, if any.
@@ -111,9 +160,8 @@ public enum CLIPTextCleaning {
             return (numericReplacement(value), i - start)
         }
         // Named: up to 32 characters other than tab, newline, form feed, space, '<', '&', '#', ';'.
-        let stop: Set<Unicode.Scalar> = ["\t", "\n", "\u{0C}", " ", "<", "&", "#", ";"]
         var end = i
-        while end < s.count, end - i < 32, !stop.contains(s[end]) { end += 1 }
+        while end < s.count, end - i < 32, !"\t\n\u{0C} <&#;".unicodeScalars.contains(s[end]) { end += 1 }
         let name = String(String.UnicodeScalarView(s[i ..< end]))
         if end < s.count, s[end] == ";", let r = namedEntities[name] { return (r.text, end + 1 - start) }
         // Without ';', the longest prefix that is a legacy name (one HTML allows without semicolon).

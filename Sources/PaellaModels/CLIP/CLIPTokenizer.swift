@@ -29,7 +29,7 @@ public final class CLIPTokenizer: Sendable {
     private let byteEndIDs: [Int32]
     /// (left id << 32 | right id) -> (rank << 32 | merged id), for every merge rule.
     private let merges: [UInt64: UInt64]
-    private let cache = Mutex<[String: [Int32]]>([:])
+    private let cache = Mutex<[[UInt8]: [Int32]]>([:])  // UTF-8 of a word -> its ids
 
     /// CLIP's printable stand-in for each byte (`bytes_to_unicode`): printable Latin-1 bytes stand for
     /// themselves, the others for U+0100 onwards in byte order. The vocabulary lists byte symbols in this order.
@@ -141,7 +141,7 @@ public final class CLIPTokenizer: Sendable {
 
     /// BPE ids of `text` after OpenCLIP's cleaning (`SimpleTokenizer.encode`), without start/end tokens.
     public func encode(_ text: String) -> [Int32] {
-        let scalars = Array(CLIPTextCleaning.clean(text).unicodeScalars)
+        let scalars = CLIPTextCleaning.cleanScalars(text)
         var ids: [Int32] = []
         var i = 0
         while i < scalars.count {
@@ -241,9 +241,10 @@ public final class CLIPTokenizer: Sendable {
     /// The ids of one pre-tokenized word: its UTF-8 bytes as symbols (the last one marked word-final), then
     /// repeatedly every occurrence of the best-ranked adjacent pair merged, left to right (`SimpleTokenizer.bpe`).
     private func bpe(_ word: ArraySlice<Unicode.Scalar>) -> [Int32] {
-        let key = String(String.UnicodeScalarView(word))
-        if let hit = cache.withLock({ $0[key] }) { return hit }
-        let bytes = Array(key.utf8)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(word.count)
+        for s in word { UTF8.encode(s) { bytes.append($0) } }
+        if let hit = cache.withLock({ $0[bytes] }) { return hit }
         var symbols = bytes.map { byteIDs[Int($0)] }
         symbols[symbols.count - 1] = byteEndIDs[Int(bytes[bytes.count - 1])]
         while symbols.count > 1 {
@@ -269,7 +270,7 @@ public final class CLIPTokenizer: Sendable {
             }
             symbols = merged
         }
-        cache.withLock { $0[key] = symbols }
+        cache.withLock { $0[bytes] = symbols }
         return symbols
     }
 
