@@ -65,6 +65,7 @@ import Testing
         #expect(CLIPTextCleaning.clean("  A\u{2003}b\t\nC  ") == "a b c")
         #expect(CLIPTextCleaning.clean("&amp;amp; &#65;&#x42;&#x1F431; &copy &unknown;") == "& ab🐱 © &unknown;")
         #expect(CLIPTextCleaning.clean("\u{201C}Caf\u{65}\u{301}\u{201D} \u{FB01}ne \u{FF21}") == "\"café\" fine a")
+        #expect(CLIPTextCleaning.clean("ΟΔΟΣ Σ ΑΣ.") == "οδος σ ας.")  // Python: final sigma at word ends only
         #expect(CLIPTextCleaning.htmlUnescape("&#128; &#0; &ampx &#xD800;") == "\u{20AC} \u{FFFD} &x \u{FFFD}")
     }
 

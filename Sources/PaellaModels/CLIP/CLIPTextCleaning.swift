@@ -50,13 +50,20 @@ public enum CLIPTextCleaning {
         return out
     }
 
-    /// Python's `str.lower()` scalar by scalar (full mappings, e.g. U+0130 becomes "i" + U+0307; Python's
-    /// context-dependent final sigma is not reproduced).
+    /// Python's `str.lower()`: full lower-case mappings (U+0130 becomes "i" + U+0307) and capital sigma as final
+    /// sigma at the end of a word (after a cased letter, not before one, case-ignorable characters skipped).
     static func lowercased(_ text: [Unicode.Scalar]) -> [Unicode.Scalar] {
         var out: [Unicode.Scalar] = []
         out.reserveCapacity(text.count)
-        for s in text {
-            if s.isASCII {
+        func casedNeighbour(from start: Int, step: Int) -> Bool {
+            var j = start
+            while j >= 0 && j < text.count && text[j].properties.isCaseIgnorable { j += step }
+            return j >= 0 && j < text.count && text[j].properties.isCased
+        }
+        for (i, s) in text.enumerated() {
+            if s == "\u{3A3}" && casedNeighbour(from: i - 1, step: -1) && !casedNeighbour(from: i + 1, step: 1) {
+                out.append("\u{3C2}")
+            } else if s.isASCII {
                 out.append(s.value >= 0x41 && s.value <= 0x5A ? Unicode.Scalar(UInt8(s.value) + 0x20) : s)
             } else if s.properties.changesWhenLowercased {
                 out.append(contentsOf: s.properties.lowercaseMapping.unicodeScalars)
