@@ -1,7 +1,6 @@
 // open_clip/tokenizer.py `SimpleTokenizer` (byte-level BPE); changed on purpose: symbols are vocabulary ids rather
 // than strings, the pre-tokenization regex is a hand-written scanner, and Hugging Face vocab.json/merges.txt load too.
 import Foundation
-import Synchronization
 
 /// Vocabulary files that could not be read as a CLIP BPE vocabulary.
 public struct CLIPTokenizerError: Error, CustomStringConvertible, Equatable {
@@ -14,7 +13,7 @@ public struct CLIPTokenizerError: Error, CustomStringConvertible, Equatable {
 /// `encode` gives the BPE ids of a text; `contextTokens` the fixed-length model input: start-of-text, the ids,
 /// end-of-text, zero padding, truncated so that end-of-text is always the last token kept. Thread-safe; words
 /// seen before come from a cache.
-public final class CLIPTokenizer: Sendable {
+public final class CLIPTokenizer: @unchecked Sendable {  // mutable state: only `cache`, behind `cacheLock`
     /// Id of the start-of-text token (49406 in CLIP's vocabulary).
     public let startOfText: Int32
     /// Id of the end-of-text token (49407); the text tower pools at its position (the largest id).
@@ -29,7 +28,10 @@ public final class CLIPTokenizer: Sendable {
     private let byteEndIDs: [Int32]
     /// (left id << 32 | right id) -> (rank << 32 | merged id), for every merge rule.
     private let merges: [UInt64: UInt64]
-    private let cache = Mutex<[[UInt8]: [Int32]]>([:])  // UTF-8 of a word -> its ids
+    private var cache: [[UInt8]: [Int32]] = [:]  // UTF-8 of a word -> its ids
+    private let cacheLock = NSLock()
+    /// Words kept in the cache before it starts over (a long-running server sees unbounded vocabulary).
+    static let cacheLimit = 200_000
 
     /// CLIP's printable stand-in for each byte (`bytes_to_unicode`): printable Latin-1 bytes stand for
     /// themselves, the others for U+0100 onwards in byte order. The vocabulary lists byte symbols in this order.
@@ -244,7 +246,7 @@ public final class CLIPTokenizer: Sendable {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(word.count)
         for s in word { UTF8.encode(s) { bytes.append($0) } }
-        if let hit = cache.withLock({ $0[bytes] }) { return hit }
+        if let hit = cacheLock.withLock({ cache[bytes] }) { return hit }
         var symbols = bytes.map { byteIDs[Int($0)] }
         symbols[symbols.count - 1] = byteEndIDs[Int(bytes[bytes.count - 1])]
         while symbols.count > 1 {
@@ -270,7 +272,10 @@ public final class CLIPTokenizer: Sendable {
             }
             symbols = merged
         }
-        cache.withLock { $0[bytes] = symbols }
+        cacheLock.withLock {
+            if cache.count >= Self.cacheLimit { cache.removeAll(keepingCapacity: true) }  // bounded memory
+            cache[bytes] = symbols
+        }
         return symbols
     }
 
