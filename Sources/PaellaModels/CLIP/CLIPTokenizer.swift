@@ -284,12 +284,19 @@ public final class CLIPTokenizer: @unchecked Sendable {  // mutable state: only 
     /// File name of OpenCLIP's vocabulary.
     public static let vocabularyFileName = "bpe_simple_vocab_16e6.txt.gz"
 
-    /// Where the OpenCLIP vocabulary is found, in order: `PAELLA_CLIP_VOCAB` (a file), `directory` (e.g. a model
-    /// folder), `vocab/` next to the executable or one level up (an installed layout), and the `vocab/` folder
-    /// of this source checkout (development builds). Throws one sentence naming every place looked at.
+    /// Where the OpenCLIP vocabulary is found: `PAELLA_CLIP_VOCAB` (a file) when set; else, in order,
+    /// `directory` (e.g. a model folder), `vocab/` next to the executable or one level up (an installed layout),
+    /// and the `vocab/` folder of this source checkout (development builds). Throws one sentence naming every
+    /// place looked at.
     public static func locateVocabulary(in directory: String? = nil) throws -> String {
         var candidates: [String] = []
-        if let env = ProcessInfo.processInfo.environment["PAELLA_CLIP_VOCAB"], !env.isEmpty { candidates.append(env) }
+        if let env = ProcessInfo.processInfo.environment["PAELLA_CLIP_VOCAB"], !env.isEmpty {
+            // Set explicitly: that file or an error, never a silent fallback.
+            guard FileManager.default.isReadableFile(atPath: env) else {
+                throw CLIPTokenizerError(message: "PAELLA_CLIP_VOCAB names \(env), which does not exist or cannot be read.")
+            }
+            return env
+        }
         if let directory { candidates.append((directory as NSString).appendingPathComponent(vocabularyFileName)) }
         let executable = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent()
         candidates.append(executable.appendingPathComponent("vocab/" + vocabularyFileName).path)
