@@ -44,11 +44,14 @@ import Testing
         try JSONSerialization.data(withJSONObject: vocabulary).write(to: URL(fileURLWithPath: vocabPath))
         try ("#version: 0.2\n" + merges.joined(separator: "\n") + "\n").write(toFile: mergesPath, atomically: true, encoding: .utf8)
         let tokenizer = try CLIPTokenizer(vocabularyJSON: vocabPath, mergesText: mergesPath)
-        try Self.check(tokenizer)
+        // Texts that spell OpenCLIP's special tokens literally tokenize differently by design: for Hugging Face's
+        // files the special strings are `<|startoftext|>` and `<|endoftext|>`.
+        try Self.check(tokenizer, skipping: { $0.contains("<start_of_text>") || $0.contains("<end_of_text>") })
     }
 
-    static func check(_ tokenizer: CLIPTokenizer) throws {
-        let (sot, eot, cases) = try Self.cases()
+    static func check(_ tokenizer: CLIPTokenizer, skipping: (String) -> Bool = { _ in false }) throws {
+        let (sot, eot, all) = try Self.cases()
+        let cases = all.filter { !skipping($0.text) }
         #expect(Int(tokenizer.startOfText) == sot && Int(tokenizer.endOfText) == eot)
         #expect(tokenizer.vocabularySize == 49408)
         for c in cases {
@@ -73,6 +76,14 @@ import Testing
         let tokenizer = try #require(Self.tokenizer)
         let ids = tokenizer.encode("a<end_of_text>")
         #expect(ids.last == tokenizer.endOfText && ids.count == 2)
+        // A minimal Hugging Face-style vocabulary: its special strings are the ones matched.
+        var vocabulary: [String: Int32] = ["<|startoftext|>": 0, "<|endoftext|>": 1]
+        for (i, entry) in CLIPTokenizer.byteSymbols.enumerated() {
+            vocabulary[String(entry.symbol)] = Int32(2 + 2 * i)
+            vocabulary[String(entry.symbol) + "</w>"] = Int32(3 + 2 * i)
+        }
+        let hf = try CLIPTokenizer(vocabulary: vocabulary, merges: [], specialTokens: ("<|startoftext|>", "<|endoftext|>"))
+        #expect(hf.encode("<|endoftext|>") == [1])
         let long = tokenizer.contextTokens([String(repeating: "cat ", count: 200)], contextLength: 10).integers()
         #expect(long.count == 10 && long.first == Int(tokenizer.startOfText) && long.last == Int(tokenizer.endOfText))
     }
