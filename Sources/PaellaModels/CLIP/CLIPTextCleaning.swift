@@ -5,14 +5,15 @@ import Foundation
 /// OpenCLIP's text cleaning before tokenization: a subset of `ftfy.fix_text`, HTML unescaping, whitespace
 /// collapsed to single spaces, leading/trailing whitespace removed, lower case.
 ///
-/// From `ftfy.fix_text` (ftfy 6, default configuration) this reproduces: Unicode NFC normalization, curly quotes
-/// made straight (`uncurl_quotes`), Latin ligatures split (`fix_latin_ligatures`), full-width ASCII and the
-/// ideographic space made half-width (the common part of `fix_character_width`), control characters removed
-/// (`remove_control_chars`), and ftfy's extra HTML unescape when the text has no `<` (`unescape_html="auto"`);
-/// line-break repair is subsumed by the whitespace collapse. **Not reproduced**: mojibake detection and repair
-/// (`fix_encoding`, `fix_c1_controls`, `decode_inconsistent_utf8`, `replace_lossy_sequences`,
-/// `restore_byte_a0`), `remove_terminal_escapes`, half-width katakana widening, and named HTML entities beyond
-/// the table in `htmlUnescape` (Python knows all 2231 HTML5 names; unknown names are left as written).
+/// From `ftfy.fix_text` (ftfy 6, default configuration) this reproduces: Unicode NFC normalization, curly
+/// quotes made straight (`uncurl_quotes`), Latin ligatures split (`fix_latin_ligatures`), full-width ASCII and
+/// the ideographic space made half-width and half-width katakana full-width (`fix_character_width`), control
+/// characters removed (`remove_control_chars`), and ftfy's extra HTML unescape when the text has no `<`
+/// (`unescape_html="auto"`); line-break repair is subsumed by the whitespace collapse. **Not reproduced**:
+/// mojibake detection and repair (`fix_encoding`, `fix_c1_controls`, `decode_inconsistent_utf8`,
+/// `replace_lossy_sequences`, `restore_byte_a0`; e.g. ftfy reads "İ½" as mis-decoded UTF-8 and makes it "ݽ"),
+/// `remove_terminal_escapes`, and named HTML entities beyond the table in `htmlUnescape` (Python knows all 2231
+/// HTML5 names; unknown names are left as written).
 public enum CLIPTextCleaning {
     /// The cleaned, lower-cased text that OpenCLIP's `SimpleTokenizer.encode` splits into words.
     public static func clean(_ text: String) -> String {
@@ -100,6 +101,9 @@ public enum CLIPTextCleaning {
             case 0x0132: out += "IJ".unicodeScalars
             case 0x0133: out += "ij".unicodeScalars
             case 0xFF01 ... 0xFF5E: out.append(Unicode.Scalar(s.value - 0xFEE0)!)
+            case 0xFF5F ... 0xFFEF:  // other half-/full-width forms, e.g. half-width katakana (NFKC per character)
+                out += String(Character(s)).precomposedStringWithCompatibilityMapping.unicodeScalars
+                stable = false  // a half-width voiced mark becomes a combining mark that NFC joins to its kana
             case 0x3000: out.append(" ")
             // remove_control_chars (tab, line feed, form feed and carriage return are kept)
             case 0x00 ... 0x08, 0x0B, 0x0E ... 0x1F, 0x7F, 0x206A ... 0x206F, 0xFEFF, 0xFFF9 ... 0xFFFC,
