@@ -65,6 +65,8 @@ public enum DownloadError: Error, CustomStringConvertible, Equatable {
             return "\(url) needs authorisation (HTTP \(status)); accept the model's terms on the Hub and set HF_TOKEN to an access token."
         case .httpStatus(let url, let status):
             return "Downloading \(url) failed with HTTP status \(status); try again later or set HF_ENDPOINT to a mirror."
+        case .interrupted(let file, 0, let reason):
+            return "\(file) could not be downloaded (\(reason)); check the network connection, or set HF_ENDPOINT to a reachable mirror."
         case .interrupted(let file, let bytes, let reason):
             return "The download of \(file) stopped after \(bytes) bytes (\(reason)); run the same command again to resume it."
         case .sizeMismatch(let file, let expected, let found):
