@@ -84,15 +84,13 @@ public final class VQGAN: Sendable {
     /// Tokens for decoded images of one size (PNG/JPEG: alpha dropped, gray replicated), int32 `[B, H/f, W/f]`.
     public func encode(_ images: [PixelImage], fit: Fit = .exact,
                        gumbelUniforms: ((_ shape: [Int]) -> Tensor)? = nil) throws -> Tensor {
-        let f = config.downsamplingFactor
         let prepared = try images.map { image -> PixelImage in
             let rgb = image.rgb()
             let (w, h) = try targetSize(width: rgb.width, height: rgb.height, fit)
             if w == rgb.width && h == rgb.height { return rgb }
             return fit == .resize ? rgb.resized(width: w, height: h) : rgb.centerCropped(width: w, height: h)
         }
-        precondition(prepared.allSatisfy { $0.width % f == 0 && $0.height % f == 0 }, "VQGAN.encode: fitting failed")
-        return try encode(try PixelImage.batchTensor(prepared), fit: .exact, gumbelUniforms: gumbelUniforms)
+        return try encode(try PixelImage.batchTensor(prepared), fit: .exact, gumbelUniforms: gumbelUniforms)  // .exact: sizes checked there
     }
 
     // MARK: Decode
