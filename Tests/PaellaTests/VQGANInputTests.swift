@@ -38,16 +38,19 @@ struct VQGANInputTests {
     func sizes() throws {
         let vq = try tinyModel()
         let f = vq.config.downsamplingFactor
-        let odd = Tensor(repeating: 0.5, shape: [1, 3 * f + 3, 2 * f, 3])
-        #expect(throws: VQGANError.imageSizeNotMultiple(width: 2 * f, height: 3 * f + 3, factor: f)) {
+        // Crop keeps the largest multiple of f; resize goes to the nearest multiple (ties up, at least f).
+        func cropped(_ side: Int) -> Int { side / f }
+        func resized(_ side: Int) -> Int { max(1, (side + f / 2) / f) }
+        let odd = Tensor(repeating: 0.5, shape: [1, 3 * f + 1, 2 * f, 3])
+        #expect(throws: VQGANError.imageSizeNotMultiple(width: 2 * f, height: 3 * f + 1, factor: f)) {
             try vq.encode(odd)
         }
         #expect(try vq.encode(odd, fit: .centerCrop).shape == [1, 3, 2])
-        #expect(try vq.encode(odd, fit: .resize).shape == [1, 3, 2])  // 3f+3 rounds to 3f (f = 8)
+        #expect(try vq.encode(odd, fit: .resize).shape == [1, resized(3 * f + 1), 2])
         let pixels = PixelImage(width: 2 * f + 5, height: f, repeating: 100)
         #expect(throws: VQGANError.self) { try vq.encode([pixels]) }
-        #expect(try vq.encode([pixels], fit: .resize).shape == [1, 1, 3])
-        #expect(try vq.encode([pixels], fit: .centerCrop).shape == [1, 1, 2])
+        #expect(try vq.encode([pixels], fit: .resize).shape == [1, 1, resized(2 * f + 5)])
+        #expect(try vq.encode([pixels], fit: .centerCrop).shape == [1, 1, cropped(2 * f + 5)])
         #expect(throws: VQGANError.badImageShape([1, f, f, 4])) {
             try vq.encode(Tensor(zeros: [1, f, f, 4]))
         }

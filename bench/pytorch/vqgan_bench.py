@@ -173,6 +173,36 @@ def check_fixture():
                       "decoded_rel": rel(decoded, io["decoded"]), "indices": "exact"}))
 
 
+def write_fixtures(directory):
+    """Writes a fixture set of the vqgan_tiny* layout with other sizes (non-square image, 2 levels, 2 blocks per
+    level, attention at both levels), to check that the Swift parity tests read every size from the files:
+    PAELLA_FIXTURES=DIR swift test --filter VQGANParity. The reference is this file's network, which
+    check_fixture() has just proven against the upstream fixtures."""
+    from safetensors.torch import save_file
+    os.makedirs(directory, exist_ok=True)
+    p = dict(ch=64, ch_mult=[1, 2], num_res_blocks=2, attn_resolutions=[16, 8], z_channels=32, resolution=16,
+             in_channels=3, out_ch=3, dropout=0.0, double_z=False)
+    cfg = {"ddconfig": p, "n_embed": 70, "embed_dim": 32}
+    torch.manual_seed(42)
+    model = GumbelVQ(dict(p, n_embed=70, embed_dim=32)).eval()
+    with torch.no_grad():
+        for prm in model.parameters():
+            prm.uniform_(-0.3, 0.3)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    json.dump(cfg, open(os.path.join(directory, "vqgan_tiny.json"), "w"), indent=1)
+    save_file(sd, os.path.join(directory, "vqgan_tiny.safetensors"))
+    ckpt = dict(sd, **{"loss.discriminator.main.0.weight": torch.zeros(4, 3, 3, 3), "loss.logvar": torch.zeros(())})
+    torch.save({"epoch": 1, "global_step": 10, "state_dict": ckpt}, os.path.join(directory, "vqgan_tiny.ckpt"))
+    image = torch.rand(3, 3, 24, 40)
+    with torch.no_grad():
+        logits = model.logits(image)
+        indices = logits.argmax(dim=1)
+        decoded = model.decode(indices)
+    save_file({k: v.contiguous() for k, v in dict(image=image, proj_logits=logits, indices=indices, decoded=decoded).items()},
+              os.path.join(directory, "vqgan_tiny_io.safetensors"))
+    print(json.dumps({"wrote": directory, "indices_shape": list(indices.shape)}))
+
+
 def reset_peak():
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -207,8 +237,12 @@ def main():
     ap.add_argument("--size", nargs="+", default=["256x256"], help="WIDTHxHEIGHT")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--write-fixtures", metavar="DIR", help="write an alternative vqgan_tiny* fixture set and exit")
     args = ap.parse_args()
     check_fixture()
+    if args.write_fixtures:
+        write_fixtures(args.write_fixtures)
+        return
     torch.manual_seed(0)
     model = GumbelVQ(RUDALLE_F8).eval()
     with torch.no_grad():
