@@ -66,31 +66,40 @@ struct BenchVQGANCommand: ParsableCommand {
                 let tokens = try vq.encode(image)
                 let encode = try measure { _ = try vq.encode(image) }
                 let decode = try measure { _ = try vq.decode(tokens) }
-                for (name, (ms, peak)) in [("vqgan encode", encode), ("vqgan decode", decode)] {
-                    rows.append(BenchmarkRow(name: name, medianMs: ms, gflops: nil, backend: compute.gemm.name,
+                for (name, m) in [("vqgan encode", encode), ("vqgan decode", decode)] {
+                    rows.append(BenchmarkRow(name: name, medianMs: m.wallMs, gflops: nil, backend: compute.gemm.name,
                                              threads: threadCount,
-                                             extra: [("size", text), ("peak_rss_mb", String(format: "%.1f", peak))]))
+                                             extra: [("size", text), ("cpu_ms", String(format: "%.1f", m.cpuMs)),
+                                                     ("peak_rss_mb", String(format: "%.1f", m.peakMB))]))
                 }
             }
         }
         BenchmarkReport.print(rows, json: json)
     }
 
-    /// Median milliseconds of `repeats` runs after `warmup` runs, and the peak resident memory in MB meanwhile.
-    private func measure(_ body: () throws -> Void) throws -> (Double, Double) {
+    /// Median wall and process CPU milliseconds of `repeats` runs after `warmup` runs, and the peak resident
+    /// memory in MB meanwhile. CPU time (all threads) is steadier than wall time on a loaded machine.
+    private func measure(_ body: () throws -> Void) throws -> (wallMs: Double, cpuMs: Double, peakMB: Double) {
         for _ in 0..<warmup { try body() }
         PeakMemory.reset()
-        let clock = ContinuousClock()
-        var times: [Double] = []
+        var wall: [Double] = [], cpu: [Double] = []
         for _ in 0..<repeats {
-            let start = clock.now
+            let (w0, c0) = (Self.milliseconds(CLOCK_MONOTONIC), Self.milliseconds(CLOCK_PROCESS_CPUTIME_ID))
             try body()
-            let d = clock.now - start
-            times.append(Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) * 1e-15)
+            wall.append(Self.milliseconds(CLOCK_MONOTONIC) - w0)
+            cpu.append(Self.milliseconds(CLOCK_PROCESS_CPUTIME_ID) - c0)
         }
-        times.sort()
-        let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
-        return (median, PeakMemory.megabytes())
+        func median(_ v: [Double]) -> Double {
+            let s = v.sorted()
+            return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+        }
+        return (median(wall), median(cpu), PeakMemory.megabytes())
+    }
+
+    private static func milliseconds(_ clock: clockid_t) -> Double {
+        var t = timespec()
+        clock_gettime(clock, &t)
+        return Double(t.tv_sec) * 1e3 + Double(t.tv_nsec) * 1e-6
     }
 }
 

@@ -4,7 +4,7 @@ proven against the fixtures (vqgan_tiny*), then timed with random weights of the
 
     /work/venv-torch/bin/python bench/pytorch/vqgan_bench.py [--threads 1 2] [--size 256x256] [--repeats 5]
 
-Prints one JSON object per line (name, median_ms, threads, size, peak_rss_mb), like `paella bench vqgan --json`.
+Prints one JSON object per line (name, median_ms, threads, size, cpu_ms, peak_rss_mb), like `paella bench vqgan --json`.
 Peak memory: the process's resident-set high-water mark (VmHWM), reset before each measurement through
 /proc/self/clear_refs, so it covers one encode or decode (weights included).
 """
@@ -223,12 +223,13 @@ def timed(fn, warmup, repeats):
     for _ in range(warmup):
         fn()
     reset_peak()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times), peak_rss_mb()
+        wall.append((time.perf_counter() - t) * 1000)
+        cpu.append((time.process_time() - c) * 1000)
+    return statistics.median(wall), statistics.median(cpu), peak_rss_mb()
 
 
 def main():
@@ -256,10 +257,10 @@ def main():
             with torch.no_grad():
                 tokens = model.encode(img)
                 for name, fn in (("encode", lambda: model.encode(img)), ("decode", lambda: model.decode(tokens))):
-                    ms, peak = timed(fn, args.warmup, args.repeats)
+                    ms, cpu, peak = timed(fn, args.warmup, args.repeats)
                     print(json.dumps({"name": f"vqgan {name}", "median_ms": round(ms, 2), "backend": "pytorch "
                                       + torch.__version__, "threads": threads, "size": size,
-                                      "peak_rss_mb": round(peak, 1)}), flush=True)
+                                      "cpu_ms": round(cpu, 1), "peak_rss_mb": round(peak, 1)}), flush=True)
 
 
 if __name__ == "__main__":
