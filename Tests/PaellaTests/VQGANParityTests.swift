@@ -33,6 +33,7 @@ struct VQGANParityTests {
         let ref = expected.floats
         let diff = maxAbsDifference(actual.floats, ref)
         #expect(diff <= 1e-4 * maxAbs(ref), "\(what): max |a-b| = \(diff), max |ref| = \(maxAbs(ref))")
+        print("VQGAN parity \(what): max |a-b| / max |ref| = \(diff / max(maxAbs(ref), .leastNormalMagnitude))")
     }
 
     @Test("quantizer logits and indices match upstream encode")
