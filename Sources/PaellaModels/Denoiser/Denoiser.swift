@@ -58,13 +58,14 @@ public struct Denoiser: Sendable {
         return loader.requested
     }
 
-    /// Logits `[B, H, W, num_labels]` for tokens `x` `[B, H, W]` (int32 or int64; H and W divisible by
-    /// `config.sideMultiple`), a conditioning `c` `[B, c_clip]` (global) or `[B, H', W', c_clip]` (spatial,
+    /// Logits `[B, H, W, num_labels]` for tokens `x` `[B, H, W]` (int32 or int64; H and W multiples of
+    /// `config.sideMultiple`, at least twice it), a conditioning `c` `[B, c_clip]` (global) or `[B, H', W', c_clip]` (spatial,
     /// channels-last; resized bilinearly to each level) and noise levels `r` (one per batch item, in [0, 1]).
     public func callAsFunction(_ x: Tensor, conditioning c: Tensor, r: [Float]) -> Tensor {
         let batch = x.shape.first ?? 0
-        precondition(x.rank == 3 && x.shape[1] % config.sideMultiple == 0 && x.shape[2] % config.sideMultiple == 0,
-                     "Denoiser: tokens must be [B, H, W] with H and W divisible by \(config.sideMultiple), got \(x.shape)")
+        let m = config.sideMultiple  // the deepest level's reflection padding needs at least 2 pixels a side
+        precondition(x.rank == 3 && x.shape[1] % m == 0 && x.shape[2] % m == 0 && min(x.shape[1], x.shape[2]) >= 2 * m,
+                     "Denoiser: tokens must be [B, H, W] with H and W multiples of \(m), at least \(2 * m), got \(x.shape)")
         precondition(r.count == batch && c.shape.first == batch && c.shape.last == config.cClip && (c.rank == 2 || c.rank == 4),
                      "Denoiser: conditioning \(c.shape) and \(r.count) noise levels do not fit \(batch) token grids of width \(config.cClip)")
         let rEmbed = rEmbedding(r)                                            // [B, c_r]
