@@ -107,7 +107,7 @@ public final class WeightLoader: @unchecked Sendable {
     }
 
     private func randomTensor(_ shape: [Int], scale: Float) -> Tensor {
-        var t = Tensor(uninitialized: shape)
+        var t = Tensor(zeros: shape)  // large ones are anonymous maps: freed at once after conversion, no heap holes
         t.withMutableFloats { values in
             for i in values.indices {
                 // SplitMix64: a fast, well-mixed generator; quality beyond "not constant" does not matter here.

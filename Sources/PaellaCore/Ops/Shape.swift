@@ -25,6 +25,7 @@ extension Tensor {
             withUnsafeBytes { src in out.withMutableRawBytes { dst in dst.copyMemory(from: src.baseAddress!, byteCount: bytes) } }
             return out
         }
+        if let transposed = transposedIfMatrixPermutation(perm) { return transposed }
         switch dtype.size {
         case 1: permute(as: UInt8.self, perm, into: &out)
         case 2: permute(as: UInt16.self, perm, into: &out)
