@@ -58,19 +58,21 @@ struct BenchDenoiserCommand: ParsableCommand {
             let x = generator.randint(config.numLabels, [b, size, size])
             let c = generator.uniform([b, config.cClip])
             let r = generator.uniform([b]).floats
-            for _ in 0..<warmup { _ = denoiser(x, conditioning: c, r: r) }
-            var times: [Double] = []
-            for _ in 0..<repeats {
-                let start = clock.now
-                _ = denoiser(x, conditioning: c, r: r)
-                times.append(milliseconds(clock.now - start))
-            }
-            times.sort()
-            let ms = times[times.count / 2]
+            var logits = denoiser(x, conditioning: c, r: r)
+            let ms = median(repeats, warmup: warmup) { logits = denoiser(x, conditioning: c, r: r) }
             let flops = config.forwardFLOPs(height: size, width: size, batch: b)
             rows.append(BenchmarkRow(name: "denoiser v1 \(size)x\(size)", medianMs: ms, gflops: flops / ms / 1e6,
                                      backend: compute.gemm.name, threads: compute.pool.threadCount,
                                      extra: [("batch", String(b))]))
+            // What a sampling step adds to the forward: typical filtering and the Gumbel-max draw over all rows.
+            let flat = logits.reshaped([-1, config.numLabels])
+            let uniforms = generator.uniform(flat.shape)
+            let drawMs = median(repeats, warmup: warmup) {
+                let filtered = compute.typicalFilter(flat, mass: 0.2, minTokens: 1)
+                _ = compute.gumbelArgmax(logits: filtered, uniforms: uniforms, temperature: 1)
+            }
+            rows.append(BenchmarkRow(name: "typical filter + draw", medianMs: drawMs, gflops: nil,
+                                     backend: "-", threads: compute.pool.threadCount, extra: [("batch", String(b))]))
         }
         BenchmarkReport.print(rows, json: json)
         if !json { print(memoryReport()) }
@@ -85,6 +87,18 @@ struct BenchDenoiserCommand: ParsableCommand {
             return String(format: "%.2f GB", kilobytes * 1024 / 1e9)
         }
         return "memory: RSS \(gigabytes("VmRSS")), peak \(gigabytes("VmHWM"))"
+    }
+
+    /// Median milliseconds of `repeats` timed runs of `body` after `warmup` untimed ones.
+    private func median(_ repeats: Int, warmup: Int, _ body: () -> Void) -> Double {
+        let clock = ContinuousClock()
+        for _ in 0..<warmup { body() }
+        let times = (0..<repeats).map { _ in
+            let start = clock.now
+            body()
+            return milliseconds(clock.now - start)
+        }.sorted()
+        return times[times.count / 2]
     }
 
     private func milliseconds(_ d: Duration) -> Double {

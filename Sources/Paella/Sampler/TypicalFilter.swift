@@ -1,29 +1,31 @@
 // Typical filtering as done inline in `sample` of dome272/Paella utils.py (commit 3671515).
-// Changed on purpose: rows run in parallel; the sort is by (score, index), i.e. stable, so ties are deterministic.
-import Foundation
+// Changed on purpose: instead of sorting every row (8192 entries at every position of every step), a weighted
+// quickselect finds the entry at which the cumulative mass in score order reaches `mass`; ties in score are
+// ordered by index (a stable sort's order). Rows run in parallel.
 import PaellaCore
 
 extension Compute {
     /// Upstream's typical filtering of logits `[..., V]`: which entries it sets to -inf (1 = removed), as uint8.
     ///
-    /// Per row: log-softmax, entropy `H`, score `|-log p - H|`; the entries sorted by score (ascending), the
-    /// cumulative softmax of the raw logits in that order; every entry scoring above the entry at which the
-    /// cumulative mass first reaches `mass` is removed (so ties with it are kept), except that the `minTokens`
-    /// best-scoring entries are always kept when `minTokens > 1`.
+    /// Per row: log-softmax, entropy `H`, score `|-log p - H|`; in order of ascending score, the cumulative
+    /// softmax; every entry scoring above the entry at which the cumulative mass first reaches `mass` is removed
+    /// (ties with it are kept), except that the `minTokens` best-scoring entries are kept when `minTokens > 1`.
     public func typicalFilterMask(_ logits: Tensor, mass: Float, minTokens: Int) -> Tensor {
         precondition(logits.dtype == .float32 && logits.rank >= 1 && (logits.shape.last ?? 0) > 0,
                      "typicalFilterMask: expected float32 logits [..., V], got \(logits)")
         let n = logits.shape[logits.rank - 1], rows = logits.count / n
+        let logp = logSoftmax(logits), p = softmax(logits)
         var removed = Tensor(uninitialized: logits.shape, dtype: .uint8)
-        logits.withFloats { x in removed.withUnsafeMutableBufferPointer(as: UInt8.self) { out in
-            let xp = x.baseAddress!, op = out.baseAddress!
+        logp.withFloats { lp in p.withFloats { pp in removed.withUnsafeMutableBufferPointer(as: UInt8.self) { out in
+            let (l, q, o) = (lp.baseAddress!, pp.baseAddress!, out.baseAddress!)
             pool.parallelChunks(rows) { chunk in
-                var scratch = TypicalScratch(n)
+                var keys = [UInt64](repeating: 0, count: n)
                 for row in chunk {
-                    scratch.filterRow(xp + row * n, n: n, mass: mass, minTokens: minTokens, removed: op + row * n)
+                    typicalRow(logp: l + row * n, p: q + row * n, n: n, mass: mass, minTokens: minTokens,
+                               keys: &keys, removed: o + row * n)
                 }
             }
-        }}
+        }}}
         return removed
     }
 
@@ -38,56 +40,62 @@ extension Compute {
     }
 }
 
-/// Per-thread buffers for one row of typical filtering.
-private struct TypicalScratch {
-    var logp: [Float]
-    var keys: [UInt64]
-    var probabilities: [Float]
-
-    init(_ n: Int) {
-        logp = [Float](repeating: 0, count: n)
-        keys = [UInt64](repeating: 0, count: n)
-        probabilities = [Float](repeating: 0, count: n)
+/// One row: `keys[k]` = score bits << 32 | index (a non-negative float's bits order like its value, so the
+/// keys order like upstream's stable sort by score).
+private func typicalRow(logp: UnsafePointer<Float>, p: UnsafePointer<Float>, n: Int, mass: Float, minTokens: Int,
+                        keys: inout [UInt64], removed: UnsafeMutablePointer<UInt8>) {
+    var entropy: Float = 0  // -nansum(logp * p): a -inf logit contributes nothing
+    for j in 0..<n {
+        let term = logp[j] * p[j]
+        if !term.isNaN { entropy -= term }
     }
+    for j in 0..<n { keys[j] = UInt64(abs(-logp[j] - entropy).bitPattern) << 32 | UInt64(j) }
+    // The entry at which the cumulative probability in key order first reaches the mass.
+    let threshold = keys.withUnsafeMutableBufferPointer { k in
+        firstKeyReaching(Double(mass), in: k, weight: { Double(p[Int($0 & 0xFFFF_FFFF)]) }, reached: { Float($0) >= mass })
+    }
+    let thresholdScore = threshold >> 32
+    // The minTokens best entries are always kept: the key of rank minTokens - 1 (unit weights).
+    let lastKept: UInt64 = minTokens > 1 ? keys.withUnsafeMutableBufferPointer { k in
+        firstKeyReaching(Double(minTokens), in: k, weight: { _ in 1 }, reached: { $0 >= Double(minTokens) })
+    } : 0
+    for j in 0..<n {
+        let key = UInt64(abs(-logp[j] - entropy).bitPattern) << 32 | UInt64(j)
+        removed[j] = key >> 32 > thresholdScore && (minTokens <= 1 || key > lastKept) ? 1 : 0
+    }
+}
 
-    mutating func filterRow(_ x: UnsafePointer<Float>, n: Int, mass: Float, minTokens: Int,
-                            removed: UnsafeMutablePointer<UInt8>) {
-        // log_softmax as PyTorch computes it: (x - max) - log(sum(exp(x - max))).
-        var m = -Float.infinity
-        for j in 0..<n { m = max(m, x[j]) }
-        var sum: Float = 0
-        for j in 0..<n { sum += Foundation.exp(x[j] - m) }
-        let logSum = Foundation.log(sum)
-        var entropy: Float = 0  // -nansum(logp * p): a -inf logit contributes nothing
-        for j in 0..<n {
-            logp[j] = (x[j] - m) - logSum
-            let term = logp[j] * Foundation.exp(logp[j])
-            if !term.isNaN { entropy -= term }
+/// Weighted quickselect: the smallest key whose cumulative weight (over all keys up to and including it, in
+/// ascending order) satisfies `reached`; the largest key when none does. Reorders `keys`.
+private func firstKeyReaching(_ target: Double, in keys: UnsafeMutableBufferPointer<UInt64>,
+                              weight: (UInt64) -> Double, reached: (Double) -> Bool) -> UInt64 {
+    var lo = 0, hi = keys.count, below = 0.0  // below: total weight of the keys known to sort before lo
+    while hi - lo > 32 {
+        // Median-of-three pivot, then partition [lo, hi) into < pivot, the pivot, > pivot.
+        let (a, b, c) = (keys[lo], keys[(lo + hi) / 2], keys[hi - 1])
+        let pivot = max(min(a, b), min(max(a, b), c))
+        var m = lo
+        var left = 0.0
+        for i in lo..<hi where keys[i] < pivot {
+            keys.swapAt(i, m)
+            left += weight(keys[m])
+            m += 1
         }
-        // Sort by score |-logp - H| ascending, ties by index: a non-negative float's bits order like its value.
-        for j in 0..<n {
-            let score = abs(-logp[j] - entropy)
-            keys[j] = UInt64(score.bitPattern) << 32 | UInt64(j)
-        }
-        keys.sort()
-        // Softmax of the logits in sorted order, then its running sum (PyTorch accumulates cumsum in double).
-        var total: Float = 0
-        for k in 0..<n {
-            probabilities[k] = Foundation.exp(x[Int(keys[k] & 0xFFFF_FFFF)] - m)
-            total += probabilities[k]
-        }
-        let inverse = 1 / total
-        var running: Double = 0
-        var lastIndex = 0  // how many cumulative sums stay below the mass
-        for k in 0..<n {
-            running += Double(probabilities[k] * inverse)
-            if Float(running) < mass { lastIndex += 1 }
-        }
-        let threshold = UInt32(truncatingIfNeeded: keys[min(lastIndex, n - 1)] >> 32)
-        let alwaysKept = minTokens > 1 ? minTokens : 0
-        for k in 0..<n {
-            let j = Int(keys[k] & 0xFFFF_FFFF)
-            removed[j] = k >= alwaysKept && UInt32(truncatingIfNeeded: keys[k] >> 32) > threshold ? 1 : 0
+        if let at = (m..<hi).first(where: { keys[$0] == pivot }) { keys.swapAt(at, m) }
+        if reached(below + left) {
+            hi = m
+        } else if reached(below + left + weight(pivot)) {
+            return pivot
+        } else {
+            below += left + weight(pivot)
+            lo = m + 1
         }
     }
+    var rest = UnsafeMutableBufferPointer(rebasing: keys[lo..<hi])
+    rest.sort()
+    for key in rest {
+        below += weight(key)
+        if reached(below) { return key }
+    }
+    return keys.max() ?? 0
 }
