@@ -60,7 +60,11 @@ public struct Sampler: Sendable {
                        progress: (SamplingProgress) -> Bool = { _ in true }) throws -> Tensor {
         let batch = c.shape[0], labels = denoiser.config.numLabels
         let noiseLevels = options.noiseLevels, temperatures = options.temperatures
-        precondition(options.steps >= 1 && options.temperatureRange.count == 2, "sample: need steps >= 1 and two temperatures")
+        precondition(options.steps >= 1 && (0..<options.steps).contains(options.startingStep) && options.temperatureRange.count == 2,
+                     "sample: need steps >= 1, a starting step below it and two temperatures, got \(options)")
+        let gridCount = tokens?.count ?? batch * options.height * options.width
+        precondition((tokens.map { $0.rank == 3 && $0.shape[0] == batch } ?? true) && (mask.map { $0.count == gridCount } ?? true),
+                     "sample: tokens \(tokens?.shape ?? []) and mask \(mask?.shape ?? []) must be [B, H, W] for \(batch) conditionings")
         var x: Tensor
         if let tokens {
             x = int32(tokens)
@@ -137,7 +141,7 @@ public struct Sampler: Sendable {
 
 /// `torch.linspace(start, end, count)` in float32, bit for bit (its scalar path: the first half counts up from
 /// `start`, the second half down from `end`, each a fused multiply-add).
-func linspace(_ start: Float, _ end: Float, _ count: Int) -> [Float] {
+private func linspace(_ start: Float, _ end: Float, _ count: Int) -> [Float] {
     if count == 1 { return [start] }
     let step = (end - start) / Float(count - 1)
     return (0..<count).map { i in
@@ -146,12 +150,12 @@ func linspace(_ start: Float, _ end: Float, _ count: Int) -> [Float] {
 }
 
 /// Tokens as int32 (from any integer dtype).
-func int32(_ t: Tensor) -> Tensor {
+private func int32(_ t: Tensor) -> Tensor {
     t.dtype == .int32 ? t : Tensor(int32: t.integers().map { Int32(truncatingIfNeeded: $0) }, shape: t.shape)
 }
 
 /// `a` where `condition` is non-zero, else `b` (upstream's `a * mask + (1 - mask) * b` on tokens).
-func select(_ a: Tensor, where condition: Tensor, else b: Tensor) -> Tensor {
+private func select(_ a: Tensor, where condition: Tensor, else b: Tensor) -> Tensor {
     precondition(a.shape == b.shape && condition.count == a.count, "select: shapes \(a.shape), \(condition.shape), \(b.shape) differ")
     let (av, cv, bv) = (a.integers(), condition.integers(), b.integers())
     return Tensor(int32: (0..<av.count).map { Int32(truncatingIfNeeded: cv[$0] != 0 ? av[$0] : bv[$0]) }, shape: a.shape)
