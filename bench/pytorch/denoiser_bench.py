@@ -164,7 +164,8 @@ def main():
                     model(x, c, r)
                     times.append((time.perf_counter() - start) * 1e3)
             print(json.dumps({"name": f"denoiser v1 {args.size}x{args.size} (pytorch {torch.__version__})",
-                              "median_ms": round(statistics.median(times), 3), "threads": threads, "batch": batch,
+                              "median_ms": round(statistics.median(times), 3), "min_ms": round(min(times), 1),
+                              "threads": threads, "batch": batch,
                               "parameters": params}), flush=True)
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
