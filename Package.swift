@@ -3,8 +3,6 @@
 // Dependency direction: CPaellaKernels <- PaellaCore <- PaellaIO <- PaellaModels <- Paella <- paella (CLI).
 import PackageDescription
 
-let optimizedC: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=fast"])]
-
 let package = Package(
     name: "Paella",
     products: [
@@ -16,7 +14,7 @@ let package = Package(
     ],
     targets: [
         // Hot loops in C with run-time ISA dispatch (AVX-512 / AVX2 / NEON / portable). No model knowledge.
-        .target(name: "CPaellaKernels", cSettings: optimizedC, linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("m")]),
+        .target(name: "CPaellaKernels", linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("m")]),
         // System libraries for image I/O; headers come from libpng-dev / libjpeg62-turbo-dev.
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"]), .brew(["libpng"])]),

@@ -31,12 +31,12 @@ public struct BenchmarkRow: Sendable, Equatable {
 
     /// `{"name": ..., "median_ms": ..., "gflops": ..., "backend": ..., "threads": ..., extra...}` on one line.
     public var json: String {
-        var fields = ["\"name\": \(jsonString(name))",
+        var fields = ["\"name\": \(jsonStringLiteral(name))",
                       "\"median_ms\": \(formatNumber(medianMs, decimals: 4))",
                       "\"gflops\": \(gflops.map { formatNumber($0, decimals: 2) } ?? "null")",
-                      "\"backend\": \(jsonString(backend))",
+                      "\"backend\": \(jsonStringLiteral(backend))",
                       "\"threads\": \(threads)"]
-        fields += extra.map { "\(jsonString($0.0)): \(jsonString($0.1))" }
+        fields += extra.map { "\(jsonStringLiteral($0.0)): \(jsonStringLiteral($0.1))" }
         return "{" + fields.joined(separator: ", ") + "}"
     }
 }
@@ -211,24 +211,3 @@ func formatNumber(_ value: Double, decimals: Int) -> String {
     return decimals == 0 ? "\(sign)\(whole)" : "\(sign)\(whole).\(digits)"
 }
 
-/// A JSON string literal with the required escapes.
-func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if scalar.value < 0x20 {
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-    }
-    return out + "\""
-}

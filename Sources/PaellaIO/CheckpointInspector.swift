@@ -90,11 +90,11 @@ public struct CheckpointReport: Sendable {
     public func json(limit: Int? = nil) -> String {
         let shown = entries.prefix(max(limit ?? entries.count, 0))
         let tensors = shown.map { e in
-            "{\"name\":\(SafeTensors.jsonString(e.name)),\"dtype\":\"\(e.dtype.rawValue)\","
+            "{\"name\":\(jsonStringLiteral(e.name)),\"dtype\":\"\(e.dtype.rawValue)\","
                 + "\"shape\":[\(e.shape.map(String.init).joined(separator: ","))],\"parameters\":\(e.parameters),\"bytes\":\(e.bytes)}"
         }
-        let meta = metadata.keys.sorted().map { "\(SafeTensors.jsonString($0)):\(SafeTensors.jsonString(metadata[$0] ?? ""))" }
-        return "{\"path\":\(SafeTensors.jsonString(path)),\"format\":\"\(format.rawValue)\","
+        let meta = metadata.keys.sorted().map { "\(jsonStringLiteral($0)):\(jsonStringLiteral(metadata[$0] ?? ""))" }
+        return "{\"path\":\(jsonStringLiteral(path)),\"format\":\"\(format.rawValue)\","
             + "\"metadata\":{\(meta.joined(separator: ","))},\"tensors\":[\(tensors.joined(separator: ","))],"
             + "\"total_tensors\":\(entries.count),\"total_parameters\":\(totalParameters),\"total_bytes\":\(totalBytes)}"
     }

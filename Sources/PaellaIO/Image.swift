@@ -1,3 +1,4 @@
+import CImageCodecs
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -302,3 +303,36 @@ extension PixelImage {
     }
 }
 
+
+extension PixelImage {
+    /// The steps PNG and JPEG decoding share around a CImageCodecs reader: read the header, check the size limits
+    /// before any pixel memory exists, then read 8-bit pixels. Codec statuses become `ImageError`s naming `source`.
+    static func decodeRaster(source: String, format: ImageFormat, limits: ImageLimits, library: String,
+                             message: () -> String,
+                             readHeader: (inout ic_image_info) -> Int32,
+                             readPixels: (UnsafeMutablePointer<UInt8>?, Int) -> Int32) throws -> (PixelImage, ic_image_info) {
+        func check(_ status: Int32) throws {
+            guard status != Int32(IC_OK) else { return }
+            switch status {
+            case Int32(IC_ERR_TRUNCATED): throw ImageError.truncated(path: source, format: format)
+            case Int32(IC_ERR_UNSUPPORTED): throw ImageError.unsupported(path: source, format: format, reason: message())
+            case Int32(IC_ERR_NO_MEMORY): throw ImageError.cannotRead(path: source, reason: "out of memory")
+            default: throw ImageError.corrupt(path: source, format: format, reason: "\(library): " + message())
+            }
+        }
+        var info = ic_image_info()
+        try check(readHeader(&info))
+        let (width, height) = (Int(info.width), Int(info.height))
+        guard limits.allows(width: width, height: height) else {
+            throw ImageError.tooLarge(path: source, width: width, height: height, limits: limits)
+        }
+        guard let layout = PixelImage.Layout(rawValue: Int(info.channels)) else {
+            throw ImageError.unsupported(path: source, format: format, reason: "\(info.channels) channels per pixel")
+        }
+        var pixels = [UInt8](repeating: 0, count: width * height * layout.channels)
+        try pixels.withUnsafeMutableBufferPointer { p in
+            try check(readPixels(p.baseAddress, width * layout.channels))
+        }
+        return (PixelImage(width: width, height: height, layout: layout, pixels: pixels), info)
+    }
+}

@@ -15,33 +15,12 @@ extension PixelImage {
             throw ImageError.cannotRead(path: source, reason: "out of memory")
         }
         defer { ic_jpeg_reader_destroy(reader) }
-        func check(_ status: Int32) throws {
-            guard status != Int32(IC_OK) else { return }
-            let message = String(cString: ic_jpeg_reader_message(reader))
-            switch status {
-            case Int32(IC_ERR_TRUNCATED): throw ImageError.truncated(path: source, format: .jpeg)
-            case Int32(IC_ERR_UNSUPPORTED): throw ImageError.unsupported(path: source, format: .jpeg, reason: message)
-            case Int32(IC_ERR_NO_MEMORY): throw ImageError.cannotRead(path: source, reason: "out of memory")
-            default: throw ImageError.corrupt(path: source, format: .jpeg, reason: "libjpeg: " + message)
-            }
-        }
-
-        var info = ic_image_info()
-        try check(ic_jpeg_read_header(reader, &info))
-        let (width, height) = (Int(info.width), Int(info.height))
-        // The limit is checked here, after the header and before the pixel buffer exists.
-        guard limits.allows(width: width, height: height) else {
-            throw ImageError.tooLarge(path: source, width: width, height: height, limits: limits)
-        }
-        guard let layout = PixelImage.Layout(rawValue: Int(info.channels)) else {
-            throw ImageError.unsupported(path: source, format: .jpeg, reason: "\(info.channels) channels per pixel")
-        }
-        var pixels = [UInt8](repeating: 0, count: width * height * layout.channels)
-        try pixels.withUnsafeMutableBufferPointer { p in
-            try check(ic_jpeg_read_pixels(reader, p.baseAddress, width * layout.channels))
-        }
-        return DecodedImage(image: PixelImage(width: width, height: height, layout: layout, pixels: pixels),
-                            format: .jpeg, text: [:], sourceBitDepth: Int(info.source_bit_depth))
+        let (image, info) = try decodeRaster(
+            source: source, format: .jpeg, limits: limits, library: "libjpeg",
+            message: { String(cString: ic_jpeg_reader_message(reader)) },
+            readHeader: { ic_jpeg_read_header(reader, &$0) },
+            readPixels: { ic_jpeg_read_pixels(reader, $0, $1) })
+        return DecodedImage(image: image, format: .jpeg, text: [:], sourceBitDepth: Int(info.source_bit_depth))
     }
 
     /// The image encoded as a baseline JPEG at `quality` (1...100). Gray and RGB only; alpha is dropped

@@ -68,31 +68,11 @@ extension PixelImage {
             throw ImageError.cannotRead(path: source, reason: "out of memory")
         }
         defer { ic_png_reader_destroy(reader) }
-        func check(_ status: Int32) throws {
-            guard status != Int32(IC_OK) else { return }
-            let message = String(cString: ic_png_reader_message(reader))
-            switch status {
-            case Int32(IC_ERR_TRUNCATED): throw ImageError.truncated(path: source, format: .png)
-            case Int32(IC_ERR_UNSUPPORTED): throw ImageError.unsupported(path: source, format: .png, reason: message)
-            case Int32(IC_ERR_NO_MEMORY): throw ImageError.cannotRead(path: source, reason: "out of memory")
-            default: throw ImageError.corrupt(path: source, format: .png, reason: "libpng: " + message)
-            }
-        }
-
-        var info = ic_image_info()
-        try check(ic_png_read_header(reader, &info))
-        let (width, height) = (Int(info.width), Int(info.height))
-        // The limit is checked here, after the header and before the pixel buffer exists.
-        guard limits.allows(width: width, height: height) else {
-            throw ImageError.tooLarge(path: source, width: width, height: height, limits: limits)
-        }
-        guard let layout = PixelImage.Layout(rawValue: Int(info.channels)) else {
-            throw ImageError.unsupported(path: source, format: .png, reason: "\(info.channels) channels per pixel")
-        }
-        var pixels = [UInt8](repeating: 0, count: width * height * layout.channels)
-        try pixels.withUnsafeMutableBufferPointer { p in
-            try check(ic_png_read_pixels(reader, p.baseAddress, width * layout.channels))
-        }
+        let (image, info) = try decodeRaster(
+            source: source, format: .png, limits: limits, library: "libpng",
+            message: { String(cString: ic_png_reader_message(reader)) },
+            readHeader: { ic_png_read_header(reader, &$0) },
+            readPixels: { ic_png_read_pixels(reader, $0, $1) })
 
         var text: [String: String] = [:]
         for i in 0 ..< ic_png_text_count(reader) {
@@ -105,8 +85,7 @@ extension PixelImage {
             let keyBytes = UnsafeRawBufferPointer(start: key, count: strlen(key))
             text[latin1String(keyBytes)] = utf8 != 0 ? String(decoding: valueBytes, as: UTF8.self) : latin1String(valueBytes)
         }
-        return DecodedImage(image: PixelImage(width: width, height: height, layout: layout, pixels: pixels),
-                            format: .png, text: text, sourceBitDepth: Int(info.source_bit_depth))
+        return DecodedImage(image: image, format: .png, text: text, sourceBitDepth: Int(info.source_bit_depth))
     }
 }
 

@@ -328,12 +328,12 @@ public struct SafeTensors: Sendable {
         var header = "{"
         var parts: [String] = []
         if !metadata.isEmpty {
-            let items = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0] ?? ""))" }
+            let items = metadata.keys.sorted().map { "\(jsonStringLiteral($0)):\(jsonStringLiteral(metadata[$0] ?? ""))" }
             parts.append("\"__metadata__\":{\(items.joined(separator: ","))}")
         }
         for (i, (name, tensor)) in tensors.enumerated() {
             let shape = tensor.shape.map(String.init).joined(separator: ",")
-            parts.append("\(jsonString(name)):{\"dtype\":\"\(fileName(of: tensor.dtype))\",\"shape\":[\(shape)],"
+            parts.append("\(jsonStringLiteral(name)):{\"dtype\":\"\(fileName(of: tensor.dtype))\",\"shape\":[\(shape)],"
                          + "\"data_offsets\":[\(begins[i]),\(begins[i] + tensor.byteCount)]}")
         }
         header += parts.joined(separator: ",") + "}"
@@ -348,25 +348,6 @@ public struct SafeTensors: Sendable {
                 try tensors[i].tensor.withUnsafeBytes { try sink.write($0) }
             }
         }
-    }
-
-    /// A JSON string literal for `text`.
-    static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }
 

@@ -1,0 +1,146 @@
+import ArgumentParser
+import Foundation
+import Paella
+
+/// `paella bench clip`: the CLIP tokenizer's throughput, and one prompt / one image through OpenCLIP ViT-g-14's
+/// towers with random weights (compare with bench/pytorch/clip_bench.py).
+struct BenchCLIPCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "clip",
+        abstract: "Time the CLIP tokenizer and OpenCLIP ViT-g-14's text and vision towers (random weights).",
+        discussion: """
+            The text tower runs the prompt "a photo of a cat" twice: trimmed (the positions after end-of-text are \
+            skipped, as Paella runs it) and over all 77 positions (as PyTorch runs it). The vision tower takes one \
+            224x224 image; its random float32 weights take about 4 GB. Compare: \
+            /work/venv-torch/bin/python bench/pytorch/clip_bench.py --threads 1 --threads 2
+            """)
+
+    @Option(name: .long, help: "Thread count (repeatable; default: the cores this process may use).")
+    var threads: [Int] = []
+
+    @Option(name: .long, help: "What to time: tokenizer, text, vision (comma-separated).")
+    var parts: String = "tokenizer,text,vision"
+
+    @Option(name: .long, help: "GEMM backend: auto, builtin, openblas, mkl, blis, or a library path.")
+    var blas: String?
+
+    @Option(name: .long, help: "Timed repetitions; the median is reported.")
+    var repeats: Int = 5
+
+    @Option(name: .long, help: "Untimed repetitions before timing.")
+    var warmup: Int = 1
+
+    @Flag(name: .long, help: "Print one JSON object per line instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1.") }
+        guard warmup >= 0 else { throw ValidationError("--warmup must not be negative.") }
+        guard threads.allSatisfy({ $0 >= 1 }) else { throw ValidationError("--threads must be at least 1.") }
+        let known: Set<Substring> = ["tokenizer", "text", "vision"]
+        for part in parts.split(separator: ",") where !known.contains(part) {
+            throw ValidationError("Unknown part \"\(part)\"; choose from tokenizer, text, vision.")
+        }
+    }
+
+    func run() throws {
+        try reportingErrors { try runBenchmark() }
+    }
+
+    private func runBenchmark() throws {
+        let parts = Set(parts.split(separator: ",").map(String.init))
+        let threadCounts = threads.isEmpty ? [ThreadPool.coreCount] : threads
+        let choice: GEMMBackendChoice = try blas.map(GEMMBackendChoice.init(parsing:)) ?? .fromEnvironment
+        try CPUInfo.applyEnvironment()
+        if parts.contains("tokenizer") { BenchmarkReport.print(try tokenizerRows(), json: json) }
+        let config = CLIPConfig.vitG14
+        for tower in ["text", "vision"] where parts.contains(tower) {
+            let weights = WeightLoader(synthetic: .random(seed: 1, scale: 0.02), origin: "random ViT-g-14 weights")
+            let model = try CLIPModel(weights: weights, config: config, towers: tower == "text" ? .text : .vision)
+            var rows: [BenchmarkRow] = []
+            for threadCount in threadCounts {
+                let compute = try Compute(threads: threadCount, backend: choice)
+                if let text = model.text {
+                    // CLIP BPE of "a photo of a cat" between start and end of text, zero padded to 77.
+                    let ids: [Int32] = [49406, 320, 1125, 539, 320, 2368, 49407]
+                    let tokens = Tensor(int32: ids + Array(repeating: 0, count: 77 - ids.count), shape: [1, 77])
+                    for trimmed in [true, false] {
+                        let ms = medianMs { _ = text(tokens, compute: compute, trimmed: trimmed) }
+                        rows.append(BenchmarkRow(name: "ViT-g-14 text, 1 prompt", medianMs: ms, gflops: nil,
+                                                 backend: compute.gemm.name, threads: threadCount,
+                                                 extra: [("positions", trimmed ? "\(ids.count) (trimmed)" : "77")]))
+                    }
+                }
+                if let vision = model.vision {
+                    var random = SplitMix(seed: 2)
+                    let image = Tensor((0 ..< 224 * 224 * 3).map { _ in random.normal() }, shape: [1, 224, 224, 3])
+                    let ms = medianMs { _ = vision(image, compute: compute) }
+                    rows.append(BenchmarkRow(name: "ViT-g-14 vision, 1 image", medianMs: ms, gflops: nil,
+                                             backend: compute.gemm.name, threads: threadCount,
+                                             extra: [("positions", "257")]))
+                }
+            }
+            BenchmarkReport.print(rows, json: json)
+        }
+    }
+
+    /// Tokenizer throughput on about 1 MB of caption-like text (one thread): a cold pass with an empty word
+    /// cache, then a warm pass.
+    private func tokenizerRows() throws -> [BenchmarkRow] {
+        let words = ["a", "photo", "of", "the", "cat", "dog", "portrait", "highly", "detailed", "painting", "by",
+                     "greg", "rutkowski", "trending", "on", "artstation", "4k", "8k", "unreal", "engine", "sunset",
+                     "over", "mountains", "café", "naïve", "東京の夜景", "Paella", "Spanish!!", "it's", "don't",
+                     "&amp;", "1234", "3.14", "cinematic", "lighting", "octane", "render", "surreal", "vaporwave"]
+        var random = SplitMix(seed: 3)
+        var captions: [String] = []
+        var bytes = 0
+        while bytes < 1 << 20 {
+            let caption = (0 ..< 12).map { _ in words[Int(random.next() % UInt64(words.count))] }.joined(separator: " ")
+                + " \(random.next() % 100_000)"
+            captions.append(caption)
+            bytes += caption.utf8.count
+        }
+        let path = try CLIPTokenizer.locateVocabulary()
+        let tokenizer = try CLIPTokenizer(openCLIPVocabulary: path)
+        var rows: [BenchmarkRow] = []
+        for pass in ["cold cache", "warm cache"] {
+            let start = DispatchTime.now().uptimeNanoseconds
+            var count = 0
+            for caption in captions { count += tokenizer.encode(caption).count }
+            let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+            let mbPerSecond = Double(bytes) / 1e6 / (ms / 1000)
+            rows.append(BenchmarkRow(name: "CLIP tokenizer, \(bytes / 1000) kB, \(pass)", medianMs: ms, gflops: nil,
+                                     backend: "swift", threads: 1,
+                                     extra: [("MB/s", String(format: "%.2f", mbPerSecond)), ("tokens", "\(count)")]))
+        }
+        return rows
+    }
+
+    private func medianMs(_ body: () -> Void) -> Double {
+        for _ in 0 ..< warmup { body() }
+        var times: [Double] = []
+        for _ in 0 ..< repeats {
+            let start = DispatchTime.now().uptimeNanoseconds
+            body()
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+        }
+        return times.sorted()[times.count / 2]
+    }
+}
+
+/// SplitMix64 with a Box-Muller normal, for benchmark inputs.
+private struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func normal() -> Float {
+        let u1 = max(Double(next() >> 11) / Double(1 << 53), 1e-300), u2 = Double(next() >> 11) / Double(1 << 53)
+        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+    }
+}
