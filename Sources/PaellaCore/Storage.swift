@@ -113,8 +113,32 @@ public final class TensorStorage: @unchecked Sendable {
     }
 
     public var isWritable: Bool {
-        if case .owned = backing { return true }
+        if case .owned = backing { return !isReadOnlyZeros }
         return false
+    }
+
+    /// Zeros that cost no memory and can never change: a read-only anonymous map (every page is the kernel's
+    /// shared zero page). Writing to a tensor over it copies it first, like a mapped file, so a tensor that
+    /// views it is known to hold zeros; layout conversions of such tensors are free (see `Tensor(readOnlyZeros:)`).
+    public static func readOnlyZeros(byteCount: Int) -> TensorStorage {
+        TensorStorage(readOnlyZeroBytes: byteCount)
+    }
+
+    /// Whether this storage is a `readOnlyZeros` map (all bytes zero, forever).
+    public private(set) var isReadOnlyZeros = false
+
+    private init(readOnlyZeroBytes byteCount: Int) {
+        precondition(byteCount >= 0, "TensorStorage: negative byte count \(byteCount)")
+        self.byteCount = byteCount
+        backing = .owned
+        if byteCount > 0, let p = mmap(nil, byteCount, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED {
+            pointer = p
+            isAnonymousMap = true
+        } else {  // empty, or the map failed: ordinary zeroed memory, still never written
+            pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+            pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
+        }
+        isReadOnlyZeros = true
     }
 
     deinit {

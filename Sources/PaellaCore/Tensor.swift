@@ -25,6 +25,17 @@ public struct Tensor: @unchecked Sendable {
         byteOffset = 0
     }
 
+    /// Zeros over read-only storage that costs no memory until written (writing copies it first). Conversions of
+    /// such a tensor (`toFloat32`, `permuted`) give read-only zeros again without touching memory, so a model can
+    /// be built at full size from `WeightLoader(synthetic: .shapesOnly)` to check its parameter list.
+    public init(readOnlyZeros shape: [Int], dtype: DType = .float32) {
+        Tensor.checkShape(shape)
+        self.shape = shape
+        self.dtype = dtype
+        storage = TensorStorage.readOnlyZeros(byteCount: shape.reduce(1, *) * dtype.size)
+        byteOffset = 0
+    }
+
     /// A tensor whose contents the caller fills completely before reading (skips the zero fill).
     public init(uninitialized shape: [Int], dtype: DType = .float32) {
         Tensor.checkShape(shape)
@@ -142,6 +153,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// The elements converted to float32 (a copy, also when already float32, so the result is writable).
     public func toFloat32() -> Tensor {
+        if storage.isReadOnlyZeros { return Tensor(readOnlyZeros: shape) }
         var out = Tensor(uninitialized: shape, dtype: .float32)
         let n = count
         let src = storage.pointer + byteOffset

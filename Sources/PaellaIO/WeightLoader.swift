@@ -10,7 +10,8 @@ public final class WeightLoader: @unchecked Sendable {
         case tensors([String: Tensor])
         /// Uniform random values in [-scale, scale] from a seeded generator (benchmarks with random weights).
         case random(seed: UInt64, scale: Float)
-        /// Zero tensors; what a model asks for is recorded in `requested` (manifest checks).
+        /// Read-only zero tensors (`Tensor(readOnlyZeros:)`: no memory, free layout conversions); what a model
+        /// asks for is recorded in `requested` (manifest checks of full-size models).
         case shapesOnly
     }
 
@@ -63,7 +64,7 @@ public final class WeightLoader: @unchecked Sendable {
         requested.append((key, shape))
         switch source {
         case .shapesOnly:
-            return Tensor(zeros: shape)
+            return Tensor(readOnlyZeros: shape)
         case .random(_, let scale):
             return randomTensor(shape, scale: scale)
         case .tensors(let byName):
@@ -106,7 +107,7 @@ public final class WeightLoader: @unchecked Sendable {
     }
 
     private func randomTensor(_ shape: [Int], scale: Float) -> Tensor {
-        var t = Tensor(uninitialized: shape)
+        var t = Tensor(zeros: shape)  // large ones are anonymous maps: freed at once after conversion, no heap holes
         t.withMutableFloats { values in
             for i in values.indices {
                 // SplitMix64: a fast, well-mixed generator; quality beyond "not constant" does not matter here.

@@ -64,7 +64,7 @@ public struct Conv2dWeights: Sendable {
         precondition(weight.rank == 4, "Conv2dWeights: expected an OIHW weight, got shape \(weight.shape)")
         precondition(groups >= 1 && weight.shape[0] % groups == 0,
                      "Conv2dWeights: \(weight.shape[0]) output channels do not split into \(groups) groups")
-        self.init(kernel: weight.toFloat32().permuted([2, 3, 1, 0]), bias: bias, groups: groups)
+        self.init(kernel: (weight.dtype == .float32 ? weight : weight.toFloat32()).permuted([2, 3, 1, 0]), bias: bias, groups: groups)
     }
 
     /// Wraps a kernel already in this type's layout `[kH, kW, Cin / groups, Cout]` (e.g. after an optimizer step).
@@ -107,7 +107,7 @@ public struct ConvTranspose2dWeights: Sendable {
         precondition(weight.rank == 4, "ConvTranspose2dWeights: expected a [Cin, Cout/groups, kH, kW] weight, got \(weight.shape)")
         precondition(groups >= 1 && weight.shape[0] % groups == 0,
                      "ConvTranspose2dWeights: \(weight.shape[0]) input channels do not split into \(groups) groups")
-        kernel = weight.toFloat32().permuted([0, 2, 3, 1])
+        kernel = (weight.dtype == .float32 ? weight : weight.toFloat32()).permuted([0, 2, 3, 1])
         if let bias {
             precondition(bias.count == weight.shape[1] * groups,
                          "ConvTranspose2dWeights: bias has \(bias.count) values for \(weight.shape[1] * groups) output channels")

@@ -15,7 +15,7 @@ public struct LinearWeights: Sendable {
     /// Converts PyTorch `Linear.weight` `[out, in]` (float32, float16 or bfloat16) and `Linear.bias` `[out]`.
     public init(pytorch weight: Tensor, bias: Tensor?) {
         precondition(weight.rank == 2, "LinearWeights: expected an [out, in] weight, got shape \(weight.shape)")
-        self.init(weight: weight.toFloat32().permuted([1, 0]), bias: bias)
+        self.init(weight: (weight.dtype == .float32 ? weight : weight.toFloat32()).permuted([1, 0]), bias: bias)
     }
 
     /// Wraps a weight already in this type's `[in, out]` layout (e.g. after an optimizer step, or a CLIP

@@ -17,6 +17,7 @@ extension Tensor {
     public func permuted(_ perm: [Int]) -> Tensor {
         precondition(perm.count == rank && perm.sorted() == Array(0..<rank),
                      "Tensor.permuted: \(perm) is not a permutation of the \(rank) axes of \(shape)")
+        if storage.isReadOnlyZeros { return Tensor(readOnlyZeros: perm.map { shape[$0] }, dtype: dtype) }
         var out = Tensor(uninitialized: perm.map { shape[$0] }, dtype: dtype)
         if count == 0 { return out }
         if perm == Array(0..<rank) {
@@ -24,6 +25,7 @@ extension Tensor {
             withUnsafeBytes { src in out.withMutableRawBytes { dst in dst.copyMemory(from: src.baseAddress!, byteCount: bytes) } }
             return out
         }
+        if let transposed = transposedIfMatrixPermutation(perm) { return transposed }
         switch dtype.size {
         case 1: permute(as: UInt8.self, perm, into: &out)
         case 2: permute(as: UInt16.self, perm, into: &out)

@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import Paella
+
+/// `paella bench denoiser`: one forward of the full-size v1 denoiser with random weights.
+struct BenchDenoiserCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "denoiser",
+        abstract: "Time one forward of the full-size v1 denoiser (random weights) at batch 1 and 2.",
+        discussion: """
+            Builds DenoiseUNet(8192) with random weights (2.3 GB) and times forwards on a token grid with a \
+            global conditioning, printing the median milliseconds and GFLOP/s (multiply-adds counted twice). \
+            Compare with PyTorch on the same machine: bench/pytorch/denoiser_bench.py.
+            """)
+
+    @OptionGroup var compute: ComputeOptions
+
+    @Option(name: .long, help: "Token grid side (height = width).")
+    var size: Int = 32
+
+    @Option(name: .long, help: "Batch size (repeatable; default: 1 and 2).")
+    var batch: [Int] = []
+
+    @Option(name: .long, help: "Timed repetitions per batch size; the median is reported.")
+    var repeats: Int = 5
+
+    @Option(name: .long, help: "Untimed repetitions before timing.")
+    var warmup: Int = 1
+
+    @Flag(name: .long, help: "Print one JSON object per line instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard repeats >= 1, warmup >= 0 else { throw ValidationError("--repeats must be at least 1, --warmup at least 0.") }
+        guard size >= 8, size % 4 == 0 else { throw ValidationError("--size must be a multiple of 4, at least 8.") }
+        guard batch.allSatisfy({ $0 >= 1 }) else { throw ValidationError("--batch must be at least 1.") }
+    }
+
+    func run() throws {
+        try reportingErrors { try runBenchmark() }
+    }
+
+    private func runBenchmark() throws {
+        let compute = try self.compute.makeCompute()
+        let config = DenoiserConfig.v1
+        let clock = ContinuousClock()
+        let loadStart = clock.now
+        let denoiser = try Denoiser(config: config, weights: WeightLoader(synthetic: .random(seed: 1, scale: 0.02)),
+                                    compute: compute)
+        if !json {
+            print(CPUInfo.summary)
+            print("\(compute.gemm.name): \(compute.gemm.details)")
+            print("random weights built in \(formatSeconds(clock.now - loadStart)) s; \(memoryReport())")
+        }
+        var rows: [BenchmarkRow] = []
+        for b in batch.isEmpty ? [1, 2] : batch {
+            var generator = TorchCompatibleGenerator(seed: 2)
+            let x = generator.randint(config.numLabels, [b, size, size])
+            let c = generator.uniform([b, config.cClip])
+            let r = generator.uniform([b]).floats
+            var logits = denoiser(x, conditioning: c, r: r)
+            let (ms, fastest) = timings(repeats, warmup: warmup) { logits = denoiser(x, conditioning: c, r: r) }
+            let flops = config.forwardFLOPs(height: size, width: size, batch: b)
+            rows.append(BenchmarkRow(name: "denoiser v1 \(size)x\(size)", medianMs: ms, gflops: flops / ms / 1e6,
+                                     backend: compute.gemm.name, threads: compute.pool.threadCount,
+                                     extra: [("batch", String(b)), ("min ms", String(format: "%.1f", fastest))]))
+            // What a sampling step adds to the forward: typical filtering and the Gumbel-max draw over all rows.
+            let flat = logits.reshaped([-1, config.numLabels])
+            let uniforms = generator.uniform(flat.shape)
+            let (drawMs, fastestDraw) = timings(repeats, warmup: warmup) {
+                let filtered = compute.typicalFilter(flat, mass: 0.2, minTokens: 1)
+                _ = compute.gumbelArgmax(logits: filtered, uniforms: uniforms, temperature: 1)
+            }
+            rows.append(BenchmarkRow(name: "typical filter + draw", medianMs: drawMs, gflops: nil,
+                                     backend: "-", threads: compute.pool.threadCount,
+                                     extra: [("batch", String(b)), ("min ms", String(format: "%.1f", fastestDraw))]))
+        }
+        BenchmarkReport.print(rows, json: json)
+        if !json { print(memoryReport()) }
+    }
+
+    /// Resident and peak resident memory from /proc/self/status (Linux), e.g. "RSS 2.3 GB, peak 2.4 GB".
+    private func memoryReport() -> String {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return "memory: unknown" }
+        func gigabytes(_ field: String) -> String {
+            let line = status.split(separator: "\n").first { $0.hasPrefix(field + ":") } ?? ""
+            let kilobytes = Double(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+            return String(format: "%.2f GB", kilobytes * 1024 / 1e9)
+        }
+        return "memory: RSS \(gigabytes("VmRSS")), peak \(gigabytes("VmHWM"))"
+    }
+
+    /// Median and fastest milliseconds of `repeats` timed runs of `body` after `warmup` untimed ones (on a shared
+    /// machine the fastest run shows the speed without interference).
+    private func timings(_ repeats: Int, warmup: Int, _ body: () -> Void) -> (median: Double, fastest: Double) {
+        let clock = ContinuousClock()
+        for _ in 0..<warmup { body() }
+        let times = (0..<repeats).map { _ in
+            let start = clock.now
+            body()
+            return milliseconds(clock.now - start)
+        }.sorted()
+        return (times[times.count / 2], times[0])
+    }
+
+    private func milliseconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) * 1e-15
+    }
+
+    private func formatSeconds(_ d: Duration) -> String { String(format: "%.1f", milliseconds(d) / 1e3) }
+}
+
+extension DenoiserConfig {
+    /// Floating-point operations of one forward (a multiply-add counts 2) on a `height` x `width` grid with a
+    /// global conditioning: the convolutions, the per-pixel MLPs, the conditioning maps and the logits.
+    func forwardFLOPs(height: Int, width: Int, batch: Int) -> Double {
+        let c = levelChannels, cond = conditioningChannels
+        var total = 0.0
+        func block(_ channels: Int, skip: Int, pixels: Int) {
+            let p = Double(batch * pixels), ch = Double(channels)
+            total += p * ch * 9 * 2                                   // depthwise 3x3
+            total += Double(batch) * Double(cond) * ch * 2            // cond_mapper
+            total += p * (ch + Double(skip)) * 4 * ch * 2 + p * 4 * ch * ch * 2  // channelwise MLP
+        }
+        func pixels(_ level: Int) -> Int { (height >> level) * (width >> level) }
+        for (i, count) in downLevels.enumerated() {
+            if i > 0 { total += Double(batch * pixels(i)) * 16 * Double(c[i - 1] * c[i]) * 2 }   // 4x4 stride-2 conv
+            for _ in 0..<count { block(c[i], skip: 0, pixels: pixels(i)) }
+        }
+        for (i, count) in upLevels.enumerated() {
+            let level = c.count - 1 - i
+            for j in 0..<count { block(c[level], skip: i > 0 && j == 0 ? c[level] : 0, pixels: pixels(level)) }
+            if i < upLevels.count - 1 { total += Double(batch * pixels(level)) * 16 * Double(c[level] * c[level - 1]) * 2 }
+        }
+        total += Double(batch * pixels(0)) * Double(c[0] * numLabels) * 2  // clf
+        return total
+    }
+}
