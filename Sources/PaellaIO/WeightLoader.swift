@@ -22,7 +22,7 @@ public final class WeightLoader: @unchecked Sendable {
     private var used: Set<String> = []
     private var missing: [String] = []
     private var mismatched: [WeightLoadingError.Mismatch] = []
-    private var randomState: UInt64 = 0
+    private var random = SplitMix64(seed: 0)
     /// Every key the model asked for, with the shape it expected, in the order asked.
     public private(set) var requested: [(name: String, shape: [Int])] = []
 
@@ -41,7 +41,7 @@ public final class WeightLoader: @unchecked Sendable {
         self.origin = origin
         self.source = source
         fileOrder = []
-        if case .random(let seed, _) = source { randomState = seed }
+        if case .random(let seed, _) = source { random = SplitMix64(seed: seed) }
     }
 
     /// Opens a safetensors file or a `torch.save` checkpoint (`.pt`, `.bin`, Lightning `.ckpt`: its `state_dict`).
@@ -109,15 +109,7 @@ public final class WeightLoader: @unchecked Sendable {
     private func randomTensor(_ shape: [Int], scale: Float) -> Tensor {
         var t = Tensor(zeros: shape)  // large ones are anonymous maps: freed at once after conversion, no heap holes
         t.withMutableFloats { values in
-            for i in values.indices {
-                // SplitMix64: a fast, well-mixed generator; quality beyond "not constant" does not matter here.
-                randomState &+= 0x9E37_79B9_7F4A_7C15
-                var z = randomState
-                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-                z ^= z >> 31
-                values[i] = scale * (Float(z >> 40) / Float(1 << 23) - 1)
-            }
+            for i in values.indices { values[i] = random.float(-scale, scale) }
         }
         return t
     }

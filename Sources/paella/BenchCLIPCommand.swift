@@ -72,7 +72,7 @@ struct BenchCLIPCommand: ParsableCommand {
                     }
                 }
                 if let vision = model.vision {
-                    var random = SplitMix(seed: 2)
+                    var random = SplitMix64(seed: 2)
                     let image = Tensor((0 ..< 224 * 224 * 3).map { _ in random.normal() }, shape: [1, 224, 224, 3])
                     let ms = medianMs { _ = vision(image, compute: compute) }
                     rows.append(BenchmarkRow(name: "ViT-g-14 vision, 1 image", medianMs: ms, gflops: nil,
@@ -91,7 +91,7 @@ struct BenchCLIPCommand: ParsableCommand {
                      "greg", "rutkowski", "trending", "on", "artstation", "4k", "8k", "unreal", "engine", "sunset",
                      "over", "mountains", "café", "naïve", "東京の夜景", "Paella", "Spanish!!", "it's", "don't",
                      "&amp;", "1234", "3.14", "cinematic", "lighting", "octane", "render", "surreal", "vaporwave"]
-        var random = SplitMix(seed: 3)
+        var random = SplitMix64(seed: 3)
         var captions: [String] = []
         var bytes = 0
         while bytes < 1 << 20 {
@@ -125,22 +125,5 @@ struct BenchCLIPCommand: ParsableCommand {
             times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
         }
         return times.sorted()[times.count / 2]
-    }
-}
-
-/// SplitMix64 with a Box-Muller normal, for benchmark inputs.
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func normal() -> Float {
-        let u1 = max(Double(next() >> 11) / Double(1 << 53), 1e-300), u2 = Double(next() >> 11) / Double(1 << 53)
-        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
     }
 }

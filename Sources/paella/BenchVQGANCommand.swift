@@ -61,8 +61,8 @@ struct BenchVQGANCommand: ParsableCommand {
                                compute: compute)
             for text in size {
                 guard let (width, height) = Self.parseSize(text) else { continue }
-                var random = SplitMix(seed: 1)
-                let image = Tensor((0..<(height * width * 3)).map { _ in random.unit() }, shape: [1, height, width, 3])
+                var random = SplitMix64(seed: 1)
+                let image = Tensor((0..<(height * width * 3)).map { _ in random.unitFloat() }, shape: [1, height, width, 3])
                 let tokens = try vq.encode(image)
                 let encode = try measure { _ = try vq.encode(image) }
                 let decode = try measure { _ = try vq.decode(tokens) }
@@ -126,18 +126,5 @@ enum PeakMemory {
         getrusage(RUSAGE_SELF, &usage)
         return Double(usage.ru_maxrss) / 1_048_576  // bytes
         #endif
-    }
-}
-
-/// Benchmark input pixels (SplitMix64), uniform in [0, 1).
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func unit() -> Float {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return Float((z ^ (z >> 31)) >> 40) / Float(1 << 24)
     }
 }

@@ -24,22 +24,16 @@ public enum Fixtures {
     }
 }
 
-/// A small deterministic generator for test data (SplitMix64), so failures reproduce.
+/// A deterministic generator for test data (SplitMix64), so failures reproduce.
 public struct TestRandom {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
+    private var generator: SplitMix64
+    public init(seed: UInt64) { generator = SplitMix64(seed: seed) }
 
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { generator.next() }
 
     /// Uniform in [lo, hi).
     public mutating func float(_ lo: Float = -1, _ hi: Float = 1) -> Float {
-        lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
+        generator.float(lo, hi)
     }
 
     /// Uniform integer in range.
