@@ -2,16 +2,23 @@
 """Writes an alternative denoiser / typical-filter / sampler fixture set (same file names and key layout as
 Tests/Fixtures, other sizes, settings and values), to prove the parity tests read everything from the fixtures.
 
-    /work/venv-torch/bin/python bench/pytorch/denoiser_alt_fixtures.py OUTDIR [--c-r 9] [--seed 7]
-    /work/venv-torch/bin/python bench/pytorch/denoiser_alt_fixtures.py --check [FIXTURES]
+    /work/venv-torch/bin/python bench/pytorch/denoiser_alt_fixtures.py OUTDIR [--variant shallow|deep] [--seed 7]
+    /work/venv-torch/bin/python bench/pytorch/denoiser_alt_fixtures.py --check [--fixtures DIR]
 
 The first form writes, in OUTDIR: denoiser_v1_tiny.{json,safetensors,pt}, denoiser_v1_tiny_io.safetensors,
 typical_filter.safetensors, sampler_v1_tiny.{json,safetensors}, and copies every other file of Tests/Fixtures
 unchanged, so `PAELLA_FIXTURES=OUTDIR swift test` can run the whole suite.
 
-`--check` runs this script's network, typical filter and sampler on the bundled fixtures' config, weights,
-inputs and recorded draws and requires it to reproduce the bundled outputs (the README's tolerances for
-logits, exact tokens and masks outside fragile positions, identical fragile flags).
+Variants: `shallow` (default: two levels, num_labels 100, odd c_r 9, even grid sides from 4) and `deep` (four
+levels, num_labels 37, c_r 6, grid sides multiples of 8 from 16). Both use other batch sizes, a non-square
+case, r = 0 and r = 1, other typical-filter shapes/params (incl. tied logits) and other sampler settings.
+
+`--check [--fixtures DIR]` runs this script's network, typical filter and sampler on a fixture set's config,
+weights, inputs and recorded draws and requires it to reproduce the recorded outputs: logits within the
+README's 1e-3, r embedding within 2e-3, sampled / x_out tokens exact outside fragile positions, the sampler's
+fragile flags identical, the whole loop replayed from the draws with the same key set, and typical-filter masks
+exact; the README's fragile-row rule (1e-4) must flag at least the rows the set flags (the bundled
+typical_filter set flags fewer: its generator evidently used a tighter bound).
 
 The network is DenoiseUNet from denoiser_bench.py (upstream dome272/Paella modules.py, commit 3671515). The
 typical filter and the sampling loop below are written from upstream's utils.py `sample` (same commit), with
@@ -30,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from denoiser_bench import DenoiseUNet, ResBlock  # noqa: E402
 
@@ -212,28 +220,40 @@ def random_state_dict(model, g):
     return sd
 
 
-def write_alt(out, c_r, seed):
+VARIANTS = {
+    # Two levels instead of three, other widths, a vocabulary that is no power of two, odd c_r (upstream
+    # zero-pads the r embedding). Grid sides: even (one stride-2 level) and >= 4, so the lowest level is
+    # >= 2 wide for ReflectionPad2d(1).
+    "shallow": dict(cfg={"num_labels": 100, "c_hidden": 48, "c_clip": 20, "c_r": 9,
+                         "down_levels": [2, 3], "up_levels": [3, 1]}, scale=1),
+    # Four levels, a prime vocabulary, another even c_r. Sides: multiples of 8 and >= 16 (lowest level >= 2).
+    "deep": dict(cfg={"num_labels": 37, "c_hidden": 64, "c_clip": 12, "c_r": 6,
+                      "down_levels": [1, 1, 2, 1], "up_levels": [1, 2, 1, 1]}, scale=4),
+}
+
+
+def write_alt(out, variant, seed):
     os.makedirs(out, exist_ok=True)
     for f in sorted(os.listdir(BUNDLED)):
         if f not in GENERATED:
             shutil.copy2(os.path.join(BUNDLED, f), os.path.join(out, f))
     g = torch.Generator().manual_seed(seed)
 
-    # Two levels instead of three, other widths, a vocabulary that is no power of two, odd c_r
-    # (upstream zero-pads the r embedding). Grid sides: even (one stride-2 level), >= 4 so the
-    # lowest level is >= 2 wide for ReflectionPad2d(1).
-    cfg = {"num_labels": 100, "c_hidden": 48, "c_clip": 20, "c_r": c_r,
-           "down_levels": [2, 3], "up_levels": [3, 1]}
+    cfg, k = VARIANTS[variant]["cfg"], VARIANTS[variant]["scale"]   # k: every grid side times k
     model = DenoiseUNet(**cfg).eval()
     sd = random_state_dict(model, g)
     model.load_state_dict(sd, strict=True)
     with open(os.path.join(out, "denoiser_v1_tiny.json"), "w") as f:
         json.dump(cfg, f, indent=1)
-    save_file(sd, os.path.join(out, "denoiser_v1_tiny.safetensors"))
-    torch.save(sd, os.path.join(out, "denoiser_v1_tiny.pt"))
+    # The module's own state_dict (an OrderedDict in upstream's key order, with `_metadata`), as
+    # upstream's torch.save(model.state_dict()) writes it.
+    state = model.state_dict()
+    save_file(dict(state), os.path.join(out, "denoiser_v1_tiny.safetensors"))
+    torch.save(state, os.path.join(out, "denoiser_v1_tiny.pt"))
 
     io = {}
     cases = [(3, 10, 10, None), (1, 6, 14, [0.0]), (4, 4, 8, [1.0, 0.999, 0.5, 0.01])]
+    cases = [(B, H * k, W * k, rs) for B, H, W, rs in cases]       # case1 not square, as bundled
     with torch.inference_mode():
         for n, (B, H, W, rs) in enumerate(cases):
             x = torch.randint(0, cfg["num_labels"], (B, H, W), generator=g)
@@ -243,7 +263,7 @@ def write_alt(out, c_r, seed):
             io.update({f"case{n}.x": x, f"case{n}.c": c, f"case{n}.r": r,
                        f"case{n}.logits": model(x, c, r), f"case{n}.r_embedding": model.r_embedding(r),
                        f"case{n}.c_spatial": cs, f"case{n}.logits_spatial": model(x, cs, r)})
-    save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(out, "denoiser_v1_tiny_io.safetensors"))
+    save_file({n: v.clone().contiguous() for n, v in io.items()}, os.path.join(out, "denoiser_v1_tiny_io.safetensors"))
 
     tf = {}
     tf_cases = [(5, 37, 3.0, 0.35, 1, False), (33, 100, 1.0, 0.7, 2, False), (7, 3000, 6.0, 0.95, 10, False),
@@ -261,19 +281,19 @@ def write_alt(out, c_r, seed):
 
     sampler_cases = {
         "guided_mintok": dict(B=3, args={"T": 7, "classifier_free_scale": 1.5, "renoise_steps": 6,
-                                         "typical_mass": 0.35, "typical_min_tokens": 2, "size": [6, 10]}),
+                                         "typical_mass": 0.35, "typical_min_tokens": 2, "size": [6 * k, 10 * k]}),
         "hot_to_cold_partial": dict(B=2, args={"T": 5, "classifier_free_scale": 0.5, "renoise_steps": 2,
                                                "temp_range": [1.5, 0.1], "typical_filtering": False,
-                                               "size": [4, 8]}),
+                                               "size": [4 * k, 8 * k]}),
         "rand_unguided": dict(B=1, args={"T": 6, "renoise_steps": 3, "renoise_mode": "rand",
-                                         "typical_mass": 0.6, "size": [8, 6]}),
+                                         "typical_mass": 0.6, "size": [8 * k, 6 * k]}),
         "inpaint_prev": dict(B=2, x=True, mask=True,
                              args={"T": 7, "starting_t": 2, "classifier_free_scale": 4.5, "renoise_steps": 5,
                                    "renoise_mode": "prev", "typical_mass": 0.9, "typical_min_tokens": 5,
-                                   "temp_range": [0.8, 1.2], "size": [6, 6]}),
+                                   "temp_range": [0.8, 1.2], "size": [6 * k, 6 * k]}),
         "edit_unfiltered": dict(B=2, x=True,
-                                args={"T": 6, "starting_t": 3, "renoise_steps": 6, "typical_filtering": False,
-                                      "size": [4, 12]}),
+                                args={"T": 6, "starting_t": 3, "renoise_steps": 5, "typical_filtering": False,
+                                      "size": [4 * k, 12 * k]}),
     }
     st, meta = {}, {}
     with torch.inference_mode():
@@ -293,7 +313,7 @@ def write_alt(out, c_r, seed):
             meta[name] = dict(args, draws=len(draws.log), steps=len(steps),
                               fragile_positions=int(sum(int(s["fragile"].sum()) for s in steps)),
                               x_given=x is not None, mask_given=mask is not None)
-    save_file({k: v.contiguous() for k, v in st.items()}, os.path.join(out, "sampler_v1_tiny.safetensors"))
+    save_file({n: v.clone().contiguous() for n, v in st.items()}, os.path.join(out, "sampler_v1_tiny.safetensors"))
     with open(os.path.join(out, "sampler_v1_tiny.json"), "w") as f:
         json.dump(meta, f, indent=1)
     print(json.dumps({"config": cfg, "typical_fragile_rows": flagged,
@@ -310,7 +330,11 @@ def check(fixtures):
     model = DenoiseUNet(**cfg).eval()
     model.load_state_dict(load_file(os.path.join(fixtures, "denoiser_v1_tiny.safetensors")), strict=True)
     pt = torch.load(os.path.join(fixtures, "denoiser_v1_tiny.pt"), weights_only=True)
-    assert all(torch.equal(pt[k], v) for k, v in model.state_dict().items()) and len(pt) == len(model.state_dict())
+    state = model.state_dict()
+    assert all(torch.equal(pt[k], v) for k, v in state.items()) and len(pt) == len(state)
+    # What write_alt saves (this network's state_dict) has the bundled .pt's key order and `_metadata`.
+    assert list(pt) == list(state) and dict(pt._metadata) == dict(state._metadata)
+    report["denoiser_pt"] = {"same_tensors": True, "same_key_order": True, "same_metadata": True}
 
     io = load_file(os.path.join(fixtures, "denoiser_v1_tiny_io.safetensors"))
     worst, worst_emb = 0.0, 0.0
@@ -400,14 +424,14 @@ def main():
     parser.add_argument("out", nargs="?", help="folder to write the alternative set into")
     parser.add_argument("--check", action="store_true", help="reproduce the bundled fixtures instead")
     parser.add_argument("--fixtures", default=BUNDLED)
-    parser.add_argument("--c-r", type=int, default=9)
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="shallow")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(4)
     if args.check:
         check(args.fixtures)
     elif args.out:
-        write_alt(args.out, args.c_r, args.seed)
+        write_alt(args.out, args.variant, args.seed)
     else:
         parser.error("give OUTDIR or --check")
 
