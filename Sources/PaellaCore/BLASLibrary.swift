@@ -26,6 +26,8 @@ import CPaellaKernels
 ///   half speed; with a short timeout it did not). 2^18 cycles, about 0.1 ms, still keeps them awake between
 ///   back-to-back GEMMs.
 public struct BLASLibrary: GEMMBackend {
+    /// The library runs its own threads (set to the Compute's thread count at load).
+    public var threadsItself: Bool { true }
     /// The family found from the library's own symbols: "openblas", "mkl", "blis", or "cblas" when unknown.
     public let name: String
     public let details: String
@@ -180,6 +182,7 @@ public struct BLASLibrary: GEMMBackend {
 #if canImport(Accelerate)
 /// Apple's Accelerate framework (its BLAS runs on the AMX/NEON units and manages its own threads).
 public struct AccelerateGEMM: GEMMBackend {
+    public var threadsItself: Bool { true }
     public init() {}
     public var name: String { "accelerate" }
     public var details: String { "Apple Accelerate cblas_sgemm, threads managed by Accelerate" }

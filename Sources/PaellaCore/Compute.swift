@@ -19,6 +19,10 @@ public final class Compute: Sendable {
     }
 }
 
+extension GEMMBackend {
+    public var threadsItself: Bool { false }
+}
+
 /// Whether a GEMM operand is used as stored or transposed.
 public enum Transpose: Sendable {
     case none, transposed
@@ -31,6 +35,10 @@ public protocol GEMMBackend: Sendable {
     var name: String { get }
     /// Longer description: library path, version, threading.
     var details: String { get }
+    /// True when the backend runs its own threads and ignores the `pool` argument (a BLAS library). Callers
+    /// should then not call it from several pool threads at once: OpenBLAS serialises concurrent callers, and its
+    /// threads plus the pool's would oversubscribe the cores.
+    var threadsItself: Bool { get }
     func sgemm(_ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
                alpha: Float, a: UnsafePointer<Float>, lda: Int,
                b: UnsafePointer<Float>, ldb: Int,

@@ -42,9 +42,10 @@ extension Compute {
         if out.count == 0 { return out }
         let pairs = batch * heads
         // With at least as many heads as threads, each thread runs whole heads with a single-threaded GEMM
-        // (no synchronisation inside a head); with fewer, the heads run one after another and the GEMM and the
-        // softmax use the whole pool.
-        let perHead = pairs >= pool.threadCount
+        // (no synchronisation inside a head); with fewer, or when the GEMM is a BLAS library with threads of its
+        // own (which must not be called from several threads at once), the heads run one after another and the
+        // GEMM and the softmax use all threads.
+        let perHead = pairs >= pool.threadCount && !gemm.threadsItself
         let serial = ThreadPool(threads: 1)
         q.withFloatPointer { qp in
             k.withFloatPointer { kp in
