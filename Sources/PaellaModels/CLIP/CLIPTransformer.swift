@@ -60,12 +60,3 @@ public struct CLIPTransformer: Sendable {
         blocks.reduce(x) { x, block in block(x, causal: causal, compute: compute) }
     }
 }
-
-extension OutInLinearWeights {
-    /// `nn.Linear(inFeatures, outFeatures, bias:)` stored under `name`, kept in its `[out, in]` layout.
-    public init(_ w: WeightScope, _ name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true) {
-        let m = w.scope(name)
-        self.init(pytorch: m.tensor("weight", shape: [outFeatures, inFeatures]),
-                  bias: bias ? m.float32("bias", shape: [outFeatures]) : nil)
-    }
-}

@@ -142,16 +142,10 @@ struct ResBlock: Sendable {
         ln = NormWeights(w, "ln.ln", features: c, eps: 1e-6)
         lnGamma = w.float32("ln.gamma", shape: [1, 1, 1]).floats[0]
         lnBeta = w.float32("ln.beta", shape: [1, 1, 1]).floats[0]
-        channelwise0 = ResBlock.linear(w, "channelwise.0", inFeatures: c + cSkip, outFeatures: 4 * c)
-        channelwise2 = ResBlock.linear(w, "channelwise.2", inFeatures: 4 * c, outFeatures: c)
+        channelwise0 = OutInLinearWeights(w, "channelwise.0", inFeatures: c + cSkip, outFeatures: 4 * c)
+        channelwise2 = OutInLinearWeights(w, "channelwise.2", inFeatures: 4 * c, outFeatures: c)
         gamma = w.float32("gamma", shape: [c])
-        condMapper = ResBlock.linear(w, "cond_mapper", inFeatures: cCond, outFeatures: c)
-    }
-
-    /// `nn.Linear(inFeatures, outFeatures)` stored under `name`, kept in PyTorch's [out, in] layout.
-    static func linear(_ w: WeightScope, _ name: String, inFeatures: Int, outFeatures: Int) -> OutInLinearWeights {
-        OutInLinearWeights(pytorch: w.tensor(name + ".weight", shape: [outFeatures, inFeatures]),
-                           bias: w.float32(name + ".bias", shape: [outFeatures]))
+        condMapper = OutInLinearWeights(w, "cond_mapper", inFeatures: cCond, outFeatures: c)
     }
 
     func callAsFunction(_ x: Tensor, _ s: Tensor, skip: Tensor?, _ compute: Compute) -> Tensor {

@@ -2,8 +2,9 @@
 // nn.Embedding) by their state-dict names, with the shapes PyTorch gives them. One place for the key suffixes
 // (".weight", ".bias") and the layout conversions, so model files only name modules.
 
-extension LinearWeights {
-    /// `nn.Linear(inFeatures, outFeatures, bias:)` stored under `name` (`name.weight` [out, in], `name.bias` [out]).
+extension OutInLinearWeights {
+    /// `nn.Linear(inFeatures, outFeatures, bias:)` stored under `name` (`name.weight` [out, in], `name.bias` [out]),
+    /// kept in PyTorch's layout so a float32 checkpoint is used in place.
     public init(_ w: WeightScope, _ name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true) {
         let m = w.scope(name)
         self.init(pytorch: m.tensor("weight", shape: [outFeatures, inFeatures]),
