@@ -3,35 +3,15 @@ import Testing
 import Paella
 import PaellaTestSupport
 
-/// A tiny pipeline: the fixture VQGAN and CLIP, and a denoiser of the fixture's shape made to fit them
-/// (its vocabulary is the VQGAN's codebook, its conditioning CLIP's embedding) with random weights.
+/// The tiny model folder of the test support (fixture VQGAN and CLIP, a denoiser adapted to them), loaded once.
 enum TinyPipeline {
     static let shared: Result<Pipeline, Error> = Result { try make() }
 
     static func get() throws -> Pipeline { try shared.get() }
 
     static func make(withVision: Bool = true) throws -> Pipeline {
-        let compute = Compute(pool: ThreadPool(threads: 2), gemm: BuiltinGEMM())
-        let vqgan = try VQGAN(contentsOf: Fixtures.path("vqgan_tiny.safetensors"),
-                              config: try VQGANConfig(tamingParams: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("vqgan_tiny.json")))),
-                              compute: compute)
-        let clipConfig = try JSONDecoder().decode(CLIPConfig.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("clip_tiny.json"))))
-        let clip = try CLIPModel(path: Fixtures.path("clip_tiny.safetensors"), config: clipConfig, towers: withVision ? .both : .text)
-        var config = try JSONDecoder().decode(DenoiserConfig.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("denoiser_v1_tiny.json"))))
-        config.numLabels = vqgan.config.nEmbed
-        config.cClip = clipConfig.embedDim
-        let denoiser = try Denoiser(config: config, weights: WeightLoader(synthetic: .random(seed: 7, scale: 0.2)), compute: compute)
-        let models = try PipelineModels(denoiser: denoiser, vqgan: vqgan, textEncoder: try #require(clip.text),
-                                        visionEncoder: clip.vision, tokenizer: try CLIPTokenizer(openCLIPVocabulary: CLIPTokenizer.locateVocabulary()))
-        // The smallest image the denoiser takes, few steps.
-        let side = 2 * vqgan.config.downsamplingFactor * config.sideMultiple
-        var defaults = PipelineDefaults.v1
-        defaults.imageSize = side
-        for path: WritableKeyPath<PipelineDefaults, ModeDefaults> in [\.generate, \.interpolate, \.compose, \.inpaint, \.outpaint, \.vary] {
-            defaults[keyPath: path].steps = 4
-        }
-        defaults.edit.steps = 6
-        return Pipeline(models: models, defaults: defaults, modelName: "tiny")
+        try Pipeline(folder: ModelFolder(path: Fixtures.tinyModelFolder(withVision: withVision)),
+                     compute: Compute(pool: ThreadPool(threads: 2), gemm: BuiltinGEMM()), loadVision: withVision)
     }
 
     /// A non-square picture with some structure, `width` x `height`.
