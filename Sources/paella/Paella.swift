@@ -6,5 +6,5 @@ struct PaellaCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "paella",
         abstract: "Paella for Swift: text-to-image with discrete denoising on VQ tokens.",
-        subcommands: [InfoCommand.self, InspectCommand.self, DownloadCommand.self, BenchCommand.self])
+        subcommands: [InfoCommand.self, InspectCommand.self, DownloadCommand.self, ConvertCommand.self, BenchCommand.self])
 }
