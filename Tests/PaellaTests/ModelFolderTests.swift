@@ -356,3 +356,17 @@ extension ModelFolderTests {
         #expect(error?.description.contains(ReleasedWeights.v1CLIP.file) == true)
     }
 }
+
+extension ModelFolderTests {
+    /// The presets `paella convert` uses by default describe one consistent model (checked without weights).
+    @Test func theV1PresetsMakeOneModel() throws {
+        let manifest = ModelManifest(name: "paella-v1", denoiser: .v1, vqgan: .rudalleF8, clip: .vitG14, withVision: false,
+                                     dtype: .float32, defaults: .v1)
+        #expect(manifest.problems().isEmpty, "\(manifest.problems())")
+        #expect(try ModelManifest.decode(manifest.encoded(), path: "model.json") == manifest)
+        #expect(try manifest.encoded() == manifest.encoded())
+        var wrongGrid = manifest
+        wrongGrid.defaults.imageSize = 260
+        #expect(wrongGrid.problems().count == 1)
+    }
+}
