@@ -158,6 +158,8 @@ import Testing
          { try FileManager.default.removeItem(atPath: $0 + "/" + CLIPTokenizer.vocabularyFileName) }),
         ("unknown dtype", "gives the clip dtype \"float8\"", { try editManifest($0) { m in
             var clip = m["clip"] as? [String: Any] ?? [:]; clip["dtype"] = "float8"; m["clip"] = clip } }),
+        ("file outside the folder", "is not a plain file name inside the folder", { try editManifest($0) { m in
+            var d = m["denoiser"] as? [String: Any] ?? [:]; d["file"] = "../denoiser.safetensors"; m["denoiser"] = d } }),
         ("mismatched components", "pairs a denoiser of", { try editManifest($0) { m in
             var d = m["denoiser"] as? [String: Any] ?? [:]; var c = d["config"] as? [String: Any] ?? [:]
             c["num_labels"] = 1000; d["config"] = c; m["denoiser"] = d } }),

@@ -141,7 +141,7 @@ public struct ModelFolder: Sendable {
     // MARK: Writing
 
     /// Writes a model folder at `path`: each component's tensors as safetensors in the dtype the manifest gives
-    /// (float32 sources are written as they are for float32; others are rounded to nearest even), the vocabulary
+    /// (tensors already in it are written as they are; others are converted, rounding to nearest even), the vocabulary
     /// file copied from `vocabulary`, and `model.json`. Atomic: everything goes into a temporary sibling folder
     /// that is renamed into place at the end, so a failure leaves nothing behind and an existing folder is only
     /// replaced (with `overwrite`) by a complete new one.
