@@ -71,11 +71,7 @@ struct ConvertCommand: ParsableCommand {
                 throw ValidationError("Give --from DIR or all of --denoiser, --vqgan and --clip (missing: \(missing.joined(separator: ", "))).")
             }
         }
-        _ = try parsedDType()
-    }
-
-    func parsedDType() throws -> DType {
-        try storageDType(dtype)
+        _ = try storageDType(dtype)
     }
 
     func run() throws {
@@ -84,7 +80,7 @@ struct ConvertCommand: ParsableCommand {
             if let denoiser { conversion.denoiser = denoiser }
             if let vqgan { conversion.vqgan = vqgan }
             if let clip { conversion.clip = clip }
-            conversion.dtype = try parsedDType()
+            conversion.dtype = try storageDType(dtype)
             conversion.withVision = withVision
             conversion.name = name
             conversion.overwrite = force
