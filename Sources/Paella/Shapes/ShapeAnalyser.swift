@@ -15,8 +15,8 @@ public struct DetectedObject: Sendable, Hashable {
     public var minX: Int, minY: Int, maxX: Int, maxY: Int
     /// Area over bounding-box area (circle ~0.79, square ~1, triangle and diamond ~0.5, star ~0.4).
     public var fillRatio: Float
-    /// Intersection over union of the object with each shape's template fitted to its bounding box, in
-    /// `ShapeKind.allCases` order; the shape is the best of these.
+    /// Soft intersection over union of the object's coverage with each shape's template (fitted to the object's
+    /// area and centroid), in `ShapeKind.allCases` order; `shape` is the best of these.
     public var templateScores: [Float]
 }
 
@@ -38,8 +38,9 @@ public struct ShapeAnalysis: Sendable, Hashable {
 /// coverage is 50%). Pixels far from every such blend are ignored. Connected components (8-neighbour) of one
 /// colour smaller than `minAreaFraction` of the image are speckles and dropped; components of one colour whose
 /// boxes nearly touch are merged into one object. Each object's shape is the template (the renderer's own
-/// geometry stretched to the object's bounding box) that overlaps it best; its cell comes from the box centre,
-/// its size from the box side relative to a grid cell.
+/// geometry, placed to match the object's area and centroid, optionally blurred) that overlaps its coverage
+/// best; its cell comes from that template's box centre, its size from the box side relative to a grid cell.
+/// Deterministic: the same image always gives the same analysis.
 public struct ShapeAnalyser: Sendable {
     /// Components with fewer pixels than this fraction of the image are ignored (20 pixels at 64x64; the
     /// smallest rendered object, a small star, has about 35).
@@ -48,7 +49,7 @@ public struct ShapeAnalyser: Sendable {
     public var mergeDistanceFraction: Float = 3.0 / 64
     /// Pixels farther than this (RGB distance) from every background-colour blend are ignored.
     public var maxResidual: Float = 90
-    /// An object whose longer box side is at least this fraction of a grid cell is large (rendered: small
+    /// An object whose fitted box side is at least this fraction of a grid cell is large (rendered: small
     /// objects at most 0.55, large ones at least 0.75).
     public var largeThreshold: Float = 0.65
     /// Weight of the chroma axes against luma when measuring an object's coverage (1: plain YCbCr distance).

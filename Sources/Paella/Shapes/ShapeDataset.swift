@@ -79,7 +79,11 @@ public struct ShapeDatasetWriter: Sendable {
     @discardableResult
     public func write(pool: ThreadPool, progress: (Int) -> Void = { _ in }) throws -> Summary {
         let start = Date()
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        do {
+            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        } catch {
+            throw ShapeDatasetError.cannotWrite(path: output, reason: "the folder cannot be created")
+        }
         let sampler = ShapeSampler(seed: seed, split: split)
         let renderer = ShapeRenderer(side: side)
         var metadata: [String] = []
@@ -101,7 +105,7 @@ public struct ShapeDatasetWriter: Sendable {
                         let index = base + i
                         do {
                             let (scene, caption) = sampler.sample(index: index)
-                            let png = try renderer.render(scene).encodePNG(compressionLevel: 6)
+                            let png = try renderer.render(scene).encodePNG(compressionLevel: 1)
                             let record = ShapeDatasetRecord(key: key(index), split: split, seed: seed, index: index,
                                                             caption: caption, scene: scene)
                             let encoder = JSONEncoder()

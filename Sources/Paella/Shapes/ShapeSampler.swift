@@ -84,6 +84,18 @@ public struct ShapeSampler: Sendable {
         return (scene, caption)
     }
 
+    /// `count` evaluation prompts: scenes of `split` (held-out by default) with their canonical captions
+    /// ("a large purple triangle at the top left on a white background"). With the default
+    /// `twoObjectProbability` of 0 every scene has one object, so each prompt tests one combination.
+    public static func prompts(count: Int, seed: UInt64, split: ShapeSplit = .heldout,
+                               twoObjectProbability: Float = 0) -> [(scene: ShapeScene, prompt: String)] {
+        let sampler = ShapeSampler(seed: seed, split: split, twoObjectProbability: twoObjectProbability)
+        return (0 ..< max(count, 0)).map { index in
+            let scene = sampler.scene(index: index)
+            return (scene, ShapeCaptions.canonical(scene))
+        }
+    }
+
     /// Scene `index` (the same scene `sample(index:)` returns).
     public func scene(index: Int) -> ShapeScene { sample(index: index).scene }
 

@@ -92,7 +92,7 @@ public struct ShapeScoreTally: Sendable, Hashable {
     public var summary: String {
         ShapeAttribute.allCases.map { a in
             let pct = (accuracy(a) * 1000).rounded() / 10
-            return a.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
+            return a.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)
                 + "\(pct)%  (\(correct[a] ?? 0)/\(total[a] ?? 0))"
         }.joined(separator: "\n")
     }
