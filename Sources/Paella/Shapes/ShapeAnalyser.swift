@@ -59,6 +59,7 @@ public struct ShapeAnalyser: Sendable {
     /// A background estimate closer than this to a palette background snaps to it.
     public var backgroundSnapDistance: Float = 60
 
+    /// An analyser with the settings tuned on the renderer's output (see each property).
     public init() {}
 
     /// The objects of `image`; `background` is the scene's background colour when known, otherwise it is

@@ -33,21 +33,32 @@ public struct ShapeDatasetWriter: Sendable {
 
     /// What a run wrote.
     public struct Summary: Sendable {
+        /// Samples written.
         public var samples: Int
+        /// Shards and metadata written (per-sample files are not listed).
         public var files: [String]
+        /// Bytes written in all.
         public var bytes: Int
+        /// Wall-clock time of the run.
         public var seconds: Double
     }
 
+    /// The folder written to (created when missing).
     public var output: String
+    /// Number of samples: keys 0 ..< count.
     public var count: Int
+    /// The sampler's seed.
     public var seed: UInt64
+    /// Image side in pixels.
     public var side: Int
+    /// Which split to sample.
     public var split: ShapeSplit
+    /// Files or tar shards.
     public var format: Format
     /// Samples per tar shard.
     public var shardSize: Int
 
+    /// A writer of `count` samples of `split` from `seed` into `output`.
     public init(output: String, count: Int, seed: UInt64, side: Int = 64, split: ShapeSplit = .train,
                 format: Format = .files, shardSize: Int = 1000) {
         precondition(count >= 0, "ShapeDatasetWriter: negative count \(count)")
@@ -86,68 +97,72 @@ public struct ShapeDatasetWriter: Sendable {
         }
         let sampler = ShapeSampler(seed: seed, split: split)
         let renderer = ShapeRenderer(side: side)
-        var metadata: [String] = []
-        metadata.reserveCapacity(count)
         var files: [String] = []
         var bytes = 0
         let batch = format == .tar ? shardSize : 512
-        var done = 0
-        while done < count {
-            let n = min(batch, count - done)
-            var encoded = [Encoded](repeating: Encoded(), count: n)
-            var failures = [Error?](repeating: nil, count: n)
-            let base = done
-            let writeFiles = format == .files
-            let folder = output
-            encoded.withUnsafeMutableBufferPointer { slots in
-                failures.withUnsafeMutableBufferPointer { errors in
-                    pool.parallelFor(n) { i in
-                        let index = base + i
-                        do {
-                            let (scene, caption) = sampler.sample(index: index)
-                            let png = try renderer.render(scene).encodePNG(compressionLevel: 1)
-                            let record = ShapeDatasetRecord(key: key(index), split: split, seed: seed, index: index,
-                                                            caption: caption, scene: scene)
-                            let encoder = JSONEncoder()
-                            encoder.outputFormatting = [.sortedKeys]
-                            let line = String(decoding: try encoder.encode(record), as: UTF8.self)
-                            if writeFiles {
-                                try ShapeDatasetWriter.writePlain(png, to: "\(folder)/\(key(index)).png")
-                                try ShapeDatasetWriter.writePlain(Array(caption.utf8), to: "\(folder)/\(key(index)).txt")
-                            }
-                            slots[i] = Encoded(png: png, caption: caption, record: line)
-                        } catch {
-                            errors[i] = error
-                        }
-                    }
-                }
-            }
-            if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
-            if format == .tar {
-                let path = "\(output)/\(split.rawValue)-\(key(base / shardSize)).tar"
-                try AtomicFile.write(to: path) { sink in
-                    for (i, sample) in encoded.enumerated() {
-                        try TarArchive.append(name: key(base + i) + ".png", bytes: sample.png, to: &sink)
-                        try TarArchive.append(name: key(base + i) + ".txt", bytes: Array(sample.caption.utf8), to: &sink)
-                    }
-                    try TarArchive.finish(&sink)
-                    bytes += sink.bytesWritten
-                }
-                files.append(path)
-            } else {
-                bytes += encoded.reduce(0) { $0 + $1.png.count + $1.caption.utf8.count }
-            }
-            metadata.append(contentsOf: encoded.map(\.record))
-            done += n
-            progress(done)
-        }
         let metadataPath = "\(output)/metadata.jsonl"
-        try AtomicFile.write(to: metadataPath) { sink in
-            for line in metadata { try sink.write(line + "\n") }
-            bytes += sink.bytesWritten
+        // metadata.jsonl streams into a temporary file that only becomes metadata.jsonl when all samples are out.
+        try AtomicFile.write(to: metadataPath) { metadata in
+            var done = 0
+            while done < count {
+                let n = min(batch, count - done)
+                let encoded = try encode(base: done, count: n, sampler: sampler, renderer: renderer, pool: pool)
+                if format == .tar {
+                    let path = "\(output)/\(split.rawValue)-\(key(done / shardSize)).tar"
+                    try AtomicFile.write(to: path) { sink in
+                        for (i, sample) in encoded.enumerated() {
+                            try TarArchive.append(name: key(done + i) + ".png", bytes: sample.png, to: &sink)
+                            try TarArchive.append(name: key(done + i) + ".txt", bytes: Array(sample.caption.utf8), to: &sink)
+                        }
+                        try TarArchive.finish(&sink)
+                        bytes += sink.bytesWritten
+                    }
+                    files.append(path)
+                } else {
+                    bytes += encoded.reduce(0) { $0 + $1.png.count + $1.caption.utf8.count }
+                }
+                for sample in encoded { try metadata.write(sample.record + "\n") }
+                done += n
+                progress(done)
+            }
+            bytes += metadata.bytesWritten
         }
         files.append(metadataPath)
         return Summary(samples: count, files: files, bytes: bytes, seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Makes samples `base ..< base + count` in parallel; in the files format, also writes their files.
+    private func encode(base: Int, count n: Int, sampler: ShapeSampler, renderer: ShapeRenderer,
+                        pool: ThreadPool) throws -> [Encoded] {
+        var encoded = [Encoded](repeating: Encoded(), count: n)
+        var failures = [Error?](repeating: nil, count: n)
+        let writeFiles = format == .files
+        encoded.withUnsafeMutableBufferPointer { slots in
+            failures.withUnsafeMutableBufferPointer { errors in
+                pool.parallelFor(n) { i in
+                    let index = base + i
+                    do {
+                        let (scene, caption) = sampler.sample(index: index)
+                        // Level 1: these flat images compress nearly as well, and encoding is most of the time.
+                        let png = try renderer.render(scene).encodePNG(compressionLevel: 1)
+                        let record = ShapeDatasetRecord(key: key(index), split: split, seed: seed, index: index,
+                                                        caption: caption, scene: scene)
+                        let encoder = JSONEncoder()
+                        encoder.outputFormatting = [.sortedKeys]
+                        let line = String(decoding: try encoder.encode(record), as: UTF8.self)
+                        if writeFiles {
+                            try ShapeDatasetWriter.writePlain(png, to: "\(output)/\(key(index)).png")
+                            try ShapeDatasetWriter.writePlain(Array(caption.utf8), to: "\(output)/\(key(index)).txt")
+                        }
+                        slots[i] = Encoded(png: png, caption: caption, record: line)
+                    } catch {
+                        errors[i] = error
+                    }
+                }
+            }
+        }
+        if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
+        return encoded
     }
 
     /// Reads the records of a dataset's `metadata.jsonl`.

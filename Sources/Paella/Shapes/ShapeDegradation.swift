@@ -15,6 +15,7 @@ public struct ShapeDegradation: Sendable {
     /// JPEG quality of the round trip (nil: none).
     public var jpegQuality: Int? = 70
 
+    /// The default damage: blur 0.8 px, 6 speckles of up to 3x3, noise 6 levels, JPEG quality 70.
     public init() {}
 
     /// `image` (RGB) damaged with the generator seeded by `seed`.

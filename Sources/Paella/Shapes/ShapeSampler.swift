@@ -14,6 +14,7 @@ public struct HeldOutCombination: Sendable, Hashable, Codable, CustomStringConve
     public var color: ShapeColor?
     public var position: GridPosition?
 
+    /// The combination of the given attributes (at least one should be given).
     public init(shape: ShapeKind? = nil, color: ShapeColor? = nil, position: GridPosition? = nil) {
         self.shape = shape
         self.color = color
@@ -55,11 +56,14 @@ public struct HeldOutCombination: Sendable, Hashable, Codable, CustomStringConve
 /// Draws scenes from a seed. Scene `index` depends only on (seed, index, split), so any subset of a dataset
 /// can be regenerated or produced in parallel, and the same arguments always give the same scenes and captions.
 public struct ShapeSampler: Sendable {
+    /// The dataset's seed.
     public var seed: UInt64
+    /// Which split the scenes come from.
     public var split: ShapeSplit
     /// Probability that a scene has two objects instead of one.
     public var twoObjectProbability: Float
 
+    /// A sampler of `split` scenes from `seed`; 40% of scenes have two objects by default.
     public init(seed: UInt64, split: ShapeSplit = .train, twoObjectProbability: Float = 0.4) {
         precondition((0 ... 1).contains(twoObjectProbability), "ShapeSampler: probability \(twoObjectProbability) outside [0, 1]")
         self.seed = seed

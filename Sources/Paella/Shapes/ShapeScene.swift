@@ -7,6 +7,7 @@ public struct RGB: Sendable, Hashable, Codable {
     public var g: UInt8
     public var b: UInt8
 
+    /// The colour with these red, green and blue levels.
     public init(_ r: UInt8, _ g: UInt8, _ b: UInt8) {
         self.r = r
         self.g = g
@@ -105,6 +106,7 @@ public struct ShapeObject: Sendable, Hashable, Codable {
     /// Scale of the object's box relative to its size class (around 1).
     public var scale: Float
 
+    /// An object; without offsets and scale it sits centred in its cell at its size class's nominal size.
     public init(shape: ShapeKind, color: ShapeColor, position: GridPosition, size: ShapeSize,
                 offsetX: Float = 0, offsetY: Float = 0, scale: Float = 1) {
         self.shape = shape
@@ -137,6 +139,7 @@ public struct ShapeScene: Sendable, Hashable, Codable {
     /// Range of the per-object scale around its size class.
     public static let scaleRange: ClosedRange<Float> = 0.94 ... 1.06
 
+    /// A scene of `objects` on `background` (see `isValid` for the dataset's rules).
     public init(background: ShapeBackground, objects: [ShapeObject]) {
         self.background = background
         self.objects = objects

@@ -55,10 +55,14 @@ public struct ShapeScore: Sendable, Hashable {
 /// Accuracy per attribute over many scored images: colour, shape, position and size per scene object, count
 /// and background per image.
 public struct ShapeScoreTally: Sendable, Hashable {
+    /// Checks passed, per attribute.
     public private(set) var correct: [ShapeAttribute: Int] = [:]
+    /// Checks made, per attribute.
     public private(set) var total: [ShapeAttribute: Int] = [:]
+    /// Images added.
     public private(set) var images = 0
 
+    /// An empty tally.
     public init() {}
 
     /// Adds one image's score.
