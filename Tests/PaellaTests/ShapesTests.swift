@@ -68,6 +68,20 @@ import Paella
         #expect(prompts.map(\.prompt) == ShapeSampler.prompts(count: 100, seed: 4).map(\.prompt))
     }
 
+    @Test func captionsParseBackToTheirScenes() throws {
+        let sampler = ShapeSampler(seed: 6)
+        for index in 0 ..< 1000 {
+            let (scene, caption) = sampler.sample(index: index)
+            let parsed = try #require(ShapeCaptions.parse(caption), "\(caption)")
+            let expected = scene.objects.map { ShapeObject(shape: $0.shape, color: $0.color, position: $0.position, size: $0.size) }
+            #expect(parsed.objects == expected, "\(caption)")
+            #expect(parsed.background == nil || parsed.background == scene.background, "\(caption)")
+            #expect(ShapeCaptions.parse(ShapeCaptions.canonical(scene)) == ParsedCaption(objects: expected, background: scene.background))
+        }
+        #expect(ShapeCaptions.parse("a red circle") == nil)  // no size or position
+        #expect(ShapeCaptions.parse("a small red circle in the top-left corner")?.scene().objects.first?.position == .topLeft)
+    }
+
     @Test func canonicalCaptionsReadAsExpected() {
         let one = ShapeScene(background: .white, objects: [ShapeObject(shape: .circle, color: .red, position: .topLeft, size: .large)])
         #expect(ShapeCaptions.canonical(one) == "a large red circle at the top left on a white background")

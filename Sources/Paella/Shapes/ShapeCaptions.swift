@@ -145,3 +145,90 @@ public enum ShapeCaptions {
         return ("aeiou".contains(first) ? "an " : "a ") + phrase
     }
 }
+
+/// What a caption says: its objects (centred, nominal scale) and its background when it names one.
+public struct ParsedCaption: Sendable, Hashable {
+    /// The objects in the order the caption names them.
+    public var objects: [ShapeObject]
+    /// The background, when the caption names one.
+    public var background: ShapeBackground?
+
+    /// What a caption with these objects and background says.
+    public init(objects: [ShapeObject], background: ShapeBackground?) {
+        self.objects = objects
+        self.background = background
+    }
+
+    /// The scene the caption asks for, with `fallback` as the background when it names none.
+    public func scene(fallback: ShapeBackground = .white) -> ShapeScene {
+        ShapeScene(background: background ?? fallback, objects: objects)
+    }
+}
+
+extension ShapeCaptions {
+    /// Reads a caption written by `caption` or `canonical` (or a prompt in the same words) back into the
+    /// attributes it names, or nil when some object lacks a colour, shape, size or position. Objects are the
+    /// parts between " and " or ";"; words are matched whole, longest phrase first, using the synonym lists.
+    public static func parse(_ text: String) -> ParsedCaption? {
+        let tokens = tokenize(text)
+        var background: ShapeBackground? = nil
+        var segments: [[String]] = [[]]
+        for token in tokens {
+            if token == "and" || token == ";" {
+                segments.append([])
+            } else {
+                segments[segments.count - 1].append(token)
+            }
+        }
+        var objects: [ShapeObject] = []
+        for var segment in segments where !segment.isEmpty {
+            // The background phrase ("on a white background", "white backdrop", "the background is white").
+            if let i = segment.firstIndex(where: { $0 == "background" || $0 == "backdrop" }) {
+                let window = max(0, i - 3) ..< min(segment.count, i + 4)
+                if let bg = firstMatch(ShapeBackground.allCases.map { ($0, $0.synonyms) }, in: Array(segment[window])) {
+                    background = bg.value
+                    let words = (bg.range.lowerBound + window.lowerBound) ..< (bg.range.upperBound + window.lowerBound)
+                    segment = segment.indices.filter { !words.contains($0) && $0 != i }.map { segment[$0] }
+                }
+            }
+            let position = firstMatch(GridPosition.allCases.map { ($0, $0.phrases + $0.labels) }, in: segment)
+            if let position { segment.removeSubrange(position.range) }
+            let color = firstMatch(ShapeColor.allCases.map { ($0, $0.synonyms) }, in: segment)
+            let shape = firstMatch(ShapeKind.allCases.map { ($0, $0.synonyms) }, in: segment)
+            let size = firstMatch(ShapeSize.allCases.map { ($0, $0.synonyms) }, in: segment)
+            if position == nil && color == nil && shape == nil && size == nil { continue }  // e.g. "a picture of"
+            guard let position, let color, let shape, let size else { return nil }
+            objects.append(ShapeObject(shape: shape.value, color: color.value, position: position.value, size: size.value))
+        }
+        return objects.isEmpty ? nil : ParsedCaption(objects: objects, background: background)
+    }
+
+    /// Lower-case words (letters, digits and inner hyphens); ";" is kept as a token, other punctuation dropped.
+    static func tokenize(_ text: String) -> [String] {
+        var tokens: [String] = []
+        var word = ""
+        for ch in text.lowercased() {
+            if ch.isLetter || ch.isNumber || (ch == "-" && !word.isEmpty) {
+                word.append(ch)
+            } else {
+                if !word.isEmpty { tokens.append(word) }
+                word = ""
+                if ch == ";" { tokens.append(";") }
+            }
+        }
+        if !word.isEmpty { tokens.append(word) }
+        return tokens
+    }
+
+    /// The value whose phrase occurs in `tokens`, trying longer phrases first, with where it occurs.
+    static func firstMatch<T>(_ options: [(T, [String])], in tokens: [String]) -> (value: T, range: Range<Int>)? {
+        let phrases = options.flatMap { option in option.1.map { (option.0, tokenize($0)) } }
+            .sorted { $0.1.count > $1.1.count }
+        for (value, words) in phrases where words.count <= tokens.count {
+            for start in 0 ... tokens.count - words.count where Array(tokens[start ..< start + words.count]) == words {
+                return (value, start ..< start + words.count)
+            }
+        }
+        return nil
+    }
+}
