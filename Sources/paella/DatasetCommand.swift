@@ -7,7 +7,7 @@ struct DatasetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dataset",
         abstract: "Make training datasets.",
-        subcommands: [DatasetShapesCommand.self])
+        subcommands: [DatasetShapesCommand.self, DatasetAnalyseCommand.self])
 }
 
 /// `paella dataset shapes`: the captioned shapes dataset the bundled small model is trained on.
@@ -118,5 +118,53 @@ struct DatasetShapesCommand: ParsableCommand {
         print("Analyser on \(tally.images) images (background estimated), \(String(format: "%.2f", Date().timeIntervalSince(start))) s:")
         print(tally.summary)
         if unreadable > 0 { print("\(unreadable) images could not be read.") }
+    }
+}
+
+/// `paella dataset analyse`: what the shape analyser sees in images, scored against a prompt when given one.
+struct DatasetAnalyseCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "analyse",
+        abstract: "Find the shapes in images and, with --prompt, score them against what the prompt asks for.",
+        discussion: """
+            Prints each object found (colour, shape, position, size) and the background. With --prompt (words of \
+            the shapes dataset, e.g. "a large red circle at the top left on a white background"), also prints \
+            which attributes match, as `paella eval shapes` counts them.
+            """)
+
+    @Argument(help: "PNG or JPEG images.")
+    var images: [String]
+
+    @Option(help: "The prompt the images were made from.")
+    var prompt: String?
+
+    func validate() throws {
+        guard !images.isEmpty else { throw ValidationError("Give at least one image.") }
+        if let prompt, ShapeCaptions.parse(prompt) == nil {
+            throw ValidationError("The prompt must name a colour and a shape for each object, "
+                                  + "e.g. \"a large red circle at the top left\".")
+        }
+    }
+
+    func run() throws {
+        let analyser = ShapeAnalyser()
+        let parsed = prompt.flatMap(ShapeCaptions.parse)
+        var tally = ShapeScoreTally()
+        for path in images {
+            let image = try reportingErrors { try PixelImage(contentsOf: path) }
+            let analysis = analyser.analyse(image)
+            let found = analysis.objects.map { "\($0.size.rawValue) \($0.color.rawValue) \($0.shape.rawValue) at \($0.position.rawValue)" }
+            let background = analysis.backgroundName?.rawValue ?? "unknown (\(analysis.background.r), \(analysis.background.g), \(analysis.background.b))"
+            print("\(path): \(found.isEmpty ? "no objects" : found.joined(separator: "; ")); background \(background)")
+            if let parsed {
+                tally.add(ShapeScore(analysis, against: parsed.scene(), ignoring: parsed.unspecified))
+            }
+        }
+        if let parsed {
+            print(tally.summary)
+            if !parsed.unspecified.isEmpty {
+                print("Not scored (the prompt does not say): " + parsed.unspecified.map(\.rawValue).sorted().joined(separator: ", "))
+            }
+        }
     }
 }

@@ -78,8 +78,10 @@ import Paella
             #expect(parsed.background == nil || parsed.background == scene.background, "\(caption)")
             #expect(ShapeCaptions.parse(ShapeCaptions.canonical(scene)) == ParsedCaption(objects: expected, background: scene.background))
         }
-        #expect(ShapeCaptions.parse("a red circle") == nil)  // no size or position
-        #expect(ShapeCaptions.parse("a small red circle in the top-left corner")?.scene().objects.first?.position == .topLeft)
+        #expect(ShapeCaptions.parse("a large circle at the top") == nil)  // no colour
+        let prompt = try #require(ShapeCaptions.parse("a red circle in the top-left corner"))
+        #expect(prompt.objects == [ShapeObject(shape: .circle, color: .red, position: .topLeft, size: .large)])
+        #expect(prompt.unspecified == [.size, .background])
     }
 
     @Test func canonicalCaptionsReadAsExpected() {
@@ -192,6 +194,13 @@ import Paella
         var tally = ShapeScoreTally()
         tally.add(score)
         #expect(tally.accuracy(.color) == 0.5 && tally.accuracy(.shape) == 0 && tally.accuracy(.count) == 0)
+        // Ignored attributes are neither matched on nor counted.
+        let partial = ShapeScore(analysis, against: scene, ignoring: [.position, .count])
+        #expect(partial.objects[1] == [.color, .size])
+        var partialTally = ShapeScoreTally()
+        partialTally.add(partial)
+        #expect(partialTally.total[.position] == nil && partialTally.total[.count] == nil && partialTally.total[.color] == 2)
+        #expect(!partialTally.summary.contains("position"))
     }
 
     @Test func analyserFindsNothingOnABlankImage() {

@@ -148,15 +148,20 @@ public enum ShapeCaptions {
 
 /// What a caption says: its objects (centred, nominal scale) and its background when it names one.
 public struct ParsedCaption: Sendable, Hashable {
-    /// The objects in the order the caption names them.
+    /// The objects in the order the caption names them; a position or size the caption leaves out is
+    /// `.center` or `.large` here and listed in `unspecified`.
     public var objects: [ShapeObject]
     /// The background, when the caption names one.
     public var background: ShapeBackground?
+    /// Attributes the caption leaves out for at least one object (`.position`, `.size`, `.background`):
+    /// pass them to `ShapeScore(_:against:ignoring:)`.
+    public var unspecified: Set<ShapeAttribute>
 
     /// What a caption with these objects and background says.
-    public init(objects: [ShapeObject], background: ShapeBackground?) {
+    public init(objects: [ShapeObject], background: ShapeBackground?, unspecified: Set<ShapeAttribute> = []) {
         self.objects = objects
         self.background = background
+        self.unspecified = unspecified.union(background == nil ? [.background] : [])
     }
 
     /// The scene the caption asks for, with `fallback` as the background when it names none.
@@ -166,9 +171,10 @@ public struct ParsedCaption: Sendable, Hashable {
 }
 
 extension ShapeCaptions {
-    /// Reads a caption written by `caption` or `canonical` (or a prompt in the same words) back into the
-    /// attributes it names, or nil when some object lacks a colour, shape, size or position. Objects are the
-    /// parts between " and " or ";"; words are matched whole, longest phrase first, using the synonym lists.
+    /// Reads a caption written by `caption` or `canonical` (or a prompt in the same words, such as "a red circle
+    /// at the top left") back into the attributes it names, or nil when some object lacks a colour or a shape.
+    /// Objects are the parts between " and " or ";"; words are matched whole, longest phrase first, using the
+    /// synonym lists.
     public static func parse(_ text: String) -> ParsedCaption? {
         let tokens = tokenize(text)
         var background: ShapeBackground? = nil
@@ -181,6 +187,7 @@ extension ShapeCaptions {
             }
         }
         var objects: [ShapeObject] = []
+        var unspecified = Set<ShapeAttribute>()
         for var segment in segments where !segment.isEmpty {
             // The background phrase ("on a white background", "white backdrop", "the background is white").
             if let i = segment.firstIndex(where: { $0 == "background" || $0 == "backdrop" }) {
@@ -197,10 +204,13 @@ extension ShapeCaptions {
             let shape = firstMatch(ShapeKind.allCases.map { ($0, $0.synonyms) }, in: segment)
             let size = firstMatch(ShapeSize.allCases.map { ($0, $0.synonyms) }, in: segment)
             if position == nil && color == nil && shape == nil && size == nil { continue }  // e.g. "a picture of"
-            guard let position, let color, let shape, let size else { return nil }
-            objects.append(ShapeObject(shape: shape.value, color: color.value, position: position.value, size: size.value))
+            guard let color, let shape else { return nil }
+            if position == nil { unspecified.insert(.position) }
+            if size == nil { unspecified.insert(.size) }
+            objects.append(ShapeObject(shape: shape.value, color: color.value, position: position?.value ?? .center,
+                                       size: size?.value ?? .large))
         }
-        return objects.isEmpty ? nil : ParsedCaption(objects: objects, background: background)
+        return objects.isEmpty ? nil : ParsedCaption(objects: objects, background: background, unspecified: unspecified)
     }
 
     /// Lower-case words (letters, digits and inner hyphens); ";" is kept as a token, other punctuation dropped.

@@ -16,11 +16,13 @@ public struct ShapeScore: Sendable, Hashable {
     public var countCorrect: Bool
     /// Whether the background was recognised as the scene's (false when it matched no palette background).
     public var backgroundCorrect: Bool
+    /// Attributes not scored (e.g. those a prompt did not name); a tally leaves them out.
+    public var ignored: Set<ShapeAttribute>
 
     /// Scores `analysis` against `scene`. Scene objects are matched one-to-one to detections so that the
     /// number of agreeing attributes is largest (colour counts double, as colours are unique in a scene);
-    /// ties go to the larger detection.
-    public init(_ analysis: ShapeAnalysis, against scene: ShapeScene) {
+    /// ties go to the larger detection. Attributes in `ignored` are neither matched on nor counted.
+    public init(_ analysis: ShapeAnalysis, against scene: ShapeScene, ignoring ignored: Set<ShapeAttribute> = []) {
         let detections = Array(analysis.objects.prefix(8))
         func agreement(_ o: ShapeObject, _ d: DetectedObject) -> Set<ShapeAttribute> {
             var s = Set<ShapeAttribute>()
@@ -28,7 +30,7 @@ public struct ShapeScore: Sendable, Hashable {
             if o.shape == d.shape { s.insert(.shape) }
             if o.position == d.position { s.insert(.position) }
             if o.size == d.size { s.insert(.size) }
-            return s
+            return s.subtracting(ignored)
         }
         func weight(_ s: Set<ShapeAttribute>) -> Int { s.count + (s.contains(.color) ? 1 : 0) }
         // Exhaustive one-to-one matching (scenes have at most two objects).
@@ -49,6 +51,7 @@ public struct ShapeScore: Sendable, Hashable {
         objects = best
         countCorrect = analysis.objects.count == scene.objects.count
         backgroundCorrect = analysis.backgroundName == scene.background
+        self.ignored = ignored
     }
 }
 
@@ -69,15 +72,19 @@ public struct ShapeScoreTally: Sendable, Hashable {
     public mutating func add(_ score: ShapeScore) {
         images += 1
         for matched in score.objects {
-            for a in [ShapeAttribute.color, .shape, .position, .size] {
+            for a in [ShapeAttribute.color, .shape, .position, .size] where !score.ignored.contains(a) {
                 total[a, default: 0] += 1
                 if matched.contains(a) { correct[a, default: 0] += 1 }
             }
         }
-        total[.count, default: 0] += 1
-        if score.countCorrect { correct[.count, default: 0] += 1 }
-        total[.background, default: 0] += 1
-        if score.backgroundCorrect { correct[.background, default: 0] += 1 }
+        if !score.ignored.contains(.count) {
+            total[.count, default: 0] += 1
+            if score.countCorrect { correct[.count, default: 0] += 1 }
+        }
+        if !score.ignored.contains(.background) {
+            total[.background, default: 0] += 1
+            if score.backgroundCorrect { correct[.background, default: 0] += 1 }
+        }
     }
 
     /// Fraction right for `attribute` (0 when nothing was scored).
@@ -92,9 +99,9 @@ public struct ShapeScoreTally: Sendable, Hashable {
         return n == 0 ? 0 : Double(correct.values.reduce(0, +)) / Double(n)
     }
 
-    /// One line per attribute: "color     98.5%  (197/200)".
+    /// One line per scored attribute: "color       98.5%  (197/200)".
     public var summary: String {
-        ShapeAttribute.allCases.map { a in
+        ShapeAttribute.allCases.filter { (total[$0] ?? 0) > 0 }.map { a in
             let pct = (accuracy(a) * 1000).rounded() / 10
             return a.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)
                 + "\(pct)%  (\(correct[a] ?? 0)/\(total[a] ?? 0))"
