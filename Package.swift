@@ -6,7 +6,7 @@ import PackageDescription
 let package = Package(
     name: "Paella",
     products: [
-        .library(name: "Paella", targets: ["Paella"]),
+        .library(name: "Paella", targets: ["Paella", "PaellaTraining"]),
         .executable(name: "paella", targets: ["paella"]),
     ],
     dependencies: [
@@ -31,14 +31,17 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("z")]),
         .target(name: "PaellaModels", dependencies: ["PaellaCore", "PaellaIO"]),
         .target(name: "Paella", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels"]),
+        // Training: gradients of whole models, the Paella recipe (AdamW, OneCycleLR, label smoothing), checkpoints.
+        .target(name: "PaellaTraining", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels"]),
         .executableTarget(name: "paella", dependencies: [
             "Paella",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Shared by the test targets: fixture lookup (PAELLA_FIXTURES), seeded random data, comparisons.
-        .target(name: "PaellaTestSupport", dependencies: ["PaellaCore"], path: "Tests/PaellaTestSupport"),
+        .target(name: "PaellaTestSupport", dependencies: ["PaellaCore", "Paella"], path: "Tests/PaellaTestSupport"),
         .testTarget(name: "PaellaCoreTests", dependencies: ["PaellaCore", "CPaellaKernels", "PaellaTestSupport"]),
         .testTarget(name: "PaellaIOTests", dependencies: ["PaellaIO", "CImageCodecs", "PaellaTestSupport"]),
         .testTarget(name: "PaellaTests", dependencies: ["Paella", "PaellaTestSupport"]),
+        .testTarget(name: "PaellaTrainingTests", dependencies: ["PaellaTraining", "PaellaModels", "PaellaIO", "PaellaTestSupport"]),
     ]
 )

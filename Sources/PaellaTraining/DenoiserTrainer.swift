@@ -1,0 +1,177 @@
+// The Paella v1 denoiser training step of paella.py (dome272/Paella, commit 3671515): noise the tokens
+// (DenoiseUNet.add_noise), drop the conditioning 10% of the time, cross-entropy with label smoothing, backward,
+// clip the gradient norm, AdamW + OneCycleLR every `accumulationSteps` batches.
+// Changed on purpose: the random draws come from one checkpointable generator (TrainingRandom) instead of
+// torch's and numpy's global ones; the gradient is clipped exactly where upstream clips it (after every batch,
+// also inside an accumulation window).
+import Foundation
+import PaellaCore
+import PaellaIO
+import PaellaModels
+
+/// The settings of the training recipe; `paellaV1` is upstream's.
+public struct DenoiserTrainingRecipe: Codable, Sendable, Equatable {
+    public var schedule: OneCycleLR
+    public var beta1: Double = 0.9
+    public var beta2: Double = 0.999
+    public var eps: Double = 1e-8
+    public var weightDecay: Double = 0.01
+    public var labelSmoothing: Double = 0.1
+    /// `clip_grad_norm_` bound, applied after every batch.
+    public var gradientClipNorm: Double = 5
+    /// Probability that a batch trains the unconditional model (its conditioning zeroed).
+    public var unconditionalProbability: Double = 0.1
+    /// Batches whose gradients add up before one optimizer step (`accum_grad`).
+    public var accumulationSteps: Int = 1
+
+    public init(schedule: OneCycleLR) { self.schedule = schedule }
+
+    /// paella.py: AdamW at PyTorch's defaults, `OneCycleLR.paella`, label smoothing 0.1, clipping at 5, 10%
+    /// unconditional batches, no accumulation (lr 3e-4 over 501,000 steps for the released model).
+    public static func paellaV1(totalSteps: Int = 501_000, maxLR: Double = 3e-4, finetune: Bool = false) -> DenoiserTrainingRecipe {
+        DenoiserTrainingRecipe(schedule: .paella(maxLR: maxLR, totalSteps: totalSteps, finetune: finetune))
+    }
+}
+
+/// One training batch after noising: what the network sees and what it must predict.
+public struct DenoiserTrainingBatch: Sendable {
+    /// Clean tokens `[B, H, W]` (the targets).
+    public var targets: Tensor
+    /// Noised tokens `[B, H, W]` (the input).
+    public var noised: Tensor
+    /// Noise levels, one per item.
+    public var r: [Float]
+    /// `[B, c_clip]`; zeros for an unconditional batch.
+    public var conditioning: Tensor
+
+    public init(targets: Tensor, noised: Tensor, r: [Float], conditioning: Tensor) {
+        self.targets = targets
+        self.noised = noised
+        self.r = r
+        self.conditioning = conditioning
+    }
+}
+
+/// What one batch did.
+public struct DenoiserStepResult: Codable, Sendable {
+    /// Batches trained before this one (upstream's `step`).
+    public var step: Int
+    public var loss: Double
+    public var accuracy: Double
+    /// Gradient norm before clipping.
+    public var gradientNorm: Double
+    /// The learning rate of the optimizer step this batch belongs to.
+    public var learningRate: Double
+    /// Whether this batch ended an accumulation window (the weights changed).
+    public var updated: Bool
+}
+
+/// Trains a `Denoiser` with the Paella recipe on float32 master weights.
+public struct DenoiserTrainer: Sendable {
+    public let config: DenoiserConfig
+    public let recipe: DenoiserTrainingRecipe
+    public let compute: Compute
+    /// The master weights, under upstream's state-dict names.
+    public internal(set) var parameters: TrainableParameters
+    public internal(set) var optimizer: AdamW
+    /// Batches trained so far.
+    public internal(set) var step = 0
+    /// The generator of noise levels, noise and unconditional batches.
+    public var random: TrainingRandom
+    /// Gradients summed over the current accumulation window (nil right after an update).
+    public internal(set) var accumulated: TrainableParameters?
+
+    /// Starts from `parameters` (every key of the configuration, upstream layouts).
+    public init(config: DenoiserConfig, parameters: TrainableParameters, recipe: DenoiserTrainingRecipe,
+                compute: Compute, seed: UInt64 = 0) throws {
+        // Every key of the configuration, with its shape, and nothing else (a WeightLoadingError names the rest).
+        _ = try Denoiser(config: config, weights: parameters.loader(), compute: compute)
+        precondition(recipe.accumulationSteps >= 1, "DenoiserTrainer: accumulationSteps must be at least 1")
+        self.config = config
+        self.recipe = recipe
+        self.compute = compute
+        self.parameters = parameters
+        optimizer = AdamW(parameters: parameters, beta1: recipe.beta1, beta2: recipe.beta2, eps: recipe.eps,
+                          weightDecay: recipe.weightDecay)
+        random = TrainingRandom(seed: seed)
+    }
+
+    /// Starts from a model file (safetensors or the released `torch.save` checkpoint): fine-tuning.
+    public init(config: DenoiserConfig, weightsPath: String, recipe: DenoiserTrainingRecipe, compute: Compute,
+                seed: UInt64 = 0) throws {
+        try self.init(config: config, parameters: TrainableParameters(path: weightsPath, keys: try Denoiser.parameterShapes(config)),
+                      recipe: recipe, compute: compute, seed: seed)
+    }
+
+    /// The learning rate of the next optimizer step.
+    public var learningRate: Double { recipe.schedule.learningRate(at: optimizer.step) }
+
+    /// The model at the current weights (for sampling during training).
+    public func model() throws -> Denoiser {
+        try Denoiser(config: config, weights: parameters.loader(), compute: compute)
+    }
+
+    /// Upstream's batch preparation for clean tokens `[B, H, W]` and conditionings `[B, c_clip]`:
+    /// `r ~ U[0, 1)`, each token replaced by a uniformly random one with probability `cos(r pi / 2)`
+    /// (`add_noise`: mask = u < gamma(r), then the random tokens), and with probability
+    /// `unconditionalProbability` the whole batch's conditioning zeroed. Draws in that order.
+    public mutating func prepareBatch(tokens: Tensor, conditioning: Tensor) -> DenoiserTrainingBatch {
+        precondition(tokens.rank == 3 && conditioning.shape == [tokens.shape[0], config.cClip],
+                     "prepareBatch: tokens \(tokens.shape) and conditioning \(conditioning.shape) do not fit c_clip \(config.cClip)")
+        let batch = tokens.shape[0], perItem = tokens.count / max(batch, 1)
+        let r = random.uniform([batch]).floats
+        let u = random.uniform(tokens.shape).floats
+        let randomTokens = random.randint(config.numLabels, tokens.shape).integers()
+        let clean = tokens.integers()
+        let noised = clean.indices.map { i -> Int32 in
+            u[i] < Foundation.cos(r[i / perItem] * Float.pi / 2) ? Int32(randomTokens[i]) : Int32(clean[i])
+        }
+        let unconditional = Double(random.uniform()) < recipe.unconditionalProbability
+        return DenoiserTrainingBatch(targets: Tensor(int32: clean.map { Int32($0) }, shape: tokens.shape),
+                                     noised: Tensor(int32: noised, shape: tokens.shape), r: r,
+                                     conditioning: unconditional ? Tensor(zeros: conditioning.shape) : conditioning.toFloat32())
+    }
+
+    /// The loss, accuracy and gradients (upstream names and layouts) of one batch at the current weights,
+    /// with the loss scaled by `scale` for the gradient.
+    public func lossAndGradients(_ batch: DenoiserTrainingBatch, scale: Double = 1) throws -> (loss: TokenLoss, gradients: TrainableParameters) {
+        let model = try model()
+        let (logits, activations) = model.forwardForTraining(batch.noised, conditioning: batch.conditioning, r: batch.r)
+        let loss = compute.tokenCrossEntropy(logits: logits, targets: batch.targets, labelSmoothing: recipe.labelSmoothing, scale: scale)
+        let grads = model.backward(activations, logitsGradient: loss.logitsGradient)
+        let tensors = parameters.names.map { name -> Tensor in
+            guard let g = grads[name] else { preconditionFailure("DenoiserTrainer: the backward pass gave no gradient for \(name)") }
+            return g
+        }
+        return (loss, TrainableParameters(names: parameters.names, tensors: tensors))
+    }
+
+    /// Trains on one batch: forward, loss, backward, clipping; every `accumulationSteps` batches an AdamW step
+    /// at the schedule's learning rate (and beta1).
+    public mutating func train(_ batch: DenoiserTrainingBatch) throws -> DenoiserStepResult {
+        let lr = learningRate
+        let (loss, gradients) = try lossAndGradients(batch, scale: 1 / Double(recipe.accumulationSteps))
+        var total = gradients
+        if let accumulated { total = accumulated; total.add(gradients) }
+        let norm = total.clipNorm(recipe.gradientClipNorm)
+        let update = (step + 1) % recipe.accumulationSteps == 0
+        if update {
+            optimizer.update(&parameters, gradients: total, lr: lr, beta1: recipe.schedule.beta1(at: optimizer.step))
+            accumulated = nil
+        } else {
+            accumulated = total
+        }
+        defer { step += 1 }
+        return DenoiserStepResult(step: step, loss: loss.loss, accuracy: loss.accuracy, gradientNorm: norm,
+                                  learningRate: lr, updated: update)
+    }
+}
+
+extension TrainableParameters {
+    /// Wraps tensors without copying (they must be float32 and owned by the caller).
+    init(names: [String], tensors: [Tensor]) {
+        precondition(names.count == tensors.count, "TrainableParameters: \(names.count) names for \(tensors.count) tensors")
+        self.names = names
+        self.tensors = tensors
+    }
+}
