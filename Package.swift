@@ -38,7 +38,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Shared by the test targets: fixture lookup (PAELLA_FIXTURES), seeded random data, comparisons.
-        .target(name: "PaellaTestSupport", dependencies: ["PaellaCore"], path: "Tests/PaellaTestSupport"),
+        .target(name: "PaellaTestSupport", dependencies: ["PaellaCore", "Paella"], path: "Tests/PaellaTestSupport"),
         .testTarget(name: "PaellaCoreTests", dependencies: ["PaellaCore", "CPaellaKernels", "PaellaTestSupport"]),
         .testTarget(name: "PaellaIOTests", dependencies: ["PaellaIO", "CImageCodecs", "PaellaTestSupport"]),
         .testTarget(name: "PaellaTests", dependencies: ["Paella", "PaellaTestSupport"]),

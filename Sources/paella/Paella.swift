@@ -6,5 +6,6 @@ struct PaellaCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "paella",
         abstract: "Paella for Swift: text-to-image with discrete denoising on VQ tokens.",
-        subcommands: [InfoCommand.self, InspectCommand.self, DownloadCommand.self, BenchCommand.self])
+        subcommands: [GenerateCommand.self, InterpolateCommand.self, ComposeCommand.self, InpaintCommand.self,
+                      OutpaintCommand.self, EditCommand.self, VaryCommand.self, InfoCommand.self, InspectCommand.self, DownloadCommand.self, BenchCommand.self])
 }

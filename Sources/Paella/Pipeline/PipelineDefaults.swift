@@ -30,6 +30,12 @@ public struct ModeDefaults: Codable, Sendable, Equatable {
         self.renoiseMode = renoiseMode
     }
 
+    enum CodingKeys: String, CodingKey {
+        case steps, guidanceScale = "guidance_scale", temperatureRange = "temperature_range"
+        case typicalFiltering = "typical_filtering", typicalMass = "typical_mass", typicalMinTokens = "typical_min_tokens"
+        case renoiseSteps = "renoise_steps", renoiseMode = "renoise_mode"
+    }
+
     /// The sampler's options for a token grid of `height` x `width`.
     public func samplingOptions(height: Int, width: Int, startingStep: Int = 0) -> SamplingOptions {
         var o = SamplingOptions()
@@ -62,6 +68,11 @@ public struct PipelineDefaults: Codable, Sendable, Equatable {
     /// How much of the schedule an edit runs: the loop starts at step `round((1 - strength) * steps)`.
     public var editStrength: Float
     public var vary: ModeDefaults
+
+    enum CodingKeys: String, CodingKey {
+        case imageSize = "image_size", generate, interpolate, compose, inpaint, outpaint, edit
+        case editStrength = "edit_strength", vary
+    }
 
     public init(imageSize: Int, generate: ModeDefaults, interpolate: ModeDefaults, compose: ModeDefaults,
                 inpaint: ModeDefaults, outpaint: ModeDefaults, edit: ModeDefaults, editStrength: Float, vary: ModeDefaults) {

@@ -55,7 +55,7 @@ public struct Sampler: Sendable {
     /// change) restricts the change to part of it (inpainting, outpainting). `progress` runs after every step
     /// and stops the loop by returning false; a cancelled task stops it before the next step
     /// (`CancellationError`).
-    public func sample(conditioning c: Tensor, tokens: Tensor? = nil, mask: Tensor? = nil,
+    public func sample(conditioning c: Tensor, unconditional: Tensor? = nil, tokens: Tensor? = nil, mask: Tensor? = nil,
                        options: SamplingOptions = SamplingOptions(), random: inout some RandomSource,
                        progress: (SamplingProgress) -> Bool = { _ in true }) throws -> Tensor {
         let batch = c.shape[0], labels = denoiser.config.numLabels
@@ -78,7 +78,8 @@ public struct Sampler: Sendable {
         let initial = x, mask = mask.map(int32)
         for i in options.startingStep..<options.steps {
             if Task.isCancelled { throw CancellationError() }
-            let logits = guidedLogits(x, conditioning: c, r: noiseLevels[i], scale: options.guidanceScale).logits
+            let logits = guidedLogits(x, conditioning: c, unconditional: unconditional, r: noiseLevels[i],
+                                      scale: options.guidanceScale).logits
             x = update(logits: logits, tokens: x, initial: initial, mask: mask, step: i, temperature: temperatures[i],
                        options: options, random: &random).tokens
             if !progress(SamplingProgress(step: i, tokens: x)) { break }
@@ -87,16 +88,18 @@ public struct Sampler: Sendable {
     }
 
     /// The model's logits `[B, H, W, V]` at noise level `r`; with `scale >= 0`, classifier-free guidance
-    /// `lerp(uncond, cond, scale)`, both passes in one batch of 2B (the unconditional one with zero conditioning).
-    public func guidedLogits(_ x: Tensor, conditioning c: Tensor, r: Float,
+    /// `lerp(uncond, cond, scale)`, both passes in one batch of 2B (the unconditional one with zero conditioning,
+    /// or `unconditional` when given).
+    public func guidedLogits(_ x: Tensor, conditioning c: Tensor, unconditional u: Tensor? = nil, r: Float,
                              scale: Float) -> (logits: Tensor, conditional: Tensor, unconditional: Tensor?) {
         let batch = x.shape[0], compute = denoiser.compute
+        precondition(u.map { $0.shape == c.shape } ?? true, "guidedLogits: unconditional \(u?.shape ?? []) differs from conditioning \(c.shape)")
         if scale < 0 {
             let logits = denoiser(x, conditioning: c, r: [Float](repeating: r, count: batch))
             return (logits, logits, nil)
         }
         let both = denoiser(compute.concat([x, x], axis: 0),                      // [2B, H, W]
-                            conditioning: compute.concat([c.toFloat32(), Tensor(zeros: c.shape)], axis: 0),
+                            conditioning: compute.concat([c.toFloat32(), u?.toFloat32() ?? Tensor(zeros: c.shape)], axis: 0),
                             r: [Float](repeating: r, count: 2 * batch))           // [2B, H, W, V]
         let conditional = both.slice(0..<batch), unconditional = both.slice(batch..<2 * batch)
         return (compute.lerp(unconditional, conditional, scale), conditional, unconditional)
@@ -141,7 +144,7 @@ public struct Sampler: Sendable {
 
 /// `torch.linspace(start, end, count)` in float32, bit for bit (its scalar path: the first half counts up from
 /// `start`, the second half down from `end`, each a fused multiply-add).
-private func linspace(_ start: Float, _ end: Float, _ count: Int) -> [Float] {
+func linspace(_ start: Float, _ end: Float, _ count: Int) -> [Float] {
     if count == 1 { return [start] }
     let step = (end - start) / Float(count - 1)
     return (0..<count).map { i in

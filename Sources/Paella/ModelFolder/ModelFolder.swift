@@ -1,0 +1,224 @@
+// A model folder: model.json + one safetensors file per component + the tokenizer vocabulary
+// (docs/model-folder.md). Reading checks the manifest and that every file it names is there; the weights are
+// memory-mapped and checked key by key when a component is loaded.
+import Foundation
+
+/// A problem with a model folder, as one sentence naming the file and what to do.
+public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
+    case notAFolder(path: String)
+    case missingManifest(path: String)
+    case invalidManifest(path: String, reason: String)
+    case unsupportedFormat(path: String, format: Int)
+    /// Components whose configurations do not fit together (before anything is written).
+    case inconsistent(reason: String)
+    /// A configuration file given to `paella convert` that cannot be read.
+    case badConfigFile(path: String, reason: String)
+    case missingFile(path: String, role: String)
+    case noVisionTower(path: String)
+    /// The output of a write exists and overwriting was not asked for.
+    case outputExists(path: String)
+    case writeFailed(path: String, reason: String)
+
+    public var description: String {
+        let remake = "make the folder again with `paella convert` (or `paella download v1`)"
+        switch self {
+        case .notAFolder(let path):
+            return "\(path) is not a folder; pass a model folder made by `paella convert` or `paella download v1`."
+        case .missingManifest(let path):
+            return "\(path) has no \(ModelManifest.fileName), so it is not a Paella model folder; \(remake)."
+        case .invalidManifest(let path, let reason):
+            return "\(path) \(reason); fix it or \(remake)."
+        case .unsupportedFormat(let path, let format):
+            return "\(path) has format \(format), but this version of Paella reads format \(ModelManifest.currentFormat); "
+                + (format > ModelManifest.currentFormat ? "update Paella or " : "") + "\(remake)."
+        case .inconsistent(let reason):
+            return "These components do not make one model: the manifest \(reason); check the configurations."
+        case .badConfigFile(let path, let reason):
+            return "\(path) \(reason); pass an upstream-style JSON configuration."
+        case .missingFile(let path, let role):
+            return "\(path), the \(role) named in \(ModelManifest.fileName), does not exist; \(remake)."
+        case .noVisionTower(let path):
+            return "The model folder \(path) has no CLIP vision tower; rerun paella convert with --with-vision."
+        case .outputExists(let path):
+            return "\(path) already exists; choose another output folder or pass --force to replace it."
+        case .writeFailed(let path, let reason):
+            return "Writing the model folder \(path) failed (\(reason)); nothing was left behind, fix the cause and try again."
+        }
+    }
+}
+
+/// A model folder on disk, its manifest read and checked. Loading a component maps its file and checks every
+/// key and shape against the manifest's configuration.
+public struct ModelFolder: Sendable {
+    /// Tensors by checkpoint key, in the order they are written.
+    public typealias NamedTensors = [(name: String, tensor: Tensor)]
+
+    public let path: String
+    public let manifest: ModelManifest
+
+    /// Reads and checks `path/model.json` and that every file it names exists.
+    public init(path: String) throws {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
+            throw ModelFolderError.missingManifest(path: path)
+        }
+        guard isFolder.boolValue else { throw ModelFolderError.notAFolder(path: path) }
+        let manifestPath = (path as NSString).appendingPathComponent(ModelManifest.fileName)
+        guard let data = FileManager.default.contents(atPath: manifestPath) else {
+            throw ModelFolderError.missingManifest(path: path)
+        }
+        let manifest = try ModelManifest.decode(data, path: manifestPath)
+        if let problem = manifest.problems().first {
+            throw ModelFolderError.invalidManifest(path: manifestPath, reason: problem)
+        }
+        self.path = path
+        self.manifest = manifest
+        for (role, file) in [("denoiser weights", manifest.denoiser.file), ("VQGAN weights", manifest.vqgan.file),
+                             ("CLIP weights", manifest.clip.file), ("tokenizer vocabulary", manifest.tokenizer)] {
+            let full = self.file(file)
+            guard FileManager.default.isReadableFile(atPath: full) else { throw ModelFolderError.missingFile(path: full, role: role) }
+        }
+    }
+
+    /// The full path of a file inside the folder.
+    public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+
+    /// The denoiser, its weights widened to float32 where stored narrower.
+    public func loadDenoiser(compute: Compute) throws -> Denoiser {
+        try Denoiser(config: manifest.denoiser.config, path: file(manifest.denoiser.file), compute: compute)
+    }
+
+    public func loadVQGAN(compute: Compute) throws -> VQGAN {
+        try VQGAN(contentsOf: file(manifest.vqgan.file), config: manifest.vqgan.config, compute: compute)
+    }
+
+    /// Whether the CLIP file holds the vision tower (needed for image variations).
+    public var hasVisionTower: Bool { manifest.clip.towers.contains("vision") }
+
+    /// The asked-for CLIP towers; asking for the vision tower of a folder converted without it throws
+    /// `ModelFolderError.noVisionTower`.
+    public func loadCLIP(towers: CLIPTowers) throws -> CLIPModel {
+        if towers != .text && !hasVisionTower { throw ModelFolderError.noVisionTower(path: path) }
+        return try CLIPModel(path: file(manifest.clip.file), config: manifest.clip.config, towers: towers)
+    }
+
+    public func loadTokenizer() throws -> CLIPTokenizer {
+        try CLIPTokenizer(openCLIPVocabulary: file(manifest.tokenizer))
+    }
+
+    // MARK: What the folder holds
+
+    /// One component's file as stored: tensor count, parameters, dtype and bytes on disk.
+    public struct StoredComponent: Sendable, Equatable {
+        public let role: String
+        public let file: String
+        public let dtype: String
+        public let tensors: Int
+        public let parameters: Int
+        public let bytes: Int
+    }
+
+    /// Reads the headers of the component files (nothing else is read) and sums their contents.
+    public func storedComponents() throws -> [StoredComponent] {
+        try [("denoiser", manifest.denoiser.file, manifest.denoiser.dtype), ("vqgan", manifest.vqgan.file, manifest.vqgan.dtype),
+             ("clip", manifest.clip.file, manifest.clip.dtype)].map { role, name, dtype in
+            let full = file(name)
+            let contents = try SafeTensors(path: full).tensors
+            let bytes = (try? FileManager.default.attributesOfItem(atPath: full)[.size] as? Int) ?? 0
+            return StoredComponent(role: role, file: name, dtype: dtype, tensors: contents.count,
+                                   parameters: contents.reduce(0) { $0 + $1.tensor.count }, bytes: bytes)
+        }
+    }
+
+    // MARK: Writing
+
+    /// Writes a model folder at `path`: each component's tensors as safetensors in the dtype the manifest gives
+    /// (float32 sources are written as they are for float32; others are rounded to nearest even), the vocabulary
+    /// file copied from `vocabulary`, and `model.json`. Atomic: everything goes into a temporary sibling folder
+    /// that is renamed into place at the end, so a failure leaves nothing behind and an existing folder is only
+    /// replaced (with `overwrite`) by a complete new one.
+    public static func write(to path: String, manifest: ModelManifest, denoiser: NamedTensors, vqgan: NamedTensors,
+                             clip: NamedTensors, vocabulary: String, overwrite: Bool = false, compute: Compute,
+                             progress: (String) -> Void = { _ in }) throws {
+        let manifestName = ModelManifest.fileName
+        if let problem = manifest.problems().first {
+            throw ModelFolderError.inconsistent(reason: problem)
+        }
+        let fm = FileManager.default
+        if fm.fileExists(atPath: path) && !overwrite { throw ModelFolderError.outputExists(path: path) }
+        let parent = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        let base = (path as NSString).lastPathComponent
+        let temporary = (parent as NSString).appendingPathComponent(".\(base).tmp-\(UUID().uuidString.prefix(8))")
+        do {
+            try fm.createDirectory(atPath: parent, withIntermediateDirectories: true)
+            try fm.createDirectory(atPath: temporary, withIntermediateDirectories: false)
+        } catch {
+            throw ModelFolderError.writeFailed(path: path, reason: "cannot create \(temporary): \(error.localizedDescription)")
+        }
+        do {
+            let parts: [(String, String, String, NamedTensors)] = [
+                ("denoiser", manifest.denoiser.file, manifest.denoiser.dtype, denoiser),
+                ("vqgan", manifest.vqgan.file, manifest.vqgan.dtype, vqgan),
+                ("clip", manifest.clip.file, manifest.clip.dtype, clip)]
+            for (role, file, dtypeName, tensors) in parts {
+                guard let dtype = DType(rawValue: dtypeName) else { preconditionFailure("checked by problems()") }
+                let stored = tensors.map { ($0.name, storageTensor($0.tensor, as: dtype, compute: compute)) }
+                let bytes = stored.reduce(0) { $0 + $1.1.byteCount }
+                progress("\(role): writing \(file) (\(stored.count) tensors, \(formatBytes(bytes)), \(dtypeName))")
+                try SafeTensors.write(stored, metadata: ["format": "pt"],
+                                      to: (temporary as NSString).appendingPathComponent(file))
+            }
+            guard let vocab = fm.contents(atPath: vocabulary) else {
+                throw ModelFolderError.writeFailed(path: path, reason: "cannot read the vocabulary \(vocabulary)")
+            }
+            try AtomicFile.write(vocab, to: (temporary as NSString).appendingPathComponent(manifest.tokenizer))
+            try AtomicFile.write(try manifest.encoded(), to: (temporary as NSString).appendingPathComponent(manifestName))
+            try moveIntoPlace(temporary, path, parent: parent, base: base)
+        } catch {
+            try? fm.removeItem(atPath: temporary)
+            if let e = error as? ModelFolderError { throw e }
+            throw ModelFolderError.writeFailed(path: path, reason: "\(error)")
+        }
+    }
+
+    /// Renames the finished `temporary` folder to `path`; an existing folder there is moved aside first and
+    /// deleted only once the new one is in place (or moved back when the rename fails).
+    private static func moveIntoPlace(_ temporary: String, _ path: String, parent: String, base: String) throws {
+        let fm = FileManager.default
+        var aside: String?
+        if fm.fileExists(atPath: path) {
+            let old = (parent as NSString).appendingPathComponent(".\(base).old-\(UUID().uuidString.prefix(8))")
+            guard rename(path, old) == 0 else {
+                throw ModelFolderError.writeFailed(path: path, reason: "cannot move the existing \(path) aside: \(String(cString: strerror(errno)))")
+            }
+            aside = old
+        }
+        guard rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            if let aside { _ = rename(aside, path) }
+            throw ModelFolderError.writeFailed(path: path, reason: "cannot rename \(temporary) to \(path): \(reason)")
+        }
+        if let aside { try? fm.removeItem(atPath: aside) }
+    }
+
+    /// `t` as stored in `dtype`: unchanged when it already is, else widened to float32 and rounded down.
+    static func storageTensor(_ t: Tensor, as dtype: DType, compute: Compute) -> Tensor {
+        if t.dtype == dtype { return t }
+        let wide = t.dtype == .float32 ? t : t.toFloat32(using: compute)
+        return dtype == .float32 ? wide : wide.converted(to: dtype, using: compute)
+    }
+}
+
+/// 573,000,000
+public func formatCount(_ n: Int) -> String {
+    let digits = Array(String(n.magnitude))
+    let groups = stride(from: digits.count, to: 0, by: -3).reversed().map { String(digits[max(0, $0 - 3) ..< $0]) }
+    return (n < 0 ? "-" : "") + groups.joined(separator: ",")
+}
+
+/// "1.2 GB", "340.5 MB", "12.0 kB" (decimal units, as file managers show them).
+public func formatBytes(_ n: Int) -> String {
+    let units: [(Double, String)] = [(1e9, "GB"), (1e6, "MB"), (1e3, "kB")]
+    for (size, unit) in units where Double(n) >= size { return String(format: "%.1f", Double(n) / size) + " " + unit }
+    return "\(n) bytes"
+}

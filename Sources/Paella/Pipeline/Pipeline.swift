@@ -1,0 +1,262 @@
+// The modes of upstream's `paella_sampling.ipynb` (dome272/Paella, commit 9f139e7) as one pipeline over the
+// denoiser, the sampler, the VQGAN and CLIP. Changed on purpose: images are encoded with the quantizer's argmax
+// (the notebook adds Gumbel noise), so an image's tokens do not depend on the seed; variations use CLIP's own
+// preprocessing (resize + center crop; the notebook squashes to 224 x 224); a negative prompt may replace the
+// zero unconditional embedding.
+import Foundation
+import PaellaCore
+import PaellaIO
+import PaellaModels
+
+/// The loaded models a pipeline runs.
+public struct PipelineModels: Sendable {
+    public let denoiser: Denoiser
+    public let vqgan: VQGAN
+    public let textEncoder: CLIPTextEncoder
+    /// Only variations need it.
+    public let visionEncoder: CLIPVisionEncoder?
+    public let tokenizer: CLIPTokenizer
+
+    /// Checks that the models fit together: the VQGAN's codebook is the denoiser's vocabulary and CLIP's
+    /// embedding is the denoiser's conditioning.
+    public init(denoiser: Denoiser, vqgan: VQGAN, textEncoder: CLIPTextEncoder, visionEncoder: CLIPVisionEncoder? = nil,
+                tokenizer: CLIPTokenizer) throws {
+        guard vqgan.config.nEmbed == denoiser.config.numLabels else {
+            throw PipelineError.incompatibleModels("The VQGAN has \(vqgan.config.nEmbed) codes but the denoiser predicts " +
+                                                   "\(denoiser.config.numLabels) labels; use components made for each other")
+        }
+        guard textEncoder.config.embedDim == denoiser.config.cClip else {
+            throw PipelineError.incompatibleModels("CLIP embeddings have \(textEncoder.config.embedDim) values but the " +
+                                                   "denoiser expects \(denoiser.config.cClip); use components made for each other")
+        }
+        self.denoiser = denoiser
+        self.vqgan = vqgan
+        self.textEncoder = textEncoder
+        self.visionEncoder = visionEncoder
+        self.tokenizer = tokenizer
+    }
+}
+
+/// Where a request is.
+public struct PipelineProgress: Sendable, Equatable {
+    public enum Stage: String, Sendable { case encoding, sampling, decoding }
+    public let stage: Stage
+    /// Sampling steps finished so far in this request (all frames of an interpolation together).
+    public let step: Int
+    public let totalSteps: Int
+    /// Seconds since the request started.
+    public let elapsed: Double
+}
+
+public typealias PipelineProgressHandler = @Sendable (PipelineProgress) -> Void
+
+/// Any request, for `run` and `events`.
+public enum PipelineRequest: Sendable, Equatable {
+    case generate(GenerateRequest)
+    case interpolate(InterpolateRequest)
+    case compose(ComposeRequest)
+    case inpaint(InpaintRequest)
+    case outpaint(OutpaintRequest)
+    case edit(EditRequest)
+    case vary(VaryRequest)
+}
+
+/// What `events` delivers: progress, then the result.
+public enum PipelineEvent: Sendable {
+    case progress(PipelineProgress)
+    case finished(PipelineResult)
+}
+
+/// Text-to-image and the editing modes of Paella over loaded models: load once, serve many requests (also
+/// concurrently; each request computes on the models' thread pool).
+///
+/// Requests run on a thread of their own, so a long generation never blocks Swift's cooperative threads;
+/// cancelling the calling task stops the request before its next sampling step with `CancellationError`.
+public final class Pipeline: Sendable {
+    public let models: PipelineModels
+    public let defaults: PipelineDefaults
+    /// Written into every image's parameters.
+    public let modelName: String
+
+    public init(models: PipelineModels, defaults: PipelineDefaults, modelName: String) {
+        self.models = models
+        self.defaults = defaults
+        self.modelName = modelName
+    }
+
+    var compute: Compute { models.denoiser.compute }
+
+    // MARK: Public entry points
+
+    public func generate(_ request: GenerateRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
+        try await run(.generate(request), progress: progress)
+    }
+    public func interpolate(_ request: InterpolateRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
+        try await run(.interpolate(request), progress: progress)
+    }
+    public func compose(_ request: ComposeRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
+        try await run(.compose(request), progress: progress)
+    }
+    public func inpaint(_ request: InpaintRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
+        try await run(.inpaint(request), progress: progress)
+    }
+    public func outpaint(_ request: OutpaintRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
+        try await run(.outpaint(request), progress: progress)
+    }
+    public func edit(_ request: EditRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
+        try await run(.edit(request), progress: progress)
+    }
+    public func vary(_ request: VaryRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
+        try await run(.vary(request), progress: progress)
+    }
+
+    /// Runs `request` on a thread of its own; `progress` is called on that thread after each stage and step.
+    public func run(_ request: PipelineRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
+        let run = RunContext(progress: progress)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<PipelineResult, Error>) in
+                let thread = Thread { continuation.resume(with: Result { try self.perform(request, run) }) }
+                thread.stackSize = 16 << 20
+                thread.start()
+            }
+        } onCancel: {
+            run.cancel()
+        }
+    }
+
+    /// `request`'s progress and result as an async sequence; ending the iteration early cancels the request.
+    public func events(_ request: PipelineRequest) -> AsyncThrowingStream<PipelineEvent, Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    let result = try await self.run(request) { continuation.yield(.progress($0)) }
+                    continuation.yield(.finished(result))
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Runs `request` on the calling thread.
+    func perform(_ request: PipelineRequest, _ run: RunContext) throws -> PipelineResult {
+        try run.checkCancelled()
+        switch request {
+        case .generate(let r): return try generate(r, run)
+        case .interpolate(let r): return try interpolate(r, run)
+        case .compose(let r): return try compose(r, run)
+        case .inpaint(let r): return try inpaint(r, run)
+        case .outpaint(let r): return try outpaint(r, run)
+        case .edit(let r): return try edit(r, run)
+        case .vary(let r): return try vary(r, run)
+        }
+    }
+}
+
+/// One request's cancellation flag, progress callback and step count.
+final class RunContext: @unchecked Sendable {  // `cancelled` is behind `lock`; the rest is used by the request's thread
+    private let lock = NSLock()
+    private var cancelled = false
+    private let handler: PipelineProgressHandler?
+    private let start = Date()
+    var stepsDone = 0
+    var totalSteps = 0
+
+    init(progress: PipelineProgressHandler?) { handler = progress }
+
+    func cancel() { lock.withLock { cancelled = true } }
+    var isCancelled: Bool { lock.withLock { cancelled } }
+
+    func checkCancelled() throws {
+        if isCancelled { throw CancellationError() }
+    }
+
+    func report(_ stage: PipelineProgress.Stage) {
+        handler?(PipelineProgress(stage: stage, step: stepsDone, totalSteps: totalSteps,
+                                  elapsed: Date().timeIntervalSince(start)))
+    }
+}
+
+// MARK: - Shared steps of the modes
+
+extension Pipeline {
+    /// The denoiser's token-grid multiple in pixels and the smallest side it takes.
+    var pixelMultiple: Int { models.vqgan.config.downsamplingFactor * models.denoiser.config.sideMultiple }
+    var minimumSide: Int { 2 * pixelMultiple }
+
+    /// The mode's settings with the request's overrides, and the batch size checked.
+    func settings(_ defaults: ModeDefaults, _ common: CommonSettings) throws -> ModeDefaults {
+        guard (1...64).contains(common.count) else {
+            throw PipelineError.invalidOption("count must be between 1 and 64, got \(common.count)")
+        }
+        return try common.sampling.applied(to: defaults)
+    }
+
+    /// The token grid of an image of `width` x `height` pixels (the model's default size when nil).
+    func tokenGrid(width: Int?, height: Int?) throws -> (height: Int, width: Int) {
+        let w = width ?? defaults.imageSize, h = height ?? defaults.imageSize
+        try checkSize(width: w, height: h)
+        let f = models.vqgan.config.downsamplingFactor
+        return (h / f, w / f)
+    }
+
+    func checkSize(width: Int, height: Int) throws {
+        let m = pixelMultiple
+        guard width % m == 0, height % m == 0, width >= minimumSide, height >= minimumSide, width <= 8192, height <= 8192 else {
+            throw PipelineError.invalidSize(width: width, height: height, multiple: m, minimum: minimumSide)
+        }
+    }
+
+    /// CLIP text embeddings `[N, embed]` of `prompts`.
+    func textEmbeddings(_ prompts: [String], what: String = "prompt") throws -> Tensor {
+        for p in prompts where p.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { throw PipelineError.emptyPrompt(what) }
+        let tokens = models.tokenizer.contextTokens(prompts, contextLength: models.textEncoder.config.text.contextLength)
+        return models.textEncoder(tokens, compute: compute)
+    }
+
+    /// `x` `[1, ...]` repeated `count` times along the batch axis.
+    func repeated(_ x: Tensor, _ count: Int) -> Tensor {
+        count == 1 ? x : compute.concat([Tensor](repeating: x, count: count), axis: 0)
+    }
+
+    /// Runs the sampler, reporting each step and stopping when the request is cancelled.
+    func sample(conditioning c: Tensor, unconditional: Tensor? = nil, tokens: Tensor? = nil, mask: Tensor? = nil,
+                options: SamplingOptions, seed: UInt64, run: RunContext,
+                prepare: (inout TorchCompatibleGenerator) -> Tensor? = { _ in nil }) throws -> Tensor {
+        var random = TorchCompatibleGenerator(seed: seed)
+        let start = prepare(&random) ?? tokens
+        let sampler = Sampler(denoiser: models.denoiser)
+        let result = try sampler.sample(conditioning: c, unconditional: unconditional, tokens: start, mask: mask,
+                                        options: options, random: &random) { _ in
+            run.stepsDone += 1
+            run.report(.sampling)
+            return !run.isCancelled
+        }
+        try run.checkCancelled()
+        return result
+    }
+
+    /// Decodes token grids `[N, h, w]` one at a time (the decoder's activations are the largest buffers).
+    func decode(_ tokens: Tensor, run: RunContext) throws -> [PixelImage] {
+        run.report(.decoding)
+        return try (0..<tokens.shape[0]).flatMap { i -> [PixelImage] in
+            try run.checkCancelled()
+            return try models.vqgan.decodeImages(tokens.slice(i..<i + 1))
+        }
+    }
+
+    /// The parameters every mode records; modes fill in their own fields afterwards.
+    func parameters(mode: String, _ m: ModeDefaults, _ common: CommonSettings, count: Int, grid: (height: Int, width: Int),
+                    startingStep: Int = 0) -> GenerationParameters {
+        let f = models.vqgan.config.downsamplingFactor
+        return GenerationParameters(
+            mode: mode, model: modelName, prompt: nil, negativePrompt: nil, prompts: nil, regions: nil, seed: common.seed,
+            count: count, width: grid.width * f, height: grid.height * f, steps: m.steps, startingStep: startingStep,
+            guidanceScale: m.guidanceScale, temperatureRange: m.temperatureRange,
+            typicalMass: m.typicalFiltering ? m.typicalMass : nil, renoiseSteps: m.renoiseSteps ?? m.steps - 1,
+            renoiseMode: m.renoiseMode, strength: nil, frames: nil, method: nil, extend: nil,
+            paellaVersion: PaellaVersion.string)
+    }
+}

@@ -1,0 +1,188 @@
+import ArgumentParser
+import Foundation
+import Paella
+
+extension RenoiseMode: ExpressibleByArgument {}
+extension InterpolationMethod: ExpressibleByArgument {}
+extension ComposeRequest.Axis: ExpressibleByArgument {}
+
+/// Which model folder to run.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: ArgumentHelp(
+        "Model folder (see docs/model-folder.md).",
+        discussion: "Default: $PAELLA_MODEL, else the first of \(ModelOptions.defaultFolders.joined(separator: ", ")) that exists."))
+    var model: String?
+
+    /// Where a model folder is looked for when none is named, in order (relative to the working directory).
+    static let defaultFolders = ["models/paella-small", "models/paella-v1"]
+
+    func folderPath() throws -> String {
+        if let model { return model }
+        if let env = ProcessInfo.processInfo.environment["PAELLA_MODEL"], !env.isEmpty { return env }
+        if let found = Self.defaultFolders.first(where: { FileManager.default.fileExists(atPath: $0 + "/model.json") }) {
+            return found
+        }
+        throw ValidationError("No model folder given and none found at \(Self.defaultFolders.joined(separator: " or ")); " +
+                              "pass --model DIR, or run `paella download v1` to fetch and convert the released weights.")
+    }
+
+    /// Loads the pipeline (the CLIP vision tower only when `vision`).
+    func pipeline(compute: Compute, vision: Bool = false) throws -> Pipeline {
+        try Pipeline(folder: ModelFolder(path: folderPath()), compute: compute, loadVision: vision)
+    }
+}
+
+/// The seed, the batch and changes to the mode's sampling defaults.
+struct SamplingCLIOptions: ParsableArguments {
+    @Option(help: "Seed of the sampler (default: a random one, printed and recorded in the image).")
+    var seed: UInt64?
+
+    @Option(name: [.customShort("n"), .long], help: "Images to generate together.")
+    var count = 1
+
+    @Option(help: "Sampling steps (default: the mode's, e.g. 12 for generate; 8 is the paper's fast setting).")
+    var steps: Int?
+
+    @Option(name: [.customLong("cfg"), .customLong("guidance")], help: "Classifier-free guidance scale; negative turns guidance off.")
+    var cfg: Float?
+
+    @Option(help: "Temperature, or the first and last step's temperatures as a:b.")
+    var temperature: String?
+
+    @Option(help: "Probability mass kept by typical filtering.")
+    var typicalMass: Float?
+
+    @Flag(help: "Sample from the full distribution (no typical filtering).")
+    var noTypical = false
+
+    @Option(help: "What renoising draws from: start, prev or rand.")
+    var renoise: RenoiseMode?
+
+    @Option(help: "Renoise after the steps below this one (default: all but the last).")
+    var renoiseSteps: Int?
+
+    func validate() throws {
+        if count < 1 { throw ValidationError("--count must be at least 1, got \(count).") }
+        _ = try temperatures()
+    }
+
+    func temperatures() throws -> [Float]? {
+        guard let temperature else { return nil }
+        let parts = temperature.split(separator: ":", omittingEmptySubsequences: false).map { Float(String($0)) }
+        guard (1...2).contains(parts.count), let first = parts[0], let last = parts.last ?? nil else {
+            throw ValidationError("--temperature takes a number or two as a:b, got '\(temperature)'.")
+        }
+        return [first, last]
+    }
+
+    func settings(seed: UInt64) throws -> CommonSettings {
+        CommonSettings(seed: seed, count: count, sampling: SamplingOverrides(
+            steps: steps, guidanceScale: cfg, temperatureRange: try temperatures(), typicalFiltering: noTypical ? false : nil,
+            typicalMass: typicalMass, renoiseSteps: renoiseSteps, renoiseMode: renoise))
+    }
+
+    /// The seed asked for, or a fresh random one.
+    var resolvedSeed: UInt64 { seed ?? UInt64.random(in: 0 ..< (1 << 31)) }
+}
+
+/// Where and how results are written.
+struct OutputOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: ArgumentHelp(
+        "Output file (.png or .jpg); several images get -1, -2, ... before the extension.",
+        discussion: "Default: paella-<mode>-<seed>.png in the working directory."))
+    var output: String?
+
+    @Option(help: "JPEG quality (1-100) when writing .jpg files.")
+    var quality = 92
+
+    @Flag(help: "Also write all images side by side as one grid (<output>-grid).")
+    var grid = false
+
+    @Flag(help: "Print what was written and with which parameters as JSON on stdout.")
+    var json = false
+
+    @Flag(help: "No progress display and no list of written files.")
+    var quiet = false
+
+    func validate() throws {
+        if !(1...100).contains(quality) { throw ValidationError("--quality must be between 1 and 100, got \(quality).") }
+        if let output, !["png", "jpg", "jpeg"].contains((output as NSString).pathExtension.lowercased()) {
+            throw ValidationError("--output must end in .png, .jpg or .jpeg, got '\(output)'.")
+        }
+    }
+
+    /// Writes the images (PNG with the parameters as text, or JPEG), each file complete or absent, and reports them.
+    func write(_ result: PipelineResult, seconds: Double) throws {
+        let base = output ?? "paella-\(result.parameters.mode)-\(result.parameters.seed).png"
+        let ext = (base as NSString).pathExtension, stem = (base as NSString).deletingPathExtension
+        let jpeg = ext.lowercased() != "png"
+        func path(_ suffix: String) -> String { stem + suffix + "." + ext }
+        func save(_ image: PixelImage, _ file: String) throws {
+            if jpeg {
+                try AtomicFile.write(image.encodeJPEG(quality: quality), to: file)
+            } else {
+                try image.write(to: file, text: result.parameters.pngText)
+            }
+        }
+        var files: [String] = []
+        for (i, image) in result.images.enumerated() {
+            let file = result.images.count == 1 ? base : path("-\(i + 1)")
+            try save(image, file)
+            files.append(file)
+        }
+        var gridFile: String?
+        if grid {
+            let file = path("-grid")
+            try save(try PixelImage.grid(result.images, padding: 2), file)
+            gridFile = file
+        }
+        if json {
+            var object = "{\"files\": [" + files.map(jsonStringLiteral).joined(separator: ", ") + "]"
+            if let gridFile { object += ", \"grid\": " + jsonStringLiteral(gridFile) }
+            object += String(format: ", \"seconds\": %.3f", seconds) + ", \"parameters\": " + result.parameters.json + "}"
+            print(object)
+        } else if !quiet {
+            for file in files + (gridFile.map { [$0] } ?? []) { print("wrote \(file)") }
+            FileHandle.standardError.write(Data(String(format: "seed %llu, %.1f s\n", result.parameters.seed, seconds).utf8))
+        }
+    }
+}
+
+/// Parses "256" or "384x256" (width x height) in pixels.
+func parseSize(_ text: String?) throws -> (width: Int, height: Int)? {
+    guard let text else { return nil }
+    let parts = text.lowercased().split(separator: "x").map { Int(String($0)) }
+    guard (1...2).contains(parts.count), parts.allSatisfy({ ($0 ?? 0) > 0 }), let w = parts[0], let h = parts.last ?? nil else {
+        throw ValidationError("--size takes pixels as N or WIDTHxHEIGHT, e.g. 256 or 384x256, got '\(text)'.")
+    }
+    return (w, h)
+}
+
+/// Reads an input image, or fails with one sentence.
+func readImage(_ path: String) throws -> PixelImage {
+    try PixelImage(contentsOf: path)
+}
+
+/// Runs one pipeline request with a progress bar and writes its images; every failure is one sentence and exit 1.
+func runRequest(_ request: PipelineRequest, model: ModelOptions, compute: ComputeOptions, output: OutputOptions,
+                vision: Bool = false) async throws {
+    let pipeline = try reportingErrors { try model.pipeline(compute: try compute.makeCompute(), vision: vision) }
+    let bar = ProgressBar(quiet: output.quiet || output.json)  // started after loading, so the ETA counts sampling only
+    do {
+        let start = Date()
+        let result = try await pipeline.run(request) { p in
+            switch p.stage {
+            case .encoding: bar.update("encoding", done: 0, total: nil, force: true)
+            case .sampling:
+                let perStep = p.step > 0 ? String(format: "  %.2f s/step", p.elapsed / Double(p.step)) : ""
+                bar.update("step \(p.step)/\(p.totalSteps)\(perStep)", done: p.step, total: p.totalSteps, force: true)
+            case .decoding: bar.update("decoding", done: p.totalSteps, total: p.totalSteps, force: true)
+            }
+        }
+        bar.finish()
+        try output.write(result, seconds: Date().timeIntervalSince(start))
+    } catch {
+        bar.finish()
+        _ = try reportingErrors { throw error }
+    }
+}

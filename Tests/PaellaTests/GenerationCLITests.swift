@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+import Paella
+import PaellaTestSupport
+
+/// Runs the built `paella` executable (SwiftPM builds it next to the test bundle).
+enum PaellaCLI {
+    struct Output {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    static var executable: String {
+        let directory = Bundle.main.bundleURL.deletingLastPathComponent()
+        let candidates = [Bundle.main.bundleURL.appendingPathComponent("paella"), directory.appendingPathComponent("paella")]
+        return (candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[1]).path
+    }
+
+    static func run(_ arguments: [String], in directory: String) throws -> Output {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        var environment = ProcessInfo.processInfo.environment
+        environment["PAELLA_MODEL"] = nil
+        process.environment = environment
+        let (out, err) = (Pipe(), Pipe())
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile(), stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Output(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                      stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    static func temporaryDirectory() throws -> String {
+        let path = NSTemporaryDirectory() + "paella-cli-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+}
+
+@Suite("Generation CLI", .serialized)
+struct GenerationCLITests {
+    let model: String
+    let work: String
+
+    init() throws {
+        model = try Fixtures.tinyModelFolder(withVision: true)
+        work = try PaellaCLI.temporaryDirectory()
+    }
+
+    func paella(_ arguments: [String]) throws -> PaellaCLI.Output {
+        try PaellaCLI.run(arguments + (arguments.first == "--help" ? [] : ["--model", model, "--threads", "2"]), in: work)
+    }
+
+    func files() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: work).sorted() }
+
+    @Test func generateWritesPNGsWithParametersAndIsDeterministic() throws {
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let first = try paella(["generate", "a red circle", "--seed", "11", "-o", "a.png", "--json"])
+        #expect(first.status == 0, "\(first.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(first.stdout.utf8)) as? [String: Any])
+        #expect(report["files"] as? [String] == ["a.png"])
+        let parameters = try #require(report["parameters"] as? [String: Any])
+        #expect(parameters["prompt"] as? String == "a red circle" && parameters["seed"] as? Int == 11 && parameters["mode"] as? String == "generate")
+        let text = try PixelImage.readPNGText(work + "/a.png")
+        #expect(text["parameters"]?.contains("\"prompt\":\"a red circle\"") == true)
+        #expect(try paella(["generate", "a red circle", "--seed", "11", "-o", "b.png", "--quiet"]).status == 0)
+        #expect(FileManager.default.contents(atPath: work + "/a.png") == FileManager.default.contents(atPath: work + "/b.png"))
+    }
+
+    @Test func severalImagesAGridAndJPEG() throws {
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let result = try paella(["generate", "a cat", "-n", "2", "--grid", "--seed", "1", "-o", "cat.jpg", "--steps", "2"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try files() == ["cat-1.jpg", "cat-2.jpg", "cat-grid.jpg"])
+        let grid = try PixelImage(contentsOf: work + "/cat-grid.jpg")
+        let single = try PixelImage(contentsOf: work + "/cat-1.jpg")
+        #expect(grid.width >= 2 * single.width && grid.height >= single.height && grid.height < 2 * single.height)
+    }
+
+    @Test func everyModeRunsFromTheCommandLine() throws {
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let side = try ModelFolder(path: model).manifest.defaults.imageSize
+        let picture = PixelImage(width: side, height: side, layout: .rgb, repeating: 128)
+        try picture.write(to: work + "/in.png")
+        let runs: [[String]] = [
+            ["interpolate", "a dog", "a cat", "--frames", "2", "--method", "slerp", "-o", "i.png"],
+            ["compose", "--blend", "rows", "a dog", "a cat", "-o", "c.png"],
+            ["compose", "--columns", "0-\(side / 2)=a dog", "--columns", "\(side / 2)-\(side)=a wolf", "-o", "c2.png"],
+            ["inpaint", "in.png", "a hat", "--rect", "0,0,\(side / 2),\(side / 2)", "-o", "p.png"],
+            ["outpaint", "in.png", "a beach", "--extend", "right=\(side)", "-o", "o.png"],
+            ["edit", "in.png", "a fox", "--strength", "0.5", "-o", "e.png"],
+            ["vary", "in.png", "-o", "v.png"],
+        ]
+        for arguments in runs {
+            let result = try paella(arguments + ["--seed", "3", "--quiet"])
+            #expect(result.status == 0, "\(arguments): \(result.stderr)")
+        }
+        #expect(try files() == ["c.png", "c2.png", "e.png", "i-1.png", "i-2.png", "in.png", "o.png", "p.png", "v.png"])
+        #expect(try PixelImage(contentsOf: work + "/o.png").width == 2 * side)
+    }
+
+    @Test func badInputIsOneSentenceAndWritesNothing() throws {
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let side = try ModelFolder(path: model).manifest.defaults.imageSize
+        try PixelImage(width: side, height: side, layout: .rgb, repeating: 50).write(to: work + "/in.png")
+        try PixelImage(width: 7, height: 7, layout: .gray, repeating: 255).write(to: work + "/mask.png")
+        let cases: [(arguments: [String], says: String)] = [
+            (["generate", "x", "--size", "\(side + 1)", "-o", "out.png"], "does not fit this model"),
+            (["inpaint", "in.png", "x", "--mask", "mask.png", "-o", "out.png"], "give a mask of the image's size"),
+            (["inpaint", "missing.png", "x", "--rect", "0,0,8,8", "-o", "out.png"], "missing.png"),
+            (["generate", "x", "--model", work + "/nowhere", "-o", "out.png"], "nowhere"),
+            (["generate", "x", "--temperature", "a:b", "-o", "out.png"], "--temperature"),
+            (["generate", "x", "-o", "out.gif"], "--output"),
+        ]
+        for (arguments, says) in cases {
+            let result = arguments.contains("--model") ? try PaellaCLI.run(arguments, in: work) : try paella(arguments)
+            #expect(result.status != 0, "\(arguments) succeeded")
+            #expect(result.stderr.contains(says), "\(arguments): \(result.stderr)")
+            #expect(!result.stderr.contains("Fatal error") && !result.stderr.contains("Stack dump"))
+        }
+        #expect(try files() == ["in.png", "mask.png"])
+    }
+}
