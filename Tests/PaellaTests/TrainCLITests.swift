@@ -1,0 +1,65 @@
+import Foundation
+import Paella
+import PaellaTestSupport
+import Testing
+
+/// `paella train denoiser` end to end on the tiny model folder: it trains, logs, writes a model folder that
+/// generates, and a run stopped part way and resumed ends with the same weights as one that never stopped.
+@Suite("Train CLI", .serialized)
+struct TrainCLITests {
+    let model: String
+    let work: String
+
+    init() throws {
+        model = try Fixtures.tinyModelFolder(withVision: false)
+        work = try PaellaCLI.temporaryDirectory()
+        // Six small non-square pictures (bands of colour), with captions; one without a caption.
+        let data = work + "/data"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        for i in 0..<6 {
+            let (w, h) = (40 + 4 * i, 36)
+            var pixels = [UInt8](repeating: 0, count: w * h * 3)
+            for y in 0..<h { for x in 0..<w { pixels[(y * w + x) * 3 + i % 3] = UInt8((x * 255 / w + i * 40) % 256) } }
+            try PixelImage(width: w, height: h, layout: .rgb, pixels: pixels).write(to: "\(data)/img\(i).png")
+            if i != 5 { try "a picture with stripes number \(i)".write(toFile: "\(data)/img\(i).txt", atomically: true, encoding: .utf8) }
+        }
+    }
+
+    func train(_ output: String, _ extra: [String]) throws -> PaellaCLI.Output {
+        try PaellaCLI.run(["train", "denoiser", "--model", model, "--data", work + "/data", "--output", output, "--steps", "3",
+                           "--batch-size", "2", "--checkpoint-every", "2", "--threads", "2", "--seed", "5"] + extra, in: work)
+    }
+
+    @Test func trainsLogsWritesAModelFolderAndResumesExactly() throws {
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let whole = try train(work + "/whole", [])
+        #expect(whole.status == 0, "\(whole.stderr)")
+        #expect(whole.stdout.contains("batch 3/3") && whole.stdout.contains("loss"), "\(whole.stdout)")
+        let lines = try String(contentsOfFile: work + "/whole/train.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 3)
+        let first = try #require(try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
+        for key in ["step", "loss", "accuracy", "perplexity", "lr", "grad_norm", "average_loss", "unconditional"] {
+            #expect(first[key] != nil, "train.jsonl has no \(key)")
+        }
+        // The output folder is a model folder the pipeline loads and generates with.
+        let folder = try ModelFolder(path: work + "/whole")
+        #expect(folder.manifest.denoiser.file == "denoiser.safetensors")
+        let generated = try PaellaCLI.run(["generate", "stripes", "--model", work + "/whole", "--steps", "2", "--seed", "1",
+                                           "-o", "out.png", "--quiet", "--threads", "2"], in: work)
+        #expect(generated.status == 0, "\(generated.stderr)")
+
+        // Stopped after 2 batches (a checkpoint), resumed to the end: the same final weights, byte for byte.
+        let stopped = try train(work + "/split", ["--stop-at", "2", "--quiet"])
+        #expect(stopped.status == 0, "\(stopped.stderr)")
+        let resumed = try train(work + "/split", ["--resume", "--quiet"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let a = FileManager.default.contents(atPath: work + "/whole/denoiser.safetensors")
+        let b = FileManager.default.contents(atPath: work + "/split/denoiser.safetensors")
+        #expect(a != nil && a == b, "resumed weights differ from the uninterrupted run's")
+        #expect(try String(contentsOfFile: work + "/split/train.jsonl", encoding: .utf8).split(separator: "\n").count == 3)
+
+        // Starting again over an existing run without --resume is refused with one sentence.
+        let again = try train(work + "/whole", ["--quiet"])
+        #expect(again.status != 0 && again.stderr.contains("--resume"), "\(again.stderr)")
+    }
+}
