@@ -150,13 +150,18 @@ public struct DenoiserTrainer: Sendable {
     /// at the schedule's learning rate (and beta1).
     public mutating func train(_ batch: DenoiserTrainingBatch) throws -> DenoiserStepResult {
         let lr = learningRate
-        let (loss, gradients) = try lossAndGradients(batch, scale: 1 / Double(recipe.accumulationSteps))
-        var total = gradients
-        if let accumulated { total = accumulated; total.add(gradients) }
+        let loss: TokenLoss
+        var total: TrainableParameters  // the only reference to these gradients: clipping scales them in place
+        (loss, total) = try lossAndGradients(batch, scale: 1 / Double(recipe.accumulationSteps))
+        if let previous = accumulated {
+            accumulated = nil
+            total.add(previous)
+        }
         let norm = total.clipNorm(recipe.gradientClipNorm)
         let update = (step + 1) % recipe.accumulationSteps == 0
         if update {
-            optimizer.update(&parameters, gradients: total, lr: lr, beta1: recipe.schedule.beta1(at: optimizer.step))
+            optimizer.update(&parameters, gradients: total, lr: lr, beta1: recipe.schedule.beta1(at: optimizer.step),
+                             pool: compute.pool)
             accumulated = nil
         } else {
             accumulated = total
