@@ -33,6 +33,18 @@ public struct DenoiserTrainingRecipe: Codable, Sendable, Equatable {
     }
 }
 
+/// Training past the end of the learning-rate schedule (PyTorch's OneCycleLR refuses it too).
+public enum TrainingScheduleError: Error, CustomStringConvertible, Equatable {
+    case finished(totalSteps: Int)
+
+    public var description: String {
+        switch self {
+        case .finished(let total):
+            return "The learning-rate schedule is over: all \(total) optimizer steps are done; start a new run to train further."
+        }
+    }
+}
+
 /// One training batch after noising: what the network sees and what it must predict.
 public struct DenoiserTrainingBatch: Sendable {
     /// Clean tokens `[B, H, W]` (the targets).
@@ -149,6 +161,9 @@ public struct DenoiserTrainer: Sendable {
     /// Trains on one batch: forward, loss, backward, clipping; every `accumulationSteps` batches an AdamW step
     /// at the schedule's learning rate (and beta1).
     public mutating func train(_ batch: DenoiserTrainingBatch) throws -> DenoiserStepResult {
+        guard optimizer.step < recipe.schedule.totalSteps else {
+            throw TrainingScheduleError.finished(totalSteps: recipe.schedule.totalSteps)
+        }
         let lr = learningRate
         let loss: TokenLoss
         var total: TrainableParameters  // the only reference to these gradients: clipping scales them in place

@@ -33,7 +33,7 @@ struct TrainDenoiserCommand: ParsableCommand {
     var fromScratch = false
     @Option(help: "Denoiser configuration JSON (upstream DenoiseUNet arguments) for --from-scratch (default: the model folder's).")
     var config: String?
-    @Option(help: "Total optimizer steps of the learning-rate schedule.") var steps = 1000
+    @Option(help: "Total optimizer steps of the learning-rate schedule (fixed when the run starts).") var steps = 1000
     @Option(help: "Stop after this many batches in total (default: --steps times --accumulate); resume later.") var stopAt: Int?
     @Option(help: "Images per batch.") var batchSize = 8
     @Option(help: "Batches whose gradients add up before one optimizer step.") var accumulate = 1
@@ -71,7 +71,9 @@ struct TrainDenoiserCommand: ParsableCommand {
             }
             try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
             let log = try JSONLines(path: (output as NSString).appendingPathComponent("train.jsonl"))
-            let end = stopAt ?? steps * accumulate
+            // The schedule fixes the run's length (a resumed run keeps its own --steps and --accumulate).
+            let scheduled = trainer.recipe.schedule.totalSteps * trainer.recipe.accumulationSteps
+            let end = min(stopAt ?? scheduled, scheduled)
             let progress = ProgressBar(quiet: quiet)
             let progressDrawn = !quiet && isatty(STDERR_FILENO) != 0
             var (count, totalLoss, totalAccuracy) = (0, 0.0, 0.0)
