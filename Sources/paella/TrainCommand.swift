@@ -6,14 +6,14 @@ import Paella
 import PaellaTraining
 
 /// `paella train`: training commands.
-struct TrainCommand: ParsableCommand {
+struct TrainCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train", abstract: "Train or fine-tune models with the Paella recipe.",
         subcommands: [TrainDenoiserCommand.self])
 }
 
 /// `paella train denoiser`: fine-tunes a model folder's denoiser (or trains a new one) on images with captions.
-struct TrainDenoiserCommand: ParsableCommand {
+struct TrainDenoiserCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "denoiser", abstract: "Train the denoiser on a folder of images with .txt captions.",
         discussion: """
@@ -21,7 +21,8 @@ struct TrainDenoiserCommand: ParsableCommand {
             folder's VQGAN, captions embedded by its CLIP text tower (10% of batches unconditional), tokens \
             noised, then cross-entropy (label smoothing 0.1), gradient clipping at 5, AdamW and OneCycleLR \
             as upstream paella.py. The output folder holds the checkpoint (resume with --resume), train.jsonl \
-            (one record per batch) and, after every checkpoint, a model folder the other commands load.
+            (one record per batch), after every checkpoint a model folder the other commands load, and \
+            samples/<batch>.png: a grid of images generated from sample prompts at that point.
             Example: paella train denoiser --model models/paella-v1 --data shapes/ --output runs/shapes --steps 2000
             """)
 
@@ -41,77 +42,108 @@ struct TrainDenoiserCommand: ParsableCommand {
     @Option(help: "Image side in pixels (default: the model folder's default image size).") var imageSize: Int?
     @Option(help: "Save a checkpoint and the model folder every N batches (and at the end).") var checkpointEvery = 500
     @Option(help: "Print a log line every N batches.") var logEvery = 10
+    @Option(help: "Prompt of a sample image generated at every checkpoint (repeatable; default: the first captions of the data).")
+    var samplePrompt: [String] = []
+    @Option(help: "Sample images per checkpoint when no --sample-prompt is given (0: none).") var samples = 4
     @Option(help: "Seed of the data order, crops, noising and initial weights.") var seed: UInt64 = 0
     @Flag(help: "No progress display or log lines (train.jsonl is still written).") var quiet = false
     @OptionGroup var model: ModelOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
-        if steps < 1 || batchSize < 1 || accumulate < 1 || checkpointEvery < 1 || logEvery < 1 {
+        if steps < 1 || batchSize < 1 || accumulate < 1 || checkpointEvery < 1 || logEvery < 1 || samples < 0 {
             throw ValidationError("--steps, --batch-size, --accumulate, --checkpoint-every and --log-every must be at least 1.")
         }
         if config != nil && !fromScratch { throw ValidationError("--config only applies with --from-scratch.") }
     }
 
-    func run() throws {
-        try reportingErrors {
-            let compute = try compute.makeCompute()
-            let folder = try ModelFolder(path: model.folderPath())
-            let data = try ImageCaptionFolder(path: data)
-            let vqgan = try folder.loadVQGAN(compute: compute)
-            guard let text = try folder.loadCLIP(towers: .text).text else {
-                throw ValidationError("The model folder \(folder.path) has no CLIP text tower.")
-            }
-            let tokenizer = try folder.loadTokenizer()
-            let size = imageSize ?? folder.manifest.defaults.imageSize
-            var trainer = try makeTrainer(folder: folder, compute: compute)
-            let side = trainer.config.sideMultiple * vqgan.config.downsamplingFactor
-            guard size % side == 0 && size >= 2 * side else {
-                throw ValidationError("--image-size \(size) must be a multiple of \(side), at least \(2 * side), for this VQGAN and denoiser.")
-            }
-            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-            let log = try JSONLines(path: (output as NSString).appendingPathComponent("train.jsonl"))
-            // The schedule fixes the run's length (a resumed run keeps its own --steps and --accumulate).
-            let scheduled = trainer.recipe.schedule.totalSteps * trainer.recipe.accumulationSteps
-            let end = min(stopAt ?? scheduled, scheduled)
-            let progress = ProgressBar(quiet: quiet)
-            let progressDrawn = !quiet && isatty(STDERR_FILENO) != 0
-            var (count, totalLoss, totalAccuracy) = (0, 0.0, 0.0)
-            if !quiet {
-                print("Training \(formatCount(trainer.parameters.scalarCount)) parameters on \(data.count) images " +
-                      "(\(size)x\(size) px, batch \(batchSize)), batches \(trainer.step)..<\(end)")
-            }
-            while trainer.step < end {
-                let started = Date()
-                let indices = data.batchIndices(step: trainer.step, size: batchSize, seed: seed)
-                var crops = SplitMix64(seed: seed ^ (UInt64(trainer.step) &* 0xD1B5_4A32_D192_ED03))
-                let images = try indices.map { try data.image($0).trainingCrop(size: size, random: &crops) }
-                let tokens = try vqgan.encode(images)                                   // [B, h, w]
-                let captions = try indices.map { try data.caption($0) }
-                let embeddings = text(tokenizer.contextTokens(captions, contextLength: text.config.text.contextLength), compute: compute)
-                let batch = trainer.prepareBatch(tokens: tokens, conditioning: embeddings)
-                let result = try trainer.train(batch)
-                count += 1
-                totalLoss += result.loss
-                totalAccuracy += result.accuracy
-                let seconds = Date().timeIntervalSince(started)
-                try log.append(TrainLogRecord(result, perplexity: exp(result.loss), averageLoss: totalLoss / Double(count),
-                                              unconditional: batch.conditioning.floats.allSatisfy { $0 == 0 }, seconds: seconds))
-                let line = String(format: "loss %.4f (avg %.4f)  acc %.3f  ppx %.1f  lr %.2e  grad %.3f  %.2f s/batch",
-                                  result.loss, totalLoss / Double(count), totalAccuracy / Double(count),
-                                  exp(totalLoss / Double(count)), result.learningRate, result.gradientNorm, seconds)
-                progress.update("batch \(trainer.step)/\(end)  " + line, done: trainer.step, total: end)
-                if !quiet && (trainer.step % logEvery == 0 || trainer.step == end) {
-                    if progressDrawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }  // clear the bar's line
-                    print("batch \(trainer.step)/\(end)  " + line)
-                }
-                if trainer.step % checkpointEvery == 0 || trainer.step == end {
-                    try save(trainer, source: folder, imageSize: size)
-                }
-            }
-            progress.finish()
-            if !quiet { print("Model folder: \(output)") }
+    func run() async throws {
+        do {
+            try await train()
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))  // one sentence, as reportingErrors does
+            throw ExitCode.failure
         }
+    }
+
+    func train() async throws {
+        let compute = try compute.makeCompute()
+        let folder = try ModelFolder(path: model.folderPath())
+        let data = try ImageCaptionFolder(path: data)
+        let vqgan = try folder.loadVQGAN(compute: compute)
+        guard let text = try folder.loadCLIP(towers: .text).text else {
+            throw ValidationError("The model folder \(folder.path) has no CLIP text tower.")
+        }
+        let tokenizer = try folder.loadTokenizer()
+        let size = imageSize ?? folder.manifest.defaults.imageSize
+        var trainer = try makeTrainer(folder: folder, compute: compute)
+        let side = trainer.config.sideMultiple * vqgan.config.downsamplingFactor
+        guard size % side == 0 && size >= 2 * side else {
+            throw ValidationError("--image-size \(size) must be a multiple of \(side), at least \(2 * side), for this VQGAN and denoiser.")
+        }
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let log = try JSONLines(path: (output as NSString).appendingPathComponent("train.jsonl"))
+        // The schedule fixes the run's length (a resumed run keeps its own --steps and --accumulate).
+        let scheduled = trainer.recipe.schedule.totalSteps * trainer.recipe.accumulationSteps
+        let end = min(stopAt ?? scheduled, scheduled)
+        let prompts = samplePrompt.isEmpty ? try (0..<min(samples, data.count)).map { try data.caption($0) } : samplePrompt
+        let progress = ProgressBar(quiet: quiet)
+        let progressDrawn = !quiet && isatty(STDERR_FILENO) != 0
+        var (count, totalLoss, totalAccuracy) = (0, 0.0, 0.0)
+        if !quiet {
+            print("Training \(formatCount(trainer.parameters.scalarCount)) parameters on \(data.count) images " +
+                  "(\(size)x\(size) px, batch \(batchSize)), batches \(trainer.step)..<\(end)")
+        }
+        while trainer.step < end {
+            let started = Date()
+            let indices = data.batchIndices(step: trainer.step, size: batchSize, seed: seed)
+            var crops = SplitMix64(seed: seed ^ (UInt64(trainer.step) &* 0xD1B5_4A32_D192_ED03))
+            let images = try indices.map { try data.image($0).trainingCrop(size: size, random: &crops) }
+            let tokens = try vqgan.encode(images)                                   // [B, h, w]
+            let captions = try indices.map { try data.caption($0) }
+            let embeddings = text(tokenizer.contextTokens(captions, contextLength: text.config.text.contextLength), compute: compute)
+            let batch = trainer.prepareBatch(tokens: tokens, conditioning: embeddings)
+            let result = try trainer.train(batch)
+            count += 1
+            totalLoss += result.loss
+            totalAccuracy += result.accuracy
+            let seconds = Date().timeIntervalSince(started)
+            try log.append(TrainLogRecord(result, perplexity: exp(result.loss), averageLoss: totalLoss / Double(count),
+                                          unconditional: batch.conditioning.floats.allSatisfy { $0 == 0 }, seconds: seconds))
+            let line = String(format: "loss %.4f (avg %.4f)  acc %.3f  ppx %.1f  lr %.2e  grad %.3f  %.2f s/batch",
+                              result.loss, totalLoss / Double(count), totalAccuracy / Double(count),
+                              exp(totalLoss / Double(count)), result.learningRate, result.gradientNorm, seconds)
+            progress.update("batch \(trainer.step)/\(end)  " + line, done: trainer.step, total: end)
+            if !quiet && (trainer.step % logEvery == 0 || trainer.step == end) {
+                if progressDrawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }  // clear the bar's line
+                print("batch \(trainer.step)/\(end)  " + line)
+            }
+            if trainer.step % checkpointEvery == 0 || trainer.step == end {
+                try save(trainer, source: folder, imageSize: size)
+                if !prompts.isEmpty {
+                    let models = try PipelineModels(denoiser: try trainer.model(), vqgan: vqgan, textEncoder: text, tokenizer: tokenizer)
+                    try await writeSamples(Pipeline(models: models, defaults: folder.manifest.defaults, modelName: "training"),
+                                           prompts: prompts, size: size, step: trainer.step)
+                }
+            }
+        }
+        progress.finish()
+        if !quiet { print("Model folder: \(output)") }
+    }
+
+    /// One image per prompt (the same seed every time, so grids of successive checkpoints compare), as a grid in
+    /// `samples/<batch>.png` (upstream paella.py logs such a grid every log period).
+    func writeSamples(_ pipeline: Pipeline, prompts: [String], size: Int, step: Int) async throws {
+        var images: [PixelImage] = []
+        for prompt in prompts {
+            let request = GenerateRequest(prompt: prompt, width: size, height: size, settings: CommonSettings(seed: seed))
+            images += try await pipeline.generate(request).images
+        }
+        let folder = (output as NSString).appendingPathComponent("samples")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try PixelImage.grid(images, padding: 2).write(to: (folder as NSString).appendingPathComponent(String(format: "%09d.png", step)))
     }
 
     /// A new trainer (fine-tuning the folder's denoiser, or from scratch), or the one saved in --output.

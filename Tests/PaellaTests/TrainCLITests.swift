@@ -41,6 +41,12 @@ struct TrainCLITests {
         for key in ["step", "loss", "accuracy", "perplexity", "lr", "grad_norm", "average_loss", "unconditional"] {
             #expect(first[key] != nil, "train.jsonl has no \(key)")
         }
+        // A sample grid per checkpoint (after batches 2 and 3), one tile per caption of the first samples.
+        let samples = try FileManager.default.contentsOfDirectory(atPath: work + "/whole/samples").sorted()
+        #expect(samples == ["000000002.png", "000000003.png"])
+        let grid = try PixelImage(contentsOf: work + "/whole/samples/000000003.png")
+        let side = try ModelFolder(path: model).manifest.defaults.imageSize
+        #expect(grid.width == 2 * (side + 2) + 2 && grid.height == grid.width)  // four tiles, 2 x 2, padding 2
         // The output folder is a model folder the pipeline loads and generates with.
         let folder = try ModelFolder(path: work + "/whole")
         #expect(folder.manifest.denoiser.file == "denoiser.safetensors")
