@@ -17,9 +17,46 @@ public enum TrainingDataError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+/// Numbered training samples: an image and its caption each.
+public protocol TrainingSamples: Sendable {
+    var count: Int { get }
+    /// The caption of sample `i` ("" when it has none).
+    func caption(_ i: Int) throws -> String
+    /// The decoded image of sample `i`, as RGB.
+    func image(_ i: Int) throws -> PixelImage
+}
+
+extension TrainingSamples {
+    /// The samples of batch `step` (`size` of them) in a reproducible order: the samples are shuffled once per
+    /// epoch (a Fisher-Yates permutation seeded by `seed` and the epoch) and read in that order, so any step's
+    /// batch can be recomputed (resuming needs no saved data position).
+    public func batchIndices(step: Int, size: Int, seed: UInt64) -> [Int] {
+        (0..<size).map { j in
+            let position = step * size + j
+            let epoch = position / count
+            return shuffledOrder(count, seed: seed &+ UInt64(epoch) &* 0x9E37_79B9_7F4A_7C15)[position % count]
+        }
+    }
+}
+
+func shuffledOrder(_ n: Int, seed: UInt64) -> [Int] {
+    var order = Array(0..<n), random = SplitMix64(seed: seed)
+    for i in stride(from: n - 1, to: 0, by: -1) { order.swapAt(i, Int(random.next() % UInt64(i + 1))) }
+    return order
+}
+
+/// Opens training data: a WebDataset `.tar` shard, a folder holding `.tar` shards, or a folder of images with
+/// captions (`ImageCaptionFolder`).
+public func openTrainingSamples(path: String) throws -> any TrainingSamples {
+    if path.lowercased().hasSuffix(".tar") { return try WebDatasetShards(shards: [path]) }
+    let tars = (try? FileManager.default.contentsOfDirectory(atPath: path))?.filter { $0.lowercased().hasSuffix(".tar") } ?? []
+    if !tars.isEmpty { return try WebDatasetShards(shards: tars.sorted().map { (path as NSString).appendingPathComponent($0) }) }
+    return try ImageCaptionFolder(path: path)
+}
+
 /// Images (`.png`, `.jpg`, `.jpeg`, in any subfolder) each with an optional caption in a `.txt` file of the
 /// same name (`cat.png` + `cat.txt`); an image without one has the empty caption.
-public struct ImageCaptionFolder: Sendable {
+public struct ImageCaptionFolder: TrainingSamples {
     public let path: String
     /// Image paths, sorted, so an index names the same sample on every run.
     public let images: [String]
@@ -55,23 +92,6 @@ public struct ImageCaptionFolder: Sendable {
     /// The decoded image of sample `i`, as RGB.
     public func image(_ i: Int) throws -> PixelImage {
         try PixelImage(contentsOf: images[i]).rgb()
-    }
-
-    /// The samples of batch `step` (`size` of them) in a reproducible order: the folder is shuffled once per
-    /// epoch (a Fisher-Yates permutation seeded by `seed` and the epoch) and read in that order, so any step's
-    /// batch can be recomputed (resuming needs no saved data position).
-    public func batchIndices(step: Int, size: Int, seed: UInt64) -> [Int] {
-        (0..<size).map { j in
-            let position = step * size + j
-            let epoch = position / count
-            return Self.permutation(count, seed: seed &+ UInt64(epoch) &* 0x9E37_79B9_7F4A_7C15)[position % count]
-        }
-    }
-
-    static func permutation(_ n: Int, seed: UInt64) -> [Int] {
-        var order = Array(0..<n), random = SplitMix64(seed: seed)
-        for i in stride(from: n - 1, to: 0, by: -1) { order.swapAt(i, Int(random.next() % UInt64(i + 1))) }
-        return order
     }
 }
 

@@ -15,7 +15,7 @@ struct TrainCommand: AsyncParsableCommand {
 /// `paella train denoiser`: fine-tunes a model folder's denoiser (or trains a new one) on images with captions.
 struct TrainDenoiserCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "denoiser", abstract: "Train the denoiser on a folder of images with .txt captions.",
+        commandName: "denoiser", abstract: "Train the denoiser on images with captions (a folder or WebDataset shards).",
         discussion: """
             Each batch: images resized and randomly cropped to --image-size, encoded to tokens by the model \
             folder's VQGAN, captions embedded by its CLIP text tower (10% of batches unconditional), tokens \
@@ -26,7 +26,8 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             Example: paella train denoiser --model models/paella-v1 --data shapes/ --output runs/shapes --steps 2000
             """)
 
-    @Option(help: "Folder of .png/.jpg images, each with a .txt caption of the same name.") var data: String
+    @Option(help: "Training data: a folder of .png/.jpg images each with a .txt caption of the same name, a WebDataset .tar shard, or a folder of shards.")
+    var data: String
     @Option(name: .shortAndLong, help: "Output folder: checkpoint, train.jsonl and the trained model folder.") var output: String
     @Flag(help: "Continue the run saved in --output (same weights, optimizer, schedule, data order and random state).")
     var resume = false
@@ -71,7 +72,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
     func train() async throws {
         let compute = try compute.makeCompute()
         let folder = try ModelFolder(path: model.folderPath())
-        let data = try ImageCaptionFolder(path: data)
+        let data = try openTrainingSamples(path: data)
         let vqgan = try folder.loadVQGAN(compute: compute)
         guard let text = try folder.loadCLIP(towers: .text).text else {
             throw ValidationError("The model folder \(folder.path) has no CLIP text tower.")
