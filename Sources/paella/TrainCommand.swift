@@ -85,7 +85,9 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             throw ValidationError("--image-size \(size) must be a multiple of \(side), at least \(2 * side), for this VQGAN and denoiser.")
         }
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-        let log = try JSONLines(path: (output as NSString).appendingPathComponent("train.jsonl"))
+        let logPath = (output as NSString).appendingPathComponent("train.jsonl")
+        if resume { try JSONLines.keepRecords(before: trainer.step, in: logPath) }  // batches after the checkpoint run again
+        let log = try JSONLines(path: logPath)
         // The schedule fixes the run's length (a resumed run keeps its own --steps and --accumulate).
         let scheduled = trainer.recipe.schedule.totalSteps * trainer.recipe.accumulationSteps
         let end = min(stopAt ?? scheduled, scheduled)
@@ -218,6 +220,18 @@ final class JSONLines {
         self.handle = handle
         handle.seekToEndOfFile()
         encoder.outputFormatting = [.sortedKeys]
+    }
+
+    /// Drops the records of batches at or after `step` (their training is repeated when a run resumes from an
+    /// earlier checkpoint than where it stopped), atomically.
+    static func keepRecords(before step: Int, in path: String) throws {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+        let kept = text.split(separator: "\n").filter { line in
+            guard let record = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let recorded = record["step"] as? Int else { return false }
+            return recorded < step
+        }
+        try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: path)
     }
 
     func append<T: Encodable>(_ record: T) throws {

@@ -57,12 +57,18 @@ struct TrainCLITests {
         // Stopped after 2 batches (a checkpoint), resumed to the end: the same final weights, byte for byte.
         let stopped = try train(work + "/split", ["--stop-at", "2", "--quiet"])
         #expect(stopped.status == 0, "\(stopped.stderr)")
+        // As if killed after logging batch 2 but before its checkpoint: resuming drops that record and redoes it.
+        let handle = try #require(FileHandle(forWritingAtPath: work + "/split/train.jsonl"))
+        handle.seekToEndOfFile()
+        handle.write(Data("{\"step\":2,\"loss\":-1}\n".utf8))
+        try handle.close()
         let resumed = try train(work + "/split", ["--resume", "--quiet"])
         #expect(resumed.status == 0, "\(resumed.stderr)")
         let a = FileManager.default.contents(atPath: work + "/whole/denoiser.safetensors")
         let b = FileManager.default.contents(atPath: work + "/split/denoiser.safetensors")
         #expect(a != nil && a == b, "resumed weights differ from the uninterrupted run's")
-        #expect(try String(contentsOfFile: work + "/split/train.jsonl", encoding: .utf8).split(separator: "\n").count == 3)
+        let log = try String(contentsOfFile: work + "/split/train.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(log.count == 3 && !log.contains { $0.contains("\"loss\":-1") })
 
         // Starting again over an existing run without --resume is refused with one sentence.
         let again = try train(work + "/whole", ["--quiet"])
