@@ -47,6 +47,9 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
     var samplePrompt: [String] = []
     @Option(help: "Sample images per checkpoint when no --sample-prompt is given (0: none).") var samples = 4
     @Option(help: "Seed of the data order, crops, noising and initial weights.") var seed: UInt64 = 0
+    @Flag(help: ArgumentHelp("Compute each caption's CLIP embedding once and keep it (caption-embeddings.safetensors in --output).",
+                             discussion: "Worth it when images come round several times; the embeddings are the same."))
+    var cacheEmbeddings = false
     @Flag(help: "No progress display or log lines (train.jsonl is still written).") var quiet = false
     @OptionGroup var model: ModelOptions
     @OptionGroup var compute: ComputeOptions
@@ -85,6 +88,8 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             throw ValidationError("--image-size \(size) must be a multiple of \(side), at least \(2 * side), for this VQGAN and denoiser.")
         }
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let cachePath = (output as NSString).appendingPathComponent("caption-embeddings.safetensors")
+        let cache = cacheEmbeddings ? try CaptionEmbeddingCache(path: cachePath) : nil
         let logPath = (output as NSString).appendingPathComponent("train.jsonl")
         if resume { try JSONLines.keepRecords(before: trainer.step, in: logPath) }  // batches after the checkpoint run again
         let log = try JSONLines(path: logPath)
@@ -106,7 +111,9 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             let images = try indices.map { try data.image($0).trainingCrop(size: size, random: &crops) }
             let tokens = try vqgan.encode(images)                                   // [B, h, w]
             let captions = try indices.map { try data.caption($0) }
-            let embeddings = text(tokenizer.contextTokens(captions, contextLength: text.config.text.contextLength), compute: compute)
+            let embeddings = try cache.map { cache in
+                try cache.embeddings(for: captions) { text(tokenizer.contextTokens([$0], contextLength: text.config.text.contextLength), compute: compute) }
+            } ?? text(tokenizer.contextTokens(captions, contextLength: text.config.text.contextLength), compute: compute)
             let batch = trainer.prepareBatch(tokens: tokens, conditioning: embeddings)
             let result = try trainer.train(batch)
             count += 1
@@ -125,6 +132,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             }
             if trainer.step % checkpointEvery == 0 || trainer.step == end {
                 try save(trainer, source: folder, imageSize: size)
+                try cache?.save(to: cachePath)
                 if !prompts.isEmpty {
                     let models = try PipelineModels(denoiser: try trainer.model(), vqgan: vqgan, textEncoder: text, tokenizer: tokenizer)
                     try await writeSamples(Pipeline(models: models, defaults: folder.manifest.defaults, modelName: "training"),

@@ -27,7 +27,7 @@ struct TrainCLITests {
 
     func train(_ output: String, _ extra: [String]) throws -> PaellaCLI.Output {
         try PaellaCLI.run(["train", "denoiser", "--model", model, "--data", work + "/data", "--output", output, "--steps", "3",
-                           "--batch-size", "2", "--checkpoint-every", "2", "--threads", "2", "--seed", "5"] + extra, in: work)
+                           "--batch-size", "2", "--checkpoint-every", "2", "--threads", "2", "--seed", "5", "--cache-embeddings"] + extra, in: work)
     }
 
     @Test func trainsLogsWritesAModelFolderAndResumesExactly() throws {
@@ -41,6 +41,9 @@ struct TrainCLITests {
         for key in ["step", "loss", "accuracy", "perplexity", "lr", "grad_norm", "average_loss", "unconditional"] {
             #expect(first[key] != nil, "train.jsonl has no \(key)")
         }
+        // One epoch of six images: every caption's embedding computed once and kept (with resume).
+        let cache = try SafeTensors(path: work + "/whole/caption-embeddings.safetensors")
+        #expect(cache.count == 6)
         // A sample grid per checkpoint (after batches 2 and 3), one tile per caption of the first samples.
         let samples = try FileManager.default.contentsOfDirectory(atPath: work + "/whole/samples").sorted()
         #expect(samples == ["000000002.png", "000000003.png"])

@@ -57,3 +57,24 @@ import Testing
 
     func maxAbsOf(_ t: Tensor?) -> Float { (t?.floats ?? [.infinity]).reduce(0) { max($0, abs($1)) } }
 }
+
+@Suite struct CaptionEmbeddingCacheTests {
+    @Test func encodesEachCaptionOnceAndRoundTrips() throws {
+        let cache = try CaptionEmbeddingCache()
+        var calls: [String] = []
+        func encode(_ caption: String) -> Tensor {
+            calls.append(caption)
+            return Tensor([Float(caption.count), 1, -1], shape: [1, 3])
+        }
+        let a = try cache.embeddings(for: ["a cat", "a dog", "a cat"], encode: encode)
+        #expect(a.shape == [3, 3] && a.floats == [5, 1, -1, 5, 1, -1, 5, 1, -1])
+        #expect(calls == ["a cat", "a dog"] && cache.count == 2)
+        let path = NSTemporaryDirectory() + "paella-cache-\(UUID().uuidString).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try cache.save(to: path)
+        let loaded = try CaptionEmbeddingCache(path: path)
+        calls = []
+        #expect(try loaded.embeddings(for: ["a dog", "a bird"], encode: encode).floats == [5, 1, -1, 6, 1, -1])
+        #expect(calls == ["a bird"])
+    }
+}
