@@ -77,4 +77,22 @@ struct TrainCLITests {
         let again = try train(work + "/whole", ["--quiet"])
         #expect(again.status != 0 && again.stderr.contains("--resume"), "\(again.stderr)")
     }
+
+    @Test func badArgumentsAreOneSentence() throws {
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        try FileManager.default.createDirectory(atPath: work + "/empty", withIntermediateDirectories: true)
+        let cases: [(arguments: [String], says: String)] = [
+            (["--data", work + "/nowhere", "--output", work + "/o1"], "nowhere"),
+            (["--data", work + "/empty", "--output", work + "/o2"], "no .png, .jpg or .jpeg images"),
+            (["--data", work + "/data", "--output", work + "/o3", "--resume"], "holds no checkpoint"),
+            (["--data", work + "/data", "--output", work + "/o4", "--image-size", "20"], "--image-size"),
+            (["--data", work + "/data", "--output", work + "/o5", "--config", "x.json"], "--from-scratch"),
+        ]
+        for (arguments, says) in cases {
+            let result = try PaellaCLI.run(["train", "denoiser", "--model", model, "--threads", "2", "--quiet"] + arguments, in: work)
+            #expect(result.status != 0, "\(arguments) succeeded")
+            #expect(result.stderr.contains(says), "\(arguments): \(result.stderr)")
+            #expect(!result.stderr.contains("Fatal error") && !result.stderr.contains("Stack dump"))
+        }
+    }
 }
