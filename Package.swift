@@ -35,6 +35,7 @@ let package = Package(
         .target(name: "PaellaTraining", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels"]),
         .executableTarget(name: "paella", dependencies: [
             "Paella",
+            "PaellaTraining",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Shared by the test targets: fixture lookup (PAELLA_FIXTURES), seeded random data, comparisons.
