@@ -38,42 +38,91 @@ extension Compute {
             let pwp = pw.baseAddress!, pbp = pb.baseAddress!
             pool.parallelFor(batch) { b in
                 let xb = xp + b * hw * c, gb = gp + b * hw * c, db = dp + b * hw * c
-                // Statistics per group, in Double (two passes, as the forward).
-                var mean = [Double](repeating: 0, count: groups), rstd = [Double](repeating: 0, count: groups)
-                for p in 0..<hw { for j in 0..<c { mean[j / cg] += Double(xb[p * c + j]) } }
+                // Per-channel sums (vectorised over channels), flushed to Double every `block` rows.
+                let block = 64
+                let acc = UnsafeMutablePointer<Float>.allocate(capacity: 2 * c)
+                defer { acc.deallocate() }
+                let accA = acc, accB = acc + c
+                var sumA = [Double](repeating: 0, count: c), sumB = [Double](repeating: 0, count: c)
+                func flush() {
+                    for j in 0..<c { sumA[j] += Double(accA[j]); sumB[j] += Double(accB[j]); accA[j] = 0; accB[j] = 0 }
+                }
+                // Statistics per group, as the forward: the mean, then the variance around it.
+                accA.initialize(repeating: 0, count: 2 * c)
+                for p in 0..<hw {
+                    let row = xb + p * c
+                    for j in 0..<c { accA[j] += row[j] }
+                    if p % block == block - 1 { flush() }
+                }
+                flush()
+                var mean = [Double](repeating: 0, count: groups)
+                for j in 0..<c { mean[j / cg] += sumA[j] }
                 for g in 0..<groups { mean[g] /= count }
+                let meanC = (0..<c).map { Float(mean[$0 / cg]) }
+                for j in 0..<c { sumA[j] = 0; sumB[j] = 0 }
+                for p in 0..<hw {
+                    let row = xb + p * c
+                    for j in 0..<c { let d = row[j] - meanC[j]; accA[j] += d * d }
+                    if p % block == block - 1 { flush() }
+                }
+                flush()
                 var variance = [Double](repeating: 0, count: groups)
-                for p in 0..<hw { for j in 0..<c { let d = Double(xb[p * c + j]) - mean[j / cg]; variance[j / cg] += d * d } }
-                for g in 0..<groups { rstd[g] = 1 / (variance[g] / count + Double(eps)).squareRoot() }
-                let meanF = mean.map { Float($0) }, rstdF = rstd.map { Float($0) }
-                // dy (through the SiLU) into db, per-channel sums, per-group sums of g and g * n.
-                var sumG = [Double](repeating: 0, count: groups), sumGN = [Double](repeating: 0, count: groups)
-                for p in 0..<hw {
-                    for j in 0..<c {
-                        let i = p * c + j, grp = j / cg
-                        let n = (xb[i] - meanF[grp]) * rstdF[grp]
-                        var dy = gb[i]
+                for j in 0..<c { variance[j / cg] += sumA[j] }
+                let rstd = variance.map { 1 / ($0 / count + Double(eps)).squareRoot() }
+                // n = x * scale + shift per channel.
+                let scale = (0..<c).map { Float(rstd[$0 / cg]) }
+                let shift = (0..<c).map { -Float(mean[$0 / cg] * rstd[$0 / cg]) }
+                // Pass 1: dy (through the SiLU); per-channel sums of dy * n and dy; db holds dy * w for now.
+                for j in 0..<c { sumA[j] = 0; sumB[j] = 0 }
+                scale.withUnsafeBufferPointer { sc in shift.withUnsafeBufferPointer { sh in
+                w.withUnsafeBufferPointer { wv in bv.withUnsafeBufferPointer { bb in
+                    let sc = sc.baseAddress!, sh = sh.baseAddress!, wv = wv.baseAddress!, bb = bb.baseAddress!
+                    for p in 0..<hw {
+                        let o = p * c
                         if fusedSiLU {
-                            let y = n * w[j] + bv[j]
-                            let s = 1 / (1 + Foundation.exp(-y))
-                            dy *= s * (1 + y * (1 - s))
+                            for j in 0..<c {
+                                let n = xb[o + j] * sc[j] + sh[j]
+                                let y = n * wv[j] + bb[j]
+                                let s = 1 / (1 + Foundation.exp(-y))
+                                let dy = gb[o + j] * (s * (1 + y * (1 - s)))
+                                accA[j] += dy * n
+                                accB[j] += dy
+                                db[o + j] = dy * wv[j]
+                            }
+                        } else {
+                            for j in 0..<c {
+                                let n = xb[o + j] * sc[j] + sh[j]
+                                let dy = gb[o + j]
+                                accA[j] += dy * n
+                                accB[j] += dy
+                                db[o + j] = dy * wv[j]
+                            }
                         }
-                        pwp[b * c + j] += Double(dy) * Double(n)
-                        pbp[b * c + j] += Double(dy)
-                        let g = dy * w[j]
-                        sumG[grp] += Double(g)
-                        sumGN[grp] += Double(g) * Double(n)
-                        db[i] = g
+                        if p % block == block - 1 { flush() }
                     }
-                }
-                let meanG = sumG.map { Float($0 / count) }, meanGN = sumGN.map { Float($0 / count) }
-                for p in 0..<hw {
+                    flush()
+                    // Sums of g = dy * w and of g * n per group come from the per-channel sums.
+                    var meanG = [Double](repeating: 0, count: groups), meanGN = [Double](repeating: 0, count: groups)
                     for j in 0..<c {
-                        let i = p * c + j, grp = j / cg
-                        let n = (xb[i] - meanF[grp]) * rstdF[grp]
-                        db[i] = rstdF[grp] * (db[i] - meanG[grp] - n * meanGN[grp])
+                        pwp[b * c + j] = sumA[j]
+                        pbp[b * c + j] = sumB[j]
+                        meanG[j / cg] += Double(wv[j]) * sumB[j] / count
+                        meanGN[j / cg] += Double(wv[j]) * sumA[j] / count
                     }
-                }
+                    // Pass 2: dx = rstd * (g - mean(g) - n * mean(g n)) = rstd g - a - n b per channel.
+                    let a = (0..<c).map { Float(rstd[$0 / cg] * meanG[$0 / cg]) }
+                    let bq = (0..<c).map { Float(rstd[$0 / cg] * meanGN[$0 / cg]) }
+                    a.withUnsafeBufferPointer { ap in bq.withUnsafeBufferPointer { bp in
+                        let ap = ap.baseAddress!, bp = bp.baseAddress!
+                        for p in 0..<hw {
+                            let o = p * c
+                            for j in 0..<c {
+                                let n = xb[o + j] * sc[j] + sh[j]
+                                db[o + j] = sc[j] * db[o + j] - ap[j] - n * bp[j]
+                            }
+                        }
+                    }}
+                }}}}
             }
         }}}}}
         func reduce(_ partial: [Double]) -> Tensor {
