@@ -76,7 +76,7 @@ struct TrainCLIPCommand: ParsableCommand {
             let total = min(options.steps, trainer.recipe.schedule.totalSteps)
             try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
             let log = try JSONLinesLog(path: options.output + "/train-clip.jsonl")
-            print("CLIP, \(trainer.parameters.scalarCount) parameters (text \(config.text.width)x\(config.text.layers), vision "
+            printFlushed("CLIP, \(trainer.parameters.scalarCount) parameters (text \(config.text.width)x\(config.text.layers), vision "
                 + "\(config.vision.width)x\(config.vision.layers), patch \(config.vision.patchSize)); \(folder.count) pairs; "
                 + "steps \(trainer.step)..<\(total), batch \(options.batch)")
             var recent: [Double] = []
@@ -96,7 +96,7 @@ struct TrainCLIPCommand: ParsableCommand {
                 if trainer.step % options.logEvery == 0 || trainer.step == total {
                     let perStep = recent.reduce(0, +) / Double(recent.count)
                     recent.removeAll()
-                    print(String(format: "step %d/%d  loss %.4f  acc i->t %.3f t->i %.3f  scale %.1f  |g| %.3f  lr %.2e  %.2f s/step",
+                    printFlushed(String(format: "step %d/%d  loss %.4f  acc i->t %.3f t->i %.3f  scale %.1f  |g| %.3f  lr %.2e  %.2f s/step",
                                  trainer.step, total, result.loss, result.imageToTextAccuracy, result.textToImageAccuracy,
                                  result.logitScale, result.gradientNorm, result.learningRate, perStep))
                 }

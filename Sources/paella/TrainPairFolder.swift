@@ -109,3 +109,8 @@ struct TrainLogLine<Result: Encodable>: Encodable {
         try c.encode(seconds, forKey: .seconds)
     }
 }
+
+/// Writes a line to stdout unbuffered, so progress lines reach a log file or pipe as they happen.
+func printFlushed(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}

@@ -75,7 +75,7 @@ struct TrainVQGANCommand: ParsableCommand {
             let total = min(options.steps, trainer.recipe.schedule.totalSteps)
             try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
             let log = try JSONLinesLog(path: options.output + "/train-vqgan.jsonl")
-            print("VQGAN f\(trainer.config.downsamplingFactor), \(trainer.parameters.scalarCount) parameters, \(trainer.config.nEmbed) codes, "
+            printFlushed("VQGAN f\(trainer.config.downsamplingFactor), \(trainer.parameters.scalarCount) parameters, \(trainer.config.nEmbed) codes, "
                 + "\(trainer.recipe.quantizer.rawValue) quantizer; \(folder.count) images of \(folder.width)x\(folder.height); "
                 + "steps \(trainer.step)..<\(total), batch \(options.batch)")
             var recent: [Double] = []
@@ -89,7 +89,7 @@ struct TrainVQGANCommand: ParsableCommand {
                 if trainer.step % options.logEvery == 0 || trainer.step == total {
                     let perStep = recent.reduce(0, +) / Double(recent.count)
                     recent.removeAll()
-                    print(String(format: "step %d/%d  loss %.4f  rec %.4f  q %.4f  psnr %.2f dB  codes %d/%d (window %d)  ppl %.1f  restarted %d  lr %.2e  %.2f s/step",
+                    printFlushed(String(format: "step %d/%d  loss %.4f  rec %.4f  q %.4f  psnr %.2f dB  codes %d/%d (window %d)  ppl %.1f  restarted %d  lr %.2e  %.2f s/step",
                                  trainer.step, total, result.loss, result.reconstructionLoss, result.quantizerLoss, result.psnr,
                                  result.codesInBatch, trainer.config.nEmbed, result.codesInWindow, result.perplexity,
                                  result.restarted, result.learningRate, perStep))
