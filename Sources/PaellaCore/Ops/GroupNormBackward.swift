@@ -1,7 +1,7 @@
 // Backward pass of `groupNorm` (channels-last, optionally with the fused SiLU), as the gradient of
 // torch.nn.functional.group_norm (then F.silu): the statistics are recomputed from the input, so a training
 // forward runs the same fast inference op and keeps only its input.
-import Foundation
+import CPaellaKernels
 
 /// Gradients of `groupNorm` with respect to its input, weight and bias, shaped like those arguments.
 public struct GroupNormGradients: Sendable {
@@ -26,7 +26,7 @@ extension Compute {
         precondition(groups > 0 && c % groups == 0, "groupNormBackward: \(c) channels do not split into \(groups) groups")
         let hw = batch == 0 || c == 0 ? 0 : x.count / (batch * c)
         let cg = c / groups
-        let count = Double(hw * cg)
+        let groupCount = Double(hw * cg)
         let w = weight?.floats ?? [Float](repeating: 1, count: c)
         let bv = bias?.floats ?? [Float](repeating: 0, count: c)
         var dx = Tensor(uninitialized: x.shape)
@@ -37,92 +37,69 @@ extension Compute {
         partialW.withUnsafeMutableBufferPointer { pw in partialB.withUnsafeMutableBufferPointer { pb in
             let pwp = pw.baseAddress!, pbp = pb.baseAddress!
             pool.parallelFor(batch) { b in
-                let xb = xp + b * hw * c, gb = gp + b * hw * c, db = dp + b * hw * c
-                // Per-channel sums (vectorised over channels), flushed to Double every `block` rows.
-                let block = 64
-                let acc = UnsafeMutablePointer<Float>.allocate(capacity: 2 * c)
-                defer { acc.deallocate() }
-                let accA = acc, accB = acc + c
-                var sumA = [Double](repeating: 0, count: c), sumB = [Double](repeating: 0, count: c)
-                func flush() {
-                    for j in 0..<c { sumA[j] += Double(accA[j]); sumB[j] += Double(accB[j]); accA[j] = 0; accB[j] = 0 }
+                let count = hw * c
+                let xb = xp + b * count, gb = gp + b * count, db = dp + b * count
+                // Work buffers: n = normalized x, dy (the gradient at the norm's output), and n * dy.
+                let buffer = UnsafeMutablePointer<Float>.allocate(capacity: 3 * count + 8 * c)
+                let doubles = UnsafeMutablePointer<Double>.allocate(capacity: 2 * c)
+                defer { buffer.deallocate(); doubles.deallocate() }
+                let n = buffer, dyBuffer = buffer + count, product = buffer + 2 * count
+                let scale = buffer + 3 * count, shift = scale + c, center = shift + c, wScale = center + c
+                let wShift = wScale + c, aC = wShift + c, bC = aC + c
+                let sums = doubles, sums2 = doubles + c
+                // Statistics per group with the forward's kernels: the mean, then the variance around it.
+                sums.initialize(repeating: 0, count: 2 * c)
+                pk_channel_sums(xb, hw, c, sums)
+                var mean = [Double](repeating: 0, count: groups), variance = [Double](repeating: 0, count: groups)
+                for j in 0..<c { mean[j / cg] += sums[j] }
+                for g in 0..<groups { mean[g] /= groupCount }
+                for j in 0..<c { center[j] = Float(mean[j / cg]) }
+                sums.initialize(repeating: 0, count: c)
+                pk_channel_centered_squares(xb, hw, c, center, sums)
+                for j in 0..<c { variance[j / cg] += sums[j] }
+                var rstd = [Double](repeating: 0, count: groups)
+                for g in 0..<groups {
+                    let off = mean[g] - Double(Float(mean[g]))  // the centre was the float-rounded mean
+                    rstd[g] = 1 / (max(variance[g] / groupCount - off * off, 0) + Double(eps)).squareRoot()
                 }
-                // Statistics per group, as the forward: the mean, then the variance around it.
-                accA.initialize(repeating: 0, count: 2 * c)
+                for j in 0..<c {
+                    let r = rstd[j / cg]
+                    scale[j] = Float(r)
+                    shift[j] = Float(-mean[j / cg] * r)
+                    wScale[j] = Float(r * Double(w[j]))
+                    wShift[j] = Float(-mean[j / cg] * r * Double(w[j]) + Double(bv[j]))
+                }
+                pk_channel_affine(xb, n, hw, c, scale, shift, 0)                       // n
+                var dy = UnsafePointer(gb)
+                if fusedSiLU {
+                    pk_channel_affine(xb, dyBuffer, hw, c, wScale, wShift, 0)          // y = n w + b
+                    pk_silu_backward(dyBuffer, gb, dyBuffer, count)                     // dy = ds silu'(y)
+                    dy = UnsafePointer(dyBuffer)
+                }
+                for i in 0..<count { product[i] = dy[i] * n[i] }
+                sums.initialize(repeating: 0, count: 2 * c)
+                pk_channel_sums(product, hw, c, sums)                                  // sum dy n per channel
+                pk_channel_sums(dy, hw, c, sums2)                                       // sum dy per channel
+                // With g = dy w: mean(g) and mean(g n) per group from the per-channel sums.
+                var meanG = [Double](repeating: 0, count: groups), meanGN = [Double](repeating: 0, count: groups)
+                for j in 0..<c {
+                    pwp[b * c + j] = sums[j]
+                    pbp[b * c + j] = sums2[j]
+                    meanG[j / cg] += Double(w[j]) * sums2[j] / groupCount
+                    meanGN[j / cg] += Double(w[j]) * sums[j] / groupCount
+                }
+                // dx = rstd (g - mean(g) - n mean(g n)) = dy (rstd w) - n (rstd mean(g n)) - rstd mean(g).
+                for j in 0..<c {
+                    aC[j] = Float(-rstd[j / cg] * meanGN[j / cg])
+                    bC[j] = Float(-rstd[j / cg] * meanG[j / cg])
+                    wScale[j] = Float(rstd[j / cg] * Double(w[j]))
+                }
+                pk_channel_affine(n, db, hw, c, aC, bC, 0)
                 for p in 0..<hw {
-                    let row = xb + p * c
-                    for j in 0..<c { accA[j] += row[j] }
-                    if p % block == block - 1 { flush() }
+                    let o = p * c
+                    let dRow = db + o, gRow = dy + o
+                    for j in 0..<c { dRow[j] += gRow[j] * wScale[j] }
                 }
-                flush()
-                var mean = [Double](repeating: 0, count: groups)
-                for j in 0..<c { mean[j / cg] += sumA[j] }
-                for g in 0..<groups { mean[g] /= count }
-                let meanC = (0..<c).map { Float(mean[$0 / cg]) }
-                for j in 0..<c { sumA[j] = 0; sumB[j] = 0 }
-                for p in 0..<hw {
-                    let row = xb + p * c
-                    for j in 0..<c { let d = row[j] - meanC[j]; accA[j] += d * d }
-                    if p % block == block - 1 { flush() }
-                }
-                flush()
-                var variance = [Double](repeating: 0, count: groups)
-                for j in 0..<c { variance[j / cg] += sumA[j] }
-                let rstd = variance.map { 1 / ($0 / count + Double(eps)).squareRoot() }
-                // n = x * scale + shift per channel.
-                let scale = (0..<c).map { Float(rstd[$0 / cg]) }
-                let shift = (0..<c).map { -Float(mean[$0 / cg] * rstd[$0 / cg]) }
-                // Pass 1: dy (through the SiLU); per-channel sums of dy * n and dy; db holds dy * w for now.
-                for j in 0..<c { sumA[j] = 0; sumB[j] = 0 }
-                scale.withUnsafeBufferPointer { sc in shift.withUnsafeBufferPointer { sh in
-                w.withUnsafeBufferPointer { wv in bv.withUnsafeBufferPointer { bb in
-                    let sc = sc.baseAddress!, sh = sh.baseAddress!, wv = wv.baseAddress!, bb = bb.baseAddress!
-                    for p in 0..<hw {
-                        let o = p * c
-                        if fusedSiLU {
-                            for j in 0..<c {
-                                let n = xb[o + j] * sc[j] + sh[j]
-                                let y = n * wv[j] + bb[j]
-                                let s = 1 / (1 + Foundation.exp(-y))
-                                let dy = gb[o + j] * (s * (1 + y * (1 - s)))
-                                accA[j] += dy * n
-                                accB[j] += dy
-                                db[o + j] = dy * wv[j]
-                            }
-                        } else {
-                            for j in 0..<c {
-                                let n = xb[o + j] * sc[j] + sh[j]
-                                let dy = gb[o + j]
-                                accA[j] += dy * n
-                                accB[j] += dy
-                                db[o + j] = dy * wv[j]
-                            }
-                        }
-                        if p % block == block - 1 { flush() }
-                    }
-                    flush()
-                    // Sums of g = dy * w and of g * n per group come from the per-channel sums.
-                    var meanG = [Double](repeating: 0, count: groups), meanGN = [Double](repeating: 0, count: groups)
-                    for j in 0..<c {
-                        pwp[b * c + j] = sumA[j]
-                        pbp[b * c + j] = sumB[j]
-                        meanG[j / cg] += Double(wv[j]) * sumB[j] / count
-                        meanGN[j / cg] += Double(wv[j]) * sumA[j] / count
-                    }
-                    // Pass 2: dx = rstd * (g - mean(g) - n * mean(g n)) = rstd g - a - n b per channel.
-                    let a = (0..<c).map { Float(rstd[$0 / cg] * meanG[$0 / cg]) }
-                    let bq = (0..<c).map { Float(rstd[$0 / cg] * meanGN[$0 / cg]) }
-                    a.withUnsafeBufferPointer { ap in bq.withUnsafeBufferPointer { bp in
-                        let ap = ap.baseAddress!, bp = bp.baseAddress!
-                        for p in 0..<hw {
-                            let o = p * c
-                            for j in 0..<c {
-                                let n = xb[o + j] * sc[j] + sh[j]
-                                db[o + j] = sc[j] * db[o + j] - ap[j] - n * bp[j]
-                            }
-                        }
-                    }}
-                }}}}
             }
         }}}}}
         func reduce(_ partial: [Double]) -> Tensor {
