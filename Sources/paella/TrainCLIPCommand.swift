@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import Paella
+import PaellaTraining
+
+/// `paella train clip`: trains OpenCLIP text and vision towers with the contrastive loss on captioned images.
+struct TrainCLIPCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "clip",
+        abstract: "Train CLIP's text and vision towers with the symmetric contrastive loss.",
+        discussion: """
+            Reads NNNNNN.png images with NNNNNN.txt captions from DATA; captions use the CLIP BPE tokenizer. Writes \
+            checkpoints to --output, with clip.safetensors (logit_scale included) and clip.json (an OpenCLIP model \
+            config) for a model folder. Progress lines report the loss, in-batch retrieval accuracy (image->text, \
+            text->image), the logit scale and the learning rate; every step is logged to OUTPUT/train-clip.jsonl.
+            """)
+
+    @Argument(help: "Folder of captioned images (NNNNNN.png + NNNNNN.txt).")
+    var data: String
+
+    @OptionGroup var options: TrainRunOptions
+
+    @Option(help: "Width of the shared embedding.")
+    var embedDim = 256
+
+    @Option(help: "Text tower width.")
+    var textWidth = 256
+
+    @Option(help: "Text tower blocks.")
+    var textLayers = 4
+
+    @Option(help: "Text tower attention heads.")
+    var textHeads = 4
+
+    @Option(help: "Text context length (tokens, start and end included).")
+    var context = 32
+
+    @Option(help: "Vision tower width.")
+    var visionWidth = 256
+
+    @Option(help: "Vision tower blocks.")
+    var visionLayers = 4
+
+    @Option(help: "Vision tower channels per head.")
+    var headWidth = 64
+
+    @Option(help: "Patch size (the image side must be a multiple of it).")
+    var patch = 8
+
+    @Option(help: "Image side the vision tower sees (default: the data's; images are resized when different).")
+    var imageSize: Int?
+
+    @OptionGroup var compute: ComputeOptions
+
+    mutating func run() throws {
+        try reportingErrors {
+            let compute = try compute.makeCompute()
+            let folder = try TrainPairFolder(path: data, captions: true)
+            let tokenizer = try CLIPTokenizer(openCLIPVocabulary: try CLIPTokenizer.locateVocabulary())
+            var trainer: CLIPTrainer
+            if options.resume {
+                trainer = try CLIPTrainer(resumingFrom: options.output, compute: compute)
+            } else {
+                let side = imageSize ?? folder.width
+                guard side % patch == 0 else { throw ValidationError("The image side \(side) is not a multiple of the patch size \(patch).") }
+                let config = CLIPConfig(
+                    embedDim: embedDim,
+                    text: CLIPTextConfig(contextLength: context, vocabSize: tokenizer.vocabularySize, width: textWidth,
+                                         heads: textHeads, layers: textLayers),
+                    vision: CLIPVisionConfig(imageSize: side, layers: visionLayers, width: visionWidth, headWidth: headWidth,
+                                             patchSize: patch))
+                trainer = try CLIPTrainer(config: config, recipe: CLIPTrainingRecipe(totalSteps: options.steps, maxLR: options.lr ?? 5e-4),
+                                          compute: compute, seed: options.seed)
+            }
+            let config = trainer.config
+            let total = min(options.steps, trainer.recipe.schedule.totalSteps)
+            try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
+            let log = try JSONLinesLog(path: options.output + "/train-clip.jsonl")
+            printFlushed("CLIP, \(trainer.parameters.scalarCount) parameters (text \(config.text.width)x\(config.text.layers), vision "
+                + "\(config.vision.width)x\(config.vision.layers), patch \(config.vision.patchSize)); \(folder.count) pairs; "
+                + "steps \(trainer.step)..<\(total), batch \(options.batch)")
+            var recent: [Double] = []
+            while trainer.step < total {
+                let start = Date()
+                let indices = trainer.random.randint(folder.count, [options.batch]).integers()
+                let side = config.vision.imageSize
+                let images = indices.map { i in
+                    folder.images[i].width == side && folder.images[i].height == side ? folder.images[i] : folder.images[i].resized(width: side, height: side)
+                }
+                let pixels = CLIPImagePreprocessing.normalized(try PixelImage.batchTensor(images))
+                let tokens = tokenizer.contextTokens(indices.map { folder.captions[$0] }, contextLength: config.text.contextLength)
+                let result = try trainer.train(images: pixels, tokens: tokens)
+                let seconds = Date().timeIntervalSince(start)
+                try log.write(TrainLogLine(result: result, seconds: seconds))
+                recent.append(seconds)
+                if trainer.step % options.logEvery == 0 || trainer.step == total {
+                    let perStep = recent.reduce(0, +) / Double(recent.count)
+                    recent.removeAll()
+                    printFlushed(String(format: "step %d/%d  loss %.4f  acc i->t %.3f t->i %.3f  scale %.1f  |g| %.3f  lr %.2e  %.2f s/step",
+                                 trainer.step, total, result.loss, result.imageToTextAccuracy, result.textToImageAccuracy,
+                                 result.logitScale, result.gradientNorm, result.learningRate, perStep))
+                }
+                if trainer.step % options.saveEvery == 0 || trainer.step == total {
+                    try trainer.saveCheckpoint(to: options.output)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import Paella
+import PaellaTraining
+
+/// `paella train vqgan`: trains a VQGAN tokenizer on a folder of images.
+struct TrainVQGANCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vqgan",
+        abstract: "Train a VQGAN tokenizer (L1 reconstruction, nearest-neighbour or Gumbel quantizer, dead-code restarts).",
+        discussion: """
+            Reads NNNNNN.png files (one size, sides multiples of 2^(levels-1)) from DATA. Writes checkpoints to \
+            --output, with vqgan.safetensors and vqgan.json for a model folder. Progress lines report the loss, \
+            PSNR, codebook usage and learning rate; every step is also logged to OUTPUT/train-vqgan.jsonl.
+            """)
+
+    @Argument(help: "Folder of training images (NNNNNN.png).")
+    var data: String
+
+    @OptionGroup var options: TrainRunOptions
+
+    @Option(help: "Base channel count (a multiple of 32).")
+    var ch = 64
+
+    @Option(help: "Channel multipliers per level, comma-separated; levels - 1 halvings (1,2,2: f4).")
+    var chMult = "1,2,2"
+
+    @Option(help: "Residual blocks per encoder level.")
+    var resBlocks = 1
+
+    @Option(help: "Feature-map sides with attention in the levels, comma-separated (empty: only the middle).")
+    var attnResolutions = ""
+
+    @Option(help: "Width of a codebook entry (z_channels and embed_dim).")
+    var embedDim = 64
+
+    @Option(help: "Codebook size.")
+    var codebook = 256
+
+    @Option(help: "Quantizer: nearest (straight-through nearest neighbour) or gumbel (taming's GumbelQuantize).")
+    var quantizer = "nearest"
+
+    @Option(help: "Steps per dead-code window (0: no restarts).")
+    var restartWindow = 50
+
+    @Option(help: "Weight of the L2 term added to the L1 reconstruction loss.")
+    var l2 = 0.0
+
+    @OptionGroup var compute: ComputeOptions
+
+    mutating func run() throws {
+        try reportingErrors {
+            let compute = try compute.makeCompute()
+            let folder = try TrainPairFolder(path: data, captions: false)
+            var trainer: VQGANTrainer
+            if options.resume {
+                trainer = try VQGANTrainer(resumingFrom: options.output, compute: compute)
+            } else {
+                guard let kind = VQGANTrainingRecipe.Quantizer(rawValue: quantizer) else {
+                    throw ValidationError("--quantizer must be nearest or gumbel, got \(quantizer).")
+                }
+                let config = VQGANConfig(ch: ch, chMult: try Self.integers(chMult), numResBlocks: resBlocks,
+                                         attnResolutions: try Self.integers(attnResolutions), zChannels: embedDim,
+                                         embedDim: embedDim, nEmbed: codebook, resolution: folder.width)
+                try config.validate()
+                let f = config.downsamplingFactor
+                guard folder.width % f == 0 && folder.height % f == 0 else {
+                    throw ValidationError("The images are \(folder.width)x\(folder.height); this VQGAN needs sides that are multiples of \(f).")
+                }
+                var recipe = VQGANTrainingRecipe(totalSteps: options.steps, maxLR: options.lr ?? 1e-3, quantizer: kind)
+                recipe.restartWindow = restartWindow
+                recipe.l2Weight = l2
+                trainer = try VQGANTrainer(config: config, recipe: recipe, compute: compute, seed: options.seed)
+            }
+            let total = min(options.steps, trainer.recipe.schedule.totalSteps)
+            try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
+            let log = try JSONLinesLog(path: options.output + "/train-vqgan.jsonl")
+            printFlushed("VQGAN f\(trainer.config.downsamplingFactor), \(trainer.parameters.scalarCount) parameters, \(trainer.config.nEmbed) codes, "
+                + "\(trainer.recipe.quantizer.rawValue) quantizer; \(folder.count) images of \(folder.width)x\(folder.height); "
+                + "steps \(trainer.step)..<\(total), batch \(options.batch)")
+            var recent: [Double] = []
+            while trainer.step < total {
+                let start = Date()
+                let indices = trainer.random.randint(folder.count, [options.batch]).integers()
+                let result = try trainer.train(images: try folder.batch(indices))
+                let seconds = Date().timeIntervalSince(start)
+                try log.write(TrainLogLine(result: result, seconds: seconds))
+                recent.append(seconds)
+                if trainer.step % options.logEvery == 0 || trainer.step == total {
+                    let perStep = recent.reduce(0, +) / Double(recent.count)
+                    recent.removeAll()
+                    printFlushed(String(format: "step %d/%d  loss %.4f  rec %.4f  q %.4f  psnr %.2f dB  codes %d/%d (window %d)  ppl %.1f  restarted %d  lr %.2e  %.2f s/step",
+                                 trainer.step, total, result.loss, result.reconstructionLoss, result.quantizerLoss, result.psnr,
+                                 result.codesInBatch, trainer.config.nEmbed, result.codesInWindow, result.perplexity,
+                                 result.restarted, result.learningRate, perStep))
+                }
+                if trainer.step % options.saveEvery == 0 || trainer.step == total {
+                    try trainer.saveCheckpoint(to: options.output)
+                }
+            }
+        }
+    }
+
+    /// "1,2,2" -> [1, 2, 2]; "" -> [].
+    static func integers(_ text: String) throws -> [Int] {
+        try text.split(separator: ",").map { part in
+            guard let v = Int(part.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("\(text) is not a comma-separated list of integers.") }
+            return v
+        }
+    }
+}
