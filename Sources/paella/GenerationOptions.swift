@@ -10,19 +10,28 @@ extension ComposeRequest.Axis: ExpressibleByArgument {}
 struct ModelOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: ArgumentHelp(
         "Model folder (see docs/model-folder.md).",
-        discussion: "Default: $PAELLA_MODEL, else the first of \(ModelOptions.defaultFolders.joined(separator: ", ")) that exists."))
+        discussion: "Default: $PAELLA_MODEL, else the first of \(ModelOptions.defaultNames.joined(separator: ", ")) found in models/ " +
+            "under the working directory, next to the executable, or in this source checkout."))
     var model: String?
 
-    /// Where a model folder is looked for when none is named, in order (relative to the working directory).
-    static let defaultFolders = ["models/paella-small", "models/paella-v1"]
+    /// The model folders looked for when none is named, best first: the bundled small model, then the released v1.
+    static let defaultNames = ["paella-small", "paella-v1"]
+
+    /// Where `models/` is looked for: the working directory, the executable's folder and the one above it (an
+    /// installed layout), and the root of this source checkout (development builds).
+    static var modelRoots: [String] {
+        let executable = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent()
+        // This file is Sources/paella/GenerationOptions.swift; the checkout's models/ is at the root.
+        let checkout = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return [".", executable.path, executable.deletingLastPathComponent().path, checkout.path]
+    }
 
     func folderPath() throws -> String {
         if let model { return model }
         if let env = ProcessInfo.processInfo.environment["PAELLA_MODEL"], !env.isEmpty { return env }
-        if let found = Self.defaultFolders.first(where: { FileManager.default.fileExists(atPath: $0 + "/model.json") }) {
-            return found
-        }
-        throw ValidationError("No model folder given and none found at \(Self.defaultFolders.joined(separator: " or ")); " +
+        let candidates = Self.defaultNames.flatMap { name in Self.modelRoots.map { ($0 as NSString).appendingPathComponent("models/" + name) } }
+        if let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0 + "/model.json") }) { return found }
+        throw ValidationError("No model folder given and none of \(Self.defaultNames.joined(separator: ", ")) found in models/; " +
                               "pass --model DIR, or run `paella download v1` to fetch and convert the released weights.")
     }
 

@@ -1,0 +1,53 @@
+#!/bin/sh
+# Trains the bundled model (models/paella-small) from scratch with Paella's own trainers, as it was made:
+# the shapes dataset, a small f4 VQGAN, a small CLIP, then a small v1-architecture denoiser on top of them.
+#
+#   scripts/train-paella-small.sh [RUN_FOLDER] [MODEL_FOLDER]
+#
+# RUN_FOLDER (default runs/paella-small) receives the data, checkpoints and logs; every stage resumes when
+# its checkpoint exists (rerun the script after an interruption). MODEL_FOLDER (default models/paella-small)
+# receives the final float16 model folder. Each stage's settings are in this file and in scripts/paella-small/.
+set -eu
+
+RUN=${1:-runs/paella-small}
+MODEL=${2:-models/paella-small}
+HERE=$(cd "$(dirname "$0")" && pwd)
+swift build -c release --product paella
+PAELLA="$(swift build -c release --show-bin-path)/paella"
+THREADS=${PAELLA_THREADS:-2}
+mkdir -p "$RUN"
+
+# Resume a stage when its checkpoint exists.
+resume() { [ -f "$1/trainer.json" ] && echo --resume || true; }
+
+# 1. Data: 30,000 captioned 64x64 scenes (held-out attribute combinations never appear).
+[ -f "$RUN/data/metadata.jsonl" ] || "$PAELLA" dataset shapes --output "$RUN/data" --count 30000 --seed 1 --threads "$THREADS"
+
+# 2. Tokenizer: f4 (16x16 tokens for 64x64 images), 256 codes, nearest-neighbour quantizer with dead-code restarts.
+"$PAELLA" train vqgan "$RUN/data" --output "$RUN/vqgan" $(resume "$RUN/vqgan") --steps 700 --batch 12 \
+    --ch 32 --ch-mult 1,1,2 --embed-dim 32 --codebook 256 --log-every 25 --save-every 100 --threads "$THREADS"
+
+# 3. CLIP: text tower 64 wide x 3 blocks (context 32), vision tower 128 wide x 3 blocks on 8x8 patches, 64-d embeddings.
+"$PAELLA" train clip "$RUN/data" --output "$RUN/clip" $(resume "$RUN/clip") --steps 1000 --batch 64 --embed-dim 64 \
+    --text-width 64 --text-layers 3 --text-heads 4 --context 32 --vision-width 128 --vision-layers 3 --head-width 32 \
+    --patch 8 --log-every 25 --save-every 250 --threads "$THREADS"
+
+# 4. A model folder with the trained VQGAN and CLIP and a newly initialised denoiser.
+"$PAELLA" convert --new-denoiser --denoiser-config "$HERE/paella-small/denoiser.json" \
+    --vqgan "$RUN/vqgan/vqgan.safetensors" --vqgan-config "$RUN/vqgan/vqgan.json" \
+    --clip "$RUN/clip/clip.safetensors" --clip-config "$RUN/clip/clip.json" --with-vision \
+    --defaults "$HERE/paella-small/defaults.json" --name paella-small --output "$RUN/start" --force --quiet
+
+# 5. The denoiser, with the Paella recipe (label smoothing 0.1, 10% unconditional batches, AdamW, OneCycleLR).
+DENOISER_STEPS=${DENOISER_STEPS:-1500}
+"$PAELLA" train denoiser --model "$RUN/start" --from-scratch --data "$RUN/data" --output "$RUN/denoiser" \
+    $(resume "$RUN/denoiser") --steps "$DENOISER_STEPS" --batch-size 32 --lr 1e-3 --cache-embeddings \
+    --checkpoint-every 250 --log-every 25 --sample-prompt "a large red circle at the top left on a white background" \
+    --threads "$THREADS"
+
+# 6. The shipped folder: float16 weights, CLIP with its vision tower (variations).
+"$PAELLA" convert --denoiser "$RUN/denoiser/denoiser.safetensors" --denoiser-config "$HERE/paella-small/denoiser.json" \
+    --vqgan "$RUN/vqgan/vqgan.safetensors" --vqgan-config "$RUN/vqgan/vqgan.json" \
+    --clip "$RUN/clip/clip.safetensors" --clip-config "$RUN/clip/clip.json" --with-vision \
+    --defaults "$HERE/paella-small/defaults.json" --dtype f16 --name paella-small --output "$MODEL" --force --quiet
+du -sh "$MODEL"
