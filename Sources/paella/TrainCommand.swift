@@ -129,6 +129,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             if !quiet && (trainer.step % logEvery == 0 || trainer.step == end) {
                 if progressDrawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }  // clear the bar's line
                 print("batch \(trainer.step)/\(end)  " + line)
+                fflush(stdout)  // a log line as it happens, also into a pipe or file
             }
             if trainer.step % checkpointEvery == 0 || trainer.step == end {
                 try save(trainer, source: folder, imageSize: size)
