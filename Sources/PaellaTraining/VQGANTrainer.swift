@@ -53,7 +53,8 @@ public struct VQGANTrainingRecipe: Codable, Sendable, Equatable {
 
     /// AdamW (0.9, 0.99, no weight decay) on a one-cycle cosine schedule peaking at `maxLR` after 5% of the steps.
     public init(totalSteps: Int, maxLR: Double = 1e-3, quantizer: Quantizer = .nearest) {
-        schedule = OneCycleLR(maxLR: maxLR, totalSteps: totalSteps, pctStart: 0.05, divFactor: 10, finalDivFactor: 100,
+        schedule = OneCycleLR(maxLR: maxLR, totalSteps: totalSteps, pctStart: OneCycleLR.warmupFraction(totalSteps),
+                              divFactor: 10, finalDivFactor: 100,
                               annealStrategy: .cos, cycleMomentum: false)
         temperatureDecaySteps = totalSteps
         self.quantizer = quantizer
@@ -432,5 +433,13 @@ extension Array {
     /// Consecutive slices of `size` elements.
     func chunked(_ size: Int) -> [ArraySlice<Element>] {
         stride(from: 0, to: count, by: size).map { self[$0..<Swift.min($0 + size, count)] }
+    }
+}
+
+extension OneCycleLR {
+    /// 5% warm-up, or 2 steps where 5% would be exactly one: PyTorch's OneCycleLR divides by
+    /// `pct_start * total_steps - 1`, which is then zero (a NaN learning rate here, an error in PyTorch).
+    static func warmupFraction(_ totalSteps: Int) -> Double {
+        abs(0.05 * Double(totalSteps) - 1) < 1e-9 ? 2 / Double(totalSteps) : 0.05
     }
 }
