@@ -34,8 +34,7 @@ let package = Package(
         // Training: gradients of whole models, the Paella recipe (AdamW, OneCycleLR, label smoothing), checkpoints.
         .target(name: "PaellaTraining", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels"]),
         .executableTarget(name: "paella", dependencies: [
-            "Paella",
-            "PaellaTraining",
+            "Paella", "PaellaTraining",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Shared by the test targets: fixture lookup (PAELLA_FIXTURES), seeded random data, comparisons.

@@ -7,6 +7,7 @@ are what to compare.
     python3 bench/side_by_side.py denoiser --threads 1 2
     python3 bench/side_by_side.py vqgan --threads 1 2 --repeats 3
     python3 bench/side_by_side.py clip --threads 1 2
+    python3 bench/side_by_side.py train --threads 1 2
 
 The PyTorch scripts need torch (and numpy, safetensors): --python picks the interpreter (default: $PYTHON or
 python3). Each PyTorch script first proves it builds the same network by reproducing the fixtures.
@@ -36,7 +37,7 @@ def key(row, model):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", choices=["denoiser", "vqgan", "clip"])
+    parser.add_argument("model", choices=["denoiser", "vqgan", "clip", "train"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--python", default=os.environ.get("PYTHON", "python3"))
@@ -50,6 +51,10 @@ def main():
         for t in args.threads:
             swift += json_lines([args.paella, "bench", "denoiser", "--threads", str(t), "--json"] + reps)
         torch += json_lines([args.python, script, "--threads", *map(str, args.threads), "--batch", "1", "2"] + reps)
+    elif args.model == "train":
+        for t in args.threads:
+            swift += json_lines([args.paella, "bench", "train", "--threads", str(t), "--json"] + reps)
+        torch += json_lines([args.python, script, "--threads", *map(str, args.threads)] + reps)
     elif args.model == "vqgan":
         swift += json_lines([args.paella, "bench", "vqgan", "--json"] + sum((["--threads", str(t)] for t in args.threads), []) + reps)
         torch += json_lines([args.python, script, "--threads", *map(str, args.threads)] + reps)

@@ -36,6 +36,9 @@ static pk_isa detect(void) {
 
 static int detected = -1;
 static int active = -1;
+// A level forced for one thread only (-1: none). The thread pool hands it to its workers for the loops that
+// thread starts, so tests can run every level without changing the kernels of concurrent work.
+static _Thread_local int thread_level = -1;
 
 pk_isa pk_detected_isa(void) {
     if (detected < 0) detected = (int)detect();
@@ -43,17 +46,31 @@ pk_isa pk_detected_isa(void) {
 }
 
 pk_isa pk_active_isa(void) {
+    if (thread_level >= 0) return (pk_isa)thread_level;
     if (active < 0) active = (int)pk_detected_isa();
     return (pk_isa)active;
 }
 
-pk_isa pk_force_isa(pk_isa isa) {
+// `isa` if this CPU can run it, else the detected level.
+static pk_isa runnable(pk_isa isa) {
     pk_isa best = pk_detected_isa();
     // NEON and the x86 levels are different families: only "portable" is common to both.
     int ok = (isa == PK_ISA_PORTABLE) || (isa == best) ||
              (best == PK_ISA_AVX512 && isa == PK_ISA_AVX2);
-    active = (int)(ok ? isa : best);
+    return ok ? isa : best;
+}
+
+pk_isa pk_force_isa(pk_isa isa) {
+    active = (int)runnable(isa);
     return (pk_isa)active;
+}
+
+int pk_thread_isa(void) { return thread_level; }
+
+int pk_set_thread_isa(int isa) {
+    int previous = thread_level;
+    thread_level = isa < 0 ? -1 : (int)runnable((pk_isa)isa);
+    return previous;
 }
 
 const char *pk_isa_name(pk_isa isa) {

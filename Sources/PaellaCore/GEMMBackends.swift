@@ -311,19 +311,25 @@ public enum CPUInfo {
 
     /// One line such as "kernels: avx512 (CPU supports avx512), 2 cores".
     public static var summary: String {
-        let forced = pk_active_isa() == pk_detected_isa() ? "" : ", forced by PAELLA_ISA"
+        let forced = pk_active_isa() == pk_detected_isa() ? "" : pk_thread_isa() >= 0 ? ", forced for this thread" : ", forced by PAELLA_ISA"
         return "kernels: \(activeISA) (CPU supports \(detectedISA)\(forced)), \(coreCount) cores"
     }
 
-    /// Forces the kernels onto the named instruction set. Throws when the name is unknown or the CPU cannot
-    /// run that level.
-    public static func forceISA(_ name: String) throws {
+    /// Forces the kernels onto the named instruction set: the whole process's, or with `thisThreadOnly` those
+    /// this thread runs (and the pool runs for it). Throws when the name is unknown or the CPU cannot run that level.
+    public static func forceISA(_ name: String, thisThreadOnly: Bool = false) throws {
         let levels: [String: pk_isa] = ["avx512": PK_ISA_AVX512, "avx2": PK_ISA_AVX2,
                                         "neon": PK_ISA_NEON, "portable": PK_ISA_PORTABLE]
         guard let isa = levels[name.trimmingWhitespace().lowercased()] else {
             throw ComputeSetupError.unknownISA(name)
         }
-        if pk_force_isa(isa) != isa {
+        if thisThreadOnly {
+            let previous = pk_set_thread_isa(Int32(isa.rawValue))
+            if pk_active_isa() != isa {
+                pk_set_thread_isa(previous)
+                throw ComputeSetupError.isaNotSupported(requested: name, detected: detectedISA)
+            }
+        } else if pk_force_isa(isa) != isa {
             throw ComputeSetupError.isaNotSupported(requested: name, detected: detectedISA)
         }
     }

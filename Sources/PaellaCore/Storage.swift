@@ -91,11 +91,17 @@ public final class TensorStorage: @unchecked Sendable {
     private var isAnonymousMap = false
 
     /// Fresh memory that the caller promises to fill completely before reading it.
+    ///
+    /// Debug builds (the tests) fill it with 0xFF bytes, a float NaN and an integer -1, so that a kernel that reads
+    /// what it never wrote shows up as NaNs in its results instead of as rare run-to-run differences.
     public init(uninitializedByteCount byteCount: Int) {
         precondition(byteCount >= 0, "TensorStorage: negative byte count \(byteCount)")
         self.byteCount = byteCount
         pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
         backing = .owned
+        #if DEBUG
+        pointer.initializeMemory(as: UInt8.self, repeating: 0xFF, count: max(byteCount, 1))
+        #endif
     }
 
     /// A view of `byteCount` bytes at `offset` inside a mapped file; no copy.

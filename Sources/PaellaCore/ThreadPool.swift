@@ -50,7 +50,18 @@ public final class ThreadPool: @unchecked Sendable {
             return
         }
         defer { shared.endLoop() }
-        withoutActuallyEscaping(body) { shared.run(count: count, body: $0) }
+        let level = pk_thread_isa()
+        if level < 0 {
+            withoutActuallyEscaping(body) { shared.run(count: count, body: $0) }
+        } else {  // the caller forced its kernels' level (tests): the workers use it too while they run this loop
+            withoutActuallyEscaping(body) { body in
+                shared.run(count: count) { i in
+                    let previous = pk_set_thread_isa(level)
+                    body(i)
+                    pk_set_thread_isa(previous)
+                }
+            }
+        }
     }
 
     /// Splits `0..<total` into about one contiguous chunk per thread (at least `minChunk` long) and runs

@@ -29,8 +29,10 @@ public struct AdamW: Sendable {
 
     /// One update of `parameters` with `gradients` (same names and shapes) at learning rate `lr`; `beta1`
     /// overrides the stored one for this and later steps (a cycling-momentum schedule sets it every step).
+    /// With a `pool`, each tensor's elements are split over its threads (the result is the same: every element
+    /// is updated on its own).
     public mutating func update(_ parameters: inout TrainableParameters, gradients: TrainableParameters, lr: Double,
-                                beta1 newBeta1: Double? = nil) {
+                                beta1 newBeta1: Double? = nil, pool: ThreadPool? = nil) {
         precondition(parameters.names == gradients.names && parameters.names == expAvg.names,
                      "AdamW: gradients and parameters do not have the same names")
         if let newBeta1 { beta1 = newBeta1 }
@@ -47,13 +49,35 @@ public struct AdamW: Sendable {
                 parameters.tensors[i].withMutableFloats { p in
                     expAvg.tensors[i].withMutableFloats { m in
                         expAvgSq.tensors[i].withMutableFloats { v in
-                            for j in 0..<p.count {
-                                p[j] *= decay
-                                m[j] += oneMinusBeta1 * (g[j] - m[j])             // lerp, weight < 0.5 branch
-                                v[j] = v[j] * beta2f + oneMinusBeta2 * g[j] * g[j]
-                                let denom = v[j].squareRoot() / bc2Sqrt + epsf
-                                p[j] += -stepSize * (m[j] / denom)
+                            if p.isEmpty { return }
+                            let (pp, mp, vp, gp) = (p.baseAddress!, m.baseAddress!, v.baseAddress!, g.baseAddress!)
+                            func run(_ range: Range<Int>) {
+                                // Eight lanes at a time (the same operations per element as the scalar tail).
+                                var j = range.lowerBound
+                                while j + 8 <= range.upperBound {
+                                    let g8 = UnsafeRawPointer(gp + j).loadUnaligned(as: SIMD8<Float>.self)
+                                    var p8 = UnsafeRawPointer(pp + j).loadUnaligned(as: SIMD8<Float>.self)
+                                    var m8 = UnsafeRawPointer(mp + j).loadUnaligned(as: SIMD8<Float>.self)
+                                    var v8 = UnsafeRawPointer(vp + j).loadUnaligned(as: SIMD8<Float>.self)
+                                    p8 *= decay
+                                    m8 += oneMinusBeta1 * (g8 - m8)
+                                    v8 = v8 * beta2f + oneMinusBeta2 * g8 * g8
+                                    let denom = v8.squareRoot() / bc2Sqrt + epsf
+                                    p8 += -stepSize * (m8 / denom)
+                                    UnsafeMutableRawPointer(pp + j).storeBytes(of: p8, as: SIMD8<Float>.self)
+                                    UnsafeMutableRawPointer(mp + j).storeBytes(of: m8, as: SIMD8<Float>.self)
+                                    UnsafeMutableRawPointer(vp + j).storeBytes(of: v8, as: SIMD8<Float>.self)
+                                    j += 8
+                                }
+                                for j in j..<range.upperBound {
+                                    pp[j] *= decay
+                                    mp[j] += oneMinusBeta1 * (gp[j] - mp[j])             // lerp, weight < 0.5 branch
+                                    vp[j] = vp[j] * beta2f + oneMinusBeta2 * gp[j] * gp[j]
+                                    let denom = vp[j].squareRoot() / bc2Sqrt + epsf
+                                    pp[j] += -stepSize * (mp[j] / denom)
+                                }
                             }
+                            if let pool, p.count >= 1 << 16 { pool.parallelChunks(p.count, minChunk: 1 << 14, run) } else { run(0..<p.count) }
                         }
                     }
                 }

@@ -24,26 +24,37 @@ extension Compute {
         let labels = targets.integers()
         precondition(labels.count == rows && Array(logits.shape.dropLast()) == targets.shape,
                      "tokenCrossEntropy: targets \(targets.shape) do not fit logits \(logits.shape)")
+        if rows == 0 || k == 0 { return TokenLoss(loss: 0, accuracy: 0, logitsGradient: Tensor(zeros: logits.shape)) }
         let logp = logSoftmax(logits)
         var gradient = Tensor(uninitialized: logits.shape)
-        var total = 0.0, correct = 0
         let onTarget = Float(1 - eps), uniform = Float(eps / Double(k)), g = Float(scale / Double(rows))
+        // Rows in fixed chunks whose partial sums are added in chunk order: the same result on any thread count.
+        let chunkRows = 64, chunks = (rows + chunkRows - 1) / chunkRows
+        var partialLoss = [Double](repeating: 0, count: chunks), partialCorrect = [Int](repeating: 0, count: chunks)
         logp.withFloats { lp in logits.withFloats { z in gradient.withMutableFloats { d in
-            for row in 0..<rows {
-                let o = row * k, y = labels[row]
-                precondition(y >= 0 && y < k, "tokenCrossEntropy: target \(y) is outside \(k) classes")
-                var sum = 0.0, best = 0
-                for j in 0..<k {
-                    sum += Double(lp[o + j])
-                    if z[o + j] > z[o + best] { best = j }
-                    d[o + j] = (Foundation.exp(lp[o + j]) - uniform) * g
+        partialLoss.withUnsafeMutableBufferPointer { pl in partialCorrect.withUnsafeMutableBufferPointer { pc in
+            let (lpp, zp, dp, plp, pcp) = (lp.baseAddress!, z.baseAddress!, d.baseAddress!, pl.baseAddress!, pc.baseAddress!)
+            pool.parallelFor(chunks) { chunk in
+                var total = 0.0, correct = 0
+                for row in (chunk * chunkRows)..<min(rows, (chunk + 1) * chunkRows) {
+                    let o = row * k, y = labels[row]
+                    precondition(y >= 0 && y < k, "tokenCrossEntropy: target \(y) is outside \(k) classes")
+                    var sum = 0.0, best = 0
+                    for j in 0..<k {
+                        sum += Double(lpp[o + j])
+                        if zp[o + j] > zp[o + best] { best = j }
+                        dp[o + j] = (Foundation.exp(lpp[o + j]) - uniform) * g
+                    }
+                    dp[o + y] -= onTarget * g
+                    total += -(1 - eps) * Double(lpp[o + y]) - eps * sum / Double(k)
+                    if best == y { correct += 1 }
                 }
-                d[o + y] -= onTarget * g
-                total += -(1 - eps) * Double(lp[o + y]) - eps * sum / Double(k)
-                if best == y { correct += 1 }
+                plp[chunk] = total
+                pcp[chunk] = correct
             }
+        }}
         }}}
-        return TokenLoss(loss: total / Double(max(rows, 1)), accuracy: Double(correct) / Double(max(rows, 1)),
-                         logitsGradient: gradient)
+        let total = partialLoss.reduce(0, +), correct = partialCorrect.reduce(0, +)
+        return TokenLoss(loss: total / Double(rows), accuracy: Double(correct) / Double(rows), logitsGradient: gradient)
     }
 }

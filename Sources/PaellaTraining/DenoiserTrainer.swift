@@ -33,6 +33,18 @@ public struct DenoiserTrainingRecipe: Codable, Sendable, Equatable {
     }
 }
 
+/// Training past the end of the learning-rate schedule (PyTorch's OneCycleLR refuses it too).
+public enum TrainingScheduleError: Error, CustomStringConvertible, Equatable {
+    case finished(totalSteps: Int)
+
+    public var description: String {
+        switch self {
+        case .finished(let total):
+            return "The learning-rate schedule is over: all \(total) optimizer steps are done; start a new run to train further."
+        }
+    }
+}
+
 /// One training batch after noising: what the network sees and what it must predict.
 public struct DenoiserTrainingBatch: Sendable {
     /// Clean tokens `[B, H, W]` (the targets).
@@ -149,14 +161,22 @@ public struct DenoiserTrainer: Sendable {
     /// Trains on one batch: forward, loss, backward, clipping; every `accumulationSteps` batches an AdamW step
     /// at the schedule's learning rate (and beta1).
     public mutating func train(_ batch: DenoiserTrainingBatch) throws -> DenoiserStepResult {
+        guard optimizer.step < recipe.schedule.totalSteps else {
+            throw TrainingScheduleError.finished(totalSteps: recipe.schedule.totalSteps)
+        }
         let lr = learningRate
-        let (loss, gradients) = try lossAndGradients(batch, scale: 1 / Double(recipe.accumulationSteps))
-        var total = gradients
-        if let accumulated { total = accumulated; total.add(gradients) }
+        let loss: TokenLoss
+        var total: TrainableParameters  // the only reference to these gradients: clipping scales them in place
+        (loss, total) = try lossAndGradients(batch, scale: 1 / Double(recipe.accumulationSteps))
+        if let previous = accumulated {
+            accumulated = nil
+            total.add(previous)
+        }
         let norm = total.clipNorm(recipe.gradientClipNorm)
         let update = (step + 1) % recipe.accumulationSteps == 0
         if update {
-            optimizer.update(&parameters, gradients: total, lr: lr, beta1: recipe.schedule.beta1(at: optimizer.step))
+            optimizer.update(&parameters, gradients: total, lr: lr, beta1: recipe.schedule.beta1(at: optimizer.step),
+                             pool: compute.pool)
             accumulated = nil
         } else {
             accumulated = total

@@ -7,7 +7,8 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure the speed of Paella's building blocks.",
-        subcommands: [BenchGEMMCommand.self, BenchDenoiserCommand.self, BenchVQGANCommand.self, BenchCLIPCommand.self])
+        subcommands: [BenchGEMMCommand.self, BenchDenoiserCommand.self, BenchVQGANCommand.self, BenchCLIPCommand.self,
+                      BenchTrainCommand.self])
 }
 
 /// `paella bench gemm`: GFLOP/s of each GEMM backend on the v1 denoiser's shapes.

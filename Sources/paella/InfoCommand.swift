@@ -1,28 +1,67 @@
 import ArgumentParser
+import Foundation
 import Paella
 
-/// `paella info`: what this machine gives Paella (BLAS backend, CPU features, threads).
+/// `paella info`: what this machine gives Paella (BLAS backend, CPU features, threads) and, with `--model`, what a
+/// model folder holds.
 struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "info",
-        abstract: "Show the GEMM backend, the CPU features in use and the thread count.")
+        abstract: "Show the GEMM backend, the CPU features in use, the thread count and what a model folder holds.")
+
+    @Option(help: "A model folder to describe (made by `paella convert` or `paella download v1`).")
+    var model: String?
 
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
         try reportingErrors {
             let ctx = try compute.makeCompute()
-            let rows: [(String, String)] = [
+            var rows: [(String, String)] = [
                 ("paella", PaellaVersion.string),
                 ("threads", "\(ctx.pool.threadCount) (cores available: \(ThreadPool.coreCount))"),
                 ("gemm backend", ctx.gemm.name),
                 ("gemm details", ctx.gemm.details),
                 ("cpu features", CPUInfo.summary),
             ]
+            if let model { rows += try Self.describe(ModelFolder(path: model)) }
             let width = rows.map(\.0.count).max() ?? 0
             for (key, value) in rows {
                 print(key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value)
             }
         }
+    }
+
+    /// Rows for a model folder: name, each component's file, dtype, parameters and size, the towers, the defaults.
+    static func describe(_ folder: ModelFolder) throws -> [(String, String)] {
+        let m = folder.manifest
+        var rows: [(String, String)] = [("model", "\(m.name) (\(folder.path), format \(m.format))")]
+        if let description = m.description { rows.append(("description", description)) }
+        for c in try folder.storedComponents() {
+            rows.append((c.role, "\(c.file): \(formatCount(c.parameters)) parameters in \(c.tensors) tensors, "
+                         + "\(c.dtype), \(formatBytes(c.bytes)) on disk"))
+        }
+        let d = m.denoiser.config, v = m.vqgan.config, clip = m.clip.config
+        rows.append(("denoiser shape", "\(d.numLabels) labels, c_hidden \(d.cHidden), c_clip \(d.cClip), "
+                     + "levels down \(d.downLevels) up \(d.upLevels)"))
+        rows.append(("vqgan shape", "f\(v.downsamplingFactor), codebook \(v.nEmbed) x \(v.embedDim)"))
+        rows.append(("clip towers", m.clip.towers.joined(separator: ", ")
+                     + " (text width \(clip.text.width), \(clip.text.layers) layers; embedding \(clip.embedDim))"
+                     + (folder.hasVisionTower ? "" : "; `paella vary` needs --with-vision")))
+        rows.append(("tokenizer", m.tokenizer))
+        let defaults = m.defaults
+        rows.append(("image size", "\(defaults.imageSize) x \(defaults.imageSize) pixels "
+                     + "(\(defaults.imageSize / v.downsamplingFactor) x \(defaults.imageSize / v.downsamplingFactor) tokens)"))
+        rows.append(("defaults", "per mode:"))
+        let modes: [(String, ModeDefaults)] = [("generate", defaults.generate), ("interpolate", defaults.interpolate),
+                                               ("compose", defaults.compose), ("inpaint", defaults.inpaint),
+                                               ("outpaint", defaults.outpaint), ("edit", defaults.edit), ("vary", defaults.vary)]
+        for (mode, s) in modes {
+            var text = "\(s.steps) steps, guidance \(s.guidanceScale), temperature \(s.temperatureRange.map { "\($0)" }.joined(separator: "->")), "
+                + (s.typicalFiltering ? "typical mass \(s.typicalMass)" : "no typical filtering") + ", renoise \(s.renoiseMode.rawValue)"
+            if mode == "edit" { text += ", strength \(defaults.editStrength)" }
+            rows.append(("  " + mode, text))
+        }
+        return rows
     }
 }

@@ -7,5 +7,6 @@ struct PaellaCommand: AsyncParsableCommand {
         commandName: "paella",
         abstract: "Paella for Swift: text-to-image with discrete denoising on VQ tokens.",
         subcommands: [GenerateCommand.self, InterpolateCommand.self, ComposeCommand.self, InpaintCommand.self,
-                      OutpaintCommand.self, EditCommand.self, VaryCommand.self, InfoCommand.self, InspectCommand.self, DownloadCommand.self, BenchCommand.self])
+                      OutpaintCommand.self, EditCommand.self, VaryCommand.self, InfoCommand.self, InspectCommand.self,
+                      DownloadCommand.self, ConvertCommand.self, DatasetCommand.self, TrainCommand.self, BenchCommand.self])
 }

@@ -108,4 +108,36 @@ import Testing
         #expect(middle[0].floats + [] == compute.split(compute.concat([a, b, c], axis: 3), sizes: [1, 2], axis: 1)[0].floats)
         #expect(compute.concat(middle, axis: 1).floats == joined.floats)
     }
+
+    struct DepthwiseCase: Sendable, CustomTestStringConvertible {
+        var b: Int, c: Int, h: Int, w: Int, k: Int, stride = 1, padding: Padding2d, mode: PaddingMode = .zeros, dilation = 1
+        var testDescription: String { "\(b)x\(h)x\(w)x\(c) k\(k) s\(stride) d\(dilation) \(padding) \(mode)" }
+    }
+
+    /// The direct depthwise path of conv2dBackward (more channels than a thread's minimum chunk, so the channel
+    /// split is exercised), against central differences.
+    @Test(arguments: [
+        DepthwiseCase(b: 2, c: 37, h: 4, w: 5, k: 3, padding: 1, mode: .reflect),                 // the denoiser's
+        DepthwiseCase(b: 1, c: 20, h: 6, w: 5, k: 3, stride: 2, padding: Padding2d(top: 0, bottom: 1, left: 2, right: 0), dilation: 2),
+    ])
+    func depthwiseConv2dBackward(_ c: DepthwiseCase) throws {
+        let compute = OpsReference.compute()
+        var rng = TestRandom(seed: 25)
+        let x = rng.tensor([c.b, c.h, c.w, c.c])
+        let weight = rng.tensor([c.c, 1, c.k, c.k]), bias = rng.tensor([c.c])
+        func forward(_ x: Tensor, _ w: Conv2dWeights) -> Tensor {
+            compute.conv2d(x, w, stride: c.stride, padding: c.padding, paddingMode: c.mode, dilation: c.dilation)
+        }
+        let w = Conv2dWeights(pytorchOIHW: weight, bias: bias, groups: c.c)
+        #expect(w.isDepthwise)
+        let r = rng.tensor(forward(x, w).shape)
+        let g = compute.conv2dBackward(x, w, outputGradient: r, stride: c.stride, padding: c.padding, paddingMode: c.mode, dilation: c.dilation)
+        Self.expectMatchesFiniteDifferences(x, g.input, "dx") { Self.dot(forward($0, w), r) }
+        Self.expectMatchesFiniteDifferences(weight, g.kernel.permuted([3, 2, 0, 1]), "dweight") {
+            Self.dot(forward(x, Conv2dWeights(pytorchOIHW: $0, bias: bias, groups: c.c)), r)
+        }
+        Self.expectMatchesFiniteDifferences(bias, try #require(g.bias), "dbias") {
+            Self.dot(forward(x, Conv2dWeights(pytorchOIHW: weight, bias: $0, groups: c.c)), r)
+        }
+    }
 }

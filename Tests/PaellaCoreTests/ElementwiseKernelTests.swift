@@ -5,7 +5,7 @@ import PaellaCore
 import PaellaTestSupport
 
 /// Every fast element-wise kernel against its `_ref` twin (or double-precision libm), on every instruction set
-/// this CPU has, over odd sizes that exercise the vector tails. Serialized: `pk_force_isa` is process-global.
+/// this CPU has, over odd sizes that exercise the vector tails. The level is forced for the test's thread only (`pk_set_thread_isa`).
 @Suite(.serialized) struct ElementwiseKernelTests {
     static let sizes = [1, 3, 7, 15, 17, 31, 33, 100, 1025]
 
@@ -21,9 +21,11 @@ import PaellaTestSupport
 
     /// Runs `body` once per ISA level, restoring the detected level afterwards.
     func forEachISA(_ body: (String) throws -> Void) rethrows {
-        defer { pk_force_isa(pk_detected_isa()) }
+        let saved = pk_thread_isa()
+        defer { pk_set_thread_isa(saved) }
         for isa in Self.levels {
-            #expect(pk_force_isa(isa) == isa)
+            pk_set_thread_isa(Int32(isa.rawValue))
+            #expect(pk_active_isa() == isa)
             try body(String(cString: pk_isa_name(isa)))
         }
     }

@@ -1,7 +1,11 @@
+import Foundation
 import CPaellaKernels
 import PaellaTestSupport
 import Testing
 @testable import PaellaCore
+
+/// A level seen on another thread (written before a semaphore signal, read after the wait).
+private final class LevelBox: @unchecked Sendable { var value: UInt32 = 0 }
 
 /// One GEMM problem with its operands stored in padded row-major buffers (lda/ldb/ldc wider than the rows).
 private struct Problem: CustomStringConvertible {
@@ -118,15 +122,15 @@ private let availableISAs: [pk_isa] = {
 
 /// Runs `body` with the kernels forced onto `isa`, then restores the previous level.
 private func withISA(_ isa: pk_isa, _ body: () throws -> Void) rethrows {
-    let saved = pk_active_isa()
-    #expect(pk_force_isa(isa) == isa)
-    defer { pk_force_isa(saved) }
+    let saved = pk_set_thread_isa(Int32(isa.rawValue))
+    #expect(pk_active_isa() == isa)
+    defer { pk_set_thread_isa(saved) }
     try body()
 }
 
 private let openBLAS: BLASLibrary? = try? BLASLibrary.load(family: "openblas", threads: 2)
 
-// Serialized: the tests force the process-wide instruction set level.
+// Serialized: the OpenBLAS thread count the tests set is process-wide.
 @Suite(.serialized) struct GEMMTests {
     static let oddSizes = [1, 3, 17, 31, 65, 129]
 
@@ -330,18 +334,35 @@ private let openBLAS: BLASLibrary? = try? BLASLibrary.load(family: "openblas", t
         }
     }
 
+    @Test("a level forced for one thread holds for its pool loops and nowhere else")
+    func threadLevel() {
+        let processLevel = pk_active_isa()
+        let saved = pk_set_thread_isa(Int32(PK_ISA_PORTABLE.rawValue))
+        defer { pk_set_thread_isa(saved) }
+        let pool = ThreadPool(threads: 2)
+        let seen = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: 64)
+        defer { seen.deallocate() }
+        pool.parallelFor(64) { i in seen[i] = pk_active_isa().rawValue }
+        #expect(seen.allSatisfy { $0 == PK_ISA_PORTABLE.rawValue })
+        let other = LevelBox()
+        let done = DispatchSemaphore(value: 0)
+        Thread { other.value = pk_active_isa().rawValue; done.signal() }.start()
+        done.wait()
+        #expect(other.value == processLevel.rawValue)
+    }
+
     @Test("CPU features are described and the ISA can be forced down, not up")
     func cpuInfo() throws {
         #expect(CPUInfo.summary.contains(CPUInfo.activeISA))
         #expect(throws: ComputeSetupError.unknownISA("sse9")) { try CPUInfo.forceISA("sse9") }
-        let saved = pk_active_isa()
-        defer { pk_force_isa(saved) }
-        try CPUInfo.forceISA("portable")
+        let saved = pk_thread_isa()
+        defer { pk_set_thread_isa(saved) }
+        try CPUInfo.forceISA("portable", thisThreadOnly: true)
         #expect(CPUInfo.activeISA == "portable")
         #expect(BuiltinGEMM().details.contains("portable 4x8"))
         #if arch(x86_64)
         #expect(throws: ComputeSetupError.isaNotSupported(requested: "neon", detected: CPUInfo.detectedISA)) {
-            try CPUInfo.forceISA("neon")
+            try CPUInfo.forceISA("neon", thisThreadOnly: true)
         }
         #endif
     }

@@ -17,6 +17,7 @@ import PaellaTestSupport
         let server = try LocalHTTPServer(files: ["/org/repo/resolve/main/weights.pt": data])
         let file = HubFile(repository: "org/repo", file: "weights.pt", size: data.count, sha256: SHA256.hex(of: data))
         let directory = scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let downloader = HubDownloader(endpoint: server.url)
         let path = try await downloader.fetch(file, into: directory)
         #expect(FileManager.default.contents(atPath: path).map([UInt8].init) == data)
@@ -31,6 +32,7 @@ import PaellaTestSupport
         let server = try LocalHTTPServer(files: ["/org/repo/resolve/main/big.bin": data], cutFirstTransferAfter: 123_457)
         let file = HubFile(repository: "org/repo", file: "big.bin", size: data.count, sha256: SHA256.hex(of: data))
         let directory = scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let downloader = HubDownloader(endpoint: server.url)
 
         let error = await #expect(throws: DownloadError.self) { _ = try await downloader.fetch(file, into: directory) }
@@ -48,6 +50,7 @@ import PaellaTestSupport
         let server = try LocalHTTPServer(files: ["/org/repo/resolve/main/w.pt": data])
         let file = HubFile(repository: "org/repo", file: "w.pt", size: data.count, sha256: String(repeating: "0", count: 64))
         let directory = scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let error = await #expect(throws: DownloadError.self) {
             _ = try await HubDownloader(endpoint: server.url).fetch(file, into: directory)
         }
@@ -57,8 +60,10 @@ import PaellaTestSupport
 
     @Test func aMissingFileIsA404WithAdvice() async throws {
         let server = try LocalHTTPServer(files: [:])
+        let directory = scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let error = await #expect(throws: DownloadError.self) {
-            _ = try await HubDownloader(endpoint: server.url).fetch(HubFile(repository: "a/b", file: "c.pt"), into: scratchDirectory())
+            _ = try await HubDownloader(endpoint: server.url).fetch(HubFile(repository: "a/b", file: "c.pt"), into: directory)
         }
         #expect(error?.description.contains("HTTP 404") == true)
     }

@@ -158,6 +158,8 @@ import Testing
          { try FileManager.default.removeItem(atPath: $0 + "/" + CLIPTokenizer.vocabularyFileName) }),
         ("unknown dtype", "gives the clip dtype \"float8\"", { try editManifest($0) { m in
             var clip = m["clip"] as? [String: Any] ?? [:]; clip["dtype"] = "float8"; m["clip"] = clip } }),
+        ("file outside the folder", "is not a plain file name inside the folder", { try editManifest($0) { m in
+            var d = m["denoiser"] as? [String: Any] ?? [:]; d["file"] = "../denoiser.safetensors"; m["denoiser"] = d } }),
         ("mismatched components", "pairs a denoiser of", { try editManifest($0) { m in
             var d = m["denoiser"] as? [String: Any] ?? [:]; var c = d["config"] as? [String: Any] ?? [:]
             c["num_labels"] = 1000; d["config"] = c; m["denoiser"] = d } }),
@@ -247,5 +249,126 @@ import Testing
         let error = #expect(throws: ModelFolderError.self) { try ModelConfigFile.denoiser(Fixtures.path("clip_tiny.json")) }
         #expect(error?.description.contains("is not a denoiser configuration") == true)
         #expect(formatCount(573_123_456) == "573,123,456" && formatCount(12) == "12")
+    }
+}
+
+/// `paella convert` and `paella info --model` run as a user runs them: the built executable, found next to the
+/// test bundle (`swift build` puts both in the same folder); skipped when it has not been built.
+@Suite(.enabled(if: builtPaellaExecutable != nil, "the paella executable is not built (run `swift build` first)"))
+struct ConvertCommandTests {
+    static var executable: String? { builtPaellaExecutable }
+}
+
+/// The `paella` executable next to the test bundle, if built.
+let builtPaellaExecutable: String? = {
+    let folder = URL(fileURLWithPath: CommandLine.arguments.first ?? "").deletingLastPathComponent()
+    let candidates = [folder.appendingPathComponent("paella").path,
+                      folder.deletingLastPathComponent().appendingPathComponent("paella").path]
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+}()
+
+extension ConvertCommandTests {
+    /// Exit status, stdout and stderr of `paella arguments...`.
+    static func paella(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try #require(executable))
+        process.arguments = arguments
+        let (out, err) = (Pipe(), Pipe())
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    }
+
+    @Test func convertsTheFixtureCheckpointsAndDescribesTheFolder() throws {
+        let work = ModelFolderTests.scratch("cli")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let configs = try Fixtures.tinyConfigs()
+        let denoiserConfig = work + "/denoiser.json"
+        try JSONEncoder().encode(configs.denoiser).write(to: URL(fileURLWithPath: denoiserConfig))
+        let output = work + "/tiny"
+        let common = ["--vqgan", Fixtures.path("vqgan_tiny.ckpt"), "--clip", Fixtures.path("clip_tiny.bin"),
+                      "--vqgan-config", Fixtures.path("vqgan_tiny.json"), "--clip-config", Fixtures.path("clip_tiny.json"),
+                      "--output", output, "--threads", "2"]
+
+        // The denoiser .pt fixture as it is does not fit the VQGAN and CLIP fixtures: one sentence, exit 1.
+        let mismatched = try Self.paella(["convert", "--denoiser", Fixtures.path("denoiser_v1_tiny.pt"),
+                                          "--denoiser-config", Fixtures.path("denoiser_v1_tiny.json")] + common)
+        #expect(mismatched.status == 1)
+        #expect(mismatched.err.hasPrefix("error: These components do not make one model") && mismatched.err.filter { $0 == "\n" }.count == 1)
+        // Strict loading: the .pt's weights against the adapted configuration.
+        let misfit = try Self.paella(["convert", "--denoiser", Fixtures.path("denoiser_v1_tiny.pt"),
+                                      "--denoiser-config", denoiserConfig] + common)
+        #expect(misfit.status == 1 && misfit.err.contains("do not fit this model"))
+        #expect(!FileManager.default.fileExists(atPath: output))
+
+        let denoiser = try Fixtures.tinyPipelineDenoiser(in: work)
+        let converted = try Self.paella(["convert", "--denoiser", denoiser, "--denoiser-config", denoiserConfig,
+                                         "--dtype", "f16", "--with-vision", "--name", "tiny"] + common)
+        #expect(converted.status == 0, "\(converted.err)")
+        #expect(converted.out == output + "\n")
+        for role in ["denoiser", "vqgan", "clip"] { #expect(converted.err.contains("\(role): reading"), "no progress for \(role)") }
+        let folder = try ModelFolder(path: output)
+        #expect(folder.manifest.name == "tiny" && folder.manifest.clip.dtype == "float16" && folder.hasVisionTower)
+
+        let again = try Self.paella(["convert", "--denoiser", denoiser, "--denoiser-config", denoiserConfig] + common)
+        #expect(again.status == 1 && again.err.contains("already exists") && again.err.contains("--force"))
+        let forced = try Self.paella(["convert", "--quiet", "--force", "--denoiser", denoiser, "--denoiser-config", denoiserConfig] + common)
+        #expect(forced.status == 0 && forced.err.isEmpty)
+        #expect(try ModelFolder(path: output).manifest.denoiser.dtype == "float32")
+
+        let info = try Self.paella(["info", "--model", output, "--threads", "1"])
+        #expect(info.status == 0)
+        for phrase in ["paella-v1", "denoiser.safetensors", "parameters", "float32", "clip towers", "text", "generate"] {
+            #expect(info.out.contains(phrase), "info lacks \(phrase): \(info.out)")
+        }
+        let missing = try Self.paella(["info", "--model", work + "/nothing"])
+        #expect(missing.status == 1 && missing.err.contains("does not exist"))
+    }
+}
+
+extension ModelFolderTests {
+    /// `ModelConversion(downloadFolder:)` (`paella convert --from`, `paella download v1`) finds the released file names.
+    @Test func convertsFromADownloadFolder() throws {
+        let work = Self.scratch("from")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let downloads = work + "/downloads"
+        try FileManager.default.createDirectory(atPath: downloads, withIntermediateDirectories: true)
+        let fm = FileManager.default
+        try fm.copyItem(atPath: Fixtures.tinyPipelineDenoiser(in: work), toPath: downloads + "/" + ReleasedWeights.v1Denoiser.file)
+        try fm.copyItem(atPath: Fixtures.path("vqgan_tiny.ckpt"), toPath: downloads + "/" + ReleasedWeights.v1VQGAN.file)
+        try fm.copyItem(atPath: Fixtures.path("clip_tiny.bin"), toPath: downloads + "/" + ReleasedWeights.v1CLIP.file)
+        let template = try Fixtures.tinyModelConversion(output: "", denoiser: "")
+        var conversion = ModelConversion(downloadFolder: downloads, output: work + "/models/paella-v1")
+        conversion.denoiserConfig = template.denoiserConfig
+        conversion.vqganConfig = template.vqganConfig
+        conversion.clipConfig = template.clipConfig
+        conversion.defaults = template.defaults
+        var lines: [String] = []
+        let folder = try conversion.run(compute: Self.compute) { lines.append($0) }
+        #expect(folder.manifest.name == "paella-v1" && !folder.hasVisionTower)
+        #expect(lines.contains { $0.hasPrefix("vqgan: reading") && $0.hasSuffix(ReleasedWeights.v1VQGAN.file) })
+        // A missing released file is named.
+        try fm.removeItem(atPath: downloads + "/" + ReleasedWeights.v1CLIP.file)
+        conversion.overwrite = true
+        let error = #expect(throws: ModelFolderError.self) { try conversion.run(compute: Self.compute) }
+        #expect(error?.description.contains(ReleasedWeights.v1CLIP.file) == true)
+    }
+}
+
+extension ModelFolderTests {
+    /// The presets `paella convert` uses by default describe one consistent model (checked without weights).
+    @Test func theV1PresetsMakeOneModel() throws {
+        let manifest = ModelManifest(name: "paella-v1", denoiser: .v1, vqgan: .rudalleF8, clip: .vitG14, withVision: false,
+                                     dtype: .float32, defaults: .v1)
+        #expect(manifest.problems().isEmpty, "\(manifest.problems())")
+        #expect(try ModelManifest.decode(manifest.encoded(), path: "model.json") == manifest)
+        #expect(try manifest.encoded() == manifest.encoded())
+        var wrongGrid = manifest
+        wrongGrid.defaults.imageSize = 260
+        #expect(wrongGrid.problems().count == 1)
     }
 }

@@ -71,6 +71,15 @@ import Testing
         _ = try Denoiser(config: config, path: folder + "/denoiser.safetensors", compute: Compute(pool: ThreadPool(threads: 1), gemm: BuiltinGEMM()))
     }
 
+    @Test func trainingPastTheScheduleIsRefused() throws {
+        var trainer = try Self.freshTrainer(accumulation: 1)
+        _ = try Self.run(&trainer, through: trainer.recipe.schedule.totalSteps)
+        let d = Self.data(0)
+        #expect(throws: TrainingScheduleError.finished(totalSteps: 20)) {
+            _ = try trainer.train(trainer.prepareBatch(tokens: d.tokens, conditioning: d.c))
+        }
+    }
+
     @Test func savingAgainReplacesTheOldTensorFiles() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("paella-ckpt-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: folder) }

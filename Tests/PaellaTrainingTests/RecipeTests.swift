@@ -39,6 +39,27 @@ import Testing
         #expect(adam.step == 3)
     }
 
+    /// The eight-lane path (long tensors, on a pool) updates every element exactly like the scalar one.
+    @Test func adamWLanesMatchScalarUpdates() {
+        var rng = TestRandom(seed: 4)
+        let n = 70_001
+        let start = rng.tensor([n]), grads = (0..<3).map { _ in rng.tensor([n]) }
+        var whole = TrainableParameters([(name: "w", tensor: start)])
+        var adam = AdamW(parameters: whole)
+        for g in grads {
+            adam.update(&whole, gradients: TrainableParameters([(name: "w", tensor: g)]), lr: 0.01, beta1: 0.9,
+                        pool: ThreadPool(threads: 2))
+        }
+        for i in [0, 1, 7, 8, 9, 4096, n - 2, n - 1] {
+            var one = TrainableParameters([(name: "w", tensor: Tensor([start.floats[i]], shape: [1]))])
+            var single = AdamW(parameters: one)
+            for g in grads {
+                single.update(&one, gradients: TrainableParameters([(name: "w", tensor: Tensor([g.floats[i]], shape: [1]))]), lr: 0.01, beta1: 0.9)
+            }
+            #expect(one.tensors[0].floats[0] == whole.tensors[0].floats[i], "element \(i)")
+        }
+    }
+
     /// The loss against PyTorch's definition computed directly, and its gradient against central differences.
     @Test func labelSmoothedCrossEntropy() throws {
         var rng = TestRandom(seed: 9)

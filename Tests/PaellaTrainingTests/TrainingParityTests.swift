@@ -98,7 +98,8 @@ struct TrainingFixture {
 
         // Step 0's gradient of every parameter: max |a - b| <= 1e-3 * the largest |gradient| over all parameters
         // (README: float32 summation order and cancellation in the scalar ln.gamma / ln.beta gradients).
-        let grads = try trainer.lossAndGradients(try f.batch(0)).gradients
+        // (Recorded after upstream's `(loss / accum_grad).backward()`, so scaled like it.)
+        let grads = try trainer.lossAndGradients(try f.batch(0), scale: 1 / Double(f.recipe.accumulationSteps)).gradients
         let reference = try grads.names.map { try f.tensor("grad0." + $0) }
         let largest = reference.map { maxAbs($0.floats) }.max() ?? 0
         var worst = (gradient: 0.0 as Float, loss: 0.0, norm: 0.0, lr: 0.0, weight: 0.0 as Float)

@@ -20,10 +20,18 @@ typedef enum {
 
 /// The best instruction set this CPU supports (detected once).
 pk_isa pk_detected_isa(void);
-/// The instruction set the kernels use now (detected, or forced lower by pk_force_isa).
+/// The instruction set the kernels use now on this thread (its own forced level, else the process's: detected,
+/// or forced lower by pk_force_isa).
 pk_isa pk_active_isa(void);
-/// Forces the kernels onto an instruction set no better than the detected one; returns the one in use.
+/// Forces the kernels of the whole process onto an instruction set no better than the detected one (PAELLA_ISA);
+/// returns the one in use.
 pk_isa pk_force_isa(pk_isa isa);
+/// This thread's own forced level, or -1 when it follows the process's.
+int pk_thread_isa(void);
+/// Forces the kernels this thread runs (and that ThreadPool workers run for its loops) onto `isa`, or back to
+/// the process's level with -1; a level the CPU cannot run becomes the detected one. Returns the previous value
+/// of pk_thread_isa(), for restoring it. Tests use this to cover every level without disturbing concurrent work.
+int pk_set_thread_isa(int isa);
 /// Cores this process may run on (its CPU affinity mask, else the online processors).
 int pk_available_cores(void);
 /// Human-readable name of an instruction set ("avx512", "avx2", "neon", "portable").

@@ -53,6 +53,10 @@ public struct ModelConversion: Sendable {
             throw ModelFolderError.inconsistent(reason: problem)
         }
         if FileManager.default.fileExists(atPath: output) && !overwrite { throw ModelFolderError.outputExists(path: output) }
+        for (role, path) in [("denoiser", denoiser), ("VQGAN", vqgan), ("CLIP", clip)]
+        where !FileManager.default.isReadableFile(atPath: path) {
+            throw ModelFolderError.missingCheckpoint(path: path, role: role)
+        }
         let vocabulary = try self.vocabulary ?? CLIPTokenizer.locateVocabulary()
         _ = try CLIPTokenizer(openCLIPVocabulary: vocabulary)  // a broken vocabulary fails here, not in the folder
 

@@ -5,6 +5,7 @@ import Foundation
 
 /// A problem with a model folder, as one sentence naming the file and what to do.
 public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
+    case notFound(path: String)
     case notAFolder(path: String)
     case missingManifest(path: String)
     case invalidManifest(path: String, reason: String)
@@ -15,6 +16,8 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
     case badConfigFile(path: String, reason: String)
     case missingFile(path: String, role: String)
     case noVisionTower(path: String)
+    /// A checkpoint given to a conversion that does not exist or cannot be read.
+    case missingCheckpoint(path: String, role: String)
     /// The output of a write exists and overwriting was not asked for.
     case outputExists(path: String)
     case writeFailed(path: String, reason: String)
@@ -22,6 +25,8 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         let remake = "make the folder again with `paella convert` (or `paella download v1`)"
         switch self {
+        case .notFound(let path):
+            return "The model folder \(path) does not exist; \(remake.replacingOccurrences(of: "make the folder again", with: "make one"))."
         case .notAFolder(let path):
             return "\(path) is not a folder; pass a model folder made by `paella convert` or `paella download v1`."
         case .missingManifest(let path):
@@ -39,6 +44,9 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
             return "\(path), the \(role) named in \(ModelManifest.fileName), does not exist; \(remake)."
         case .noVisionTower(let path):
             return "The model folder \(path) has no CLIP vision tower; rerun paella convert with --with-vision."
+        case .missingCheckpoint(let path, let role):
+            return "The \(role) checkpoint \(path) does not exist or cannot be read; check the path "
+                + "(`paella download v1 --no-convert` fetches the released files)."
         case .outputExists(let path):
             return "\(path) already exists; choose another output folder or pass --force to replace it."
         case .writeFailed(let path, let reason):
@@ -60,7 +68,7 @@ public struct ModelFolder: Sendable {
     public init(path: String) throws {
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
-            throw ModelFolderError.missingManifest(path: path)
+            throw ModelFolderError.notFound(path: path)
         }
         guard isFolder.boolValue else { throw ModelFolderError.notAFolder(path: path) }
         let manifestPath = (path as NSString).appendingPathComponent(ModelManifest.fileName)
@@ -133,7 +141,7 @@ public struct ModelFolder: Sendable {
     // MARK: Writing
 
     /// Writes a model folder at `path`: each component's tensors as safetensors in the dtype the manifest gives
-    /// (float32 sources are written as they are for float32; others are rounded to nearest even), the vocabulary
+    /// (tensors already in it are written as they are; others are converted, rounding to nearest even), the vocabulary
     /// file copied from `vocabulary`, and `model.json`. Atomic: everything goes into a temporary sibling folder
     /// that is renamed into place at the end, so a failure leaves nothing behind and an existing folder is only
     /// replaced (with `overwrite`) by a complete new one.

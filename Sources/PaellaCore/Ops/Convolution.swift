@@ -197,11 +197,15 @@ extension Compute {
     }
 
     /// Gradients of `conv2d(x, w, ...)` given the gradient `dy` of its output (same arguments as the forward).
-    /// Uses im2col + GEMM for every kernel shape, depthwise included (one tiny GEMM per channel there), and a
-    /// single-threaded col2im: correct, not tuned yet.
+    /// Depthwise kernels take a direct per-channel path (DepthwiseConv2dBackward.swift); every other shape uses
+    /// im2col + GEMM and a single-threaded col2im: correct, not tuned yet.
     public func conv2dBackward(_ x: Tensor, _ w: Conv2dWeights, outputGradient dy: Tensor, stride: Int = 1,
                                padding: Padding2d = .zero, paddingMode: PaddingMode = .zeros,
                                dilation: Int = 1) -> Conv2dGradients {
+        if w.isDepthwise {
+            return depthwiseConv2dBackward(x, w, outputGradient: dy, stride: stride, padding: padding,
+                                           paddingMode: paddingMode, dilation: dilation)
+        }
         var g = convGeometry(x, w, stride: stride, padding: padding, paddingMode: paddingMode, dilation: dilation)  // var: passed by address to C, never changed
         let cin = w.inChannels, cout = w.outChannels, groups = w.groups
         precondition(dy.shape == [g.batch, g.out_h, g.out_w, cout],

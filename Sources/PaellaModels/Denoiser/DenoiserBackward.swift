@@ -155,12 +155,12 @@ extension ResBlock {
         let (dGamma, dMlpOutput) = Self.layerScaleBackward(dy, a.mlpOutput, gamma)
         p.append(("gamma", dGamma))
         let g2 = compute.linearBackward(a.activated, channelwise2, outputGradient: dMlpOutput)
-        p += [("channelwise.2.weight", g2.weight), ("channelwise.2.bias", g2.bias ?? Tensor(zeros: [0]))]
-        let dHidden = compute.geluBackward(a.hidden, outputGradient: g2.input ?? Tensor(zeros: [0]))
+        p += [("channelwise.2.weight", g2.weight), ("channelwise.2.bias", present(g2.bias))]
+        let dHidden = compute.geluBackward(a.hidden, outputGradient: present(g2.input))
         let g0 = compute.linearBackward(a.mlpInput, channelwise0, outputGradient: dHidden)
-        p += [("channelwise.0.weight", g0.weight), ("channelwise.0.bias", g0.bias ?? Tensor(zeros: [0]))]
+        p += [("channelwise.0.weight", g0.weight), ("channelwise.0.bias", present(g0.bias))]
         let c = a.normalized.shape[3]
-        var dModulated = g0.input ?? Tensor(zeros: [0]), dSkip: Tensor? = nil
+        var dModulated = present(g0.input), dSkip: Tensor? = nil
         if a.mlpInput.shape[3] > c {
             let pieces = compute.split(dModulated, sizes: [c, a.mlpInput.shape[3] - c], axis: 3)
             (dModulated, dSkip) = (pieces[0], pieces[1])
@@ -170,14 +170,20 @@ extension ResBlock {
         p += [("ln.gamma", Tensor([mod.gamma], shape: [1, 1, 1])), ("ln.beta", Tensor([mod.beta], shape: [1, 1, 1]))]
         let gn = compute.layerNormBackward(a.depthwiseOutput, weight: ln.weight, bias: ln.bias, eps: ln.eps,
                                            outputGradient: mod.normalized, statistics: a.statistics)
-        if let w = gn.weight, let b = gn.bias { p += [("ln.ln.weight", w), ("ln.ln.bias", b)] }
+        p += [("ln.ln.weight", present(gn.weight)), ("ln.ln.bias", present(gn.bias))]
         let gc = compute.linearBackward(s, condMapper, outputGradient: mod.modulation, inputGradient: false)  // s is not trained
-        p += [("cond_mapper.weight", gc.weight), ("cond_mapper.bias", gc.bias ?? Tensor(zeros: [0]))]
+        p += [("cond_mapper.weight", gc.weight), ("cond_mapper.bias", present(gc.bias))]
         let gd = compute.conv2dBackward(a.input, depthwise, outputGradient: gn.input, padding: 1, paddingMode: .reflect)
-        p += [("depthwise.1.weight", gd.kernel.permuted([3, 2, 0, 1])), ("depthwise.1.bias", gd.bias ?? Tensor(zeros: [0]))]
+        p += [("depthwise.1.weight", gd.kernel.permuted([3, 2, 0, 1])), ("depthwise.1.bias", present(gd.bias))]
         var dx = gd.input
         compute.addInPlace(&dx, dy)                                                  // the residual
         return (dx, dSkip, p)
+    }
+
+    /// A gradient the block's layers always produce (every layer has a bias; input gradients are requested).
+    private func present(_ t: Tensor?, _ line: UInt = #line) -> Tensor {
+        guard let t else { preconditionFailure("ResBlock.backward: a gradient is missing (line \(line))") }
+        return t
     }
 
     /// y = x + gamma * h (gamma per channel): dgamma = sum over positions of dy * h, dh = dy * gamma.

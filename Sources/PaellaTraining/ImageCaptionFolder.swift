@@ -1,0 +1,107 @@
+// Training data from a folder of images with captions, read in a reproducible shuffled order, and upstream's
+// image preparation (utils.py ProcessData at dome272/Paella 3671515: Resize(image_size) then RandomCrop).
+import Foundation
+import PaellaCore
+import PaellaIO
+
+/// A data folder that cannot be used.
+public enum TrainingDataError: Error, CustomStringConvertible, Equatable {
+    case empty(path: String)
+    case unreadable(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .empty(let path): return "\(path) holds no .png, .jpg or .jpeg images to train on."
+        case .unreadable(let path, let reason): return "\(path) cannot be read: \(reason)."
+        }
+    }
+}
+
+/// Numbered training samples: an image and its caption each.
+public protocol TrainingSamples: Sendable {
+    var count: Int { get }
+    /// The caption of sample `i` ("" when it has none).
+    func caption(_ i: Int) throws -> String
+    /// The decoded image of sample `i`, as RGB.
+    func image(_ i: Int) throws -> PixelImage
+}
+
+extension TrainingSamples {
+    /// The samples of batch `step` (`size` of them) in a reproducible order: the samples are shuffled once per
+    /// epoch (a Fisher-Yates permutation seeded by `seed` and the epoch) and read in that order, so any step's
+    /// batch can be recomputed (resuming needs no saved data position).
+    public func batchIndices(step: Int, size: Int, seed: UInt64) -> [Int] {
+        (0..<size).map { j in
+            let position = step * size + j
+            let epoch = position / count
+            return shuffledOrder(count, seed: seed &+ UInt64(epoch) &* 0x9E37_79B9_7F4A_7C15)[position % count]
+        }
+    }
+}
+
+func shuffledOrder(_ n: Int, seed: UInt64) -> [Int] {
+    var order = Array(0..<n), random = SplitMix64(seed: seed)
+    for i in stride(from: n - 1, to: 0, by: -1) { order.swapAt(i, Int(random.next() % UInt64(i + 1))) }
+    return order
+}
+
+/// Opens training data: a WebDataset `.tar` shard, a folder holding `.tar` shards, or a folder of images with
+/// captions (`ImageCaptionFolder`).
+public func openTrainingSamples(path: String) throws -> any TrainingSamples {
+    if path.lowercased().hasSuffix(".tar") { return try WebDatasetShards(shards: [path]) }
+    let tars = (try? FileManager.default.contentsOfDirectory(atPath: path))?.filter { $0.lowercased().hasSuffix(".tar") } ?? []
+    if !tars.isEmpty { return try WebDatasetShards(shards: tars.sorted().map { (path as NSString).appendingPathComponent($0) }) }
+    return try ImageCaptionFolder(path: path)
+}
+
+/// Images (`.png`, `.jpg`, `.jpeg`, in any subfolder) each with an optional caption in a `.txt` file of the
+/// same name (`cat.png` + `cat.txt`); an image without one has the empty caption.
+public struct ImageCaptionFolder: TrainingSamples {
+    public let path: String
+    /// Image paths, sorted, so an index names the same sample on every run.
+    public let images: [String]
+
+    public init(path: String) throws {
+        guard let walker = FileManager.default.enumerator(atPath: path) else {
+            throw TrainingDataError.unreadable(path: path, reason: "not a folder")
+        }
+        var found: [String] = []
+        while let relative = walker.nextObject() as? String {
+            if ["png", "jpg", "jpeg"].contains((relative as NSString).pathExtension.lowercased()) {
+                found.append((path as NSString).appendingPathComponent(relative))
+            }
+        }
+        guard !found.isEmpty else { throw TrainingDataError.empty(path: path) }
+        self.path = path
+        images = found.sorted()
+    }
+
+    public var count: Int { images.count }
+
+    /// The caption of sample `i` (the `.txt` beside its image, whitespace trimmed), or "" when there is none.
+    public func caption(_ i: Int) throws -> String {
+        let file = (images[i] as NSString).deletingPathExtension + ".txt"
+        guard FileManager.default.fileExists(atPath: file) else { return "" }
+        do {
+            return try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        } catch {
+            throw TrainingDataError.unreadable(path: file, reason: "\(error.localizedDescription)")
+        }
+    }
+
+    /// The decoded image of sample `i`, as RGB.
+    public func image(_ i: Int) throws -> PixelImage {
+        try PixelImage(contentsOf: images[i]).rgb()
+    }
+}
+
+extension PixelImage {
+    /// Upstream's training crop: the shorter side resized to `size` (torchvision `Resize(size)`, bilinear),
+    /// then a `size` x `size` window at a random offset (`RandomCrop(size)`), the offsets drawn from `random`.
+    public func trainingCrop(size: Int, random: inout SplitMix64) -> PixelImage {
+        let resized = resizedShortestSide(to: size, filter: .bilinear)
+        let x = Int(random.next() % UInt64(resized.width - size + 1))
+        let y = Int(random.next() % UInt64(resized.height - size + 1))
+        return resized.cropped(x: x, y: y, width: size, height: size)
+    }
+}

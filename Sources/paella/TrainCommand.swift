@@ -1,0 +1,250 @@
+// `paella train denoiser`: the Paella v1 training recipe (PaellaTraining) over a folder of images + captions,
+// encoded on the fly with a model folder's VQGAN and CLIP text tower.
+import ArgumentParser
+import Foundation
+import Paella
+import PaellaTraining
+
+/// `paella train`: training commands.
+struct TrainCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "Train or fine-tune models with the Paella recipe.",
+        subcommands: [TrainDenoiserCommand.self])
+}
+
+/// `paella train denoiser`: fine-tunes a model folder's denoiser (or trains a new one) on images with captions.
+struct TrainDenoiserCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "denoiser", abstract: "Train the denoiser on images with captions (a folder or WebDataset shards).",
+        discussion: """
+            Each batch: images resized and randomly cropped to --image-size, encoded to tokens by the model \
+            folder's VQGAN, captions embedded by its CLIP text tower (10% of batches unconditional), tokens \
+            noised, then cross-entropy (label smoothing 0.1), gradient clipping at 5, AdamW and OneCycleLR \
+            as upstream paella.py. The output folder holds the checkpoint (resume with --resume), train.jsonl \
+            (one record per batch), after every checkpoint a model folder the other commands load, and \
+            samples/<batch>.png: a grid of images generated from sample prompts at that point.
+            Example: paella train denoiser --model models/paella-v1 --data shapes/ --output runs/shapes --steps 2000
+            """)
+
+    @Option(help: "Training data: a folder of .png/.jpg images each with a .txt caption of the same name, a WebDataset .tar shard, or a folder of shards.")
+    var data: String
+    @Option(name: .shortAndLong, help: "Output folder: checkpoint, train.jsonl and the trained model folder.") var output: String
+    @Flag(help: "Continue the run saved in --output (same weights, optimizer, schedule, data order and random state).")
+    var resume = false
+    @Flag(help: "Start from new random weights (upstream's initialisation) instead of the model folder's denoiser.")
+    var fromScratch = false
+    @Option(help: "Denoiser configuration JSON (upstream DenoiseUNet arguments) for --from-scratch (default: the model folder's).")
+    var config: String?
+    @Option(help: "Total optimizer steps of the learning-rate schedule (fixed when the run starts).") var steps = 1000
+    @Option(help: "Stop after this many batches in total (default: --steps times --accumulate); resume later.") var stopAt: Int?
+    @Option(help: "Images per batch.") var batchSize = 8
+    @Option(help: "Batches whose gradients add up before one optimizer step.") var accumulate = 1
+    @Option(help: "Peak learning rate (upstream: 3e-4).") var lr = 3e-4
+    @Option(help: "Image side in pixels (default: the model folder's default image size).") var imageSize: Int?
+    @Option(help: "Save a checkpoint and the model folder every N batches (and at the end).") var checkpointEvery = 500
+    @Option(help: "Print a log line every N batches.") var logEvery = 10
+    @Option(help: "Prompt of a sample image generated at every checkpoint (repeatable; default: the first captions of the data).")
+    var samplePrompt: [String] = []
+    @Option(help: "Sample images per checkpoint when no --sample-prompt is given (0: none).") var samples = 4
+    @Option(help: "Seed of the data order, crops, noising and initial weights.") var seed: UInt64 = 0
+    @Flag(help: ArgumentHelp("Compute each caption's CLIP embedding once and keep it (caption-embeddings.safetensors in --output).",
+                             discussion: "Worth it when images come round several times; the embeddings are the same."))
+    var cacheEmbeddings = false
+    @Flag(help: "No progress display or log lines (train.jsonl is still written).") var quiet = false
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        if steps < 1 || batchSize < 1 || accumulate < 1 || checkpointEvery < 1 || logEvery < 1 || samples < 0 {
+            throw ValidationError("--steps, --batch-size, --accumulate, --checkpoint-every and --log-every must be at least 1.")
+        }
+        if config != nil && !fromScratch { throw ValidationError("--config only applies with --from-scratch.") }
+    }
+
+    func run() async throws {
+        do {
+            try await train()
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))  // one sentence, as reportingErrors does
+            throw ExitCode.failure
+        }
+    }
+
+    func train() async throws {
+        let compute = try compute.makeCompute()
+        let folder = try ModelFolder(path: model.folderPath())
+        let data = try openTrainingSamples(path: data)
+        let vqgan = try folder.loadVQGAN(compute: compute)
+        guard let text = try folder.loadCLIP(towers: .text).text else {
+            throw ValidationError("The model folder \(folder.path) has no CLIP text tower.")
+        }
+        let tokenizer = try folder.loadTokenizer()
+        let size = imageSize ?? folder.manifest.defaults.imageSize
+        var trainer = try makeTrainer(folder: folder, compute: compute)
+        let side = trainer.config.sideMultiple * vqgan.config.downsamplingFactor
+        guard size % side == 0 && size >= 2 * side else {
+            throw ValidationError("--image-size \(size) must be a multiple of \(side), at least \(2 * side), for this VQGAN and denoiser.")
+        }
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let cachePath = (output as NSString).appendingPathComponent("caption-embeddings.safetensors")
+        let cache = cacheEmbeddings ? try CaptionEmbeddingCache(path: cachePath) : nil
+        let logPath = (output as NSString).appendingPathComponent("train.jsonl")
+        if resume { try JSONLines.keepRecords(before: trainer.step, in: logPath) }  // batches after the checkpoint run again
+        let log = try JSONLines(path: logPath)
+        // The schedule fixes the run's length (a resumed run keeps its own --steps and --accumulate).
+        let scheduled = trainer.recipe.schedule.totalSteps * trainer.recipe.accumulationSteps
+        let end = min(stopAt ?? scheduled, scheduled)
+        let prompts = samplePrompt.isEmpty ? try (0..<min(samples, data.count)).map { try data.caption($0) } : samplePrompt
+        let progress = ProgressBar(quiet: quiet)
+        let progressDrawn = !quiet && isatty(STDERR_FILENO) != 0
+        var (count, totalLoss, totalAccuracy) = (0, 0.0, 0.0)
+        if !quiet {
+            print("Training \(formatCount(trainer.parameters.scalarCount)) parameters on \(data.count) images " +
+                  "(\(size)x\(size) px, batch \(batchSize)), batches \(trainer.step)..<\(end)")
+        }
+        while trainer.step < end {
+            let started = Date()
+            let indices = data.batchIndices(step: trainer.step, size: batchSize, seed: seed)
+            var crops = SplitMix64(seed: seed ^ (UInt64(trainer.step) &* 0xD1B5_4A32_D192_ED03))
+            let images = try indices.map { try data.image($0).trainingCrop(size: size, random: &crops) }
+            let tokens = try vqgan.encode(images)                                   // [B, h, w]
+            let captions = try indices.map { try data.caption($0) }
+            let embeddings = try cache.map { cache in
+                try cache.embeddings(for: captions) { text(tokenizer.contextTokens([$0], contextLength: text.config.text.contextLength), compute: compute) }
+            } ?? text(tokenizer.contextTokens(captions, contextLength: text.config.text.contextLength), compute: compute)
+            let batch = trainer.prepareBatch(tokens: tokens, conditioning: embeddings)
+            let result = try trainer.train(batch)
+            count += 1
+            totalLoss += result.loss
+            totalAccuracy += result.accuracy
+            let seconds = Date().timeIntervalSince(started)
+            try log.append(TrainLogRecord(result, perplexity: exp(result.loss), averageLoss: totalLoss / Double(count),
+                                          unconditional: batch.conditioning.floats.allSatisfy { $0 == 0 }, seconds: seconds))
+            let line = String(format: "loss %.4f (avg %.4f)  acc %.3f  ppx %.1f  lr %.2e  grad %.3f  %.2f s/batch",
+                              result.loss, totalLoss / Double(count), totalAccuracy / Double(count),
+                              exp(totalLoss / Double(count)), result.learningRate, result.gradientNorm, seconds)
+            progress.update("batch \(trainer.step)/\(end)  " + line, done: trainer.step, total: end)
+            if !quiet && (trainer.step % logEvery == 0 || trainer.step == end) {
+                if progressDrawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }  // clear the bar's line
+                print("batch \(trainer.step)/\(end)  " + line)
+            }
+            if trainer.step % checkpointEvery == 0 || trainer.step == end {
+                try save(trainer, source: folder, imageSize: size)
+                try cache?.save(to: cachePath)
+                if !prompts.isEmpty {
+                    let models = try PipelineModels(denoiser: try trainer.model(), vqgan: vqgan, textEncoder: text, tokenizer: tokenizer)
+                    try await writeSamples(Pipeline(models: models, defaults: folder.manifest.defaults, modelName: "training"),
+                                           prompts: prompts, size: size, step: trainer.step)
+                }
+            }
+        }
+        progress.finish()
+        if !quiet { print("Model folder: \(output)") }
+    }
+
+    /// One image per prompt (the same seed every time, so grids of successive checkpoints compare), as a grid in
+    /// `samples/<batch>.png` (upstream paella.py logs such a grid every log period).
+    func writeSamples(_ pipeline: Pipeline, prompts: [String], size: Int, step: Int) async throws {
+        var images: [PixelImage] = []
+        for prompt in prompts {
+            let request = GenerateRequest(prompt: prompt, width: size, height: size, settings: CommonSettings(seed: seed))
+            images += try await pipeline.generate(request).images
+        }
+        let folder = (output as NSString).appendingPathComponent("samples")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try PixelImage.grid(images, padding: 2).write(to: (folder as NSString).appendingPathComponent(String(format: "%09d.png", step)))
+    }
+
+    /// A new trainer (fine-tuning the folder's denoiser, or from scratch), or the one saved in --output.
+    func makeTrainer(folder: ModelFolder, compute: Compute) throws -> DenoiserTrainer {
+        let checkpoint = (output as NSString).appendingPathComponent("trainer.json")
+        if resume {
+            guard FileManager.default.fileExists(atPath: checkpoint) else {
+                throw ValidationError("--resume: \(output) holds no checkpoint (trainer.json).")
+            }
+            return try DenoiserTrainer(resumingFrom: output, compute: compute)
+        }
+        if FileManager.default.fileExists(atPath: checkpoint) {
+            throw ValidationError("\(output) already holds a training run; pass --resume to continue it or choose another --output.")
+        }
+        var recipe = DenoiserTrainingRecipe.paellaV1(totalSteps: steps, maxLR: lr, finetune: !fromScratch)
+        recipe.accumulationSteps = accumulate
+        if fromScratch {
+            let config = try config.map(ModelConfigFile.denoiser) ?? folder.manifest.denoiser.config
+            return try DenoiserTrainer(config: config, parameters: .newDenoiser(config, seed: seed), recipe: recipe,
+                                       compute: compute, seed: seed)
+        }
+        return try DenoiserTrainer(config: folder.manifest.denoiser.config, weightsPath: folder.file(folder.manifest.denoiser.file),
+                                   recipe: recipe, compute: compute, seed: seed)
+    }
+
+    /// The checkpoint, then `model.json` beside the trained `denoiser.safetensors`, with the source folder's VQGAN,
+    /// CLIP and vocabulary files linked (or copied) in: a model folder.
+    func save(_ trainer: DenoiserTrainer, source: ModelFolder, imageSize: Int) throws {
+        try trainer.saveCheckpoint(to: output, modelFile: "denoiser.safetensors")
+        var manifest = source.manifest
+        manifest.denoiser = ModelComponent(file: "denoiser.safetensors", dtype: "float32", config: trainer.config)
+        manifest.name = source.manifest.name.hasSuffix("-trained") ? source.manifest.name : source.manifest.name + "-trained"
+        manifest.description = "\(source.manifest.name) with its denoiser trained by `paella train denoiser` (\(trainer.step) batches)"
+        manifest.defaults.imageSize = imageSize
+        let fm = FileManager.default
+        for file in [manifest.vqgan.file, manifest.clip.file, manifest.tokenizer] {
+            let target = (output as NSString).appendingPathComponent(file)
+            if fm.fileExists(atPath: target) { continue }
+            do { try fm.linkItem(atPath: source.file(file), toPath: target) } catch { try fm.copyItem(atPath: source.file(file), toPath: target) }
+        }
+        try AtomicFile.write(try manifest.encoded(), to: (output as NSString).appendingPathComponent(ModelManifest.fileName))
+    }
+}
+
+/// One line of train.jsonl.
+struct TrainLogRecord: Encodable {
+    var step: Int, loss: Double, accuracy: Double, perplexity: Double, averageLoss: Double
+    var learningRate: Double, gradientNorm: Double, updated: Bool, unconditional: Bool, seconds: Double
+
+    init(_ r: DenoiserStepResult, perplexity: Double, averageLoss: Double, unconditional: Bool, seconds: Double) {
+        (step, loss, accuracy, learningRate, gradientNorm, updated) = (r.step, r.loss, r.accuracy, r.learningRate, r.gradientNorm, r.updated)
+        (self.perplexity, self.averageLoss, self.unconditional, self.seconds) = (perplexity, averageLoss, unconditional, seconds)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case step, loss, accuracy, perplexity, unconditional, seconds, updated
+        case averageLoss = "average_loss", learningRate = "lr", gradientNorm = "grad_norm"
+    }
+}
+
+/// Appends one JSON object per line to a file (created when missing), flushed after every record.
+final class JSONLines {
+    private let handle: FileHandle
+    private let encoder = JSONEncoder()
+
+    init(path: String) throws {
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+        guard let handle = FileHandle(forWritingAtPath: path) else {
+            throw ValidationError("Cannot write the training log \(path).")
+        }
+        self.handle = handle
+        handle.seekToEndOfFile()
+        encoder.outputFormatting = [.sortedKeys]
+    }
+
+    /// Drops the records of batches at or after `step` (their training is repeated when a run resumes from an
+    /// earlier checkpoint than where it stopped), atomically.
+    static func keepRecords(before step: Int, in path: String) throws {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+        let kept = text.split(separator: "\n").filter { line in
+            guard let record = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let recorded = record["step"] as? Int else { return false }
+            return recorded < step
+        }
+        try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: path)
+    }
+
+    func append<T: Encodable>(_ record: T) throws {
+        handle.write(try encoder.encode(record) + Data("\n".utf8))
+    }
+
+    deinit { try? handle.close() }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import PaellaCore
+import PaellaIO
+import PaellaModels
+import PaellaTraining
+import Testing
+
+@Suite struct TrainingDataTests {
+    static func folder(images: Int) throws -> String {
+        let path = NSTemporaryDirectory() + "paella-data-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: path + "/sub", withIntermediateDirectories: true)
+        for i in 0..<images {
+            let file = i % 2 == 0 ? "\(path)/x\(i)" : "\(path)/sub/y\(i)"
+            try PixelImage(width: 10 + i, height: 8, layout: .gray, repeating: UInt8(i)).write(to: file + ".png")
+            if i > 0 { try " caption \(i)\n".write(toFile: file + ".txt", atomically: true, encoding: .utf8) }
+        }
+        try "not an image".write(toFile: path + "/notes.md", atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func readsImagesWithCaptionsInAReproducibleShuffledOrder() throws {
+        let path = try Self.folder(images: 5)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let data = try ImageCaptionFolder(path: path)
+        #expect(data.count == 5)
+        let captions = try (0..<5).map { try data.caption($0) }
+        #expect(captions.filter(\.isEmpty).count == 1 && captions.contains("caption 3"))
+        #expect(try data.image(0).layout == .rgb)
+        // Each epoch visits every sample once; the same step always gives the same batch.
+        let epoch = (0..<5).flatMap { data.batchIndices(step: $0, size: 1, seed: 9) }
+        #expect(epoch.sorted() == [0, 1, 2, 3, 4])
+        #expect(data.batchIndices(step: 7, size: 3, seed: 9) == data.batchIndices(step: 7, size: 3, seed: 9))
+        #expect((0..<10).map { data.batchIndices(step: $0, size: 2, seed: 1) } != (0..<10).map { data.batchIndices(step: $0, size: 2, seed: 2) })
+        #expect(throws: TrainingDataError.self) { _ = try ImageCaptionFolder(path: path + "/nowhere") }
+    }
+
+    @Test func trainingCropResizesTheShorterSideThenCrops() {
+        var random = SplitMix64(seed: 3)
+        let image = PixelImage(width: 30, height: 20, layout: .rgb, repeating: 7)
+        let crop = image.trainingCrop(size: 16, random: &random)
+        #expect(crop.width == 16 && crop.height == 16 && crop.pixels.allSatisfy { $0 == 7 })
+    }
+
+    @Test func newDenoiserWeightsFollowUpstreamInitialisation() throws {
+        let config = DenoiserConfig(numLabels: 10, cHidden: 32, cClip: 8, cR: 4, downLevels: [1, 2], upLevels: [2, 1])
+        let p = try TrainableParameters.newDenoiser(config, seed: 1)
+        #expect(p.names == (try Denoiser.parameterShapes(config)).map(\.name))
+        #expect(p["down_blocks.0.0.gamma"]?.floats.allSatisfy { $0 == 1e-6 } == true)
+        #expect(p["down_blocks.0.0.ln.ln.weight"]?.floats.allSatisfy { $0 == 1 } == true)
+        // channelwise.0 of a 16-channel block: fan-in 16, bound 1/4; channelwise.2 (fan-in 64): 1/8 * sqrt(1/3).
+        #expect(maxAbsOf(p["down_blocks.0.0.channelwise.0.weight"]) <= 0.25 && maxAbsOf(p["down_blocks.0.0.channelwise.0.weight"]) > 0.2)
+        #expect(maxAbsOf(p["down_blocks.0.0.channelwise.2.weight"]) <= Float(0.125 * (1.0 / 3).squareRoot()) + 1e-7)
+        // The transposed convolution [32, 16, 4, 4]: PyTorch's fan-in is 16 * 16.
+        #expect(maxAbsOf(p["up_blocks.0.2.weight"]) <= 1.0 / 16 && maxAbsOf(p["up_blocks.0.2.weight"]) > 0.05)
+        _ = try Denoiser(config: config, weights: p.loader(), compute: Compute(pool: ThreadPool(threads: 1), gemm: BuiltinGEMM()))
+    }
+
+    func maxAbsOf(_ t: Tensor?) -> Float { (t?.floats ?? [.infinity]).reduce(0) { max($0, abs($1)) } }
+}
+
+@Suite struct CaptionEmbeddingCacheTests {
+    @Test func encodesEachCaptionOnceAndRoundTrips() throws {
+        let cache = try CaptionEmbeddingCache()
+        var calls: [String] = []
+        func encode(_ caption: String) -> Tensor {
+            calls.append(caption)
+            return Tensor([Float(caption.count), 1, -1], shape: [1, 3])
+        }
+        let a = try cache.embeddings(for: ["a cat", "a dog", "a cat"], encode: encode)
+        #expect(a.shape == [3, 3] && a.floats == [5, 1, -1, 5, 1, -1, 5, 1, -1])
+        #expect(calls == ["a cat", "a dog"] && cache.count == 2)
+        let path = NSTemporaryDirectory() + "paella-cache-\(UUID().uuidString).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try cache.save(to: path)
+        let loaded = try CaptionEmbeddingCache(path: path)
+        calls = []
+        #expect(try loaded.embeddings(for: ["a dog", "a bird"], encode: encode).floats == [5, 1, -1, 6, 1, -1])
+        #expect(calls == ["a bird"])
+    }
+}
