@@ -120,7 +120,8 @@ public struct VQGANTrainer: Sendable {
     /// How often each code was picked in the current restart window.
     public internal(set) var windowUsage: [Int]
 
-    /// Starts from `parameters` (every key of `config`).
+    /// Starts from `parameters` (every key of `config`). With the `.nearest` quantizer `quantize.proj` is
+    /// rewritten from the codebook at once (fine-tuning a Gumbel-trained model this way changes its encoding).
     public init(config: VQGANConfig, parameters: TrainableParameters, recipe: VQGANTrainingRecipe, compute: Compute,
                 seed: UInt64 = 0) throws {
         _ = try VQGAN(config: config, weights: parameters.loader(), compute: compute)  // every key, right shapes
