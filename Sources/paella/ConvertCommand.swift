@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaTraining
 
 /// `paella convert`: the released checkpoints -> a model folder (docs/model-folder.md).
 struct ConvertCommand: ParsableCommand {
@@ -22,6 +23,9 @@ struct ConvertCommand: ParsableCommand {
 
     @Option(help: "Denoiser checkpoint (model_600000.pt, or a safetensors file with the same keys).")
     var denoiser: String?
+
+    @Flag(help: "Start a new model instead of converting a denoiser: upstream's initialisation for --denoiser-config (then `paella train denoiser --from-scratch`).")
+    var newDenoiser = false
 
     @Option(help: "VQGAN checkpoint (vqgan.gumbelf8-sber.model.ckpt).")
     var vqgan: String?
@@ -66,10 +70,14 @@ struct ConvertCommand: ParsableCommand {
 
     func validate() throws {
         if from == nil {
-            let missing = [("--denoiser", denoiser), ("--vqgan", vqgan), ("--clip", clip)].filter { $0.1 == nil }.map(\.0)
+            let missing = [("--denoiser", newDenoiser ? "new" : denoiser), ("--vqgan", vqgan), ("--clip", clip)]
+                .filter { $0.1 == nil }.map(\.0)
             if !missing.isEmpty {
                 throw ValidationError("Give --from DIR or all of --denoiser, --vqgan and --clip (missing: \(missing.joined(separator: ", "))).")
             }
+        }
+        if newDenoiser && (denoiser != nil || denoiserConfig == nil) {
+            throw ValidationError("--new-denoiser takes --denoiser-config and no --denoiser.")
         }
         _ = try storageDType(dtype)
     }
@@ -86,6 +94,14 @@ struct ConvertCommand: ParsableCommand {
             conversion.overwrite = force
             conversion.vocabulary = vocab
             if let denoiserConfig { conversion.denoiserConfig = try ModelConfigFile.denoiser(denoiserConfig) }
+            var initialWeights: String?
+            defer { if let initialWeights { try? FileManager.default.removeItem(atPath: initialWeights) } }
+            if newDenoiser {
+                let path = NSTemporaryDirectory() + "paella-new-denoiser-\(UUID().uuidString).safetensors"
+                try SafeTensors.write(TrainableParameters.newDenoiser(conversion.denoiserConfig, seed: 0).named, to: path)
+                initialWeights = path
+                conversion.denoiser = path
+            }
             if let vqganConfig { conversion.vqganConfig = try ModelConfigFile.vqgan(vqganConfig) }
             if let clipConfig { conversion.clipConfig = try ModelConfigFile.clip(clipConfig) }
             if let defaults { conversion.defaults = try ModelConfigFile.defaults(defaults) }

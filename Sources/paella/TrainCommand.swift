@@ -9,7 +9,7 @@ import PaellaTraining
 struct TrainCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train", abstract: "Train or fine-tune models with the Paella recipe.",
-        subcommands: [TrainDenoiserCommand.self, TrainVQGANCommand.self, TrainCLIPCommand.self])
+        subcommands: [TrainVQGANCommand.self, TrainCLIPCommand.self, TrainDenoiserCommand.self])
 }
 
 /// `paella train denoiser`: fine-tunes a model folder's denoiser (or trains a new one) on images with captions.

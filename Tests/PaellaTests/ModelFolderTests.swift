@@ -254,33 +254,32 @@ import Testing
 
 /// `paella convert` and `paella info --model` run as a user runs them: the built executable, found next to the
 /// test bundle (`swift build` puts both in the same folder); skipped when it has not been built.
-@Suite(.enabled(if: builtPaellaExecutable != nil, "the paella executable is not built (run `swift build` first)"))
+@Suite(.enabled(if: PaellaCLI.executable != nil, "the paella executable is not built (run `swift build` first)"))
 struct ConvertCommandTests {
-    static var executable: String? { builtPaellaExecutable }
 }
-
-/// The `paella` executable next to the test bundle, if built.
-let builtPaellaExecutable: String? = {
-    let folder = URL(fileURLWithPath: CommandLine.arguments.first ?? "").deletingLastPathComponent()
-    let candidates = [folder.appendingPathComponent("paella").path,
-                      folder.deletingLastPathComponent().appendingPathComponent("paella").path]
-    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
-}()
 
 extension ConvertCommandTests {
     /// Exit status, stdout and stderr of `paella arguments...`.
     static func paella(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try #require(executable))
-        process.arguments = arguments
-        let (out, err) = (Pipe(), Pipe())
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        let result = try PaellaCLI.run(arguments)
+        return (result.status, result.stdout, result.stderr)
+    }
+
+    @Test func newDenoiserStartsAModelFromATrainedVQGANAndCLIP() throws {
+        let work = ModelFolderTests.scratch("new")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let configs = try Fixtures.tinyConfigs()
+        let denoiserConfig = work + "/denoiser.json"
+        try JSONEncoder().encode(configs.denoiser).write(to: URL(fileURLWithPath: denoiserConfig))
+        let common = ["--vqgan", Fixtures.path("vqgan_tiny.ckpt"), "--clip", Fixtures.path("clip_tiny.bin"),
+                      "--vqgan-config", Fixtures.path("vqgan_tiny.json"), "--clip-config", Fixtures.path("clip_tiny.json"), "--quiet"]
+        let made = try Self.paella(["convert", "--new-denoiser", "--denoiser-config", denoiserConfig, "--output", work + "/new"] + common)
+        #expect(made.status == 0, "\(made.err)")
+        let folder = try ModelFolder(path: work + "/new")
+        #expect(folder.manifest.denoiser.config == configs.denoiser)
+        _ = try folder.loadDenoiser(compute: Compute(pool: ThreadPool(threads: 1), gemm: BuiltinGEMM()))
+        let withoutConfig = try Self.paella(["convert", "--new-denoiser", "--output", work + "/other"] + common)
+        #expect(withoutConfig.status != 0 && withoutConfig.err.contains("--denoiser-config"))
     }
 
     @Test func convertsTheFixtureCheckpointsAndDescribesTheFolder() throws {
