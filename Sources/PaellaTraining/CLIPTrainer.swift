@@ -23,7 +23,8 @@ public struct CLIPTrainingRecipe: Codable, Sendable, Equatable {
 
     /// Warm-up over the first 5% of the steps to `maxLR`, then cosine down.
     public init(totalSteps: Int, maxLR: Double = 5e-4) {
-        schedule = OneCycleLR(maxLR: maxLR, totalSteps: totalSteps, pctStart: 0.05, divFactor: 25, finalDivFactor: 100,
+        schedule = OneCycleLR(maxLR: maxLR, totalSteps: totalSteps, pctStart: OneCycleLR.warmupFraction(totalSteps),
+                              divFactor: 25, finalDivFactor: 100,
                               annealStrategy: .cos, cycleMomentum: false)
     }
 

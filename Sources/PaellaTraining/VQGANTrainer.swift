@@ -53,7 +53,8 @@ public struct VQGANTrainingRecipe: Codable, Sendable, Equatable {
 
     /// AdamW (0.9, 0.99, no weight decay) on a one-cycle cosine schedule peaking at `maxLR` after 5% of the steps.
     public init(totalSteps: Int, maxLR: Double = 1e-3, quantizer: Quantizer = .nearest) {
-        schedule = OneCycleLR(maxLR: maxLR, totalSteps: totalSteps, pctStart: 0.05, divFactor: 10, finalDivFactor: 100,
+        schedule = OneCycleLR(maxLR: maxLR, totalSteps: totalSteps, pctStart: OneCycleLR.warmupFraction(totalSteps),
+                              divFactor: 10, finalDivFactor: 100,
                               annealStrategy: .cos, cycleMomentum: false)
         temperatureDecaySteps = totalSteps
         self.quantizer = quantizer
@@ -119,7 +120,8 @@ public struct VQGANTrainer: Sendable {
     /// How often each code was picked in the current restart window.
     public internal(set) var windowUsage: [Int]
 
-    /// Starts from `parameters` (every key of `config`).
+    /// Starts from `parameters` (every key of `config`). With the `.nearest` quantizer `quantize.proj` is
+    /// rewritten from the codebook at once (fine-tuning a Gumbel-trained model this way changes its encoding).
     public init(config: VQGANConfig, parameters: TrainableParameters, recipe: VQGANTrainingRecipe, compute: Compute,
                 seed: UInt64 = 0) throws {
         _ = try VQGAN(config: config, weights: parameters.loader(), compute: compute)  // every key, right shapes
@@ -432,5 +434,13 @@ extension Array {
     /// Consecutive slices of `size` elements.
     func chunked(_ size: Int) -> [ArraySlice<Element>] {
         stride(from: 0, to: count, by: size).map { self[$0..<Swift.min($0 + size, count)] }
+    }
+}
+
+extension OneCycleLR {
+    /// 5% warm-up, or 2 steps where 5% would be exactly one: PyTorch's OneCycleLR divides by
+    /// `pct_start * total_steps - 1`, which is then zero (a NaN learning rate here, an error in PyTorch).
+    static func warmupFraction(_ totalSteps: Int) -> Double {
+        abs(0.05 * Double(totalSteps) - 1) < 1e-9 ? 2 / Double(totalSteps) : 0.05
     }
 }

@@ -9,14 +9,11 @@ struct TrainCLIPCommand: ParsableCommand {
         commandName: "clip",
         abstract: "Train CLIP's text and vision towers with the symmetric contrastive loss.",
         discussion: """
-            Reads NNNNNN.png images with NNNNNN.txt captions from DATA; captions use the CLIP BPE tokenizer. Writes \
+            Reads NNNNNN.png images with NNNNNN.txt captions from --data; captions use the CLIP BPE tokenizer. Writes \
             checkpoints to --output, with clip.safetensors (logit_scale included) and clip.json (an OpenCLIP model \
             config) for a model folder. Progress lines report the loss, in-batch retrieval accuracy (image->text, \
             text->image), the logit scale and the learning rate; every step is logged to OUTPUT/train-clip.jsonl.
             """)
-
-    @Argument(help: "Folder of captioned images (NNNNNN.png + NNNNNN.txt).")
-    var data: String
 
     @OptionGroup var options: TrainRunOptions
 
@@ -55,7 +52,7 @@ struct TrainCLIPCommand: ParsableCommand {
     mutating func run() throws {
         try reportingErrors {
             let compute = try compute.makeCompute()
-            let folder = try TrainPairFolder(path: data, captions: true)
+            let folder = try TrainPairFolder(path: options.data, captions: true)
             let tokenizer = try CLIPTokenizer(openCLIPVocabulary: try CLIPTokenizer.locateVocabulary())
             var trainer: CLIPTrainer
             if options.resume {
@@ -69,20 +66,20 @@ struct TrainCLIPCommand: ParsableCommand {
                                          heads: textHeads, layers: textLayers),
                     vision: CLIPVisionConfig(imageSize: side, layers: visionLayers, width: visionWidth, headWidth: headWidth,
                                              patchSize: patch))
-                trainer = try CLIPTrainer(config: config, recipe: CLIPTrainingRecipe(totalSteps: options.steps, maxLR: options.lr ?? 5e-4),
+                trainer = try CLIPTrainer(config: config, recipe: CLIPTrainingRecipe(totalSteps: options.steps ?? 1000, maxLR: options.lr ?? 5e-4),
                                           compute: compute, seed: options.seed)
             }
             let config = trainer.config
-            let total = min(options.steps, trainer.recipe.schedule.totalSteps)
+            let total = min(options.steps ?? Int.max, trainer.recipe.schedule.totalSteps)
             try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
-            let log = try JSONLinesLog(path: options.output + "/train-clip.jsonl")
+            let log = try JSONLinesLog(path: options.output + "/train-clip.jsonl", resumedStep: trainer.step)
             printFlushed("CLIP, \(trainer.parameters.scalarCount) parameters (text \(config.text.width)x\(config.text.layers), vision "
                 + "\(config.vision.width)x\(config.vision.layers), patch \(config.vision.patchSize)); \(folder.count) pairs; "
-                + "steps \(trainer.step)..<\(total), batch \(options.batch)")
+                + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")
             var recent: [Double] = []
             while trainer.step < total {
                 let start = Date()
-                let indices = trainer.random.randint(folder.count, [options.batch]).integers()
+                let indices = trainer.random.randint(folder.count, [options.batchSize]).integers()
                 let side = config.vision.imageSize
                 let images = indices.map { i in
                     folder.images[i].width == side && folder.images[i].height == side ? folder.images[i] : folder.images[i].resized(width: side, height: side)
@@ -100,7 +97,7 @@ struct TrainCLIPCommand: ParsableCommand {
                                  trainer.step, total, result.loss, result.imageToTextAccuracy, result.textToImageAccuracy,
                                  result.logitScale, result.gradientNorm, result.learningRate, perStep))
                 }
-                if trainer.step % options.saveEvery == 0 || trainer.step == total {
+                if trainer.step % options.checkpointEvery == 0 || trainer.step == total {
                     try trainer.saveCheckpoint(to: options.output)
                 }
             }

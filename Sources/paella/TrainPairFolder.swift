@@ -47,7 +47,16 @@ struct TrainPairFolder {
 final class JSONLinesLog {
     private let handle: FileHandle
 
-    init(path: String) throws {
+    /// Opens `path` for appending; records whose `step` is `resumedStep` or later are dropped first (a resumed
+    /// run trains those steps again).
+    init(path: String, resumedStep: Int) throws {
+        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            let kept = text.split(separator: "\n").filter { line in
+                let record = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                return ((record?["step"] as? Int) ?? Int.max) < resumedStep
+            }
+            try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: path)
+        }
         if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         guard let handle = FileHandle(forWritingAtPath: path) else { throw ValidationError("Cannot write the log \(path).") }
         handle.seekToEndOfFile()
@@ -63,35 +72,38 @@ final class JSONLinesLog {
     deinit { try? handle.close() }
 }
 
-/// Options every `train` subcommand of this file's kind shares.
+/// Options `train vqgan` and `train clip` share (named as `train denoiser` names them).
 struct TrainRunOptions: ParsableArguments {
-    @Option(help: "Training steps in all (a resumed run continues up to this step).")
-    var steps: Int = 1000
+    @Option(help: "Training data: a folder of NNNNNN.png images (with NNNNNN.txt captions for CLIP), all one size.")
+    var data: String
 
-    @Option(help: "Images per step.")
-    var batch: Int = 16
-
-    @Option(help: "Peak learning rate (warm-up over 5% of the steps, then cosine).")
-    var lr: Double?
-
-    @Option(help: "Checkpoint folder: trainer state, optimizer moments, the model file and its JSON config.")
+    @Option(name: .shortAndLong, help: "Output folder: checkpoint, the JSONL log, the model file and its JSON config.")
     var output: String
 
     @Flag(help: "Continue the run saved in --output.")
     var resume = false
 
-    @Option(help: "Print a progress line every N steps.")
-    var logEvery: Int = 10
+    @Option(help: "Total steps of the learning-rate schedule, fixed when the run starts (default 1000); with --resume, stop after this step.")
+    var steps: Int?
 
-    @Option(help: "Write a checkpoint every N steps (and at the end).")
-    var saveEvery: Int = 200
+    @Option(help: "Images per step.")
+    var batchSize = 16
+
+    @Option(help: "Peak learning rate (warm-up over 5% of the steps, then cosine).")
+    var lr: Double?
+
+    @Option(help: "Print a log line every N steps.")
+    var logEvery = 10
+
+    @Option(help: "Save a checkpoint and the model file every N steps (and at the end).")
+    var checkpointEvery = 200
 
     @Option(help: "Seed of the initial weights and of the batch order.")
     var seed: UInt64 = 0
 
     func validate() throws {
-        guard steps > 0, batch > 0, logEvery > 0, saveEvery > 0 else {
-            throw ValidationError("--steps, --batch, --log-every and --save-every must be positive.")
+        guard (steps ?? 1) > 0, batchSize > 0, logEvery > 0, checkpointEvery > 0 else {
+            throw ValidationError("--steps, --batch-size, --log-every and --checkpoint-every must be positive.")
         }
     }
 }

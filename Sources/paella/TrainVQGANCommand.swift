@@ -9,13 +9,10 @@ struct TrainVQGANCommand: ParsableCommand {
         commandName: "vqgan",
         abstract: "Train a VQGAN tokenizer (L1 reconstruction, nearest-neighbour or Gumbel quantizer, dead-code restarts).",
         discussion: """
-            Reads NNNNNN.png files (one size, sides multiples of 2^(levels-1)) from DATA. Writes checkpoints to \
+            Reads NNNNNN.png files (one size, sides multiples of 2^(levels-1)) from --data. Writes checkpoints to \
             --output, with vqgan.safetensors and vqgan.json for a model folder. Progress lines report the loss, \
             PSNR, codebook usage and learning rate; every step is also logged to OUTPUT/train-vqgan.jsonl.
             """)
-
-    @Argument(help: "Folder of training images (NNNNNN.png).")
-    var data: String
 
     @OptionGroup var options: TrainRunOptions
 
@@ -51,7 +48,7 @@ struct TrainVQGANCommand: ParsableCommand {
     mutating func run() throws {
         try reportingErrors {
             let compute = try compute.makeCompute()
-            let folder = try TrainPairFolder(path: data, captions: false)
+            let folder = try TrainPairFolder(path: options.data, captions: false)
             var trainer: VQGANTrainer
             if options.resume {
                 trainer = try VQGANTrainer(resumingFrom: options.output, compute: compute)
@@ -67,21 +64,21 @@ struct TrainVQGANCommand: ParsableCommand {
                 guard folder.width % f == 0 && folder.height % f == 0 else {
                     throw ValidationError("The images are \(folder.width)x\(folder.height); this VQGAN needs sides that are multiples of \(f).")
                 }
-                var recipe = VQGANTrainingRecipe(totalSteps: options.steps, maxLR: options.lr ?? 1e-3, quantizer: kind)
+                var recipe = VQGANTrainingRecipe(totalSteps: options.steps ?? 1000, maxLR: options.lr ?? 1e-3, quantizer: kind)
                 recipe.restartWindow = restartWindow
                 recipe.l2Weight = l2
                 trainer = try VQGANTrainer(config: config, recipe: recipe, compute: compute, seed: options.seed)
             }
-            let total = min(options.steps, trainer.recipe.schedule.totalSteps)
+            let total = min(options.steps ?? Int.max, trainer.recipe.schedule.totalSteps)
             try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
-            let log = try JSONLinesLog(path: options.output + "/train-vqgan.jsonl")
+            let log = try JSONLinesLog(path: options.output + "/train-vqgan.jsonl", resumedStep: trainer.step)
             printFlushed("VQGAN f\(trainer.config.downsamplingFactor), \(trainer.parameters.scalarCount) parameters, \(trainer.config.nEmbed) codes, "
                 + "\(trainer.recipe.quantizer.rawValue) quantizer; \(folder.count) images of \(folder.width)x\(folder.height); "
-                + "steps \(trainer.step)..<\(total), batch \(options.batch)")
+                + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")
             var recent: [Double] = []
             while trainer.step < total {
                 let start = Date()
-                let indices = trainer.random.randint(folder.count, [options.batch]).integers()
+                let indices = trainer.random.randint(folder.count, [options.batchSize]).integers()
                 let result = try trainer.train(images: try folder.batch(indices))
                 let seconds = Date().timeIntervalSince(start)
                 try log.write(TrainLogLine(result: result, seconds: seconds))
@@ -94,7 +91,7 @@ struct TrainVQGANCommand: ParsableCommand {
                                  result.codesInBatch, trainer.config.nEmbed, result.codesInWindow, result.perplexity,
                                  result.restarted, result.learningRate, perStep))
                 }
-                if trainer.step % options.saveEvery == 0 || trainer.step == total {
+                if trainer.step % options.checkpointEvery == 0 || trainer.step == total {
                     try trainer.saveCheckpoint(to: options.output)
                 }
             }

@@ -29,10 +29,11 @@ import Testing
         return Tensor(v, shape: [batch, 8, 8, 3])
     }
 
-    /// Checks the trainer's gradients of the parameters `names` against central differences of its own loss,
-    /// two elements per tensor (the largest-gradient one among them). Step 1e-2 with the loss in Double: the
+    /// Checks the trainer's gradients of the parameters `names` against central differences of its own loss:
+    /// each tensor's largest-gradient element, and one random element when `randomElements`. Step 1e-2 with the loss in Double: the
     /// truncation error (h² f''' / 6) and float32 rounding of the loss (about 1e-7 / h) stay near 1e-5.
-    static func checkGradients(_ trainer: VQGANTrainer, images: Tensor, uniforms: Tensor?, names: [String]) throws {
+    static func checkGradients(_ trainer: VQGANTrainer, images: Tensor, uniforms: Tensor?, names: [String],
+                               randomElements: Bool = true) throws {
         let analytic = try trainer.lossAndGradients(images: images, uniforms: uniforms, hardGumbel: false).gradients
         var rng = TestRandom(seed: 9)
         let h: Float = 1e-2
@@ -41,7 +42,8 @@ import Testing
             let i = try #require(trainer.parameters.names.firstIndex(of: name))
             let g = analytic.tensors[i].floats
             let largest = g.indices.max { abs(g[$0]) < abs(g[$1]) } ?? 0
-            for j in Set([largest, rng.int(0...(g.count - 1))]) {
+            let random = rng.int(0...(g.count - 1))
+            for j in Set(randomElements ? [largest, random] : [largest]) {
                 func loss(_ delta: Float) throws -> Double {
                     var t = trainer
                     t.parameters.tensors[i].withMutableFloats { $0[j] += delta }
@@ -68,10 +70,10 @@ import Testing
         // Larger proj logits than the default initialisation, so the softmax is not flat.
         let p = try #require(trainer.parameters.names.firstIndex(of: "quantize.proj.weight"))
         trainer.parameters.tensors[p] = Tensor(trainer.parameters.tensors[p].floats.map { $0 * 4 }, shape: trainer.parameters.tensors[p].shape)
-        let images = Self.images(2, seed: 2)
+        let images = Self.images(1, seed: 2)
         var rng = TestRandom(seed: 3)
-        let uniforms = rng.tensor([2, 4, 4, Self.config.nEmbed], 0, 1)
-        try Self.checkGradients(trainer, images: images, uniforms: uniforms, names: trainer.parameters.names)
+        let uniforms = rng.tensor([1, 4, 4, Self.config.nEmbed], 0, 1)
+        try Self.checkGradients(trainer, images: images, uniforms: uniforms, names: trainer.parameters.names, randomElements: false)
     }
 
     /// The nearest-neighbour path: the decoder half has true gradients (the codes do not move under small
@@ -81,7 +83,7 @@ import Testing
         recipe.l1Weight = 0
         recipe.l2Weight = 1
         let trainer = try VQGANTrainer(config: Self.config, recipe: recipe, compute: Self.compute(), seed: 4)
-        let images = Self.images(2, seed: 5)
+        let images = Self.images(1, seed: 5)
         let names = trainer.parameters.names.filter { $0.hasPrefix("decoder.") || $0.hasPrefix("post_quant_conv.") }
         try Self.checkGradients(trainer, images: images, uniforms: nil, names: names)
         let g = try trainer.lossAndGradients(images: images).gradients
@@ -106,17 +108,17 @@ import Testing
 
     @Test(arguments: VQGANTrainingRecipe.Quantizer.allCases)
     func aFewStepsLowerTheLoss(_ quantizer: VQGANTrainingRecipe.Quantizer) throws {
-        var recipe = VQGANTrainingRecipe(totalSteps: 30, maxLR: 3e-3, quantizer: quantizer)
+        var recipe = VQGANTrainingRecipe(totalSteps: 20, maxLR: 3e-3, quantizer: quantizer)
         recipe.restartWindow = 10
         var trainer = try VQGANTrainer(config: Self.config, recipe: recipe, compute: Self.compute(), seed: 8)
         let images = Self.images(4, seed: 9)
         var results: [VQGANStepResult] = []
-        for _ in 0..<30 { results.append(try trainer.train(images: images)) }
+        for _ in 0..<20 { results.append(try trainer.train(images: images)) }
         let first = results.prefix(3).map(\.reconstructionLoss).reduce(0, +) / 3
         let last = results.suffix(3).map(\.reconstructionLoss).reduce(0, +) / 3
-        print("VQGAN \(quantizer): reconstruction loss \(first) -> \(last), PSNR \(results[0].psnr) -> \(results[29].psnr) dB, codes in window \(results[29].codesInWindow), restarted \(results.map(\.restarted).reduce(0, +))")
+        print("VQGAN \(quantizer): reconstruction loss \(first) -> \(last), PSNR \(results[0].psnr) -> \(results[19].psnr) dB, codes in window \(results[19].codesInWindow), restarted \(results.map(\.restarted).reduce(0, +))")
         #expect(last < 0.85 * first)
-        #expect(results[29].psnr > results[0].psnr + 1)
+        #expect(results[19].psnr > results[0].psnr + 1)
     }
 
     /// Stopping after step 3 (inside a restart window, after one restart) and resuming gives bit-identical
@@ -162,6 +164,15 @@ import Testing
         #expect(r1.restarted == 7)
         let r2 = try trainer.train(images: images)
         #expect(r2.codesInBatch > 1)
+    }
+
+    /// Where 5% of the steps is exactly one step, PyTorch's OneCycleLR formula divides by zero: two steps instead.
+    @Test func schedulesAreFiniteForEveryLength() {
+        for steps in 1...60 {
+            for schedule in [VQGANTrainingRecipe(totalSteps: steps).schedule, CLIPTrainingRecipe(totalSteps: steps).schedule] {
+                #expect((0..<steps).allSatisfy { schedule.learningRate(at: $0).isFinite }, "\(steps) steps")
+            }
+        }
     }
 
     @Test func smallF4ConfigIsExpressible() throws {

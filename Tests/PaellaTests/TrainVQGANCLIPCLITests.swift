@@ -1,0 +1,73 @@
+import Foundation
+import Paella
+import PaellaTestSupport
+import Testing
+
+/// `paella train vqgan` and `paella train clip` end to end on eight tiny captioned images: a short run, its
+/// files (checkpoint, JSONL log, model file and config that load into the models), and a resumed run.
+@Suite("Train VQGAN/CLIP CLI", .serialized)
+struct TrainVQGANCLIPCLITests {
+    let work: String
+    let data: String
+
+    init() throws {
+        work = try PaellaCLI.temporaryDirectory()
+        data = work + "/data"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        for i in 0..<8 {
+            var pixels = [UInt8](repeating: UInt8(40 * (i % 4)), count: 16 * 16 * 3)
+            for y in 4..<12 { for x in (i % 2 == 0 ? 2 : 8)..<(i % 2 == 0 ? 8 : 14) { pixels[(y * 16 + x) * 3 + i % 3] = 250 } }
+            let name = String(format: "%06d", i)
+            try PixelImage(width: 16, height: 16, pixels: pixels).write(to: "\(data)/\(name).png")
+            try "a \(["red", "green", "blue"][i % 3]) square on the \(i % 2 == 0 ? "left" : "right")"
+                .write(toFile: "\(data)/\(name).txt", atomically: true, encoding: .utf8)
+        }
+    }
+
+    func records(_ path: String) throws -> [[String: Any]] {
+        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map {
+            try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+    }
+
+    @Test func trainVQGANThenResume() throws {
+        let output = work + "/vq"
+        let common = ["train", "vqgan", "--data", data, "--output", output, "--batch-size", "2", "--threads", "2", "--log-every", "1"]
+        let first = try PaellaCLI.run(common + ["--steps", "4", "--ch", "32", "--ch-mult", "1,2", "--embed-dim", "4",
+                                                "--codebook", "8", "--restart-window", "2", "--checkpoint-every", "2"], in: work)
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stdout.contains("step 4/4") && first.stdout.contains("psnr") && first.stdout.contains("codes"))
+        #expect(try records(output + "/train-vqgan.jsonl").map { $0["step"] as? Int } == [0, 1, 2, 3])
+        let config = try JSONDecoder().decode(VQGANConfig.self, from: Data(contentsOf: URL(fileURLWithPath: output + "/vqgan.json")))
+        #expect(config.ch == 32 && config.chMult == [1, 2] && config.nEmbed == 8 && config.resolution == 16)
+        let compute = Compute(pool: ThreadPool(threads: 1), gemm: BuiltinGEMM())
+        let model = try VQGAN(contentsOf: output + "/vqgan.safetensors", config: config, compute: compute)
+        #expect(try model.encode(try PixelImage.batchTensor([PixelImage(contentsOf: data + "/000000.png")])).shape == [1, 8, 8])
+        // Resuming at the end of the schedule trains nothing and keeps the log as it is.
+        let again = try PaellaCLI.run(common + ["--resume"], in: work)
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(try records(output + "/train-vqgan.jsonl").count == 4)
+    }
+
+    @Test func trainCLIP() throws {
+        let output = work + "/clip"
+        let run = try PaellaCLI.run(["train", "clip", "--data", data, "--output", output, "--steps", "3", "--batch-size", "4",
+                                     "--embed-dim", "8", "--text-width", "16", "--text-layers", "1", "--text-heads", "2",
+                                     "--context", "16", "--vision-width", "16", "--vision-layers", "1", "--head-width", "8",
+                                     "--patch", "8", "--threads", "2", "--log-every", "1"], in: work)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("step 3/3") && run.stdout.contains("acc i->t"))
+        #expect(try records(output + "/train-clip.jsonl").count == 3)
+        let config = try JSONDecoder().decode(CLIPConfig.self, from: Data(contentsOf: URL(fileURLWithPath: output + "/clip.json")))
+        #expect(config.vision.imageSize == 16 && config.text.contextLength == 16)
+        let model = try CLIPModel(path: output + "/clip.safetensors", config: config)
+        #expect(model.text != nil && model.vision != nil)
+    }
+
+    @Test func missingCaptionIsOneSentence() throws {
+        try FileManager.default.removeItem(atPath: data + "/000003.txt")
+        let run = try PaellaCLI.run(["train", "clip", "--data", data, "--output", work + "/bad", "--steps", "1"], in: work)
+        #expect(run.status != 0)
+        #expect(run.stderr.contains("000003.png has no caption file"))
+    }
+}
