@@ -24,13 +24,13 @@ resume() { [ -f "$1/trainer.json" ] && echo --resume || true; }
 [ -f "$RUN/data/metadata.jsonl" ] || "$PAELLA" dataset shapes --output "$RUN/data" --count 30000 --seed 1 --threads "$THREADS"
 
 # 2. Tokenizer: f4 (16x16 tokens for 64x64 images), 256 codes, nearest-neighbour quantizer with dead-code restarts.
-"$PAELLA" train vqgan "$RUN/data" --output "$RUN/vqgan" $(resume "$RUN/vqgan") --steps 700 --batch 12 \
-    --ch 32 --ch-mult 1,1,2 --embed-dim 32 --codebook 256 --log-every 25 --save-every 100 --threads "$THREADS"
+"$PAELLA" train vqgan --data "$RUN/data" --output "$RUN/vqgan" $(resume "$RUN/vqgan") --steps 700 --batch-size 12 \
+    --ch 32 --ch-mult 1,1,2 --embed-dim 32 --codebook 256 --log-every 25 --checkpoint-every 100 --threads "$THREADS"
 
 # 3. CLIP: text tower 64 wide x 3 blocks (context 32), vision tower 128 wide x 3 blocks on 8x8 patches, 64-d embeddings.
-"$PAELLA" train clip "$RUN/data" --output "$RUN/clip" $(resume "$RUN/clip") --steps 1000 --batch 64 --embed-dim 64 \
-    --text-width 64 --text-layers 3 --text-heads 4 --context 32 --vision-width 128 --vision-layers 3 --head-width 32 \
-    --patch 8 --log-every 25 --save-every 250 --threads "$THREADS"
+"$PAELLA" train clip --data "$RUN/data" --output "$RUN/clip" $(resume "$RUN/clip") --steps 1000 --batch-size 64 \
+    --embed-dim 64 --text-width 64 --text-layers 3 --text-heads 4 --context 32 --vision-width 128 --vision-layers 3 \
+    --head-width 32 --patch 8 --log-every 25 --checkpoint-every 250 --threads "$THREADS"
 
 # 4. A model folder with the trained VQGAN and CLIP and a newly initialised denoiser.
 "$PAELLA" convert --new-denoiser --denoiser-config "$HERE/paella-small/denoiser.json" \
@@ -39,10 +39,12 @@ resume() { [ -f "$1/trainer.json" ] && echo --resume || true; }
     --defaults "$HERE/paella-small/defaults.json" --name paella-small --output "$RUN/start" --force --quiet
 
 # 5. The denoiser, with the Paella recipe (label smoothing 0.1, 10% unconditional batches, AdamW, OneCycleLR).
-DENOISER_STEPS=${DENOISER_STEPS:-1500}
+# Upstream's OneCycleLR (final_div_factor 1/25) holds the peak rate after the warm-up (10% of --steps), so the
+# shipped model is the checkpoint after DENOISER_BATCHES batches of a 3000-step schedule.
+DENOISER_BATCHES=${DENOISER_BATCHES:-2400}
 "$PAELLA" train denoiser --model "$RUN/start" --from-scratch --data "$RUN/data" --output "$RUN/denoiser" \
-    $(resume "$RUN/denoiser") --steps "$DENOISER_STEPS" --batch-size 32 --lr 1e-3 --cache-embeddings \
-    --checkpoint-every 250 --log-every 25 --sample-prompt "a large red circle at the top left on a white background" \
+    $(resume "$RUN/denoiser") --steps 3000 --stop-at "$DENOISER_BATCHES" --batch-size 32 --lr 1e-3 --cache-embeddings \
+    --checkpoint-every 200 --log-every 25 --sample-prompt "a large red circle at the top left on a white background" \
     --threads "$THREADS"
 
 # 6. The shipped folder: float16 weights, CLIP with its vision tower (variations).

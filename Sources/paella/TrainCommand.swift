@@ -128,8 +128,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             progress.update("batch \(trainer.step)/\(end)  " + line, done: trainer.step, total: end)
             if !quiet && (trainer.step % logEvery == 0 || trainer.step == end) {
                 if progressDrawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }  // clear the bar's line
-                print("batch \(trainer.step)/\(end)  " + line)
-                fflush(stdout)  // a log line as it happens, also into a pipe or file
+                printFlushed("batch \(trainer.step)/\(end)  " + line)  // as it happens, also into a pipe or file
             }
             if trainer.step % checkpointEvery == 0 || trainer.step == end {
                 try save(trainer, source: folder, imageSize: size)
