@@ -27,6 +27,11 @@ public protocol TrainingSamples: Sendable {
 }
 
 extension TrainingSamples {
+    /// What to call sample `i` in a message (a file path where there is one).
+    public func sampleName(_ i: Int) -> String {
+        (self as? ImageCaptionFolder).map { $0.images[i] } ?? "training sample \(i)"
+    }
+
     /// The samples of batch `step` (`size` of them) in a reproducible order: the samples are shuffled once per
     /// epoch (a Fisher-Yates permutation seeded by `seed` and the epoch) and read in that order, so any step's
     /// batch can be recomputed (resuming needs no saved data position).

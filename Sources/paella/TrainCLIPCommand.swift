@@ -72,7 +72,8 @@ struct TrainCLIPCommand: ParsableCommand {
             let config = trainer.config
             let total = min(options.steps ?? Int.max, trainer.recipe.schedule.totalSteps)
             try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
-            let log = try JSONLinesLog(path: options.output + "/train-clip.jsonl", resumedStep: trainer.step)
+            try JSONLines.keepRecords(before: trainer.step, in: options.output + "/train-clip.jsonl")  // steps after the checkpoint run again
+            let log = try JSONLines(path: options.output + "/train-clip.jsonl")
             printFlushed("CLIP, \(trainer.parameters.scalarCount) parameters (text \(config.text.width)x\(config.text.layers), vision "
                 + "\(config.vision.width)x\(config.vision.layers), patch \(config.vision.patchSize)); \(folder.count) pairs; "
                 + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")
@@ -88,7 +89,7 @@ struct TrainCLIPCommand: ParsableCommand {
                 let tokens = tokenizer.contextTokens(indices.map { folder.captions[$0] }, contextLength: config.text.contextLength)
                 let result = try trainer.train(images: pixels, tokens: tokens)
                 let seconds = Date().timeIntervalSince(start)
-                try log.write(TrainLogLine(result: result, seconds: seconds))
+                try log.append(TrainLogLine(result: result, seconds: seconds))
                 recent.append(seconds)
                 if trainer.step % options.logEvery == 0 || trainer.step == total {
                     let perStep = recent.reduce(0, +) / Double(recent.count)

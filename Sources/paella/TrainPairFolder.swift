@@ -1,37 +1,37 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaTraining
 
-/// A folder of training pairs in the shapes dataset's layout: `NNNNNN.png` images with `NNNNNN.txt` captions
-/// beside them, all images of one size, read into memory once (8-bit pixels: 64x64 images take 12 KB each).
+/// Training pairs held in memory for `train vqgan` and `train clip`: every image of a data source (a folder of
+/// images with `.txt` captions, or WebDataset shards; see `openTrainingSamples`), decoded once, all of one size
+/// (8-bit pixels: a 64x64 image takes 12 KB).
 struct TrainPairFolder {
     let images: [PixelImage]
-    /// One caption per image ("" where the text file is missing and captions were not required).
+    /// One caption per image ("" where there is none and captions were not required).
     let captions: [String]
     var width: Int { images.first?.width ?? 0 }
     var height: Int { images.first?.height ?? 0 }
     var count: Int { images.count }
 
-    /// Reads every `.png` of `path` in name order, with its caption when `captions` is true (then a missing
-    /// `.txt` is an error). Throws when the folder has no images or they differ in size.
+    /// Reads every sample of `path`, with its caption when `captions` is true (then a missing caption is an
+    /// error). Throws when there are no images or they differ in size.
     init(path: String, captions needCaptions: Bool) throws {
-        let names = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".png") }.sorted()
-        guard !names.isEmpty else { throw ValidationError("The training folder \(path) holds no .png images.") }
+        let samples = try openTrainingSamples(path: path)
+        guard samples.count > 0 else { throw ValidationError("The training data \(path) holds no images.") }
         var images: [PixelImage] = [], captions: [String] = []
-        for name in names {
-            let image = try PixelImage(contentsOf: path + "/" + name).rgb()
+        for i in 0..<samples.count {
+            let image = try samples.image(i)
             if let first = images.first, first.width != image.width || first.height != image.height {
-                throw ValidationError("\(name) is \(image.width)x\(image.height), but \(names[0]) is \(first.width)x\(first.height): training images must share one size.")
+                throw ValidationError("\(samples.sampleName(i)) is \(image.width)x\(image.height), but \(samples.sampleName(0)) is " +
+                                      "\(first.width)x\(first.height): training images must share one size.")
+            }
+            let caption = try samples.caption(i).trimmingCharacters(in: .whitespacesAndNewlines)
+            if needCaptions && caption.isEmpty {
+                throw ValidationError("\(samples.sampleName(i)) has no caption; CLIP trains on image and caption pairs.")
             }
             images.append(image)
-            let textPath = path + "/" + name.dropLast(4) + ".txt"
-            if let text = try? String(contentsOfFile: textPath, encoding: .utf8) {
-                captions.append(text.trimmingCharacters(in: .whitespacesAndNewlines))
-            } else if needCaptions {
-                throw ValidationError("\(name) has no caption file \(name.dropLast(4)).txt beside it.")
-            } else {
-                captions.append("")
-            }
+            captions.append(caption)
         }
         self.images = images
         self.captions = captions
@@ -41,35 +41,6 @@ struct TrainPairFolder {
     func batch(_ indices: [Int]) throws -> Tensor {
         try PixelImage.batchTensor(indices.map { images[$0] })
     }
-}
-
-/// Appends one JSON object per line to a log file.
-final class JSONLinesLog {
-    private let handle: FileHandle
-
-    /// Opens `path` for appending; records whose `step` is `resumedStep` or later are dropped first (a resumed
-    /// run trains those steps again).
-    init(path: String, resumedStep: Int) throws {
-        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            let kept = text.split(separator: "\n").filter { line in
-                let record = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-                return ((record?["step"] as? Int) ?? Int.max) < resumedStep
-            }
-            try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: path)
-        }
-        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
-        guard let handle = FileHandle(forWritingAtPath: path) else { throw ValidationError("Cannot write the log \(path).") }
-        handle.seekToEndOfFile()
-        self.handle = handle
-    }
-
-    func write<T: Encodable>(_ value: T) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        handle.write(try encoder.encode(value) + Data("\n".utf8))
-    }
-
-    deinit { try? handle.close() }
 }
 
 /// Options `train vqgan` and `train clip` share (named as `train denoiser` names them).

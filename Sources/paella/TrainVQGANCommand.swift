@@ -71,7 +71,8 @@ struct TrainVQGANCommand: ParsableCommand {
             }
             let total = min(options.steps ?? Int.max, trainer.recipe.schedule.totalSteps)
             try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
-            let log = try JSONLinesLog(path: options.output + "/train-vqgan.jsonl", resumedStep: trainer.step)
+            try JSONLines.keepRecords(before: trainer.step, in: options.output + "/train-vqgan.jsonl")  // steps after the checkpoint run again
+            let log = try JSONLines(path: options.output + "/train-vqgan.jsonl")
             printFlushed("VQGAN f\(trainer.config.downsamplingFactor), \(trainer.parameters.scalarCount) parameters, \(trainer.config.nEmbed) codes, "
                 + "\(trainer.recipe.quantizer.rawValue) quantizer; \(folder.count) images of \(folder.width)x\(folder.height); "
                 + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")
@@ -81,7 +82,7 @@ struct TrainVQGANCommand: ParsableCommand {
                 let indices = trainer.random.randint(folder.count, [options.batchSize]).integers()
                 let result = try trainer.train(images: try folder.batch(indices))
                 let seconds = Date().timeIntervalSince(start)
-                try log.write(TrainLogLine(result: result, seconds: seconds))
+                try log.append(TrainLogLine(result: result, seconds: seconds))
                 recent.append(seconds)
                 if trainer.step % options.logEvery == 0 || trainer.step == total {
                     let perStep = recent.reduce(0, +) / Double(recent.count)

@@ -68,6 +68,6 @@ struct TrainVQGANCLIPCLITests {
         try FileManager.default.removeItem(atPath: data + "/000003.txt")
         let run = try PaellaCLI.run(["train", "clip", "--data", data, "--output", work + "/bad", "--steps", "1"], in: work)
         #expect(run.status != 0)
-        #expect(run.stderr.contains("000003.png has no caption file"))
+        #expect(run.stderr.contains("000003.png has no caption"))
     }
 }
