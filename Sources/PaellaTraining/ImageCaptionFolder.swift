@@ -29,7 +29,9 @@ public protocol TrainingSamples: Sendable {
 extension TrainingSamples {
     /// What to call sample `i` in a message (a file path where there is one).
     public func sampleName(_ i: Int) -> String {
-        (self as? ImageCaptionFolder).map { $0.images[i] } ?? "training sample \(i)"
+        if let folder = self as? ImageCaptionFolder { return folder.images[i] }
+        if let shards = self as? WebDatasetShards { return "sample \(shards.key(i))" }
+        return "training sample \(i)"
     }
 
     /// The samples of batch `step` (`size` of them) in a reproducible order: the samples are shuffled once per
