@@ -71,37 +71,23 @@ struct TrainCLIPCommand: ParsableCommand {
             }
             let config = trainer.config
             let total = min(options.steps ?? Int.max, trainer.recipe.schedule.totalSteps)
-            try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
-            try JSONLines.keepRecords(before: trainer.step, in: options.output + "/train-clip.jsonl")  // steps after the checkpoint run again
-            let log = try JSONLines(path: options.output + "/train-clip.jsonl")
             printFlushed("CLIP, \(trainer.parameters.scalarCount) parameters (text \(config.text.width)x\(config.text.layers), vision "
                 + "\(config.vision.width)x\(config.vision.layers), patch \(config.vision.patchSize)); \(folder.count) pairs; "
                 + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")
-            var recent: [Double] = []
-            while trainer.step < total {
-                let start = Date()
+            let side = config.vision.imageSize
+            try options.trainLoop(logFile: "train-clip.jsonl", total: total, currentStep: { trainer.step }, step: {
                 let indices = trainer.random.randint(folder.count, [options.batchSize]).integers()
-                let side = config.vision.imageSize
                 let images = indices.map { i in
                     folder.images[i].width == side && folder.images[i].height == side ? folder.images[i] : folder.images[i].resized(width: side, height: side)
                 }
                 let pixels = CLIPImagePreprocessing.normalized(try PixelImage.batchTensor(images))
                 let tokens = tokenizer.contextTokens(indices.map { folder.captions[$0] }, contextLength: config.text.contextLength)
-                let result = try trainer.train(images: pixels, tokens: tokens)
-                let seconds = Date().timeIntervalSince(start)
-                try log.append(TrainLogLine(result: result, seconds: seconds))
-                recent.append(seconds)
-                if trainer.step % options.logEvery == 0 || trainer.step == total {
-                    let perStep = recent.reduce(0, +) / Double(recent.count)
-                    recent.removeAll()
-                    printFlushed(String(format: "step %d/%d  loss %.4f  acc i->t %.3f t->i %.3f  scale %.1f  |g| %.3f  lr %.2e  %.2f s/step",
-                                 trainer.step, total, result.loss, result.imageToTextAccuracy, result.textToImageAccuracy,
-                                 result.logitScale, result.gradientNorm, result.learningRate, perStep))
-                }
-                if trainer.step % options.checkpointEvery == 0 || trainer.step == total {
-                    try trainer.saveCheckpoint(to: options.output)
-                }
-            }
+                return try trainer.train(images: pixels, tokens: tokens)
+            }, line: { (result: CLIPStepResult, perStep: Double) in
+                String(format: "step %d/%d  loss %.4f  acc i->t %.3f t->i %.3f  scale %.1f  |g| %.3f  lr %.2e  %.2f s/step",
+                       trainer.step, total, result.loss, result.imageToTextAccuracy, result.textToImageAccuracy,
+                       result.logitScale, result.gradientNorm, result.learningRate, perStep)
+            }, save: { try trainer.saveCheckpoint(to: options.output) })
         }
     }
 }

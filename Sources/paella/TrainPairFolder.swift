@@ -80,6 +80,34 @@ struct TrainRunOptions: ParsableArguments {
 }
 
 /// A training step's log line: its result's fields and the wall time the step took.
+extension TrainRunOptions {
+    /// The loop `train vqgan` and `train clip` share: `step()` until `currentStep()` reaches `total`, each result
+    /// appended to `output/logFile` (records of steps after the checkpoint dropped first: they run again), a
+    /// progress line every `logEvery` steps (`line(result, mean seconds per step)`) and `save()` every
+    /// `checkpointEvery` steps and at the end.
+    func trainLoop<Result: Encodable>(logFile: String, total: Int, currentStep: () -> Int, step: () throws -> Result,
+                                      line: (Result, Double) -> String, save: () throws -> Void) throws {
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let path = output + "/" + logFile
+        try JSONLines.keepRecords(before: currentStep(), in: path)
+        let log = try JSONLines(path: path)
+        var recent: [Double] = []
+        while currentStep() < total {
+            let start = Date()
+            let result = try step()
+            let seconds = Date().timeIntervalSince(start)
+            try log.append(TrainLogLine(result: result, seconds: seconds))
+            recent.append(seconds)
+            let now = currentStep()
+            if now % logEvery == 0 || now == total {
+                printFlushed(line(result, recent.reduce(0, +) / Double(recent.count)))
+                recent.removeAll()
+            }
+            if now % checkpointEvery == 0 || now == total { try save() }
+        }
+    }
+}
+
 struct TrainLogLine<Result: Encodable>: Encodable {
     var result: Result
     var seconds: Double

@@ -70,32 +70,18 @@ struct TrainVQGANCommand: ParsableCommand {
                 trainer = try VQGANTrainer(config: config, recipe: recipe, compute: compute, seed: options.seed)
             }
             let total = min(options.steps ?? Int.max, trainer.recipe.schedule.totalSteps)
-            try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
-            try JSONLines.keepRecords(before: trainer.step, in: options.output + "/train-vqgan.jsonl")  // steps after the checkpoint run again
-            let log = try JSONLines(path: options.output + "/train-vqgan.jsonl")
             printFlushed("VQGAN f\(trainer.config.downsamplingFactor), \(trainer.parameters.scalarCount) parameters, \(trainer.config.nEmbed) codes, "
                 + "\(trainer.recipe.quantizer.rawValue) quantizer; \(folder.count) images of \(folder.width)x\(folder.height); "
                 + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")
-            var recent: [Double] = []
-            while trainer.step < total {
-                let start = Date()
+            try options.trainLoop(logFile: "train-vqgan.jsonl", total: total, currentStep: { trainer.step }, step: {
                 let indices = trainer.random.randint(folder.count, [options.batchSize]).integers()
-                let result = try trainer.train(images: try folder.batch(indices))
-                let seconds = Date().timeIntervalSince(start)
-                try log.append(TrainLogLine(result: result, seconds: seconds))
-                recent.append(seconds)
-                if trainer.step % options.logEvery == 0 || trainer.step == total {
-                    let perStep = recent.reduce(0, +) / Double(recent.count)
-                    recent.removeAll()
-                    printFlushed(String(format: "step %d/%d  loss %.4f  rec %.4f  q %.4f  psnr %.2f dB  codes %d/%d (window %d)  ppl %.1f  restarted %d  lr %.2e  %.2f s/step",
-                                 trainer.step, total, result.loss, result.reconstructionLoss, result.quantizerLoss, result.psnr,
-                                 result.codesInBatch, trainer.config.nEmbed, result.codesInWindow, result.perplexity,
-                                 result.restarted, result.learningRate, perStep))
-                }
-                if trainer.step % options.checkpointEvery == 0 || trainer.step == total {
-                    try trainer.saveCheckpoint(to: options.output)
-                }
-            }
+                return try trainer.train(images: try folder.batch(indices))
+            }, line: { (result: VQGANStepResult, perStep: Double) in
+                String(format: "step %d/%d  loss %.4f  rec %.4f  q %.4f  psnr %.2f dB  codes %d/%d (window %d)  ppl %.1f  restarted %d  lr %.2e  %.2f s/step",
+                       trainer.step, total, result.loss, result.reconstructionLoss, result.quantizerLoss, result.psnr,
+                       result.codesInBatch, trainer.config.nEmbed, result.codesInWindow, result.perplexity,
+                       result.restarted, result.learningRate, perStep)
+            }, save: { try trainer.saveCheckpoint(to: options.output) })
         }
     }
 
