@@ -23,6 +23,11 @@ public struct DenoiserTrainingRecipe: Codable, Sendable, Equatable {
     public var unconditionalProbability: Double = 0.1
     /// Batches whose gradients add up before one optimizer step (`accum_grad`).
     public var accumulationSteps: Int = 1
+    /// Decay of an exponential moving average of the weights, updated after every optimizer step (nil: none;
+    /// upstream keeps none). Short runs that stop while the learning rate is still high sample much better
+    /// from the average than from the last weights. The decay ramps up as `min(decay, (1 + n) / (10 + n))`
+    /// after `n` updates, so the first updates do not leave the average stuck on the initial weights.
+    public var emaDecay: Double?
 
     public init(schedule: OneCycleLR) { self.schedule = schedule }
 
@@ -92,6 +97,8 @@ public struct DenoiserTrainer: Sendable {
     public var random: TrainingRandom
     /// Gradients summed over the current accumulation window (nil right after an update).
     public internal(set) var accumulated: TrainableParameters?
+    /// The moving average of the weights when `recipe.emaDecay` is set.
+    public internal(set) var averaged: TrainableParameters?
 
     /// Starts from `parameters` (every key of the configuration, upstream layouts).
     public init(config: DenoiserConfig, parameters: TrainableParameters, recipe: DenoiserTrainingRecipe,
@@ -106,6 +113,10 @@ public struct DenoiserTrainer: Sendable {
         optimizer = AdamW(parameters: parameters, beta1: recipe.beta1, beta2: recipe.beta2, eps: recipe.eps,
                           weightDecay: recipe.weightDecay)
         random = TrainingRandom(seed: seed)
+        if let decay = recipe.emaDecay {
+            precondition((0..<1).contains(decay), "DenoiserTrainer: emaDecay must be in [0, 1)")
+            averaged = parameters
+        }
     }
 
     /// Starts from a model file (safetensors or the released `torch.save` checkpoint): fine-tuning.
@@ -118,9 +129,17 @@ public struct DenoiserTrainer: Sendable {
     /// The learning rate of the next optimizer step.
     public var learningRate: Double { recipe.schedule.learningRate(at: optimizer.step) }
 
-    /// The model at the current weights (for sampling during training).
+    /// The model at the current weights.
     public func model() throws -> Denoiser {
         try Denoiser(config: config, weights: parameters.loader(), compute: compute)
+    }
+
+    /// The weights a trained model is made of: the moving average when there is one, else the current weights.
+    public var exportedParameters: TrainableParameters { averaged ?? parameters }
+
+    /// The model at `exportedParameters` (for samples during training and for the model file).
+    public func exportedModel() throws -> Denoiser {
+        try Denoiser(config: config, weights: exportedParameters.loader(), compute: compute)
     }
 
     /// Upstream's batch preparation for clean tokens `[B, H, W]` and conditionings `[B, c_clip]`:
@@ -178,6 +197,12 @@ public struct DenoiserTrainer: Sendable {
             optimizer.update(&parameters, gradients: total, lr: lr, beta1: recipe.schedule.beta1(at: optimizer.step),
                              pool: compute.pool)
             accumulated = nil
+            if let decay = recipe.emaDecay, var average = averaged {
+                averaged = nil  // the only reference while it is updated in place
+                let n = Double(optimizer.step - 1)
+                average.moveTowards(parameters, keeping: Float(min(decay, (1 + n) / (10 + n))))
+                averaged = average
+            }
         } else {
             accumulated = total
         }
@@ -188,6 +213,16 @@ public struct DenoiserTrainer: Sendable {
 }
 
 extension TrainableParameters {
+    /// `self = keeping * self + (1 - keeping) * other`, tensor by tensor (same names and shapes).
+    mutating func moveTowards(_ other: TrainableParameters, keeping: Float) {
+        precondition(names == other.names, "TrainableParameters: moving average over different parameters")
+        for i in tensors.indices {
+            other.tensors[i].withFloats { o in
+                tensors[i].withMutableFloats { t in for j in 0..<t.count { t[j] = keeping * t[j] + (1 - keeping) * o[j] } }
+            }
+        }
+    }
+
     /// Wraps tensors without copying (they must be float32 and owned by the caller).
     init(names: [String], tensors: [Tensor]) {
         precondition(names.count == tensors.count, "TrainableParameters: \(names.count) names for \(tensors.count) tensors")

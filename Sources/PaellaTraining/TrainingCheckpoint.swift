@@ -45,7 +45,8 @@ extension DenoiserTrainer {
     /// (`optimizer-<step>.safetensors`), then `trainer.json` (configuration, recipe, step, schedule position,
     /// beta1, random state) naming those files. Each file is written atomically and `trainer.json` last, so a
     /// crash at any point leaves the previous checkpoint intact; older tensor files are removed afterwards.
-    /// With `modelFile` the current weights are also written (atomically) to that file name in the folder,
+    /// The moving average of the weights, when kept, goes into the optimizer file (`ema.<name>`).
+    /// With `modelFile` the exported weights (the moving average when kept) are also written (atomically) to that file name in the folder,
     /// with `denoiser.json` beside it: a model folder the pipeline loads.
     public func saveCheckpoint(to directory: String, modelFile: String? = "denoiser.safetensors") throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -57,6 +58,9 @@ extension DenoiserTrainer {
         moments += zip(optimizer.expAvgSq.names, optimizer.expAvgSq.tensors).map { (name: "exp_avg_sq." + $0.0, tensor: $0.1) }
         if let accumulated {
             moments += zip(accumulated.names, accumulated.tensors).map { (name: "accumulated." + $0.0, tensor: $0.1) }
+        }
+        if let averaged {
+            moments += zip(averaged.names, averaged.tensors).map { (name: "ema." + $0.0, tensor: $0.1) }
         }
         try SafeTensors.write(moments, metadata: ["step": "\(step)"], to: directory + "/" + optimizerFile)
         let state = TrainerState(config: config, recipe: recipe, step: step, optimizerStep: optimizer.step,
@@ -72,7 +76,7 @@ extension DenoiserTrainer {
             try? FileManager.default.removeItem(atPath: directory + "/" + file)
         }
         if let modelFile {
-            try SafeTensors.write(parameters.named, metadata: metadata, to: directory + "/" + modelFile)
+            try SafeTensors.write(exportedParameters.named, metadata: metadata, to: directory + "/" + modelFile)
             try AtomicFile.write(try encoder.encode(config), to: directory + "/denoiser.json")
         }
     }
@@ -108,6 +112,12 @@ extension DenoiserTrainer {
         optimizer.step = state.optimizerStep
         optimizer.beta1 = state.beta1
         accumulated = moments.names.contains { $0.hasPrefix("accumulated.") } ? try load("accumulated.") : nil
+        if state.recipe.emaDecay != nil {
+            guard moments.names.contains(where: { $0.hasPrefix("ema.") }) else {
+                throw TrainingCheckpointError.unreadable(path: moments.path, reason: "the recipe keeps a moving average but the file holds none")
+            }
+            averaged = try load("ema.")
+        }
         step = state.step
         random = TrainingRandom(state: randomState)
     }

@@ -40,6 +40,11 @@ public struct VQGANTrainingRecipe: Codable, Sendable, Equatable {
     /// + the quantizer's term.
     public var l1Weight: Double = 1
     public var l2Weight: Double = 0
+    /// Extra weight of object pixels in the reconstruction loss: a pixel that differs from its image's
+    /// background colour (the most common colour of the border) counts `1 + objectWeight` times. Flat synthetic
+    /// scenes are mostly background (objects are about 5% of the pixels), so without it the loss is nearly
+    /// blind to the small objects the tokenizer must keep. nil or 0: every pixel weighs the same.
+    public var objectWeight: Double?
     /// `.nearest`: the commitment weight beta.
     public var commitment: Double = 0.25
     /// `.gumbel`: weight of the KL to the uniform prior (taming GumbelQuantize's default 5e-4).
@@ -269,24 +274,49 @@ public struct VQGANTrainer: Sendable {
                               gradients: TrainableParameters(names: parameters.names, tensors: tensors))
     }
 
-    /// `l1Weight` L1 + `l2Weight` L2 between the decoder output and `2 images - 1`, its gradient, and the PSNR in [0, 1].
+    /// `l1Weight` L1 + `l2Weight` L2 between the decoder output and `2 images - 1` (each pixel weighted by
+    /// `pixelWeights`), its gradient, and the unweighted PSNR in [0, 1].
     func reconstructionLoss(_ x: Tensor, images: Tensor) -> (loss: Double, gradient: Tensor, psnr: Double) {
         precondition(x.shape == images.shape, "VQGANTrainer: reconstruction \(x.shape) differs from images \(images.shape)")
         let m = x.count, l1 = Float(recipe.l1Weight), l2 = Float(recipe.l2Weight)
+        let weights = Self.pixelWeights(images, objectWeight: Float(recipe.objectWeight ?? 0))
         var gradient = Tensor(uninitialized: x.shape)
         var absolute = 0.0, se = 0.0, clampedSE = 0.0
         x.withFloats { xv in images.withFloats { iv in gradient.withMutableFloats { g in
             for i in 0..<m {
-                let diff = xv[i] - (2 * iv[i] - 1)
-                absolute += Double(abs(diff))
-                se += Double(diff) * Double(diff)
+                let diff = xv[i] - (2 * iv[i] - 1), weight = weights.isEmpty ? 1 : weights[i / 3]
+                absolute += Double(weight * abs(diff))
+                se += Double(weight * diff * diff)
                 let shown = (min(max(xv[i], -1), 1) + 1) / 2 - iv[i]
                 clampedSE += Double(shown) * Double(shown)
-                g[i] = (l1 * (diff > 0 ? 1 : diff < 0 ? -1 : 0) + 2 * l2 * diff) / Float(m)
+                g[i] = weight * (l1 * (diff > 0 ? 1 : diff < 0 ? -1 : 0) + 2 * l2 * diff) / Float(m)
             }
         }}}
         let mse = clampedSE / Double(max(m, 1))
         return ((Double(l1) * absolute + Double(l2) * se) / Double(max(m, 1)), gradient, 10 * log10(1 / max(mse, 1e-12)))
+    }
+
+    /// One weight per pixel of `images` `[B, H, W, 3]`: `1 + objectWeight` where a channel differs by more than
+    /// 8/255 from the image's background, 1 elsewhere; empty when `objectWeight` is 0. The background is the
+    /// most common colour of the image's border, which objects rarely cover more than a little of.
+    static func pixelWeights(_ images: Tensor, objectWeight: Float) -> [Float] {
+        guard objectWeight != 0 else { return [] }
+        precondition(images.shape.count == 4 && images.shape[3] == 3, "VQGANTrainer: images must be [B, H, W, 3]")
+        let (b, h, w) = (images.shape[0], images.shape[1], images.shape[2])
+        let v = images.floats
+        var weights = [Float](repeating: 1, count: b * h * w)
+        for image in 0..<b {
+            let base = image * h * w
+            func colour(_ p: Int) -> [Float] { Array(v[(base + p) * 3..<(base + p) * 3 + 3]) }
+            var counts: [[Float]: Int] = [:]
+            for y in 0..<h { for x in 0..<w where y == 0 || y == h - 1 || x == 0 || x == w - 1 { counts[colour(y * w + x), default: 0] += 1 } }
+            guard let background = counts.max(by: { $0.value != $1.value ? $0.value < $1.value : $0.key.lexicographicallyPrecedes($1.key) })?.key
+            else { continue }
+            for p in 0..<(h * w) where zip(colour(p), background).contains(where: { abs($0 - $1) > 8 / 255 }) {
+                weights[base + p] = 1 + objectWeight
+            }
+        }
+        return weights
     }
 
     // MARK: Training
@@ -326,15 +356,29 @@ public struct VQGANTrainer: Sendable {
                                restarted: restarted)
     }
 
-    /// Re-initialises every code unused in the window: `.nearest` puts it on a random encoder output of this
-    /// batch; `.gumbel` copies a code picked at a random position of this batch (its `proj` row, bias and
-    /// embedding, plus noise of 1% of the row's scale). Returns how many codes were restarted.
+    /// Re-initialises every code unused in the window: `.nearest` puts it on an encoder output of this batch;
+    /// `.gumbel` copies the code picked at such a position (its `proj` row, bias and embedding, plus noise of 1%
+    /// of the row's scale). Returns how many codes were restarted.
+    ///
+    /// The positions are drawn without replacement with probability proportional to the squared distance
+    /// between the encoder output and its code (k-means++ seeding). Uniform draws land where the batch is
+    /// mostly alike, such as the flat backgrounds of the shapes dataset, and never reach the few positions the
+    /// codebook serves worst (small objects, edges), so those stayed stuck on a background code.
     mutating func restartDeadCodes(z: Tensor, codes: Tensor) -> Int {
         let dead = windowUsage.indices.filter { windowUsage[$0] == 0 }
         if dead.isEmpty { return 0 }
         let d = config.embedDim, positions = codes.count
         let rows = z.reshaped([positions, d]).floats, picked = codes.integers()
-        let sources = random.randint(positions, [dead.count]).integers()
+        let codebook = parameters["quantize.embed.weight"]?.floats ?? []
+        let weights = (0..<positions).map { p -> Double in
+            // `.gumbel`'s codebook lives in another space than z: there every position weighs the same.
+            guard recipe.quantizer == .nearest, codebook.count == config.nEmbed * d else { return 1 }
+            return (0..<d).reduce(0.0) { s, j in
+                let t = Double(rows[p * d + j] - codebook[picked[p] * d + j]); return s + t * t
+            }
+        }
+        let sources = Self.weightedSampleWithoutReplacement(weights: weights, count: dead.count,
+                                                            uniforms: random.uniform([positions]).floats)
         func edit(_ name: String, _ body: (UnsafeMutableBufferPointer<Float>) -> Void) {
             guard let i = parameters.names.firstIndex(of: name) else { return }
             parameters.tensors[i].withMutableFloats { body($0) }
@@ -369,6 +413,16 @@ public struct VQGANTrainer: Sendable {
             edit("quantize.proj.bias") { p in for (code, donor) in donors { p[code] = p[donor] } }
         }
         return dead.count
+    }
+
+    /// `count` indices drawn without replacement, each with probability proportional to its weight
+    /// (Efraimidis and Spirakis: the largest keys `log(u) / w`); indices of weight 0 come last, in order, and
+    /// repeat when `count` exceeds the indices (a batch with fewer positions than dead codes).
+    static func weightedSampleWithoutReplacement(weights: [Double], count: Int, uniforms: [Float]) -> [Int] {
+        precondition(weights.count == uniforms.count && !weights.isEmpty, "VQGANTrainer: one uniform per weight")
+        let keys = zip(weights, uniforms).map { w, u in w > 0 ? log(max(Double(u), 1e-300)) / w : -Double.infinity }
+        let order = keys.indices.sorted { keys[$0] != keys[$1] ? keys[$0] > keys[$1] : $0 < $1 }
+        return (0..<count).map { order[$0 % order.count] }
     }
 
     /// `.nearest`: writes `quantize.proj` as the nearest-neighbour search, weight `2 e_k`, bias `-|e_k|²`.

@@ -13,9 +13,11 @@ struct EvalShapesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shapes", abstract: "Score a shapes model on attribute combinations it never saw in training.",
         discussion: """
-            Generates images for held-out prompts (every purple triangle, green at the bottom right, ...) at each \
-            --steps value, reads them back with the shape analyser and reports accuracy per attribute; then the \
-            VQGAN's reconstruction PSNR and codebook use, and CLIP's top-1 retrieval among 32 held-out images.
+            Three parts, each with its gate (the targets of the bundled model): generation: images for held-out \
+            prompts (every purple triangle, green at the bottom right, ...) at each --steps value, read back with \
+            the shape analyser, accuracy per attribute; reconstruction: held-out scenes through the VQGAN, PSNR, \
+            codebook use and the analyser's accuracy on the reconstructions; clip: top-1 retrieval among 32 \
+            held-out images, and how often an image is closer to its caption than to one with an attribute changed.
             """)
 
     @Option(help: "Held-out prompts per step count.") var prompts = 50
@@ -25,6 +27,10 @@ struct EvalShapesCommand: AsyncParsableCommand {
     @Option(name: [.customLong("cfg"), .customLong("guidance")], help: "Guidance scale (default: the model's).") var cfg: Float?
     @Option(help: "Temperature, or first:last (default: the model's).") var temperature: String?
     @Option(help: "Typical mass (default: the model's).") var typicalMass: Float?
+    @Option(help: "Held-out scenes for the reconstruction check (at least 32).") var scenes = 256
+    @Option(help: "Parts to run, comma-separated: generation, reconstruction, clip (default: all).") var parts: String?
+    @Option(help: ArgumentHelp("Also write the generated images and the VQGAN reconstructions into this folder.",
+                               valueName: "folder")) var saveImages: String?
     @Flag(help: "Print the report as JSON.") var json = false
     @OptionGroup var model: ModelOptions
     @OptionGroup var compute: ComputeOptions
@@ -33,6 +39,18 @@ struct EvalShapesCommand: AsyncParsableCommand {
         if prompts < 1 || batch < 1 || steps.isEmpty || steps.contains(where: { $0 < 1 }) {
             throw ValidationError("--prompts, --batch and every --steps value must be at least 1.")
         }
+        if scenes < 32 || scenes > 100_000 { throw ValidationError("--scenes must be between 32 and 100000, got \(scenes).") }
+        _ = try chosenParts()
+    }
+
+    func chosenParts() throws -> Set<ShapeEvaluationPart> {
+        guard let parts else { return Set(ShapeEvaluationPart.allCases) }
+        return Set(try parts.split(separator: ",").map { name in
+            guard let part = ShapeEvaluationPart(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--parts takes generation, reconstruction and clip, comma-separated; got \(name).")
+            }
+            return part
+        })
     }
 
     func run() async throws {
@@ -42,7 +60,8 @@ struct EvalShapesCommand: AsyncParsableCommand {
             sampling.temperature = temperature
             overrides.temperatureRange = try sampling.temperatures()
         }
-        let evaluation = ShapeEvaluation(prompts: prompts, steps: steps, seed: seed, batch: batch, sampling: overrides)
+        let evaluation = ShapeEvaluation(prompts: prompts, steps: steps, seed: seed, batch: batch, sampling: overrides,
+                                        reconstructionScenes: scenes, parts: try chosenParts(), imagesFolder: saveImages)
         let quiet = json
         let report = try await reportingErrorsAsync {
             let folder = try ModelFolder(path: model.folderPath())
@@ -58,17 +77,27 @@ struct EvalShapesCommand: AsyncParsableCommand {
             return
         }
         let attributes = ["color", "shape", "position", "size", "count", "background"]
-        print("held-out prompts: \(report.prompts) x \(batch) images per step count")
-        print("steps  " + attributes.map { $0.padding(toLength: 11, withPad: " ", startingAt: 0) }.joined())
-        for s in steps {
-            let row = report.generation["\(s)"] ?? [:]
-            print(String(s).padding(toLength: 7, withPad: " ", startingAt: 0)
-                  + attributes.map { String(format: "%5.1f%%     ", (row[$0] ?? 0) * 100) }.joined())
+        func row(_ accuracies: [String: Double]) -> String {
+            attributes.map { name in accuracies[name].map { String(format: "%5.1f%%     ", $0 * 100) } ?? "    -      " }.joined()
         }
-        print(String(format: "VQGAN reconstruction: %.2f dB PSNR, %.0f%% of the codebook used", report.reconstructionPSNR, report.codebookUsage * 100))
+        func verdict(_ part: ShapeEvaluationPart) -> String {
+            report.gates[part.rawValue].map { $0 ? "  [gate: pass]" : "  [gate: FAIL]" } ?? ""
+        }
+        print("       " + attributes.map { $0.padding(toLength: 11, withPad: " ", startingAt: 0) }.joined())
+        if !report.generation.isEmpty {
+            print("generation, \(report.prompts) held-out prompts x \(batch) images" + verdict(.generation))
+            for s in steps { print(String(s).padding(toLength: 7, withPad: " ", startingAt: 0) + row(report.generation["\(s)"] ?? [:])) }
+        }
+        if report.reconstructionScenes > 0 {
+            print(String(format: "reconstruction of %d held-out scenes: %.2f dB PSNR, %.0f%% of the codebook used",
+                         report.reconstructionScenes, report.reconstructionPSNR, report.codebookUsage * 100) + verdict(.reconstruction))
+            print("VQGAN  " + row(report.reconstruction))
+        }
         if report.retrievalCandidates > 0 {
             print(String(format: "CLIP retrieval among %d held-out pairs: image->text %.1f%%, text->image %.1f%%",
-                         report.retrievalCandidates, report.retrievalImageToText * 100, report.retrievalTextToImage * 100))
+                         report.retrievalCandidates, report.retrievalImageToText * 100, report.retrievalTextToImage * 100) + verdict(.clip))
+            print("CLIP one-attribute captions told apart: " + ["color", "shape", "position"].map {
+                $0 + String(format: " %.1f%%", (report.clipAttributes[$0] ?? 0) * 100) }.joined(separator: ", "))
         }
     }
 }

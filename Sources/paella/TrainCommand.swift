@@ -40,6 +40,8 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
     @Option(help: "Images per batch.") var batchSize = 8
     @Option(help: "Batches whose gradients add up before one optimizer step.") var accumulate = 1
     @Option(help: "Peak learning rate (upstream: 3e-4).") var lr = 3e-4
+    @Option(help: ArgumentHelp("Keep an exponential moving average of the weights with this decay (e.g. 0.995); samples and the model file use it.",
+                               valueName: "decay")) var ema: Double?
     @Option(help: "Image side in pixels (default: the model folder's default image size).") var imageSize: Int?
     @Option(help: "Save a checkpoint and the model folder every N batches (and at the end).") var checkpointEvery = 500
     @Option(help: "Print a log line every N batches.") var logEvery = 10
@@ -59,6 +61,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             throw ValidationError("--steps, --batch-size, --accumulate, --checkpoint-every and --log-every must be at least 1.")
         }
         if config != nil && !fromScratch { throw ValidationError("--config only applies with --from-scratch.") }
+        if let ema, !(0..<1).contains(ema) { throw ValidationError("--ema must be at least 0 and below 1, got \(ema).") }
     }
 
     func run() async throws {
@@ -134,7 +137,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
                 try save(trainer, source: folder, imageSize: size)
                 try cache?.save(to: cachePath)
                 if !prompts.isEmpty {
-                    let models = try PipelineModels(denoiser: try trainer.model(), vqgan: vqgan, textEncoder: text, tokenizer: tokenizer)
+                    let models = try PipelineModels(denoiser: try trainer.exportedModel(), vqgan: vqgan, textEncoder: text, tokenizer: tokenizer)
                     try await writeSamples(Pipeline(models: models, defaults: folder.manifest.defaults, modelName: "training"),
                                            prompts: prompts, size: size, step: trainer.step)
                 }
@@ -171,6 +174,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         }
         var recipe = DenoiserTrainingRecipe.paellaV1(totalSteps: steps, maxLR: lr, finetune: !fromScratch)
         recipe.accumulationSteps = accumulate
+        recipe.emaDecay = ema
         if fromScratch {
             let config = try config.map(ModelConfigFile.denoiser) ?? folder.manifest.denoiser.config
             return try DenoiserTrainer(config: config, parameters: .newDenoiser(config, seed: seed), recipe: recipe,

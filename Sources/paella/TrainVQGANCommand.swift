@@ -40,8 +40,14 @@ struct TrainVQGANCommand: ParsableCommand {
     @Option(help: "Steps per dead-code window (0: no restarts).")
     var restartWindow = 50
 
-    @Option(help: "Weight of the L2 term added to the L1 reconstruction loss.")
+    @Option(help: "Weight of the L1 term of the reconstruction loss.")
+    var l1 = 1.0
+
+    @Option(help: "Weight of the L2 term of the reconstruction loss.")
     var l2 = 0.0
+
+    @Option(help: "Extra loss weight of pixels that differ from the image's background (border) colour: they count 1 + this.")
+    var objectWeight = 0.0
 
     @OptionGroup var compute: ComputeOptions
 
@@ -64,9 +70,14 @@ struct TrainVQGANCommand: ParsableCommand {
                 guard folder.width % f == 0 && folder.height % f == 0 else {
                     throw ValidationError("The images are \(folder.width)x\(folder.height); this VQGAN needs sides that are multiples of \(f).")
                 }
+                guard l1 >= 0, l2 >= 0, l1 + l2 > 0, objectWeight >= 0 else {
+                    throw ValidationError("--l1, --l2 and --object-weight must not be negative, and --l1 or --l2 must be above 0.")
+                }
                 var recipe = VQGANTrainingRecipe(totalSteps: options.steps ?? 1000, maxLR: options.lr ?? 1e-3, quantizer: kind)
                 recipe.restartWindow = restartWindow
+                recipe.l1Weight = l1
                 recipe.l2Weight = l2
+                recipe.objectWeight = objectWeight
                 trainer = try VQGANTrainer(config: config, recipe: recipe, compute: compute, seed: options.seed)
             }
             let total = min(options.steps ?? Int.max, trainer.recipe.schedule.totalSteps)

@@ -11,12 +11,13 @@ import Testing
 @Suite struct CheckpointResumeTests {
     static let config = DenoiserConfig(numLabels: 13, cHidden: 16, cClip: 6, cR: 4, downLevels: [1, 1], upLevels: [1, 1])
 
-    static func freshTrainer(accumulation: Int) throws -> DenoiserTrainer {
+    static func freshTrainer(accumulation: Int, ema: Double? = nil) throws -> DenoiserTrainer {
         var rng = TestRandom(seed: 5)
         let params = TrainableParameters(try Denoiser.parameterShapes(config).map { (name: $0.name, tensor: rng.tensor($0.shape, -0.3, 0.3)) })
         var recipe = DenoiserTrainingRecipe.paellaV1(totalSteps: 20, maxLR: 1e-2)
         recipe.accumulationSteps = accumulation
         recipe.unconditionalProbability = 0.3
+        recipe.emaDecay = ema
         return try DenoiserTrainer(config: config, parameters: params, recipe: recipe,
                                    compute: Compute(pool: ThreadPool(threads: 2), gemm: BuiltinGEMM()), seed: 77)
     }
@@ -69,6 +70,35 @@ import Testing
         let config = try JSONDecoder().decode(DenoiserConfig.self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/denoiser.json")))
         #expect(config == Self.config)
         _ = try Denoiser(config: config, path: folder + "/denoiser.safetensors", compute: Compute(pool: ThreadPool(threads: 1), gemm: BuiltinGEMM()))
+    }
+
+    /// The moving average follows `a = d a + (1 - d) w` after each update with `d = min(decay, (1 + n) / (10 + n))`,
+    /// survives a checkpoint bit for bit, and is what the model file holds.
+    @Test func movingAverageOfTheWeights() throws {
+        let decay = 0.6
+        var trainer = try Self.freshTrainer(accumulation: 1, ema: decay)
+        var expected = trainer.parameters.tensors.map(\.floats)
+        for n in 0..<4 {
+            _ = try Self.run(&trainer, through: n + 1)
+            let d = Float(min(decay, (1 + Double(n)) / (10 + Double(n))))
+            for (i, w) in trainer.parameters.tensors.enumerated() {
+                expected[i] = zip(expected[i], w.floats).map { d * $0 + (1 - d) * $1 }
+            }
+        }
+        let averaged = try #require(trainer.averaged)
+        #expect(averaged.tensors.map(\.floats) == expected)
+        #expect(averaged.tensors.map(\.floats) != trainer.parameters.tensors.map(\.floats))
+
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("paella-ema-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try trainer.saveCheckpoint(to: folder)
+        var resumed = try DenoiserTrainer(resumingFrom: folder, compute: trainer.compute)
+        #expect(resumed.averaged?.tensors.map(\.floats) == expected)
+        let file = try SafeTensors(path: folder + "/denoiser.safetensors")
+        for (name, tensor) in averaged.named { #expect(try file.tensor(name).floats == tensor.floats, "\(name)") }
+        _ = try Self.run(&trainer, through: 6)
+        _ = try Self.run(&resumed, through: 6)
+        #expect(resumed.averaged?.tensors.map(\.floats) == trainer.averaged?.tensors.map(\.floats))
     }
 
     @Test func trainingPastTheScheduleIsRefused() throws {

@@ -91,6 +91,31 @@ import Testing
         #expect(try #require(g["quantize.embed.weight"]).floats.contains { $0 != 0 })
     }
 
+    /// Object pixels (those unlike the border's most common colour) weigh `1 + objectWeight`; the weighted loss
+    /// keeps exact decoder gradients.
+    @Test func objectPixelsWeighMore() throws {
+        let images = Self.images(2, seed: 11)
+        let weights = VQGANTrainer.pixelWeights(images, objectWeight: 3)
+        let v = images.floats
+        for b in 0..<2 {
+            // The background covers 48 of the 64 pixels (a 4x4 square inside 8x8), most of the border too.
+            let colours = (0..<64).map { Array(v[(b * 64 + $0) * 3..<(b * 64 + $0) * 3 + 3]) }
+            let background = try #require(Dictionary(grouping: colours, by: { $0 }).max { $0.value.count < $1.value.count }?.key)
+            for p in 0..<64 {
+                let unlike = (0..<3).contains { abs(colours[p][$0] - background[$0]) > 8 / 255 }
+                #expect(weights[b * 64 + p] == (unlike ? 4 : 1), "image \(b) pixel \(p)")
+            }
+        }
+        #expect(weights.filter { $0 == 4 }.count >= 16 && VQGANTrainer.pixelWeights(images, objectWeight: 0).isEmpty)
+        var recipe = VQGANTrainingRecipe(totalSteps: 10, quantizer: .nearest)
+        recipe.l1Weight = 0
+        recipe.l2Weight = 1
+        recipe.objectWeight = 3
+        let trainer = try VQGANTrainer(config: Self.config, recipe: recipe, compute: Self.compute(), seed: 4)
+        try Self.checkGradients(trainer, images: Self.images(1, seed: 5), uniforms: nil,
+                                names: ["decoder.conv_out.weight", "decoder.conv_out.bias", "post_quant_conv.weight"])
+    }
+
     @Test func trainingForwardEqualsInferenceForward() throws {
         let trainer = try VQGANTrainer(config: Self.config, recipe: VQGANTrainingRecipe(totalSteps: 10), compute: Self.compute(), seed: 6)
         let model = try trainer.model()
@@ -164,6 +189,26 @@ import Testing
         #expect(r1.restarted == 7)
         let r2 = try trainer.train(images: images)
         #expect(r2.codesInBatch > 1)
+    }
+
+    /// Restarts draw positions in proportion to their squared distance from their code, without replacement.
+    @Test func restartPositionsFavourTheWorstServed() {
+        var random = TrainingRandom(seed: 3)
+        let weights: [Double] = [1, 0, 3, 0, 6]
+        var firstPicks = [Int](repeating: 0, count: weights.count)
+        for _ in 0..<6000 {
+            let picks = VQGANTrainer.weightedSampleWithoutReplacement(weights: weights, count: 5,
+                                                                      uniforms: random.uniform([5]).floats)
+            #expect(Set(picks).count == 5 && Array(picks.suffix(2)) == [1, 3])
+            firstPicks[picks[0]] += 1
+        }
+        // P(first = i) = w_i / 10.
+        #expect(firstPicks[1] == 0 && firstPicks[3] == 0)
+        for (i, w) in weights.enumerated() where w > 0 {
+            #expect(abs(Double(firstPicks[i]) / 6000 - w / 10) < 0.03, "index \(i): \(firstPicks[i]) of 6000")
+        }
+        // More dead codes than positions: positions repeat rather than fail.
+        #expect(VQGANTrainer.weightedSampleWithoutReplacement(weights: [0, 2], count: 3, uniforms: [0.5, 0.5]) == [1, 0, 1])
     }
 
     /// Where 5% of the steps is exactly one step, PyTorch's OneCycleLR formula divides by zero: two steps instead.

@@ -6,20 +6,55 @@ import PaellaModels
 // The evaluation of a model trained on the shapes dataset: generated images scored by the analyser, the
 // tokenizer's reconstruction quality and CLIP's retrieval accuracy, all on held-out attribute combinations.
 
-/// What `paella eval shapes` reports.
+/// The parts of the evaluation, one per model component, each with its gate.
+public enum ShapeEvaluationPart: String, Sendable, Codable, CaseIterable {
+    /// The VQGAN: held-out scenes encoded and decoded, the reconstructions read by the analyser.
+    case reconstruction
+    /// CLIP: retrieval among held-out pairs, and captions that differ in one attribute told apart.
+    case clip
+    /// Denoiser and sampler: images generated for held-out prompts, read by the analyser.
+    case generation
+}
+
+/// The bar each part must clear (the targets of the bundled-model issue), as fractions and dB.
+public enum ShapeEvaluationTargets {
+    /// Analyser accuracy on VQGAN reconstructions.
+    public static let reconstruction: [ShapeAttribute: Double] = [.color: 0.98, .shape: 0.95, .position: 0.99, .count: 0.98]
+    public static let reconstructionPSNR = 30.0
+    public static let codebookUsage = 0.8
+    /// Top-1 retrieval, both ways.
+    public static let retrieval = 0.95
+    /// An image closer to its own caption than to one with a colour, shape or position changed.
+    public static let clipAttributes = 0.9
+    /// Analyser accuracy on images generated at the fewest steps evaluated.
+    public static let generation: [ShapeAttribute: Double] = [.color: 0.90, .position: 0.85, .shape: 0.75, .count: 0.90, .background: 0.98]
+    /// Largest drop from the most steps evaluated to the fewest, per attribute.
+    public static let stepGap = 0.05
+}
+
+/// What `paella eval shapes` reports. Accuracies are fractions keyed by attribute name.
 public struct ShapeEvaluationReport: Codable, Sendable {
     /// Accuracy per attribute (color, shape, position, size, count, background) for each step count.
     public var generation: [String: [String: Double]]
     /// Images generated per step count.
     public var prompts: Int
-    /// Mean PSNR (dB) of VQGAN encode -> decode over rendered held-out scenes.
+    /// Held-out scenes encoded and decoded by the VQGAN.
+    public var reconstructionScenes: Int
+    /// Mean PSNR (dB) of VQGAN encode -> decode over those scenes.
     public var reconstructionPSNR: Double
     /// The share of codebook entries those reconstructions used.
     public var codebookUsage: Double
+    /// Analyser accuracy per attribute on the reconstructions.
+    public var reconstruction: [String: Double]
     /// Top-1 retrieval accuracy among `retrievalCandidates` held-out images and their captions, both ways.
     public var retrievalImageToText: Double
     public var retrievalTextToImage: Double
     public var retrievalCandidates: Int
+    /// Per attribute (color, shape, position): how often an image is closer to its caption than to the same
+    /// caption with that one attribute of an object changed.
+    public var clipAttributes: [String: Double]
+    /// Whether each part evaluated met its targets (`ShapeEvaluationTargets`), keyed by part name.
+    public var gates: [String: Bool]
 }
 
 /// Runs the evaluation over a pipeline; deterministic for a seed and thread count.
@@ -30,48 +65,99 @@ public struct ShapeEvaluation: Sendable {
     /// Images generated per request (a batch; each is scored).
     public var batch: Int
     public var sampling: SamplingOverrides
+    /// Held-out scenes (one or two objects) for the reconstruction check and CLIP's one-attribute check; the
+    /// first 32 also serve CLIP's retrieval.
+    public var reconstructionScenes: Int
+    public var parts: Set<ShapeEvaluationPart>
+    /// When set, the images behind the numbers are written there: `generated-<steps>.png` (one row per prompt,
+    /// `batch` columns, prompts in `prompts.txt`) and `reconstruction.png` (held-out scenes above their VQGAN
+    /// reconstructions), to see what the analyser scored.
+    public var imagesFolder: String?
 
     public init(prompts: Int = 100, steps: [Int] = [8, 24], seed: UInt64 = 1, batch: Int = 4,
-                sampling: SamplingOverrides = SamplingOverrides()) {
+                sampling: SamplingOverrides = SamplingOverrides(), reconstructionScenes: Int = 256,
+                parts: Set<ShapeEvaluationPart> = Set(ShapeEvaluationPart.allCases), imagesFolder: String? = nil) {
         self.prompts = prompts
         self.steps = steps
         self.seed = seed
         self.batch = batch
         self.sampling = sampling
+        self.reconstructionScenes = reconstructionScenes
+        self.parts = parts
+        self.imagesFolder = imagesFolder
     }
 
-    /// Every part of the report; `progress` gets a line per stage.
+    /// Every part asked for; `progress` gets a line per stage.
     public func run(_ pipeline: Pipeline, progress: @Sendable (String) -> Void = { _ in }) async throws -> ShapeEvaluationReport {
         let cases = ShapeSampler.prompts(count: prompts, seed: seed)
-        var generation: [String: [String: Double]] = [:]
-        for stepCount in steps {
-            let tally = try await generationTally(pipeline, cases: cases, steps: stepCount)
-            progress("\(stepCount) steps: \(tally.summary.replacingOccurrences(of: "\n", with: "; "))")
-            generation["\(stepCount)"] = Dictionary(uniqueKeysWithValues: ShapeAttribute.allCases.map { ($0.rawValue, tally.accuracy($0)) })
+        var report = ShapeEvaluationReport(generation: [:], prompts: 0, reconstructionScenes: 0, reconstructionPSNR: 0,
+                                           codebookUsage: 0, reconstruction: [:], retrievalImageToText: 0,
+                                           retrievalTextToImage: 0, retrievalCandidates: 0, clipAttributes: [:], gates: [:])
+        if let imagesFolder {
+            try FileManager.default.createDirectory(atPath: imagesFolder, withIntermediateDirectories: true)
+        }
+        if parts.contains(.generation) {
+            if let imagesFolder {
+                try AtomicFile.write(to: imagesFolder + "/prompts.txt") { try $0.write(Array(cases.map { $0.prompt + "\n" }.joined().utf8)) }
+            }
+            for stepCount in steps {
+                let tally = try await generationTally(pipeline, cases: cases, steps: stepCount)
+                progress("\(stepCount) steps: \(tally.summary.replacingOccurrences(of: "\n", with: "; "))")
+                report.generation["\(stepCount)"] = tally.accuracies
+            }
+            report.prompts = cases.count
+            report.gates[ShapeEvaluationPart.generation.rawValue] = Self.generationPasses(report.generation)
         }
         let side = pipeline.defaults.imageSize
         let heldOut = ShapeSampler(seed: seed &+ 1, split: .heldout)
-        let scenes = (0..<max(prompts, 8)).map { heldOut.sample(index: $0) }
+        let scenes = (0..<max(reconstructionScenes, 1)).map { heldOut.sample(index: $0) }
         let renderer = ShapeRenderer(side: side)
         let images = scenes.map { renderer.render($0.scene) }
-        let (psnr, usage) = try reconstruction(pipeline.models.vqgan, images)
-        progress(String(format: "VQGAN: %.2f dB, %.0f%% of the codebook", psnr, usage * 100))
-        let candidates = min(32, scenes.count)
-        var retrieval = (imageToText: 0.0, textToImage: 0.0)
-        if let vision = pipeline.models.visionEncoder {
-            retrieval = try self.retrieval(pipeline, vision: vision, images: Array(images.prefix(candidates)),
-                                           captions: scenes.prefix(candidates).map(\.caption))
+        if parts.contains(.reconstruction) {
+            let (psnr, usage, tally) = try reconstruction(pipeline.models.vqgan, images, scenes: scenes.map(\.scene))
+            progress(String(format: "VQGAN: %.2f dB, %.0f%% of the codebook; ", psnr, usage * 100)
+                     + tally.summary.replacingOccurrences(of: "\n", with: "; "))
+            report.reconstructionScenes = images.count
+            (report.reconstructionPSNR, report.codebookUsage, report.reconstruction) = (psnr, usage, tally.accuracies)
+            report.gates[ShapeEvaluationPart.reconstruction.rawValue] = psnr >= ShapeEvaluationTargets.reconstructionPSNR
+                && usage >= ShapeEvaluationTargets.codebookUsage && Self.meets(tally.accuracies, ShapeEvaluationTargets.reconstruction)
+        }
+        if parts.contains(.clip), let vision = pipeline.models.visionEncoder {
+            let candidates = min(32, scenes.count)
+            let retrieval = try self.retrieval(pipeline, vision: vision, images: Array(images.prefix(candidates)),
+                                               captions: scenes.prefix(candidates).map(\.caption))
             progress(String(format: "CLIP retrieval among %d: image->text %.1f%%, text->image %.1f%%", candidates,
                             retrieval.imageToText * 100, retrieval.textToImage * 100))
+            let attributes = try attributeDiscrimination(pipeline, vision: vision, images: images, scenes: scenes.map(\.scene))
+            progress("CLIP one-attribute captions told apart: " + attributes.sorted { $0.key < $1.key }
+                .map { $0.key + String(format: " %.1f%%", $0.value * 100) }.joined(separator: ", "))
+            report.retrievalCandidates = candidates
+            (report.retrievalImageToText, report.retrievalTextToImage) = (retrieval.imageToText, retrieval.textToImage)
+            report.clipAttributes = attributes
+            report.gates[ShapeEvaluationPart.clip.rawValue] = min(retrieval.imageToText, retrieval.textToImage) >= ShapeEvaluationTargets.retrieval
+                && attributes.values.allSatisfy { $0 >= ShapeEvaluationTargets.clipAttributes }
         }
-        return ShapeEvaluationReport(generation: generation, prompts: cases.count, reconstructionPSNR: psnr, codebookUsage: usage,
-                                     retrievalImageToText: retrieval.imageToText, retrievalTextToImage: retrieval.textToImage,
-                                     retrievalCandidates: pipeline.models.visionEncoder == nil ? 0 : candidates)
+        return report
+    }
+
+    /// Whether every targeted attribute reaches its target.
+    static func meets(_ accuracies: [String: Double], _ targets: [ShapeAttribute: Double]) -> Bool {
+        targets.allSatisfy { (accuracies[$0.key.rawValue] ?? 0) >= $0.value }
+    }
+
+    /// The fewest steps meet the generation targets and lose at most `stepGap` against the most steps.
+    static func generationPasses(_ generation: [String: [String: Double]]) -> Bool {
+        let counts = generation.keys.compactMap(Int.init)
+        guard let fewest = counts.min(), let most = counts.max(), let low = generation["\(fewest)"],
+              let high = generation["\(most)"] else { return false }
+        return meets(low, ShapeEvaluationTargets.generation)
+            && ShapeEvaluationTargets.generation.keys.allSatisfy { (high[$0.rawValue] ?? 0) - (low[$0.rawValue] ?? 0) <= ShapeEvaluationTargets.stepGap }
     }
 
     /// Generates `batch` images per prompt at `steps` steps and scores each against its scene.
     func generationTally(_ pipeline: Pipeline, cases: [(scene: ShapeScene, prompt: String)], steps: Int) async throws -> ShapeScoreTally {
         var tally = ShapeScoreTally()
+        var generated: [PixelImage] = []
         var overrides = sampling
         overrides.steps = steps
         let analyser = ShapeAnalyser()
@@ -79,17 +165,25 @@ public struct ShapeEvaluation: Sendable {
             let result = try await pipeline.generate(GenerateRequest(
                 prompt: item.prompt, settings: CommonSettings(seed: seed &+ UInt64(i), count: batch, sampling: overrides)))
             for image in result.images { tally.add(ShapeScore(analyser.analyse(image), against: item.scene)) }
+            generated += result.images
+        }
+        if let imagesFolder {
+            try PixelImage.grid(generated, columns: batch, padding: 2, background: 128).write(to: imagesFolder + "/generated-\(steps).png")
         }
         return tally
     }
 
-    /// Mean PSNR of encode -> decode and the share of codes used.
-    func reconstruction(_ vqgan: VQGAN, _ images: [PixelImage]) throws -> (psnr: Double, usage: Double) {
-        var total = 0.0, used = Set<Int>()
-        for image in images {
+    /// Mean PSNR of encode -> decode, the share of codes used, and the analyser's reading of the reconstructions.
+    func reconstruction(_ vqgan: VQGAN, _ images: [PixelImage],
+                        scenes: [ShapeScene]) throws -> (psnr: Double, usage: Double, tally: ShapeScoreTally) {
+        var total = 0.0, used = Set<Int>(), reconstructions: [PixelImage] = [], tally = ShapeScoreTally()
+        let analyser = ShapeAnalyser()
+        for (image, scene) in zip(images, scenes) {
             let tokens = try vqgan.encode([image])
             used.formUnion(tokens.integers())
             let decoded = try vqgan.decodeImages(tokens)[0]
+            reconstructions.append(decoded)
+            tally.add(ShapeScore(analyser.analyse(decoded), against: scene))
             let squared = zip(image.rgb().pixels, decoded.pixels).reduce(0.0) { sum, p in
                 let d = Double(p.0) - Double(p.1)
                 return sum + d * d
@@ -97,7 +191,51 @@ public struct ShapeEvaluation: Sendable {
             let mse = max(squared / Double(image.rgb().pixels.count), 1e-10)
             total += 10 * log10(255 * 255 / mse)
         }
-        return (total / Double(max(images.count, 1)), Double(used.count) / Double(vqgan.config.nEmbed))
+        if let imagesFolder, !images.isEmpty {
+            let shown = min(images.count, 16)
+            try PixelImage.grid(images.prefix(shown).map { $0.rgb() } + reconstructions.prefix(shown), columns: shown,
+                                padding: 2, background: 128).write(to: imagesFolder + "/reconstruction.png")
+        }
+        return (total / Double(max(images.count, 1)), Double(used.count) / Double(vqgan.config.nEmbed), tally)
+    }
+
+    /// For each scene and each of colour, shape and position: the first object's attribute changed to the next
+    /// value of its kind (another cell for position), both scenes captioned canonically; counts how often the
+    /// image's embedding is closer to its own caption.
+    func attributeDiscrimination(_ pipeline: Pipeline, vision: CLIPVisionEncoder, images: [PixelImage],
+                                 scenes: [ShapeScene]) throws -> [String: Double] {
+        func next<T: CaseIterable & Equatable>(_ value: T) -> T {
+            let all = Array(T.allCases)
+            return all[((all.firstIndex(of: value) ?? 0) + 1) % all.count]
+        }
+        let compute = pipeline.models.denoiser.compute
+        let imageEmbeddings = normalizedRows(vision(try CLIPImagePreprocessing.tensor(images, size: vision.config.vision.imageSize),
+                                                    compute: compute))
+        var result: [String: Double] = [:]
+        for attribute in [ShapeAttribute.color, .shape, .position] {
+            var captions: [String] = []
+            for scene in scenes {
+                var altered = scene
+                var object = altered.objects[0]
+                switch attribute {
+                case .color:
+                    repeat { object.color = next(object.color) } while scene.objects.dropFirst().contains { $0.color == object.color }
+                case .shape: object.shape = next(object.shape)
+                default:
+                    repeat { object.position = next(object.position) } while scene.objects.dropFirst().contains { $0.position == object.position }
+                }
+                altered.objects[0] = object
+                captions += [ShapeCaptions.canonical(scene), ShapeCaptions.canonical(altered)]
+            }
+            let tokens = pipeline.models.tokenizer.contextTokens(captions, contextLength: pipeline.models.textEncoder.config.text.contextLength)
+            let text = normalizedRows(pipeline.models.textEncoder(tokens, compute: compute))
+            func similarity(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
+            let right = scenes.indices.filter {
+                similarity(imageEmbeddings[$0], text[2 * $0]) > similarity(imageEmbeddings[$0], text[2 * $0 + 1])
+            }.count
+            result[attribute.rawValue] = Double(right) / Double(max(scenes.count, 1))
+        }
+        return result
     }
 
     /// Top-1 retrieval among the given images and captions by cosine similarity, both ways.

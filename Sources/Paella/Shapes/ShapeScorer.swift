@@ -93,6 +93,11 @@ public struct ShapeScoreTally: Sendable, Hashable {
         return n == 0 ? 0 : Double(correct[attribute] ?? 0) / Double(n)
     }
 
+    /// Accuracy per scored attribute, keyed by its name.
+    public var accuracies: [String: Double] {
+        Dictionary(uniqueKeysWithValues: ShapeAttribute.allCases.filter { (total[$0] ?? 0) > 0 }.map { ($0.rawValue, accuracy($0)) })
+    }
+
     /// Fraction right over all attribute checks together.
     public var overallAccuracy: Double {
         let n = total.values.reduce(0, +)
