@@ -223,44 +223,12 @@ public struct CLIPTrainer: Sendable {
 
     // MARK: Checkpoints
 
-    struct State: Codable {
-        var format = "paella-train-clip-1"
-        var config: CLIPConfig
-        var recipe: CLIPTrainingRecipe
-        var step: Int
-        var optimizerStep: Int
-        var beta1: Double
-        var randomState: String
-        var weightsFile: String
-        var optimizerFile: String
+    public var checkpointExtra: NoCheckpointExtra? { nil }
+    public mutating func restore(_ state: ResumedTraining<NoCheckpointExtra>) throws {
+        (optimizer, step, random) = (state.optimizer, state.step, state.random)
     }
+}
 
-    /// Writes a checkpoint into `directory` (the layout and commit order of `DenoiserTrainer.saveCheckpoint`)
-    /// and the current weights, `logit_scale` included, as `clip.safetensors` with the configuration as
-    /// `clip.json` (an OpenCLIP model config, what `ModelConversion.clip` reads).
-    public func saveCheckpoint(to directory: String, modelFile: String? = "clip.safetensors") throws {
-        let files = try TrainerCheckpointFiles.writeTensors(to: directory, step: step, parameters: parameters, optimizer: optimizer)
-        let state = State(config: config, recipe: recipe, step: step, optimizerStep: optimizer.step, beta1: optimizer.beta1,
-                          randomState: String(random.state), weightsFile: files.weights, optimizerFile: files.optimizer)
-        try TrainerCheckpointFiles.commit(state, to: directory, keeping: [files.weights, files.optimizer])
-        if let modelFile {
-            try SafeTensors.write(parameters.named, metadata: ["format": "pt", "step": "\(step)"], to: directory + "/" + modelFile)
-            try TrainerCheckpointFiles.writeJSON(config, to: directory + "/clip.json")
-        }
-    }
-
-    /// Continues the run saved in `directory`: the same trajectory as if it had never stopped.
-    public init(resumingFrom directory: String, compute: Compute) throws {
-        let state = try TrainerCheckpointFiles.readState(State.self, from: directory)
-        guard state.format == "paella-train-clip-1" else {
-            throw TrainingCheckpointError.unreadable(path: directory + "/trainer.json", reason: "not a CLIP training checkpoint")
-        }
-        let keys = try Self.parameterShapes(state.config)
-        try self.init(config: state.config, parameters: TrainableParameters(path: directory + "/" + state.weightsFile, keys: keys),
-                      recipe: state.recipe, compute: compute)
-        try TrainerCheckpointFiles.readOptimizer(&optimizer, directory: directory, file: state.optimizerFile, keys: keys,
-                                                 step: state.optimizerStep, beta1: state.beta1)
-        step = state.step
-        random = TrainingRandom(state: try TrainerCheckpointFiles.randomState(state.randomState, directory: directory))
-    }
+extension CLIPTrainer: CheckpointedTrainer {
+    public static let checkpointKind = "clip"
 }

@@ -439,48 +439,28 @@ public struct VQGANTrainer: Sendable {
 
     // MARK: Checkpoints
 
-    struct State: Codable {
-        var format = "paella-train-vqgan-1"
-        var config: VQGANConfig
-        var recipe: VQGANTrainingRecipe
-        var step: Int
-        var optimizerStep: Int
-        var beta1: Double
-        var randomState: String
-        var windowUsage: [Int]
-        var weightsFile: String
-        var optimizerFile: String
-    }
+    /// The restart window's usage counts.
+    public var checkpointExtra: VQGANCheckpointExtra? { VQGANCheckpointExtra(windowUsage: windowUsage) }
 
-    /// Writes a checkpoint into `directory` (the layout and commit order of `DenoiserTrainer.saveCheckpoint`,
-    /// plus the restart window's usage counts), and the current weights as `vqgan.safetensors` with the
-    /// configuration as `vqgan.json` (what a model folder takes; `ModelConversion.vqgan` reads the JSON).
-    public func saveCheckpoint(to directory: String, modelFile: String? = "vqgan.safetensors") throws {
-        let files = try TrainerCheckpointFiles.writeTensors(to: directory, step: step, parameters: parameters, optimizer: optimizer)
-        let state = State(config: config, recipe: recipe, step: step, optimizerStep: optimizer.step, beta1: optimizer.beta1,
-                          randomState: String(random.state), windowUsage: windowUsage,
-                          weightsFile: files.weights, optimizerFile: files.optimizer)
-        try TrainerCheckpointFiles.commit(state, to: directory, keeping: [files.weights, files.optimizer])
-        if let modelFile {
-            try SafeTensors.write(parameters.named, metadata: ["format": "pt", "step": "\(step)"], to: directory + "/" + modelFile)
-            try TrainerCheckpointFiles.writeJSON(config, to: directory + "/vqgan.json")
+    public mutating func restore(_ state: ResumedTraining<VQGANCheckpointExtra>) throws {
+        (optimizer, step, random) = (state.optimizer, state.step, state.random)
+        guard let usage = state.extra?.windowUsage, usage.count == config.nEmbed else {
+            throw TrainingCheckpointError.unreadable(path: "trainer.json", reason: "it has no usage count for each of the \(config.nEmbed) codes")
         }
+        windowUsage = usage
     }
+}
 
-    /// Continues the run saved in `directory`: the same trajectory as if it had never stopped.
-    public init(resumingFrom directory: String, compute: Compute) throws {
-        let state = try TrainerCheckpointFiles.readState(State.self, from: directory)
-        guard state.format == "paella-train-vqgan-1", state.windowUsage.count == state.config.nEmbed else {
-            throw TrainingCheckpointError.unreadable(path: directory + "/trainer.json", reason: "not a VQGAN training checkpoint")
-        }
-        let keys = try VQGAN.parameterShapes(state.config)
-        try self.init(config: state.config, parameters: TrainableParameters(path: directory + "/" + state.weightsFile, keys: keys),
-                      recipe: state.recipe, compute: compute)
-        try TrainerCheckpointFiles.readOptimizer(&optimizer, directory: directory, file: state.optimizerFile, keys: keys,
-                                                 step: state.optimizerStep, beta1: state.beta1)
-        step = state.step
-        windowUsage = state.windowUsage
-        random = TrainingRandom(state: try TrainerCheckpointFiles.randomState(state.randomState, directory: directory))
+/// What a VQGAN checkpoint adds: how often each code was picked in the current restart window.
+public struct VQGANCheckpointExtra: Codable, Sendable, Equatable {
+    public var windowUsage: [Int]
+    enum CodingKeys: String, CodingKey { case windowUsage = "window_usage" }
+}
+
+extension VQGANTrainer: CheckpointedTrainer {
+    public static let checkpointKind = "vqgan"
+    public static func parameterShapes(_ config: VQGANConfig) throws -> [(name: String, shape: [Int])] {
+        try VQGAN.parameterShapes(config)
     }
 }
 

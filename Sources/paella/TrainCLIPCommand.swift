@@ -4,7 +4,7 @@ import Paella
 import PaellaTraining
 
 /// `paella train clip`: trains OpenCLIP text and vision towers with the contrastive loss on captioned images.
-struct TrainCLIPCommand: ParsableCommand {
+struct TrainCLIPCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "clip",
         abstract: "Train CLIP's text and vision towers with the symmetric contrastive loss.",
@@ -49,8 +49,8 @@ struct TrainCLIPCommand: ParsableCommand {
 
     @OptionGroup var compute: ComputeOptions
 
-    mutating func run() throws {
-        try reportingErrors {
+    mutating func run() async throws {
+        try await reportingErrorsAsync {
             let compute = try compute.makeCompute()
             let folder = try TrainPairFolder(path: options.data, captions: true)
             let tokenizer = try CLIPTokenizer(openCLIPVocabulary: try CLIPTokenizer.locateVocabulary())
@@ -75,7 +75,7 @@ struct TrainCLIPCommand: ParsableCommand {
                 + "\(config.vision.width)x\(config.vision.layers), patch \(config.vision.patchSize)); \(folder.count) pairs; "
                 + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")
             let side = config.vision.imageSize
-            try options.trainLoop(logFile: "train-clip.jsonl", total: total, currentStep: { trainer.step }, step: {
+            try await options.trainLoop(logFile: "train-clip.jsonl", total: total, currentStep: { trainer.step }, step: {
                 let indices = trainer.random.randint(folder.count, [options.batchSize]).integers()
                 let images = indices.map { i in
                     folder.images[i].width == side && folder.images[i].height == side ? folder.images[i] : folder.images[i].resized(width: side, height: side)

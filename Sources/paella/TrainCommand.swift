@@ -65,14 +65,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        do {
-            try await train()
-        } catch let error as ExitCode {
-            throw error
-        } catch {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))  // one sentence, as reportingErrors does
-            throw ExitCode.failure
-        }
+        try await reportingErrorsAsync { try await train() }
     }
 
     func train() async throws {
@@ -93,9 +86,6 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         let cachePath = (output as NSString).appendingPathComponent("caption-embeddings.safetensors")
         let cache = cacheEmbeddings ? try CaptionEmbeddingCache(path: cachePath) : nil
-        let logPath = (output as NSString).appendingPathComponent("train.jsonl")
-        if resume { try JSONLines.keepRecords(before: trainer.step, in: logPath) }  // batches after the checkpoint run again
-        let log = try JSONLines(path: logPath)
         // The schedule fixes the run's length (a resumed run keeps its own --steps and --accumulate).
         let scheduled = trainer.recipe.schedule.totalSteps * trainer.recipe.accumulationSteps
         let end = min(stopAt ?? scheduled, scheduled)
@@ -107,8 +97,8 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             print("Training \(formatCount(trainer.parameters.scalarCount)) parameters on \(data.count) images " +
                   "(\(size)x\(size) px, batch \(batchSize)), batches \(trainer.step)..<\(end)")
         }
-        while trainer.step < end {
-            let started = Date()
+        let loop = TrainingLoop(output: output, logFile: "train.jsonl", end: end, logEvery: logEvery, checkpointEvery: checkpointEvery)
+        try await loop.run(currentStep: { trainer.step }, step: {
             let indices = data.batchIndices(step: trainer.step, size: batchSize, seed: seed)
             var crops = SplitMix64(seed: seed ^ (UInt64(trainer.step) &* 0xD1B5_4A32_D192_ED03))
             let images = try indices.map { try data.image($0).trainingCrop(size: size, random: &crops) }
@@ -122,27 +112,27 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             count += 1
             totalLoss += result.loss
             totalAccuracy += result.accuracy
-            let seconds = Date().timeIntervalSince(started)
-            try log.append(TrainLogRecord(result, perplexity: exp(result.loss), averageLoss: totalLoss / Double(count),
-                                          unconditional: batch.conditioning.floats.allSatisfy { $0 == 0 }, seconds: seconds))
-            let line = String(format: "loss %.4f (avg %.4f)  acc %.3f  ppx %.1f  lr %.2e  grad %.3f  %.2f s/batch",
-                              result.loss, totalLoss / Double(count), totalAccuracy / Double(count),
-                              exp(totalLoss / Double(count)), result.learningRate, result.gradientNorm, seconds)
-            progress.update("batch \(trainer.step)/\(end)  " + line, done: trainer.step, total: end)
-            if !quiet && (trainer.step % logEvery == 0 || trainer.step == end) {
+            return TrainLogRecord(result, perplexity: exp(result.loss), averageLoss: totalLoss / Double(count),
+                                  unconditional: batch.conditioning.floats.allSatisfy { $0 == 0 })
+        }, line: { (record: TrainLogRecord, seconds: Double) in
+            "batch \(trainer.step)/\(end)  " + String(format: "loss %.4f (avg %.4f)  acc %.3f  ppx %.1f  lr %.2e  grad %.3f  %.2f s/batch",
+                   record.loss, totalLoss / Double(count), totalAccuracy / Double(count), exp(totalLoss / Double(count)),
+                   record.learningRate, record.gradientNorm, seconds)
+        }, progress: { line, printed in
+            progress.update(line, done: trainer.step, total: end)
+            if !quiet && printed {
                 if progressDrawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }  // clear the bar's line
-                printFlushed("batch \(trainer.step)/\(end)  " + line)  // as it happens, also into a pipe or file
+                printFlushed(line)  // as it happens, also into a pipe or file
             }
-            if trainer.step % checkpointEvery == 0 || trainer.step == end {
-                try save(trainer, source: folder, imageSize: size)
-                try cache?.save(to: cachePath)
-                if !prompts.isEmpty {
-                    let models = try PipelineModels(denoiser: try trainer.exportedModel(), vqgan: vqgan, textEncoder: text, tokenizer: tokenizer)
-                    try await writeSamples(Pipeline(models: models, defaults: folder.manifest.defaults, modelName: "training"),
-                                           prompts: prompts, size: size, step: trainer.step)
-                }
+        }, save: {
+            try save(trainer, source: folder, imageSize: size)
+            try cache?.save(to: cachePath)
+            if !prompts.isEmpty {
+                let models = try PipelineModels(denoiser: try trainer.exportedModel(), vqgan: vqgan, textEncoder: text, tokenizer: tokenizer)
+                try await writeSamples(Pipeline(models: models, defaults: folder.manifest.defaults, modelName: "training"),
+                                       prompts: prompts, size: size, step: trainer.step)
             }
-        }
+        })
         progress.finish()
         if !quiet { print("Model folder: \(output)") }
     }
@@ -203,52 +193,18 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
     }
 }
 
-/// One line of train.jsonl.
+/// One line of train.jsonl (the loop adds the step's seconds).
 struct TrainLogRecord: Encodable {
     var step: Int, loss: Double, accuracy: Double, perplexity: Double, averageLoss: Double
-    var learningRate: Double, gradientNorm: Double, updated: Bool, unconditional: Bool, seconds: Double
+    var learningRate: Double, gradientNorm: Double, updated: Bool, unconditional: Bool
 
-    init(_ r: DenoiserStepResult, perplexity: Double, averageLoss: Double, unconditional: Bool, seconds: Double) {
+    init(_ r: DenoiserStepResult, perplexity: Double, averageLoss: Double, unconditional: Bool) {
         (step, loss, accuracy, learningRate, gradientNorm, updated) = (r.step, r.loss, r.accuracy, r.learningRate, r.gradientNorm, r.updated)
-        (self.perplexity, self.averageLoss, self.unconditional, self.seconds) = (perplexity, averageLoss, unconditional, seconds)
+        (self.perplexity, self.averageLoss, self.unconditional) = (perplexity, averageLoss, unconditional)
     }
 
     enum CodingKeys: String, CodingKey {
-        case step, loss, accuracy, perplexity, unconditional, seconds, updated
+        case step, loss, accuracy, perplexity, unconditional, updated
         case averageLoss = "average_loss", learningRate = "lr", gradientNorm = "grad_norm"
     }
-}
-
-/// Appends one JSON object per line to a file (created when missing), flushed after every record.
-final class JSONLines {
-    private let handle: FileHandle
-    private let encoder = JSONEncoder()
-
-    init(path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
-        guard let handle = FileHandle(forWritingAtPath: path) else {
-            throw ValidationError("Cannot write the training log \(path).")
-        }
-        self.handle = handle
-        handle.seekToEndOfFile()
-        encoder.outputFormatting = [.sortedKeys]
-    }
-
-    /// Drops the records of batches at or after `step` (their training is repeated when a run resumes from an
-    /// earlier checkpoint than where it stopped), atomically.
-    static func keepRecords(before step: Int, in path: String) throws {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
-        let kept = text.split(separator: "\n").filter { line in
-            guard let record = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let recorded = record["step"] as? Int else { return false }
-            return recorded < step
-        }
-        try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: path)
-    }
-
-    func append<T: Encodable>(_ record: T) throws {
-        handle.write(try encoder.encode(record) + Data("\n".utf8))
-    }
-
-    deinit { try? handle.close() }
 }

@@ -79,45 +79,14 @@ struct TrainRunOptions: ParsableArguments {
     }
 }
 
-/// A training step's log line: its result's fields and the wall time the step took.
 extension TrainRunOptions {
-    /// The loop `train vqgan` and `train clip` share: `step()` until `currentStep()` reaches `total`, each result
-    /// appended to `output/logFile` (records of steps after the checkpoint dropped first: they run again), a
-    /// progress line every `logEvery` steps (`line(result, mean seconds per step)`) and `save()` every
-    /// `checkpointEvery` steps and at the end.
+    /// The shared training loop over `step()`, with a progress line every `logEvery` steps, the log in
+    /// `output/logFile` and `save()` every `checkpointEvery` steps and at the end.
     func trainLoop<Result: Encodable>(logFile: String, total: Int, currentStep: () -> Int, step: () throws -> Result,
-                                      line: (Result, Double) -> String, save: () throws -> Void) throws {
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-        let path = output + "/" + logFile
-        try JSONLines.keepRecords(before: currentStep(), in: path)
-        let log = try JSONLines(path: path)
-        var recent: [Double] = []
-        while currentStep() < total {
-            let start = Date()
-            let result = try step()
-            let seconds = Date().timeIntervalSince(start)
-            try log.append(TrainLogLine(result: result, seconds: seconds))
-            recent.append(seconds)
-            let now = currentStep()
-            if now % logEvery == 0 || now == total {
-                printFlushed(line(result, recent.reduce(0, +) / Double(recent.count)))
-                recent.removeAll()
-            }
-            if now % checkpointEvery == 0 || now == total { try save() }
-        }
-    }
-}
-
-struct TrainLogLine<Result: Encodable>: Encodable {
-    var result: Result
-    var seconds: Double
-
-    enum CodingKeys: String, CodingKey { case seconds }
-
-    func encode(to encoder: Encoder) throws {
-        try result.encode(to: encoder)
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(seconds, forKey: .seconds)
+                                      line: (Result, Double) -> String, save: () throws -> Void) async throws {
+        let loop = TrainingLoop(output: output, logFile: logFile, end: total, logEvery: logEvery, checkpointEvery: checkpointEvery)
+        try await loop.run(currentStep: currentStep, step: step, line: line,
+                           progress: { text, printed in if printed { printFlushed(text) } }, save: save)
     }
 }
 

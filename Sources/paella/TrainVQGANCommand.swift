@@ -4,7 +4,7 @@ import Paella
 import PaellaTraining
 
 /// `paella train vqgan`: trains a VQGAN tokenizer on a folder of images.
-struct TrainVQGANCommand: ParsableCommand {
+struct TrainVQGANCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vqgan",
         abstract: "Train a VQGAN tokenizer (L1 reconstruction, nearest-neighbour or Gumbel quantizer, dead-code restarts).",
@@ -51,8 +51,8 @@ struct TrainVQGANCommand: ParsableCommand {
 
     @OptionGroup var compute: ComputeOptions
 
-    mutating func run() throws {
-        try reportingErrors {
+    mutating func run() async throws {
+        try await reportingErrorsAsync {
             let compute = try compute.makeCompute()
             let folder = try TrainPairFolder(path: options.data, captions: false)
             var trainer: VQGANTrainer
@@ -84,7 +84,7 @@ struct TrainVQGANCommand: ParsableCommand {
             printFlushed("VQGAN f\(trainer.config.downsamplingFactor), \(trainer.parameters.scalarCount) parameters, \(trainer.config.nEmbed) codes, "
                 + "\(trainer.recipe.quantizer.rawValue) quantizer; \(folder.count) images of \(folder.width)x\(folder.height); "
                 + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")
-            try options.trainLoop(logFile: "train-vqgan.jsonl", total: total, currentStep: { trainer.step }, step: {
+            try await options.trainLoop(logFile: "train-vqgan.jsonl", total: total, currentStep: { trainer.step }, step: {
                 let indices = trainer.random.randint(folder.count, [options.batchSize]).integers()
                 return try trainer.train(images: try folder.batch(indices))
             }, line: { (result: VQGANStepResult, perStep: Double) in

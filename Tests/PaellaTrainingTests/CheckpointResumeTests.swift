@@ -101,6 +101,41 @@ import Testing
         #expect(resumed.averaged?.tensors.map(\.floats) == trainer.averaged?.tensors.map(\.floats))
     }
 
+    /// One trainer.json format for every trainer (snake_case keys, the trainer's kind, its extras); the denoiser's
+    /// first format (the same fields) still resumes; a checkpoint of another kind or an earlier VQGAN/CLIP format
+    /// is refused with one sentence naming it.
+    @Test func checkpointFormatAndItsPredecessors() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("paella-format-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var trainer = try Self.freshTrainer(accumulation: 1)
+        _ = try Self.run(&trainer, through: 2)
+        try trainer.saveCheckpoint(to: folder)
+        let path = folder + "/trainer.json"
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        #expect(json["format"] as? String == "paella-train-2" && json["kind"] as? String == "denoiser")
+        #expect(json["optimizer_step"] as? Int == 2 && json["random_state"] is String && json["weights_file"] is String)
+        func rewrite(_ change: (inout [String: Any]) -> Void) throws {
+            var copy = json
+            change(&copy)
+            try JSONSerialization.data(withJSONObject: copy).write(to: URL(fileURLWithPath: path))
+        }
+        try rewrite { $0["format"] = "paella-train-denoiser-1"; $0["kind"] = nil }
+        var legacy = try DenoiserTrainer(resumingFrom: folder, compute: trainer.compute)
+        #expect(legacy.step == 2 && legacy.random == trainer.random)
+        _ = try Self.run(&legacy, through: 3)
+        func refusal(_ body: () throws -> Void) -> String {
+            do { try body(); return "" } catch { return "\(error)" }
+        }
+        try rewrite { $0["kind"] = "clip" }
+        #expect(refusal { _ = try DenoiserTrainer(resumingFrom: folder, compute: trainer.compute) }.contains("a clip training run, not a denoiser one"))
+        try rewrite { $0["format"] = "paella-train-vqgan-1"; $0["windowUsage"] = [1]; $0["optimizerStep"] = 2 }
+        let message = refusal { _ = try VQGANTrainer(resumingFrom: folder, compute: trainer.compute) }
+        #expect(message.contains("earlier format paella-train-vqgan-1") && message.hasSuffix("start a new run."), "\(message)")
+        json["format"] = "something-else"
+        try rewrite { _ in }
+        #expect(refusal { _ = try DenoiserTrainer(resumingFrom: folder, compute: trainer.compute) }.contains("not a Paella training checkpoint"))
+    }
+
     @Test func trainingPastTheScheduleIsRefused() throws {
         var trainer = try Self.freshTrainer(accumulation: 1)
         _ = try Self.run(&trainer, through: trainer.recipe.schedule.totalSteps)

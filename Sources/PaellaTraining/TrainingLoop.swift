@@ -1,0 +1,103 @@
+// The loop every trainer runs (denoiser, VQGAN, CLIP): steps until the end, a JSONL record per step, progress
+// lines, checkpoints at a period and at the end; a resumed run first drops the records of the steps it repeats.
+import Foundation
+import PaellaIO
+
+/// Runs training steps and keeps the log and checkpoints; what a step does and what a checkpoint writes are the
+/// caller's.
+public struct TrainingLoop: Sendable {
+    /// The run's folder: the log goes there.
+    public var output: String
+    /// The JSONL log's file name inside `output`.
+    public var logFile: String
+    /// The step to stop after (the schedule's end, or earlier).
+    public var end: Int
+    /// A progress line every `logEvery` steps and at the end.
+    public var logEvery: Int
+    /// A checkpoint every `checkpointEvery` steps and at the end.
+    public var checkpointEvery: Int
+
+    public init(output: String, logFile: String, end: Int, logEvery: Int, checkpointEvery: Int) {
+        precondition(logEvery > 0 && checkpointEvery > 0, "TrainingLoop: logEvery and checkpointEvery must be positive")
+        self.output = output
+        self.logFile = logFile
+        self.end = end
+        self.logEvery = logEvery
+        self.checkpointEvery = checkpointEvery
+    }
+
+    /// `step()` until `currentStep()` reaches `end`. Each result is appended to the log with the seconds the step
+    /// took; `progress(line, done)` runs after every step with `line(result, mean seconds per step since the
+    /// last printed line)` and `printed` true every `logEvery` steps; `save()` runs every `checkpointEvery` steps
+    /// and at the end.
+    public func run<Result: Encodable>(currentStep: () -> Int, step: () async throws -> Result,
+                                       line: (Result, Double) -> String,
+                                       progress: (_ line: String, _ printed: Bool) -> Void,
+                                       save: () async throws -> Void) async throws {
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let path = (output as NSString).appendingPathComponent(logFile)
+        try JSONLines.keepRecords(before: currentStep(), in: path)  // steps after the checkpoint run again
+        let log = try JSONLines(path: path)
+        var recent: [Double] = []
+        while currentStep() < end {
+            let start = Date()
+            let result = try await step()
+            let seconds = Date().timeIntervalSince(start)
+            try log.append(TimedRecord(result: result, seconds: seconds))
+            recent.append(seconds)
+            let now = currentStep()
+            let printed = now % logEvery == 0 || now == end
+            progress(line(result, recent.reduce(0, +) / Double(recent.count)), printed)
+            if printed { recent.removeAll() }
+            if now % checkpointEvery == 0 || now == end { try await save() }
+        }
+    }
+}
+
+/// A step's result with the wall time it took, as one JSON object.
+struct TimedRecord<Result: Encodable>: Encodable {
+    var result: Result
+    var seconds: Double
+
+    enum CodingKeys: String, CodingKey { case seconds }
+
+    func encode(to encoder: Encoder) throws {
+        try result.encode(to: encoder)
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(seconds, forKey: .seconds)
+    }
+}
+
+/// Appends one JSON object per line to a file (created when missing), written through as each record comes.
+public final class JSONLines {
+    private let handle: FileHandle
+    private let encoder = JSONEncoder()
+
+    public init(path: String) throws {
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+        guard let handle = FileHandle(forWritingAtPath: path) else {
+            throw TrainingCheckpointError.unwritable(path: path)
+        }
+        self.handle = handle
+        handle.seekToEndOfFile()
+        encoder.outputFormatting = [.sortedKeys]
+    }
+
+    /// Drops the records of steps at or after `step` (their training is repeated when a run resumes from an
+    /// earlier checkpoint than where it stopped), atomically.
+    public static func keepRecords(before step: Int, in path: String) throws {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+        let kept = text.split(separator: "\n").filter { line in
+            guard let record = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let recorded = record["step"] as? Int else { return false }
+            return recorded < step
+        }
+        try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: path)
+    }
+
+    public func append<T: Encodable>(_ record: T) throws {
+        handle.write(try encoder.encode(record) + Data("\n".utf8))
+    }
+
+    deinit { try? handle.close() }
+}
