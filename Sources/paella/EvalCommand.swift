@@ -26,7 +26,8 @@ struct EvalShapesCommand: AsyncParsableCommand {
     @Option(help: "Seed of the prompts and of the sampler.") var seed: UInt64 = 1
     @Option(name: [.customLong("cfg"), .customLong("guidance")], help: "Guidance scale (default: the model's).") var cfg: Float?
     @Option(help: "Temperature, or first:last (default: the model's).") var temperature: String?
-    @Option(help: "Typical mass (default: the model's).") var typicalMass: Float?
+    @Option(help: "Typical mass; turns typical filtering on (default: the model's).") var typicalMass: Float?
+    @Flag(help: "No typical filtering.") var noTypical = false
     @Option(help: "Held-out scenes for the reconstruction check (at least 32).") var scenes = 256
     @Option(help: "Parts to run, comma-separated: generation, reconstruction, clip (default: all).") var parts: String?
     @Option(help: ArgumentHelp("Also write the generated images and the VQGAN reconstructions into this folder.",
@@ -54,7 +55,8 @@ struct EvalShapesCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var overrides = SamplingOverrides(guidanceScale: cfg, typicalMass: typicalMass)
+        var overrides = SamplingOverrides(guidanceScale: cfg, typicalFiltering: noTypical ? false : typicalMass.map { _ in true },
+                                          typicalMass: typicalMass)
         if let temperature {
             var sampling = SamplingCLIOptions()
             sampling.temperature = temperature

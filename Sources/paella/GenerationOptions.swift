@@ -58,7 +58,7 @@ struct SamplingCLIOptions: ParsableArguments {
     @Option(help: "Temperature, or the first and last step's temperatures as a:b.")
     var temperature: String?
 
-    @Option(help: "Probability mass kept by typical filtering.")
+    @Option(help: "Probability mass kept by typical filtering (turns it on where the model's default has it off).")
     var typicalMass: Float?
 
     @Flag(help: "Sample from the full distribution (no typical filtering).")
@@ -86,7 +86,7 @@ struct SamplingCLIOptions: ParsableArguments {
 
     func settings(seed: UInt64) throws -> CommonSettings {
         CommonSettings(seed: seed, count: count, sampling: SamplingOverrides(
-            steps: steps, guidanceScale: cfg, temperatureRange: try temperatures(), typicalFiltering: noTypical ? false : nil,
+            steps: steps, guidanceScale: cfg, temperatureRange: try temperatures(), typicalFiltering: noTypical ? false : typicalMass.map { _ in true },
             typicalMass: typicalMass, renoiseSteps: renoiseSteps, renoiseMode: renoise))
     }
 
