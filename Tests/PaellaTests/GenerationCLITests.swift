@@ -65,6 +65,21 @@ struct GenerationCLITests {
         #expect(try PixelImage(contentsOf: work + "/o.png").width == 2 * side)
     }
 
+    /// `eval shapes --json` reports the parts asked for with their gates; a part it does not know is one sentence.
+    @Test func evalShapesReportsGatedParts() throws {
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let result = try paella(["eval", "shapes", "--parts", "reconstruction,clip", "--scenes", "32", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        #expect((report["gates"] as? [String: Bool]).map { Set($0.keys) } == ["reconstruction", "clip"])
+        #expect(report["reconstructionScenes"] as? Int == 32 && (report["generation"] as? [String: Any])?.isEmpty == true)
+        #expect((report["clipAttributes"] as? [String: Double]).map { Set($0.keys) } == ["color", "shape", "position"])
+        let table = try paella(["eval", "shapes", "--parts", "reconstruction", "--scenes", "32"])
+        #expect(table.stdout.contains("reconstruction of 32 held-out scenes") && table.stdout.contains("[gate: FAIL]"), "\(table.stdout)")
+        let bad = try paella(["eval", "shapes", "--parts", "reconstruction,pictures"])
+        #expect(bad.status != 0 && bad.stderr.contains("--parts takes generation, reconstruction and clip"), "\(bad.stderr)")
+    }
+
     @Test func badInputIsOneSentenceAndWritesNothing() throws {
         defer { try? FileManager.default.removeItem(atPath: work) }
         let side = try ModelFolder(path: model).manifest.defaults.imageSize
