@@ -17,6 +17,15 @@ public enum TarError: Error, CustomStringConvertible, Equatable {
             return "\(source) ends inside the data of its entry \(name); the file was probably cut short."
         }
     }
+
+    /// What is wrong, without the archive's name, for a message that names the file itself.
+    public var problem: String {
+        switch self {
+        case .corrupt(_, let offset, let reason): return "not a valid tar archive at byte \(offset): \(reason)"
+        case .truncated(_, let name): return "it ends inside the data of its entry \(name); the file was probably cut short"
+        case .nameTooLong, .entryTooLarge: return description
+        }
+    }
 }
 
 /// One regular file in a tar archive: its name and where its bytes are.
@@ -31,12 +40,23 @@ public struct TarEntry: Sendable, Equatable {
     }
 }
 
-/// Plain POSIX ustar archives, the container of WebDataset shards: each file is a 512-byte header (name,
-/// octal mode, size and time, checksum, magic "ustar\0" "00") followed by its bytes padded to 512; two zero
-/// blocks end the archive. Writing makes regular files with fixed owner and time (0), so the same contents
-/// always give the same bytes; reading lists regular files and skips other entry types (folders, pax headers).
+/// Tar archives, the container of WebDataset shards, with the one reader that the dataset commands and the
+/// training data both use. Each entry is a 512-byte header (name, octal mode, size and time, checksum, magic)
+/// followed by its bytes padded to 512; two zero blocks end the archive. Writing makes plain POSIX ustar regular
+/// files with fixed owner and time (0), so the same contents always give the same bytes. Reading understands
+/// what common writers make: ustar (a long name split into prefix and name), GNU long names (`L` entries), pax
+/// extended headers (`x` entries: their `path` and `size` records), GNU base-256 sizes and pre-POSIX headers
+/// without magic; it lists regular files and skips every other entry type (folders, links, global pax headers).
 public enum TarArchive {
     static let block = 512
+
+    /// The ustar header checksum: the sum of the header's 512 bytes as unsigned numbers, with the checksum field
+    /// itself (bytes 148..<156) counted as eight spaces. Writing and reading both use it.
+    static func checksum(_ header: UnsafeRawBufferPointer) -> Int {
+        var sum = 0
+        for (i, byte) in header.enumerated() { sum += (148 ..< 156).contains(i) ? 32 : Int(byte) }
+        return sum
+    }
 
     /// The 512-byte ustar header of a regular file.
     public static func header(name: String, size: Int, mode: Int = 0o644, modificationTime: Int = 0) throws -> [UInt8] {
@@ -62,11 +82,10 @@ public enum TarArchive {
         put(octal(0, width: 8), at: 116)  // gid
         put(octal(size, width: 12), at: 124)
         put(octal(modificationTime, width: 12), at: 136)
-        put(Array("        ".utf8), at: 148)  // checksum field counts as spaces while summing
         h[156] = UInt8(ascii: "0")  // regular file
         put(Array("ustar".utf8) + [0] + Array("00".utf8), at: 257)
         put(prefix, at: 345)
-        let sum = h.reduce(0) { $0 + Int($1) }
+        let sum = h.withUnsafeBytes { checksum($0) }
         put(octal(sum, width: 7) + [UInt8(ascii: " ")], at: 148)  // six digits, NUL, space
         return h
     }
@@ -92,43 +111,124 @@ public enum TarArchive {
         }
     }
 
-    /// The regular files of an archive held in memory, with every header's checksum and magic checked;
-    /// `source` names the archive in errors.
+    /// The regular files of an archive held in memory, in archive order, with every header's checksum checked;
+    /// `source` names the archive in errors. A size that is negative, does not fit an `Int` or runs past the end
+    /// of the bytes is refused with a `TarError`.
     public static func entries(in bytes: UnsafeRawBufferPointer, source: String = "tar data") throws -> [TarEntry] {
         var result: [TarEntry] = []
         var offset = 0
+        // Set by GNU `L` and pax `x` entries; they describe the next real entry only.
+        var longName: String?, paxSize: Int?
         while offset + block <= bytes.count {
             let h = UnsafeRawBufferPointer(rebasing: bytes[offset ..< offset + block])
             if h.allSatisfy({ $0 == 0 }) { return result }  // end of archive
-            func field(_ start: Int, _ length: Int) -> [UInt8] { Array(h[start ..< start + length].prefix { $0 != 0 }) }
-            func number(_ start: Int, _ length: Int) throws -> Int {
-                let text = String(decoding: field(start, length), as: UTF8.self).trimmingSpaces()
-                guard let value = Int(text.isEmpty ? "0" : text, radix: 8) else {
-                    throw TarError.corrupt(source: source, offset: offset + start, reason: "\"\(text)\" is not an octal number")
-                }
-                return value
+            func corrupt(_ at: Int, _ reason: String) -> TarError { .corrupt(source: source, offset: offset + at, reason: reason) }
+            func text(_ start: Int, _ length: Int) -> String { string(UnsafeRawBufferPointer(rebasing: h[start ..< start + length])) }
+            func number(_ start: Int, _ length: Int, _ what: String) throws -> Int {
+                do { return try headerNumber(UnsafeRawBufferPointer(rebasing: h[start ..< start + length])) }
+                catch let problem as NumberProblem { throw corrupt(start, "the \(what) field \(problem.reason)") }
             }
-            let stored = try number(148, 8)
-            let sum = h.enumerated().reduce(0) { $0 + ((148 ..< 156).contains($1.offset) ? 32 : Int($1.element)) }
-            guard stored == sum else {
-                throw TarError.corrupt(source: source, offset: offset, reason: "header checksum \(stored), computed \(sum)")
+            let stored = try number(148, 8, "checksum")
+            let sum = checksum(h)
+            guard stored == sum else { throw corrupt(0, "header checksum \(stored), computed \(sum)") }
+            // POSIX writes "ustar\0" "00", GNU tar "ustar  \0"; headers from before POSIX carry no magic at all.
+            let magic = Array(h[257 ..< 263])
+            let posix = magic == Array("ustar".utf8) + [0]
+            guard magic.starts(with: Array("ustar".utf8)) || magic.allSatisfy({ $0 == 0 }) else {
+                throw corrupt(257, "no ustar magic")
             }
-            guard field(257, 5) == Array("ustar".utf8) else {
-                throw TarError.corrupt(source: source, offset: offset + 257, reason: "no ustar magic")
-            }
-            let prefix = field(345, 155)
-            let name = String(decoding: prefix.isEmpty ? field(0, 100) : prefix + [UInt8(ascii: "/")] + field(0, 100), as: UTF8.self)
-            let size = try number(124, 12)
-            let start = offset + block
-            guard start + size <= bytes.count else { throw TarError.truncated(source: source, name: name) }
+            let prefix = posix ? text(345, 155) : ""  // GNU keeps other fields at 345
+            let name = prefix.isEmpty ? text(0, 100) : prefix + "/" + text(0, 100)
             let type = h[156]
-            if type == UInt8(ascii: "0") || type == 0 { result.append(TarEntry(name: name, data: start ..< start + size)) }
+            let isExtension = [UInt8(ascii: "L"), UInt8(ascii: "K"), UInt8(ascii: "x"), UInt8(ascii: "g")].contains(type)
+            let size = try isExtension ? number(124, 12, "size") : paxSize ?? number(124, 12, "size")
+            let start = offset + block
+            guard size <= bytes.count - start else { throw TarError.truncated(source: source, name: longName ?? name) }
+            let data = UnsafeRawBufferPointer(rebasing: bytes[start ..< start + size])
+            switch type {
+            case UInt8(ascii: "0"), 0:  // a regular file
+                result.append(TarEntry(name: longName ?? name, data: start ..< start + size))
+                (longName, paxSize) = (nil, nil)
+            case UInt8(ascii: "L"):  // GNU: the next entry's long name
+                longName = string(data)
+            case UInt8(ascii: "x"):  // pax: records for the next entry
+                for (key, value) in try paxRecords(data, corrupt: { corrupt(block, $0) }) {
+                    switch key {
+                    case "path": longName = value
+                    case "size":
+                        guard !value.isEmpty, value.utf8.allSatisfy({ (48 ... 57).contains($0) }), let n = Int(value) else {
+                            throw corrupt(block, "the pax size \"\(value)\" is not a non-negative whole number within range")
+                        }
+                        paxSize = n
+                    default: continue  // times, owners, link paths: nothing a reader of files needs
+                    }
+                }
+            case UInt8(ascii: "K"), UInt8(ascii: "g"):  // GNU long link name, pax global header: not needed
+                break
+            default:  // folders, links, devices: skipped, and the long name they carried goes with them
+                (longName, paxSize) = (nil, nil)
+            }
             offset = start + (size + block - 1) / block * block
         }
-        if offset != bytes.count {
-            throw TarError.corrupt(source: source, offset: offset, reason: "a partial header block")
+        if offset < bytes.count { throw TarError.corrupt(source: source, offset: offset, reason: "a partial header block") }
+        if offset > bytes.count {
+            throw TarError.corrupt(source: source, offset: bytes.count, reason: "the last entry's padding is missing")
         }
         return result
+    }
+
+    /// Bytes up to the first NUL, as UTF-8.
+    static func string(_ bytes: UnsafeRawBufferPointer) -> String {
+        String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+    }
+
+    /// Why a numeric header field could not be read.
+    struct NumberProblem: Error { let reason: String }
+
+    /// A numeric header field: octal digits (leading spaces, then digits, ended by a space, a NUL or the field's
+    /// end; an empty field is 0), or, when the first byte's high bit is set, GNU tar's big-endian base-256, which
+    /// it writes for sizes of 8 GiB and more. Negative values and values past `Int.max` are refused.
+    static func headerNumber(_ field: UnsafeRawBufferPointer) throws -> Int {
+        guard let first = field.first else { return 0 }
+        if first & 0x80 != 0 {
+            // Base-256: the rest of the first byte and the following bytes; bit 6 of the first byte is the sign.
+            guard first & 0x40 == 0 else { throw NumberProblem(reason: "holds a negative number") }
+            var value = Int(first & 0x3F)
+            for byte in field.dropFirst() {
+                guard value <= Int.max >> 8 else { throw NumberProblem(reason: "holds a number too large for this machine") }
+                value = value << 8 | Int(byte)
+            }
+            return value
+        }
+        var value = 0
+        for byte in field.drop(while: { $0 == UInt8(ascii: " ") }) {
+            if byte == 0 || byte == UInt8(ascii: " ") { break }
+            guard (UInt8(ascii: "0") ... UInt8(ascii: "7")).contains(byte) else {
+                throw NumberProblem(reason: "\"\(string(field))\" is not an octal number")
+            }
+            value = value * 8 + Int(byte - UInt8(ascii: "0"))  // at most 12 digits: far from overflowing
+        }
+        return value
+    }
+
+    /// The records of a pax extended header: each is "LENGTH KEY=VALUE\n", LENGTH counting the whole record.
+    static func paxRecords(_ data: UnsafeRawBufferPointer, corrupt: (String) -> TarError) throws -> [(String, String)] {
+        var records: [(String, String)] = []
+        var at = 0
+        while at < data.count, data[at] != 0 {
+            guard let space = data[at...].firstIndex(of: UInt8(ascii: " ")), space - at <= 20,
+                  let length = Int(String(decoding: data[at ..< space], as: UTF8.self)), length > space - at + 1,
+                  length <= data.count - at, data[at + length - 1] == UInt8(ascii: "\n") else {
+                throw corrupt("a malformed pax record at byte \(at) of the extended header")
+            }
+            let record = String(decoding: data[(space + 1) ..< (at + length - 1)], as: UTF8.self)
+            guard let equals = record.firstIndex(of: "=") else {
+                throw corrupt("a pax record without '=' at byte \(at) of the extended header")
+            }
+            records.append((String(record[..<equals]), String(record[record.index(after: equals)...])))
+            at += length
+        }
+        return records
     }
 
     /// The regular files of the archive at `path`, with their bytes.
@@ -136,14 +236,5 @@ public enum TarArchive {
         let file = try MappedFile(path: path)
         let list = try entries(in: file.bytes, source: path)
         return list.map { ($0.name, Array(file.bytes[$0.data])) }
-    }
-}
-
-extension String {
-    fileprivate func trimmingSpaces() -> String {
-        var s = Substring(self)
-        while s.first == " " { s.removeFirst() }
-        while s.last == " " { s.removeLast() }
-        return String(s)
     }
 }

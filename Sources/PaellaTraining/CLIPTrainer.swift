@@ -142,7 +142,7 @@ public struct CLIPTrainer: Sendable {
         let (u, imageNorms) = normalizedRows(imageEmbeddings), (t, textNorms) = normalizedRows(textEmbeddings)
         let scale = Foundation.exp(logScale)
         // logits[i, j] = scale * u_i · t_j  [B, B]
-        let similarity = compute.linear(u, OutInLinearWeights(pytorch: t, bias: nil)).floats
+        let similarity = compute.linear(u, LinearWeights(weight: t, layout: .outIn, bias: nil)).floats
         var loss = 0.0, imageCorrect = 0, textCorrect = 0
         var dLogits = [Float](repeating: 0, count: batch * batch)
         for direction in 0..<2 {  // 0: each image over the texts (rows); 1: each text over the images (columns)
@@ -166,8 +166,8 @@ public struct CLIPTrainer: Sendable {
         // d logit_scale = scale * sum(dLogits * similarity); du = scale dLogits t; dt = scale dLogitsᵀ u.
         let dLogitScale = Double(scale) * zip(dLogits, similarity).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
         let dl = compute.scale(Tensor(dLogits, shape: [batch, batch]), by: scale)
-        let du = compute.linear(dl, LinearWeights(weight: t, bias: nil))                       // [B, E]
-        let dt = compute.linear(dl.permuted([1, 0]), LinearWeights(weight: u, bias: nil))       // [B, E]
+        let du = compute.linear(dl, LinearWeights(weight: t, layout: .inOut, bias: nil))                     // [B, E]
+        let dt = compute.linear(dl.permuted([1, 0]), LinearWeights(weight: u, layout: .inOut, bias: nil))     // [B, E]
         var grads = vision.backward(visionRecord, outputGradient: normalizedRowsBackward(u, imageNorms, du), compute: compute)
         grads.merge(text.backward(textRecord, outputGradient: normalizedRowsBackward(t, textNorms, dt), compute: compute)) { a, _ in a }
         grads["logit_scale"] = Tensor([Float(dLogitScale)], shape: [])

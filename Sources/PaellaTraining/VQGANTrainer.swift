@@ -192,7 +192,7 @@ public struct VQGANTrainer: Sendable {
         case .nearest:
             // argmax of z·e - |e|²/2 = the nearest codebook entry.
             let halfNorms = codebook.reshaped([k, d]).floats.chunked(d).map { -0.5 * $0.reduce(0) { $0 + $1 * $1 } }
-            codes = compute.argmax(compute.linear(flatZ, OutInLinearWeights(pytorch: codebook, bias: Tensor(halfNorms, shape: [k]))))
+            codes = compute.argmax(compute.linear(flatZ, LinearWeights(weight: codebook, layout: .outIn, bias: Tensor(halfNorms, shape: [k]))))
             quantized = compute.embedding(codes, table: codebook)                   // [n, D]
         case .gumbel:
             let logits = model.quantizerLogits(z: z).reshaped([n, k])
@@ -211,7 +211,7 @@ public struct VQGANTrainer: Sendable {
                 let picked = codes.integers()
                 weights.withMutableFloats { v in for i in 0..<n { v[i * k + picked[i]] = 1 } }
             }
-            quantized = compute.linear(weights, LinearWeights(weight: codebook, bias: nil))  // one_hot @ embed
+            quantized = compute.linear(weights, LinearWeights(weight: codebook, layout: .inOut, bias: nil))  // one_hot @ embed
             gumbel = (logits, soft, weights, tau)
         }
         // The quantizer's loss: (1 + beta) |e - z|² (.nearest, forward value), or the KL to the uniform prior,
@@ -251,10 +251,11 @@ public struct VQGANTrainer: Sendable {
             grads["quantize.embed.weight"] = compute.embeddingBackward(codes.reshaped([n]), outputGradient: compute.scale(diff, by: scale), rows: k)
         case .gumbel:
             guard let g = gumbel else { preconditionFailure("VQGANTrainer: no Gumbel record") }
-            let lin = compute.linearBackward(g.weights, LinearWeights(weight: codebook, bias: nil),
+            let lin = compute.linearBackward(g.weights, LinearWeights(weight: codebook, layout: .inOut, bias: nil),
                                              outputGradient: decoded.quantized.reshaped([n, d]))
+            guard let dWeights = lin.input else { preconditionFailure("VQGANTrainer: no gradient of the code weights") }
             grads["quantize.embed.weight"] = lin.weight
-            var dLogits = compute.scale(compute.softmaxBackward(g.soft, outputGradient: lin.input, output: g.soft), by: 1 / g.tau)
+            var dLogits = compute.scale(compute.softmaxBackward(g.soft, outputGradient: dWeights, output: g.soft), by: 1 / g.tau)
             // d KL / d q = kl_weight / n * (log(q K + 1e-10) + q K / (q K + 1e-10)), then through the softmax.
             var dq = Tensor(uninitialized: [n, k])
             let klw = Float(recipe.klWeight / Double(n)), kf = Float(k)

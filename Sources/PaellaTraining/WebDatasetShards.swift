@@ -4,9 +4,11 @@
 // once (headers only) and read by offset, so samples are numbered and the epoch-wise shuffle of
 // `TrainingSamples` replaces the streaming shuffle buffer: a resumed run sees exactly the batches it would have.
 import Foundation
+import PaellaCore
 import PaellaIO
 
-/// Samples of one or more WebDataset `.tar` shards (ustar, GNU long names and pax `path` records understood).
+/// Samples of one or more WebDataset `.tar` shards (whatever `TarArchive` reads: ustar, GNU long names, pax
+/// records, base-256 sizes).
 /// A key without an image is skipped; a missing caption is the empty one.
 public struct WebDatasetShards: TrainingSamples {
     struct Member: Sendable { let shard: Int; let offset: UInt64; let size: Int }
@@ -63,53 +65,19 @@ public struct WebDatasetShards: TrainingSamples {
         return [UInt8](data)
     }
 
-    /// The regular files of a tar archive with the offsets of their data, in archive order.
+    /// The regular files of a shard with the offsets of their data, in archive order (the headers are read by
+    /// `TarArchive`, the one tar reader).
     static func members(of path: String, index: Int) throws -> [(String, Member)] {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
+        let file: MappedFile
+        do { file = try MappedFile(path: path) } catch {
             throw TrainingDataError.unreadable(path: path, reason: "it cannot be opened")
         }
-        defer { try? handle.close() }
-        func bad(_ reason: String) -> TrainingDataError { .unreadable(path: path, reason: "not a tar archive: \(reason)") }
-        var found: [(String, Member)] = []
-        var offset: UInt64 = 0
-        var longName: String?
-        while true {
-            try handle.seek(toOffset: offset)
-            guard let header = try handle.read(upToCount: 512).map({ [UInt8]($0) }), header.count == 512 else { break }
-            if header.allSatisfy({ $0 == 0 }) { break }                          // end-of-archive blocks
-            func text(_ range: Range<Int>) -> String {
-                String(decoding: header[range].prefix { $0 != 0 }, as: UTF8.self)
+        do {
+            return try TarArchive.entries(in: file.bytes, source: path).map {
+                ($0.name, Member(shard: index, offset: UInt64($0.data.lowerBound), size: $0.data.count))
             }
-            func octal(_ range: Range<Int>) -> Int? {
-                if header[range.lowerBound] & 0x80 != 0 {                             // GNU base-256 for big sizes
-                    return header[(range.lowerBound + 1)..<range.upperBound].reduce(0) { $0 << 8 | Int($1) }
-                }
-                return Int(text(range).trimmingCharacters(in: .whitespaces), radix: 8)
-            }
-            let checksum = header.enumerated().reduce(0) { $0 + ((148..<156).contains($1.offset) ? 32 : Int($1.element)) }
-            guard let stored = octal(148..<156), stored == checksum else { throw bad("bad header checksum at byte \(offset)") }
-            guard let size = octal(124..<136) else { throw bad("bad size field at byte \(offset)") }
-            let dataOffset = offset + 512
-            var name = text(0..<100)
-            if text(257..<262) == "ustar" && header[345] != 0 { name = text(345..<500) + "/" + name }
-            switch header[156] {
-            case UInt8(ascii: "0"), 0:                                                 // a regular file
-                found.append((longName ?? name, Member(shard: index, offset: dataOffset, size: size)))
-                longName = nil
-            case UInt8(ascii: "L"):                                                    // GNU: the next member's long name
-                try handle.seek(toOffset: dataOffset)
-                longName = String(decoding: (try handle.read(upToCount: size) ?? Data()).prefix { $0 != 0 }, as: UTF8.self)
-            case UInt8(ascii: "x"):                                                    // pax: the next member's path
-                try handle.seek(toOffset: dataOffset)
-                let records = String(decoding: try handle.read(upToCount: size) ?? Data(), as: UTF8.self)
-                for record in records.split(separator: "\n") {
-                    if let range = record.range(of: " path=") { longName = String(record[range.upperBound...]) }
-                }
-            default:                                                                   // folders, links, global pax
-                break
-            }
-            offset = dataOffset + UInt64((size + 511) / 512 * 512)
+        } catch let error as TarError {
+            throw TrainingDataError.unreadable(path: path, reason: error.problem)
         }
-        return found
     }
 }

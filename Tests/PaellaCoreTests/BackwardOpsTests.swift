@@ -80,16 +80,16 @@ import Testing
         var rng = TestRandom(seed: 23)
         let x = rng.tensor([2, 3, 5])
         let weight = rng.tensor([4, 5]), bias = hasBias ? rng.tensor([4]) : nil
-        let w = OutInLinearWeights(pytorch: weight, bias: bias)
+        let w = LinearWeights(weight: weight, layout: .outIn, bias: bias)
         let r = rng.tensor([2, 3, 4])
         let g = compute.linearBackward(x, w, outputGradient: r)
         Self.expectMatchesFiniteDifferences(x, try #require(g.input), "dx") { Self.dot(compute.linear($0, w), r) }
         Self.expectMatchesFiniteDifferences(weight, g.weight, "dweight") {
-            Self.dot(compute.linear(x, OutInLinearWeights(pytorch: $0, bias: bias)), r)
+            Self.dot(compute.linear(x, LinearWeights(weight: $0, layout: .outIn, bias: bias)), r)
         }
         if let bias {
             Self.expectMatchesFiniteDifferences(bias, try #require(g.bias), "dbias") {
-                Self.dot(compute.linear(x, OutInLinearWeights(pytorch: weight, bias: $0)), r)
+                Self.dot(compute.linear(x, LinearWeights(weight: weight, layout: .outIn, bias: $0)), r)
             }
         }
         #expect(compute.linearBackward(x, w, outputGradient: r, inputGradient: false).input == nil)

@@ -243,7 +243,8 @@ enum OpsReference {
         let (inF, outF) = (5, 3)
         let x = rng.tensor([2, 3, inF])
         let weight = rng.floats(outF * inF), bias = rng.floats(outF)
-        let w = LinearWeights(pytorch: Tensor(weight, shape: [outF, inF]).converted(to: .float32), bias: Tensor(bias, shape: [outF]))
+        let w = LinearWeights(weight: Tensor(weight, shape: [outF, inF]).converted(to: .float32).permuted([1, 0]), layout: .inOut,
+                              bias: Tensor(bias, shape: [outF]))
         let y = compute.linear(x, w)
         #expect(y.shape == [2, 3, outF])
         // y[p, o] = bias[o] + sum_i x[p, i] * weight[o, i]  (PyTorch F.linear)
@@ -267,17 +268,17 @@ enum OpsReference {
         }
         for i in 0..<x.count {
             let fd = (loss(nudged(x, i, 0.5), w) - loss(nudged(x, i, -0.5), w))
-            #expect(abs(fd - Double(g.input.floats[i])) < 1e-4)
+            #expect(abs(fd - Double(try #require(g.input).floats[i])) < 1e-4)
         }
         for i in 0..<w.weight.count {
-            let fd = loss(x, LinearWeights(weight: nudged(w.weight, i, 0.5), bias: w.bias))
-                - loss(x, LinearWeights(weight: nudged(w.weight, i, -0.5), bias: w.bias))
+            let fd = loss(x, LinearWeights(weight: nudged(w.weight, i, 0.5), layout: .inOut, bias: w.bias))
+                - loss(x, LinearWeights(weight: nudged(w.weight, i, -0.5), layout: .inOut, bias: w.bias))
             #expect(abs(fd - Double(g.weight.floats[i])) < 1e-4)
         }
         let db = try #require(g.bias)
         for i in 0..<outF {
-            let fd = loss(x, LinearWeights(weight: w.weight, bias: nudged(try #require(w.bias), i, 0.5)))
-                - loss(x, LinearWeights(weight: w.weight, bias: nudged(try #require(w.bias), i, -0.5)))
+            let fd = loss(x, LinearWeights(weight: w.weight, layout: .inOut, bias: nudged(try #require(w.bias), i, 0.5)))
+                - loss(x, LinearWeights(weight: w.weight, layout: .inOut, bias: nudged(try #require(w.bias), i, -0.5)))
             #expect(abs(fd - Double(db.floats[i])) < 1e-4)
         }
     }

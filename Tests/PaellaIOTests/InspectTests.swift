@@ -143,17 +143,11 @@ struct InspectTests {
     }
 
     /// `denoiser_v1_tiny.pt`, `vqgan_tiny.ckpt` and `clip_tiny.bin` hold the same tensors as their safetensors
-    /// twins (Tests/Fixtures/README.md), except the `loss.*` keys of the Lightning checkpoint. Skipped while the
-    /// PyTorch reader is the stand-in of this branch.
+    /// twins (Tests/Fixtures/README.md), except the `loss.*` keys of the Lightning checkpoint.
     @Test(arguments: [("denoiser_v1_tiny.pt", "denoiser_v1_tiny.safetensors"), ("vqgan_tiny.ckpt", "vqgan_tiny.safetensors"),
                       ("clip_tiny.bin", "clip_tiny.safetensors")])
     func pytorchReportMatchesSafeTensors(pair: (String, String)) throws {
-        let pytorch: CheckpointReport
-        do {
-            pytorch = try CheckpointInspector.inspect(path: Fixtures.path(pair.0))
-        } catch where "\(error)".contains("not available in this build yet") {
-            return
-        }
+        let pytorch = try CheckpointInspector.inspect(path: Fixtures.path(pair.0))
         let reference = try CheckpointInspector.inspect(path: Fixtures.path(pair.1))
         #expect(pytorch.format == .pytorch)
         func key(_ e: CheckpointReport.Entry) -> String { "\(e.name) \(e.dtype) \(e.shape)" }

@@ -149,7 +149,7 @@ struct VQGANInputTests {
     /// About 35 s in a debug build on 2 cores, so it runs when PAELLA_SLOW_TESTS is set (`paella bench vqgan
     /// --size 512x384` does the same round trip in a release build).
     @Test("round trip of a photograph-like PNG at 512x384 (non-square) through the full preset with random weights",
-          .enabled(if: ProcessInfo.processInfo.environment["PAELLA_SLOW_TESTS"] != nil))
+          .enabled(if: ProcessInfo.processInfo.environment["PAELLA_SLOW_TESTS"] != nil, "slow: set PAELLA_SLOW_TESTS to run it"))
     func fullSizeRoundTrip512x384() throws {
         try Self.roundTrip(try Self.randomFullModel(), width: 512, height: 384)
     }

@@ -35,7 +35,7 @@ extension CLIPResidualBlock {
                   _ grads: inout [String: Tensor]) -> Tensor {
         let (b, l, width) = (r.input.shape[0], r.input.shape[1], r.input.shape[2])
         let d = width / heads
-        func store(_ module: String, _ g: OutInLinearGradients) {
+        func store(_ module: String, _ g: LinearGradients) {
             grads[name + "." + module + ".weight"] = g.weight
             if let bias = g.bias { grads[name + "." + module + ".bias"] = bias }
         }
@@ -144,7 +144,7 @@ extension CLIPTextEncoder {
         let normed = c.layerNorm(r.pooledRows, lnFinal)
         let gProj = c.linearBackward(normed, textProjection, outputGradient: dy)
         grads["text_projection"] = gProj.weight
-        let gLn = c.layerNormBackward(r.pooledRows, weight: lnFinal.weight, bias: lnFinal.bias, eps: lnFinal.eps, outputGradient: gProj.input)
+        let gLn = c.layerNormBackward(r.pooledRows, weight: lnFinal.weight, bias: lnFinal.bias, eps: lnFinal.eps, outputGradient: gProj.input ?? dy)
         grads["ln_final.weight"] = gLn.weight
         grads["ln_final.bias"] = gLn.bias
         let used = r.tokens.shape[1]
@@ -193,7 +193,7 @@ extension CLIPVisionEncoder {
         let batch = dy.shape[0], length = v.grid * v.grid + 1
         let gProj = c.linearBackward(c.layerNorm(r.classRows, lnPost), projection, outputGradient: dy)
         grads["visual.proj"] = gProj.weight
-        let gPost = c.layerNormBackward(r.classRows, weight: lnPost.weight, bias: lnPost.bias, eps: lnPost.eps, outputGradient: gProj.input)
+        let gPost = c.layerNormBackward(r.classRows, weight: lnPost.weight, bias: lnPost.bias, eps: lnPost.eps, outputGradient: gProj.input ?? dy)
         grads["visual.ln_post.weight"] = gPost.weight
         grads["visual.ln_post.bias"] = gPost.bias
         var dh = pooledRowsBackward(gPost.input, positions: Array(repeating: 0, count: batch), length: length)

@@ -19,7 +19,7 @@ public struct CLIPTextEncoder: Sendable {
         transformer = CLIPTransformer(w.scope("transformer"), width: c.width, layers: c.layers, heads: c.heads,
                                       mlpWidth: c.mlpWidth)
         lnFinal = NormWeights(w, "ln_final", features: c.width, eps: 1e-5)
-        textProjection = LinearWeights(weight: w.float32("text_projection", shape: [c.width, config.embedDim]), bias: nil)
+        textProjection = LinearWeights(weight: w.float32("text_projection", shape: [c.width, config.embedDim]), layout: .inOut, bias: nil)
     }
 
     /// Embeddings of `tokens` (int32 or int64 `[B, L]`, L <= context length, as `CLIPTokenizer.contextTokens`

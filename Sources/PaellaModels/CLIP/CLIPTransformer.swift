@@ -4,23 +4,23 @@
 /// One pre-LayerNorm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))` with a GELU MLP.
 public struct CLIPResidualBlock: Sendable {
     let ln1: NormWeights
-    let inProjection: OutInLinearWeights   // q, k and v stacked: [3 * width, width]
-    let outProjection: OutInLinearWeights
+    let inProjection: LinearWeights   // q, k and v stacked: [3 * width, width]
+    let outProjection: LinearWeights
     let ln2: NormWeights
-    let fc: OutInLinearWeights
-    let projection: OutInLinearWeights
+    let fc: LinearWeights
+    let projection: LinearWeights
     let heads: Int
 
     public init(_ w: WeightScope, width: Int, heads: Int, mlpWidth: Int) {
         precondition(heads > 0 && width % heads == 0, "CLIPResidualBlock: width \(width) is not divisible by \(heads) heads")
         self.heads = heads
         ln1 = NormWeights(w, "ln_1", features: width, eps: 1e-5)
-        inProjection = OutInLinearWeights(pytorch: w.tensor("attn.in_proj_weight", shape: [3 * width, width]),
-                                          bias: w.float32("attn.in_proj_bias", shape: [3 * width]))
-        outProjection = OutInLinearWeights(w, "attn.out_proj", inFeatures: width, outFeatures: width)
+        inProjection = LinearWeights(weight: w.tensor("attn.in_proj_weight", shape: [3 * width, width]), layout: .outIn,
+                                     bias: w.float32("attn.in_proj_bias", shape: [3 * width]))
+        outProjection = LinearWeights(w, "attn.out_proj", inFeatures: width, outFeatures: width)
         ln2 = NormWeights(w, "ln_2", features: width, eps: 1e-5)
-        fc = OutInLinearWeights(w, "mlp.c_fc", inFeatures: width, outFeatures: mlpWidth)
-        projection = OutInLinearWeights(w, "mlp.c_proj", inFeatures: mlpWidth, outFeatures: width)
+        fc = LinearWeights(w, "mlp.c_fc", inFeatures: width, outFeatures: mlpWidth)
+        projection = LinearWeights(w, "mlp.c_proj", inFeatures: mlpWidth, outFeatures: width)
     }
 
     /// `x` `[B, L, W]` -> `[B, L, W]`; `causal` masks later positions (the text tower).

@@ -23,7 +23,7 @@ public struct CLIPVisionEncoder: Sendable {
         transformer = CLIPTransformer(w.scope("transformer"), width: c.width, layers: c.layers, heads: c.heads,
                                       mlpWidth: c.mlpWidth)
         lnPost = NormWeights(w, "ln_post", features: c.width, eps: 1e-5)
-        projection = LinearWeights(weight: w.float32("proj", shape: [c.width, config.embedDim]), bias: nil)
+        projection = LinearWeights(weight: w.float32("proj", shape: [c.width, config.embedDim]), layout: .inOut, bias: nil)
     }
 
     /// Embeddings of `images`, float32 `[B, imageSize, imageSize, 3]` normalized with CLIP's mean and std

@@ -130,11 +130,11 @@ public struct Denoiser: Sendable {
 /// modulated by the mapped conditioning, optional skip, per-pixel MLP, layer scale, residual.
 struct ResBlock: Sendable {
     let depthwise: Conv2dWeights
-    let condMapper: OutInLinearWeights    // Linear weights stay [out, in]: a float32 checkpoint is used in place
+    let condMapper: LinearWeights         // Linear weights stay [out, in]: a float32 checkpoint is used in place
     let ln: NormWeights
     let lnGamma: Float, lnBeta: Float     // ModulatedLayerNorm's scalar gamma and beta
-    let channelwise0: OutInLinearWeights
-    let channelwise2: OutInLinearWeights
+    let channelwise0: LinearWeights
+    let channelwise2: LinearWeights
     let gamma: Tensor                     // layer scale [C]
 
     init(_ w: WeightScope, channels c: Int, conditioning cCond: Int, skip cSkip: Int) {
@@ -142,10 +142,10 @@ struct ResBlock: Sendable {
         ln = NormWeights(w, "ln.ln", features: c, eps: 1e-6)
         lnGamma = w.float32("ln.gamma", shape: [1, 1, 1]).floats[0]
         lnBeta = w.float32("ln.beta", shape: [1, 1, 1]).floats[0]
-        channelwise0 = OutInLinearWeights(w, "channelwise.0", inFeatures: c + cSkip, outFeatures: 4 * c)
-        channelwise2 = OutInLinearWeights(w, "channelwise.2", inFeatures: 4 * c, outFeatures: c)
+        channelwise0 = LinearWeights(w, "channelwise.0", inFeatures: c + cSkip, outFeatures: 4 * c)
+        channelwise2 = LinearWeights(w, "channelwise.2", inFeatures: 4 * c, outFeatures: c)
         gamma = w.float32("gamma", shape: [c])
-        condMapper = OutInLinearWeights(w, "cond_mapper", inFeatures: cCond, outFeatures: c)
+        condMapper = LinearWeights(w, "cond_mapper", inFeatures: cCond, outFeatures: c)
     }
 
     func callAsFunction(_ x: Tensor, _ s: Tensor, skip: Tensor?, _ compute: Compute) -> Tensor {

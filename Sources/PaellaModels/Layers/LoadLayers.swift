@@ -2,12 +2,12 @@
 // nn.Embedding) by their state-dict names, with the shapes PyTorch gives them. One place for the key suffixes
 // (".weight", ".bias") and the layout conversions, so model files only name modules.
 
-extension OutInLinearWeights {
+extension LinearWeights {
     /// `nn.Linear(inFeatures, outFeatures, bias:)` stored under `name` (`name.weight` [out, in], `name.bias` [out]),
     /// kept in PyTorch's layout so a float32 checkpoint is used in place.
     public init(_ w: WeightScope, _ name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true) {
         let m = w.scope(name)
-        self.init(pytorch: m.tensor("weight", shape: [outFeatures, inFeatures]),
+        self.init(weight: m.tensor("weight", shape: [outFeatures, inFeatures]), layout: .outIn,
                   bias: bias ? m.float32("bias", shape: [outFeatures]) : nil)
     }
 }
