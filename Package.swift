@@ -1,12 +1,23 @@
 // swift-tools-version:6.0
 // Paella for Swift: a dependency-light implementation of Paella (Rampas et al., 2022).
-// Dependency direction: CPaellaKernels <- PaellaCore <- PaellaIO <- PaellaModels <- Paella <- paella (CLI).
+// Targets and what each depends on (each only on targets above it in this list):
+//   CPaellaKernels                  C hot loops with run-time ISA dispatch; no model knowledge
+//   CPNG, CJPEG, CZlib              system libpng, libjpeg, zlib
+//   CImageCodecs       <- CPNG, CJPEG
+//   PaellaCore         <- CPaellaKernels                          tensors, thread pool, GEMM, ops
+//   PaellaIO           <- PaellaCore, CImageCodecs, CZlib         files: safetensors, PyTorch, images, tar
+//   PaellaModels       <- PaellaCore, PaellaIO                    denoiser, VQGAN, CLIP
+//   Paella             <- PaellaCore, PaellaIO, PaellaModels      model folders, sampler, pipeline
+//   PaellaTraining     <- PaellaCore, PaellaIO, PaellaModels      trainers, optimizers, training data
+//   paella             <- the five above, ArgumentParser          the command-line tool
+//   PaellaTestSupport  <- PaellaCore, PaellaIO, PaellaModels, Paella; then one test target per library.
 import PackageDescription
 
 let package = Package(
     name: "Paella",
     products: [
-        .library(name: "Paella", targets: ["Paella", "PaellaTraining"]),
+        // The layers under Paella are part of its API (a Pipeline takes a PaellaCore Compute, returns PaellaIO images).
+        .library(name: "Paella", targets: ["PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaTraining"]),
         .executable(name: "paella", targets: ["paella"]),
     ],
     dependencies: [
@@ -34,14 +45,22 @@ let package = Package(
         // Training: gradients of whole models, the Paella recipe (AdamW, OneCycleLR, label smoothing), checkpoints.
         .target(name: "PaellaTraining", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels"]),
         .executableTarget(name: "paella", dependencies: [
-            "Paella", "PaellaTraining",
+            "PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaTraining",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Shared by the test targets: fixture lookup (PAELLA_FIXTURES), seeded random data, comparisons.
-        .target(name: "PaellaTestSupport", dependencies: ["PaellaCore", "Paella"], path: "Tests/PaellaTestSupport"),
+        .target(name: "PaellaTestSupport", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels", "Paella"],
+                path: "Tests/PaellaTestSupport"),
         .testTarget(name: "PaellaCoreTests", dependencies: ["PaellaCore", "CPaellaKernels", "PaellaTestSupport"]),
-        .testTarget(name: "PaellaIOTests", dependencies: ["PaellaIO", "CImageCodecs", "PaellaTestSupport"]),
-        .testTarget(name: "PaellaTests", dependencies: ["Paella", "PaellaTestSupport"]),
-        .testTarget(name: "PaellaTrainingTests", dependencies: ["PaellaTraining", "PaellaModels", "PaellaIO", "PaellaTestSupport"]),
+        .testTarget(name: "PaellaIOTests", dependencies: ["PaellaCore", "PaellaIO", "CImageCodecs", "PaellaTestSupport"]),
+        .testTarget(name: "PaellaTests", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaTestSupport"]),
+        .testTarget(name: "PaellaTrainingTests", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels", "PaellaTraining",
+                                                          "PaellaTestSupport"]),
     ]
 )
+
+// Imports show the architecture (DESIGN.md, style rule 13): with MemberImportVisibility a file must import every
+// module whose names it uses, members included; nothing leaks in through another import.
+for target in package.targets where target.type != .system {
+    target.swiftSettings = (target.swiftSettings ?? []) + [.enableUpcomingFeature("MemberImportVisibility")]
+}

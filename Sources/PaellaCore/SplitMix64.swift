@@ -22,10 +22,34 @@ public struct SplitMix64: Sendable {
     /// Uniform in [lo, hi).
     public mutating func float(_ lo: Float, _ hi: Float) -> Float { lo + (hi - lo) * unitFloat() }
 
-    /// Standard normal (Box-Muller).
+    /// Standard normal (Box-Muller on two float64 uniforms).
     public mutating func normal() -> Float {
         let u1 = max(Double(next() >> 11) / Double(1 << 53), 1e-300)
         let u2 = Double(next() >> 11) / Double(1 << 53)
-        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+        return Float(boxMuller(u1, u2))
     }
+}
+
+/// Box-Muller, the one normal-sampling routine: `scale * sqrt(-2 ln u1) * cos(2 pi u2)` is normal with standard
+/// deviation `scale` when `u1` is uniform in (0, 1] (callers keep it away from 0) and `u2` uniform in [0, 1).
+/// Generic so that float32 and float64 callers each keep their own arithmetic, and so their exact draws.
+@inlinable
+public func boxMuller<T: BoxMullerFloatingPoint>(_ u1: T, _ u2: T, scale: T = 1) -> T {
+    scale * (-2 * T.naturalLog(u1)).squareRoot() * T.cosine(2 * T.pi * u2)
+}
+
+/// Float and Double with the C library's `log` and `cos` of their own precision, for `boxMuller`.
+public protocol BoxMullerFloatingPoint: BinaryFloatingPoint {
+    static func naturalLog(_ x: Self) -> Self
+    static func cosine(_ x: Self) -> Self
+}
+
+extension Float: BoxMullerFloatingPoint {
+    @inlinable public static func naturalLog(_ x: Float) -> Float { Foundation.log(x) }
+    @inlinable public static func cosine(_ x: Float) -> Float { Foundation.cos(x) }
+}
+
+extension Double: BoxMullerFloatingPoint {
+    @inlinable public static func naturalLog(_ x: Double) -> Double { Foundation.log(x) }
+    @inlinable public static func cosine(_ x: Double) -> Double { Foundation.cos(x) }
 }

@@ -1,3 +1,5 @@
+import PaellaCore
+
 /// The checkpoint formats Paella reads.
 public enum CheckpointFormat: String, Sendable, Codable {
     /// huggingface safetensors (memory-mapped).

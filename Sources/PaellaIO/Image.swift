@@ -4,6 +4,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import PaellaCore
 
 /// An 8-bit image in memory: `height` rows of `width` pixels, each `layout.channels` interleaved samples.
 ///

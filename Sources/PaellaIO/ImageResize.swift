@@ -9,6 +9,7 @@
 // contributes: this is the antialiasing, and for bilinear at an integer factor it is exactly a box-like average.
 // When enlarging, the plain kernel is used. Weights are normalised to sum to 1 per output pixel, which also
 // handles the image border (taps outside the image are simply left out).
+import PaellaCore
 
 /// A resampling filter for `PixelImage.resized` and `resizeImages`.
 public enum ResampleFilter: Sendable, Equatable {

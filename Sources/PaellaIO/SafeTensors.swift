@@ -6,6 +6,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import PaellaCore
 
 /// A bad safetensors file (or a request to write one that cannot be written). Each description is one
 /// sentence naming the file and the problem, and saying what to do.

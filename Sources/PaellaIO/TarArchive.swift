@@ -1,3 +1,5 @@
+import PaellaCore
+
 /// Why a tar archive could not be written or read. Each description is one sentence.
 public enum TarError: Error, CustomStringConvertible, Equatable {
     case nameTooLong(String)

@@ -1,3 +1,5 @@
+import PaellaCore
+
 /// Hands a model its parameters by checkpoint key, strictly: every key the model asks for must exist with the
 /// shape it expects, and every key the file holds must be used (or skipped by an explicit rule). Problems are
 /// collected rather than thrown one at a time, so `finish` reports every missing, unexpected and wrongly shaped

@@ -19,18 +19,21 @@ extension TrainableParameters {
             let count = shape.reduce(1, *)
             func uniform(_ bound: Float) -> Tensor { Tensor((0..<count).map { _ in random.float(-bound, bound) }, shape: shape) }
             func normal() -> Tensor { Tensor((0..<count).map { _ in random.normal() }, shape: shape) }
-            if name == "embedding.weight" || name.hasSuffix("ln.gamma") || name.hasSuffix("ln.beta") { return (name, normal()) }
-            if name.hasSuffix("ln.ln.weight") { return (name, Tensor(repeating: 1, shape: shape)) }
-            if name.hasSuffix("ln.ln.bias") { return (name, Tensor(zeros: shape)) }
-            if name.hasSuffix(".gamma") { return (name, Tensor(repeating: 1e-6, shape: shape)) }
+            typealias Key = DenoiserKeys.Block
+            if name == DenoiserKeys.embedding + ".weight" || name.hasSuffix(Key.normGamma) || name.hasSuffix(Key.normBeta) {
+                return (name, normal())
+            }
+            if name.hasSuffix(Key.norm + ".weight") { return (name, Tensor(repeating: 1, shape: shape)) }
+            if name.hasSuffix(Key.norm + ".bias") { return (name, Tensor(zeros: shape)) }
+            if name.hasSuffix("." + Key.gamma) { return (name, Tensor(repeating: 1e-6, shape: shape)) }
             // Weights and biases of linears and convolutions share the weight's fan-in.
             // PyTorch's fan-in is dimension 1 times the kernel size, for Conv2d [O, I/g, kH, kW] and
             // ConvTranspose2d [I, O/g, kH, kW] alike; Linear [out, in] gives in.
             let weightShape = name.hasSuffix(".bias") ? shapes[String(name.dropLast(4)) + "weight"] ?? shape : shape
             let fanIn = weightShape.dropFirst().reduce(1, *)
             var t = uniform(1 / Float(fanIn).squareRoot())
-            if name.hasSuffix("channelwise.2.weight") {
-                let blocks = name.hasPrefix("down_blocks.") ? config.downLevels.reduce(0, +) : config.upLevels.reduce(0, +)
+            if name.hasSuffix(Key.channelwise2 + ".weight") {
+                let blocks = name.hasPrefix(DenoiserKeys.downPath + ".") ? config.downLevels.reduce(0, +) : config.upLevels.reduce(0, +)
                 let factor = Float((1 / Double(blocks)).squareRoot())
                 t.withMutableFloats { for i in 0..<$0.count { $0[i] *= factor } }
             }

@@ -7,7 +7,7 @@ extension TrainingRandom {
     mutating func normal(_ shape: [Int], std: Float = 1) -> Tensor {
         Tensor((0..<shape.reduce(1, *)).map { _ in
             let u1 = max(uniform(), 1e-7), u2 = uniform()
-            return std * (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Float.pi * u2)
+            return boxMuller(u1, u2, scale: std)
         }, shape: shape)
     }
 

@@ -1,10 +1,13 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 /// `paella bench clip`: the CLIP tokenizer's throughput, and one prompt / one image through OpenCLIP ViT-g-14's
 /// towers with random weights (compare with bench/pytorch/clip_bench.py).
-struct BenchCLIPCommand: ParsableCommand {
+struct BenchCLIPCommand: ParsableCommand, BenchDefaults {
     static let configuration = CommandConfiguration(
         commandName: "clip",
         abstract: "Time the CLIP tokenizer and OpenCLIP ViT-g-14's text and vision towers (random weights).",
@@ -24,18 +27,10 @@ struct BenchCLIPCommand: ParsableCommand {
     @Option(name: .long, help: "GEMM backend: auto, builtin, openblas, mkl, blis, or a library path.")
     var blas: String?
 
-    @Option(name: .long, help: "Timed repetitions; the median is reported.")
-    var repeats: Int = 5
-
-    @Option(name: .long, help: "Untimed repetitions before timing.")
-    var warmup: Int = 1
-
-    @Flag(name: .long, help: "Print one JSON object per line instead of a table.")
-    var json = false
+    @OptionGroup var bench: BenchOptions<Self>
+    static let repeats = 5, warmup = 1  // the default --repeats and --warmup
 
     func validate() throws {
-        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1.") }
-        guard warmup >= 0 else { throw ValidationError("--warmup must not be negative.") }
         guard threads.allSatisfy({ $0 >= 1 }) else { throw ValidationError("--threads must be at least 1.") }
         let known: Set<Substring> = ["tokenizer", "text", "vision"]
         for part in parts.split(separator: ",") where !known.contains(part) {
@@ -52,7 +47,7 @@ struct BenchCLIPCommand: ParsableCommand {
         let threadCounts = threads.isEmpty ? [ThreadPool.coreCount] : threads
         let choice: GEMMBackendChoice = try blas.map(GEMMBackendChoice.init(parsing:)) ?? .fromEnvironment
         try CPUInfo.applyEnvironment()
-        if parts.contains("tokenizer") { BenchmarkReport.print(try tokenizerRows(), json: json) }
+        if parts.contains("tokenizer") { BenchmarkReport.print(try tokenizerRows(), json: bench.json) }
         let config = CLIPConfig.vitG14
         for tower in ["text", "vision"] where parts.contains(tower) {
             let weights = WeightLoader(synthetic: .random(seed: 1, scale: 0.02), origin: "random ViT-g-14 weights")
@@ -65,7 +60,7 @@ struct BenchCLIPCommand: ParsableCommand {
                     let ids: [Int32] = [49406, 320, 1125, 539, 320, 2368, 49407]
                     let tokens = Tensor(int32: ids + Array(repeating: 0, count: 77 - ids.count), shape: [1, 77])
                     for trimmed in [true, false] {
-                        let ms = medianMs { _ = text(tokens, compute: compute, trimmed: trimmed) }
+                        let ms = bench.time { _ = text(tokens, compute: compute, trimmed: trimmed) }.median
                         rows.append(BenchmarkRow(name: "ViT-g-14 text, 1 prompt", medianMs: ms, gflops: nil,
                                                  backend: compute.gemm.name, threads: threadCount,
                                                  extra: [("positions", trimmed ? "\(ids.count) (trimmed)" : "77")]))
@@ -74,13 +69,13 @@ struct BenchCLIPCommand: ParsableCommand {
                 if let vision = model.vision {
                     var random = SplitMix64(seed: 2)
                     let image = Tensor((0 ..< 224 * 224 * 3).map { _ in random.normal() }, shape: [1, 224, 224, 3])
-                    let ms = medianMs { _ = vision(image, compute: compute) }
+                    let ms = bench.time { _ = vision(image, compute: compute) }.median
                     rows.append(BenchmarkRow(name: "ViT-g-14 vision, 1 image", medianMs: ms, gflops: nil,
                                              backend: compute.gemm.name, threads: threadCount,
                                              extra: [("positions", "257")]))
                 }
             }
-            BenchmarkReport.print(rows, json: json)
+            BenchmarkReport.print(rows, json: bench.json)
         }
     }
 
@@ -114,16 +109,5 @@ struct BenchCLIPCommand: ParsableCommand {
                                      extra: [("MB/s", String(format: "%.2f", mbPerSecond)), ("tokens", "\(count)")]))
         }
         return rows
-    }
-
-    private func medianMs(_ body: () -> Void) -> Double {
-        for _ in 0 ..< warmup { body() }
-        var times: [Double] = []
-        for _ in 0 ..< repeats {
-            let start = DispatchTime.now().uptimeNanoseconds
-            body()
-            times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
-        }
-        return times.sorted()[times.count / 2]
     }
 }

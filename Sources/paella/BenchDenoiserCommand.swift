@@ -1,9 +1,12 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 /// `paella bench denoiser`: one forward of the full-size v1 denoiser with random weights.
-struct BenchDenoiserCommand: ParsableCommand {
+struct BenchDenoiserCommand: ParsableCommand, BenchDefaults {
     static let configuration = CommandConfiguration(
         commandName: "denoiser",
         abstract: "Time one forward of the full-size v1 denoiser (random weights) at batch 1 and 2.",
@@ -14,6 +17,8 @@ struct BenchDenoiserCommand: ParsableCommand {
             """)
 
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var bench: BenchOptions<Self>
+    static let repeats = 5, warmup = 1  // the default --repeats and --warmup, per batch size
 
     @Option(name: .long, help: "Token grid side (height = width).")
     var size: Int = 32
@@ -21,17 +26,7 @@ struct BenchDenoiserCommand: ParsableCommand {
     @Option(name: .long, help: "Batch size (repeatable; default: 1 and 2).")
     var batch: [Int] = []
 
-    @Option(name: .long, help: "Timed repetitions per batch size; the median is reported.")
-    var repeats: Int = 5
-
-    @Option(name: .long, help: "Untimed repetitions before timing.")
-    var warmup: Int = 1
-
-    @Flag(name: .long, help: "Print one JSON object per line instead of a table.")
-    var json = false
-
     func validate() throws {
-        guard repeats >= 1, warmup >= 0 else { throw ValidationError("--repeats must be at least 1, --warmup at least 0.") }
         guard size >= 8, size % 4 == 0 else { throw ValidationError("--size must be a multiple of 4, at least 8.") }
         guard batch.allSatisfy({ $0 >= 1 }) else { throw ValidationError("--batch must be at least 1.") }
     }
@@ -47,7 +42,7 @@ struct BenchDenoiserCommand: ParsableCommand {
         let loadStart = clock.now
         let denoiser = try Denoiser(config: config, weights: WeightLoader(synthetic: .random(seed: 1, scale: 0.02)),
                                     compute: compute)
-        if !json {
+        if !bench.json {
             print(CPUInfo.summary)
             print("\(compute.gemm.name): \(compute.gemm.details)")
             print("random weights built in \(formatSeconds(clock.now - loadStart)) s; \(memoryReport())")
@@ -59,7 +54,7 @@ struct BenchDenoiserCommand: ParsableCommand {
             let c = generator.uniform([b, config.cClip])
             let r = generator.uniform([b]).floats
             var logits = denoiser(x, conditioning: c, r: r)
-            let (ms, fastest) = timings(repeats, warmup: warmup) { logits = denoiser(x, conditioning: c, r: r) }
+            let (ms, fastest) = bench.time { logits = denoiser(x, conditioning: c, r: r) }
             let flops = config.forwardFLOPs(height: size, width: size, batch: b)
             rows.append(BenchmarkRow(name: "denoiser v1 \(size)x\(size)", medianMs: ms, gflops: flops / ms / 1e6,
                                      backend: compute.gemm.name, threads: compute.pool.threadCount,
@@ -67,7 +62,7 @@ struct BenchDenoiserCommand: ParsableCommand {
             // What a sampling step adds to the forward: typical filtering and the Gumbel-max draw over all rows.
             let flat = logits.reshaped([-1, config.numLabels])
             let uniforms = generator.uniform(flat.shape)
-            let (drawMs, fastestDraw) = timings(repeats, warmup: warmup) {
+            let (drawMs, fastestDraw) = bench.time {
                 let filtered = compute.typicalFilter(flat, mass: 0.2, minTokens: 1)
                 _ = compute.gumbelArgmax(logits: filtered, uniforms: uniforms, temperature: 1)
             }
@@ -75,8 +70,8 @@ struct BenchDenoiserCommand: ParsableCommand {
                                      backend: "-", threads: compute.pool.threadCount,
                                      extra: [("batch", String(b)), ("min ms", String(format: "%.1f", fastestDraw))]))
         }
-        BenchmarkReport.print(rows, json: json)
-        if !json { print(memoryReport()) }
+        BenchmarkReport.print(rows, json: bench.json)
+        if !bench.json { print(memoryReport()) }
     }
 
     /// Resident and peak resident memory from /proc/self/status (Linux), e.g. "RSS 2.3 GB, peak 2.4 GB".
@@ -88,23 +83,6 @@ struct BenchDenoiserCommand: ParsableCommand {
             return String(format: "%.2f GB", kilobytes * 1024 / 1e9)
         }
         return "memory: RSS \(gigabytes("VmRSS")), peak \(gigabytes("VmHWM"))"
-    }
-
-    /// Median and fastest milliseconds of `repeats` timed runs of `body` after `warmup` untimed ones (on a shared
-    /// machine the fastest run shows the speed without interference).
-    private func timings(_ repeats: Int, warmup: Int, _ body: () -> Void) -> (median: Double, fastest: Double) {
-        let clock = ContinuousClock()
-        for _ in 0..<warmup { body() }
-        let times = (0..<repeats).map { _ in
-            let start = clock.now
-            body()
-            return milliseconds(clock.now - start)
-        }.sorted()
-        return (times[times.count / 2], times[0])
-    }
-
-    private func milliseconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) * 1e-15
     }
 
     private func formatSeconds(_ d: Duration) -> String { String(format: "%.1f", milliseconds(d) / 1e3) }

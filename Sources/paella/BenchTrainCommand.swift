@@ -1,10 +1,12 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaModels
 import PaellaTraining
 
 /// `paella bench train`: one training step of a medium denoiser (random weights, random batch).
-struct BenchTrainCommand: ParsableCommand {
+struct BenchTrainCommand: ParsableCommand, BenchDefaults {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Time one denoiser training step (forward, loss, backward, clipping, AdamW).",
@@ -16,16 +18,15 @@ struct BenchTrainCommand: ParsableCommand {
             """)
 
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var bench: BenchOptions<Self>
+    static let repeats = 3, warmup = 1  // the default --repeats and --warmup
     @Option(help: "Channels of the deepest level (v1: 1280).") var cHidden = 320
     @Option(help: "Token grid side.") var size = 16
     @Option(help: "Batch size.") var batch = 8
-    @Option(help: "Timed repetitions; the median is reported.") var repeats = 3
-    @Option(help: "Untimed repetitions before timing.") var warmup = 1
-    @Flag(help: "Print one JSON object per line instead of a table.") var json = false
 
     func validate() throws {
-        guard repeats >= 1, warmup >= 0, batch >= 1, cHidden >= 4, cHidden % 4 == 0, size >= 8, size % 4 == 0 else {
-            throw ValidationError("Need --repeats >= 1, --warmup >= 0, --batch >= 1, --c-hidden a multiple of 4 and --size a multiple of 4 (at least 8).")
+        guard batch >= 1, cHidden >= 4, cHidden % 4 == 0, size >= 8, size % 4 == 0 else {
+            throw ValidationError("Need --batch >= 1, --c-hidden a multiple of 4 and --size a multiple of 4 (at least 8).")
         }
     }
 
@@ -40,8 +41,8 @@ struct BenchTrainCommand: ParsableCommand {
             let c = generator.uniform([batch, config.cClip])
             let prepared = trainer.prepareBatch(tokens: tokens, conditioning: c)
             let model = try trainer.model()
-            let step = try time { _ = try trainer.train(prepared) }
-            let forward = try time { _ = model.forwardForTraining(prepared.noised, conditioning: prepared.conditioning, r: prepared.r) }
+            let step = try bench.time { _ = try trainer.train(prepared) }.median
+            let forward = bench.time { _ = model.forwardForTraining(prepared.noised, conditioning: prepared.conditioning, r: prepared.r) }.median
             let extra = [("batch", String(batch)), ("parameters", String(trainer.parameters.scalarCount))]
             let name = "denoiser c\(cHidden) \(size)x\(size)"
             let flops = config.forwardFLOPs(height: size, width: size, batch: batch)
@@ -51,20 +52,7 @@ struct BenchTrainCommand: ParsableCommand {
                              backend: compute.gemm.name, threads: compute.pool.threadCount, extra: extra),
                 BenchmarkRow(name: "train forward " + name, medianMs: forward, gflops: flops / forward / 1e6,
                              backend: compute.gemm.name, threads: compute.pool.threadCount, extra: extra),
-            ], json: json)
+            ], json: bench.json)
         }
-    }
-
-    /// Median milliseconds of `repeats` runs after `warmup` untimed ones.
-    private func time(_ body: () throws -> Void) throws -> Double {
-        let clock = ContinuousClock()
-        for _ in 0..<warmup { try body() }
-        let times = try (0..<repeats).map { _ -> Double in
-            let start = clock.now
-            try body()
-            let d = clock.now - start
-            return Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) * 1e-15
-        }.sorted()
-        return times[times.count / 2]
     }
 }

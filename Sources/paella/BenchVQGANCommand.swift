@@ -1,9 +1,12 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 /// `paella bench vqgan`: encode and decode time of the full f8/8192 VQGAN (random weights), with peak memory.
-struct BenchVQGANCommand: ParsableCommand {
+struct BenchVQGANCommand: ParsableCommand, BenchDefaults {
     static let configuration = CommandConfiguration(
         commandName: "vqgan",
         abstract: "Time VQGAN encode and decode (full ruDALL-E f8 preset, random weights).",
@@ -16,36 +19,23 @@ struct BenchVQGANCommand: ParsableCommand {
     @Option(name: .long, help: "Thread count (repeatable; default: the cores this process may use).")
     var threads: [Int] = []
 
-    @Option(name: .long, help: "Image size WIDTHxHEIGHT (repeatable).")
+    @Option(name: .long, help: "Image size in pixels, N or WIDTHxHEIGHT, multiples of 8 (repeatable).")
     var size: [String] = ["256x256"]
 
-    @Option(name: .long, help: "Timed repetitions; the median is reported.")
-    var repeats: Int = 5
-
-    @Option(name: .long, help: "Untimed repetitions before timing.")
-    var warmup: Int = 1
+    @OptionGroup var bench: BenchOptions<Self>
+    static let repeats = 5, warmup = 1  // the default --repeats and --warmup
 
     @Option(help: ArgumentHelp(
         "GEMM backend: auto, builtin, openblas, mkl, blis, accelerate, or a path to a BLAS shared library."))
     var blas: String?
 
-    @Flag(name: .long, help: "Print one JSON object per line instead of a table.")
-    var json = false
-
     func validate() throws {
-        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1.") }
-        guard warmup >= 0 else { throw ValidationError("--warmup must not be negative.") }
         guard threads.allSatisfy({ $0 >= 1 }) else { throw ValidationError("--threads must be at least 1.") }
-        for s in size where Self.parseSize(s) == nil {
-            throw ValidationError("--size \(s) is not WIDTHxHEIGHT with positive multiples of 8.")
+        for s in size {
+            guard let (width, height) = try parseSize(s), width % 8 == 0, height % 8 == 0 else {
+                throw ValidationError("--size \(s) is not a size in multiples of 8.")
+            }
         }
-    }
-
-    static func parseSize(_ text: String) -> (width: Int, height: Int)? {
-        let parts = text.lowercased().split(separator: "x")
-        guard parts.count == 2, let w = Int(parts[0]), let h = Int(parts[1]), w > 0, h > 0, w % 8 == 0, h % 8 == 0
-        else { return nil }
-        return (w, h)
     }
 
     func run() throws {
@@ -60,7 +50,7 @@ struct BenchVQGANCommand: ParsableCommand {
             let vq = try VQGAN(config: .rudalleF8, weights: WeightLoader(synthetic: .random(seed: 0, scale: 0.05)),
                                compute: compute)
             for text in size {
-                guard let (width, height) = Self.parseSize(text) else { continue }
+                guard let (width, height) = try parseSize(text) else { continue }
                 var random = SplitMix64(seed: 1)
                 let image = Tensor((0..<(height * width * 3)).map { _ in random.unitFloat() }, shape: [1, height, width, 3])
                 let tokens = try vq.encode(image)
@@ -74,16 +64,16 @@ struct BenchVQGANCommand: ParsableCommand {
                 }
             }
         }
-        BenchmarkReport.print(rows, json: json)
+        BenchmarkReport.print(rows, json: bench.json)
     }
 
     /// Median wall and process CPU milliseconds of `repeats` runs after `warmup` runs, and the peak resident
     /// memory in MB meanwhile. CPU time (all threads) is steadier than wall time on a loaded machine.
     private func measure(_ body: () throws -> Void) throws -> (wallMs: Double, cpuMs: Double, peakMB: Double) {
-        for _ in 0..<warmup { try body() }
+        for _ in 0..<bench.warmup { try body() }
         PeakMemory.reset()
         var wall: [Double] = [], cpu: [Double] = []
-        for _ in 0..<repeats {
+        for _ in 0..<bench.repeats {
             let (w0, c0) = (Self.milliseconds(CLOCK_MONOTONIC), Self.milliseconds(CLOCK_PROCESS_CPUTIME_ID))
             try body()
             wall.append(Self.milliseconds(CLOCK_MONOTONIC) - w0)

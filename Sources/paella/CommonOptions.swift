@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
 
 /// Options every computing command shares: how many threads and which GEMM backend.
 struct ComputeOptions: ParsableArguments {
@@ -23,27 +24,32 @@ struct ComputeOptions: ParsableArguments {
     }
 }
 
+/// Parses an image size in pixels, "256" or "384x256" (width x height): the `--size` of the generation and bench
+/// commands.
+func parseSize(_ text: String?) throws -> (width: Int, height: Int)? {
+    guard let text else { return nil }
+    let parts = text.lowercased().split(separator: "x").map { Int(String($0)) }
+    guard (1...2).contains(parts.count), parts.allSatisfy({ ($0 ?? 0) > 0 }), let w = parts[0], let h = parts.last ?? nil else {
+        throw ValidationError("--size takes pixels as N or WIDTHxHEIGHT, e.g. 256 or 384x256, got '\(text)'.")
+    }
+    return (w, h)
+}
+
 /// Runs `body`; an error a user can hit is printed as its one-sentence description on stderr and the command
 /// exits with status 1 (no stack trace).
 func reportingErrors<T>(_ body: () throws -> T) throws -> T {
-    do {
-        return try body()
-    } catch let error as ExitCode {
-        throw error
-    } catch {
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-        throw ExitCode.failure
-    }
+    do { return try body() } catch { throw reported(error) }
 }
 
 /// `reportingErrors` for async work.
 func reportingErrorsAsync<T>(_ body: () async throws -> T) async throws -> T {
-    do {
-        return try await body()
-    } catch let error as ExitCode {
-        throw error
-    } catch {
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-        throw ExitCode.failure
-    }
+    do { return try await body() } catch { throw reported(error) }
+}
+
+/// What `reportingErrors` throws for `error`: an `ExitCode` as it is; anything else is printed on stderr as
+/// "error: <its description>" and becomes exit status 1.
+private func reported(_ error: Error) -> Error {
+    if error is ExitCode { return error }
+    FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+    return ExitCode.failure
 }

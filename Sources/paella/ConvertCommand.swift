@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaIO
+import PaellaModels
 import PaellaTraining
 
 /// `paella convert`: the released checkpoints -> a model folder (docs/model-folder.md).

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaIO
 
 /// `paella dataset`: makes training data.
 struct DatasetCommand: ParsableCommand {

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaModels
 
 /// `paella download v1`: fetches the released Paella v1 files from the Hugging Face Hub.
 struct DownloadCommand: AsyncParsableCommand {

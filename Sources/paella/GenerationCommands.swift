@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaIO
 
 /// `paella generate`: text to image.
 struct GenerateCommand: AsyncParsableCommand {

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaIO
 
 extension RenoiseMode: ExpressibleByArgument {}
 extension InterpolationMethod: ExpressibleByArgument {}
@@ -155,16 +157,6 @@ struct OutputOptions: ParsableArguments {
             FileHandle.standardError.write(Data(String(format: "seed %llu, %.1f s\n", result.parameters.seed, seconds).utf8))
         }
     }
-}
-
-/// Parses "256" or "384x256" (width x height) in pixels.
-func parseSize(_ text: String?) throws -> (width: Int, height: Int)? {
-    guard let text else { return nil }
-    let parts = text.lowercased().split(separator: "x").map { Int(String($0)) }
-    guard (1...2).contains(parts.count), parts.allSatisfy({ ($0 ?? 0) > 0 }), let w = parts[0], let h = parts.last ?? nil else {
-        throw ValidationError("--size takes pixels as N or WIDTHxHEIGHT, e.g. 256 or 384x256, got '\(text)'.")
-    }
-    return (w, h)
 }
 
 /// Reads an input image, or fails with one sentence.

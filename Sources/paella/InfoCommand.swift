@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaModels
 
 /// `paella info`: what this machine gives Paella (BLAS backend, CPU features, threads) and, with `--model`, what a
 /// model folder holds.

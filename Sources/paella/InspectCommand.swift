@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaIO
 
 /// `paella inspect FILE`: what a safetensors file or PyTorch checkpoint holds.
 struct InspectCommand: ParsableCommand {

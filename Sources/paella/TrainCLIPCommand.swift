@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaIO
+import PaellaModels
 import PaellaTraining
 
 /// `paella train clip`: trains OpenCLIP text and vision towers with the contrastive loss on captioned images.

@@ -3,6 +3,9 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaIO
+import PaellaModels
 import PaellaTraining
 
 /// `paella train`: training commands.

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaIO
 import PaellaTraining
 
 /// Training pairs held in memory for `train vqgan` and `train clip`: every image of a data source (a folder of

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
+import PaellaModels
 import PaellaTraining
 
 /// `paella train vqgan`: trains a VQGAN tokenizer on a folder of images.

@@ -1,6 +1,7 @@
 import Testing
 @testable import PaellaIO
 import PaellaTestSupport
+import PaellaCore
 
 @Suite("Image tensors, layouts and grids")
 struct ImageTensorTests {

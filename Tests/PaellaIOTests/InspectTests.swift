@@ -2,6 +2,7 @@ import Foundation
 import PaellaTestSupport
 import Testing
 @testable import PaellaIO
+import PaellaCore
 
 @Suite("CheckpointInspector")
 struct InspectTests {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import PaellaTestSupport
 @testable import PaellaIO
+import PaellaCore
 
 /// A torch.save-shaped archive: `<name>/data.pkl`, `byteorder`, one `data/<key>` entry per storage, `version`.
 func checkpointArchive(_ pickle: [UInt8], storages: [(String, [UInt8])], name: String = "archive",

@@ -2,6 +2,7 @@ import Foundation
 import PaellaTestSupport
 import Testing
 @testable import PaellaIO
+import PaellaCore
 
 /// Writes a file byte by byte as a hostile or hand-made safetensors file: the 8-byte length (the real header
 /// length unless `declared` overrides it), the header text, then `data`.

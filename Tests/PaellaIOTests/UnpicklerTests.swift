@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import PaellaTestSupport
 @testable import PaellaIO
+import PaellaCore
 
 // MARK: - Test support: pickles written opcode by opcode
 

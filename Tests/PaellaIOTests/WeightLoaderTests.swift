@@ -1,6 +1,7 @@
 import Testing
 import PaellaTestSupport
 @testable import PaellaIO
+import PaellaCore
 
 @Suite struct WeightLoaderTests {
     @Test func reportsEveryMissingUnexpectedAndMisshapenKeyAtOnce() {

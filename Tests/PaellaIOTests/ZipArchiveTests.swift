@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import PaellaTestSupport
 @testable import PaellaIO
+import PaellaCore
 
 // MARK: - Test support: a ZIP writer for crafting archives byte by byte
 

@@ -1,5 +1,8 @@
 import Foundation
 import Paella
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 extension Fixtures {
     /// A tiny model folder built from the fixture checkpoints (random weights), for end-to-end tests of the

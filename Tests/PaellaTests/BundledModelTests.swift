@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 import Paella
+import PaellaCore
+import PaellaIO
 
 /// The model folder shipped in the repository (`models/paella-small`): it loads as every command loads it and
 /// runs text-to-image and variations.

@@ -1,5 +1,7 @@
 import Foundation
 import Paella
+import PaellaIO
+import PaellaModels
 import PaellaTestSupport
 import Testing
 

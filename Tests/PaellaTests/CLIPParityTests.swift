@@ -1,5 +1,8 @@
 import Foundation
 import Paella
+import PaellaCore
+import PaellaIO
+import PaellaModels
 import PaellaTestSupport
 import Testing
 

@@ -1,4 +1,6 @@
 import Foundation
+import PaellaCore
+import PaellaIO
 import PaellaModels
 import PaellaTestSupport
 import Testing

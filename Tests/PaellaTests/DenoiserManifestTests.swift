@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import PaellaTestSupport
 import Paella
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 /// The full-size v1 denoiser's parameter list against the released checkpoint's key/shape manifest, without
 /// allocating its 2.3 GB: a shapes-only loader hands out read-only zeros whose layout conversions are free.

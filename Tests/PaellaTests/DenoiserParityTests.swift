@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import PaellaTestSupport
 import Paella
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 /// The tiny DenoiseUNet of the fixtures, its weights from either file format, against the logits upstream's
 /// modules.py computed (denoiser_v1_tiny_io.safetensors; every size comes from the fixture files).

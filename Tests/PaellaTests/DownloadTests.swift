@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import PaellaTestSupport
 @testable import Paella
+import PaellaIO
 
 @Suite struct DownloadTests {
     private func scratchDirectory() -> String {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Paella
 import PaellaTestSupport
+import PaellaIO
 
 @Suite("Generation CLI", .serialized)
 struct GenerationCLITests {

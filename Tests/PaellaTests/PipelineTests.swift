@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import Paella
 import PaellaTestSupport
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 /// The tiny model folder of the test support (fixture VQGAN and CLIP, a denoiser adapted to them), loaded once.
 enum TinyPipeline {

@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import PaellaTestSupport
 import Paella
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 /// Upstream's `sample()` (utils.py) recorded step by step on the tiny denoiser (sampler_v1_tiny.*): settings
 /// and sizes come from the fixture's JSON, draws are replayed from the recording.

@@ -2,6 +2,8 @@ import Foundation
 import Testing
 import PaellaTestSupport
 import Paella
+import PaellaCore
+import PaellaModels
 
 @Suite struct SamplerTests {
     /// Values printed by PyTorch 2.13 on the CPU: `torch.manual_seed(7); torch.zeros(1000).uniform_(0, 1)`,

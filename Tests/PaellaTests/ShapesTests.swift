@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 import Paella
+import PaellaCore
+import PaellaIO
 
 @Suite struct ShapesTests {
     // MARK: Sampling and captions

@@ -1,5 +1,6 @@
 import Foundation
 import Paella
+import PaellaIO
 import PaellaTestSupport
 import Testing
 

@@ -2,6 +2,8 @@ import Foundation
 import Testing
 import PaellaTestSupport
 import Paella
+import PaellaCore
+import PaellaIO
 
 /// Upstream's typical filtering (utils.sample) on recorded logits: every mask exactly, outside the rows the
 /// fixture flags as fragile (a boundary within 1e-4 of the mass, closer than float32 can call).

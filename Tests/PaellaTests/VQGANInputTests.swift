@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import Paella
 import PaellaTestSupport
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 /// What a user hands the VQGAN: image sizes, PNG/JPEG pixels with alpha, token grids; and round trips of a
 /// photograph-like image through the full-size architecture with random weights.

@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import Paella
 import PaellaTestSupport
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 /// The full `.rudalleF8` preset asks for exactly the parameters of the released f8/8192 GumbelVQ
 /// (`vqgan_f8_8192_manifest.json`: key -> shape of ruDALL-E's `vqgan.gumbelf8-sber` state dict, `loss.*` excluded).

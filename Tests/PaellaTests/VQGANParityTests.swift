@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import Paella
 import PaellaTestSupport
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 /// Parity with ruDALL-E's GumbelVQ (rudalle 1.1.3 over taming-transformers 0.0.1) on the tiny fixture
 /// `vqgan_tiny*` (Tests/Fixtures/README.md). Every size comes from the fixture files, so any fixture set of the

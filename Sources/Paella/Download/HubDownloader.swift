@@ -2,6 +2,8 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import PaellaCore
+import PaellaIO
 
 /// A file published on the Hugging Face Hub, with what is known about it for verification.
 public struct HubFile: Sendable, Equatable, Codable {

@@ -1,5 +1,8 @@
 // `paella convert` as a library call: the released checkpoints (or any with the same keys) -> a model folder.
 import Foundation
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 /// Turns three checkpoints (denoiser, VQGAN, CLIP; safetensors or `torch.save` files) into a model folder.
 /// Each component is loaded strictly by its model before anything is written, so every key and shape is checked

@@ -2,6 +2,9 @@
 // (docs/model-folder.md). Reading checks the manifest and that every file it names is there; the weights are
 // memory-mapped and checked key by key when a component is loaded.
 import Foundation
+import PaellaCore
+import PaellaIO
+import PaellaModels
 
 /// A problem with a model folder, as one sentence naming the file and what to do.
 public enum ModelFolderError: Error, CustomStringConvertible, Equatable {

@@ -1,6 +1,8 @@
 // A model folder's `model.json`: which file holds each component, in which dtype, with which configuration, plus
 // the tokenizer vocabulary and the sampling defaults. The format is described in docs/model-folder.md.
 import Foundation
+import PaellaCore
+import PaellaModels
 
 /// The contents of a model folder's `model.json`.
 public struct ModelManifest: Codable, Sendable, Equatable {

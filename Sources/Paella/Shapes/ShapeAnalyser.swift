@@ -1,4 +1,5 @@
 import Foundation
+import PaellaIO
 
 // A deterministic analyser of shape images (rendered or generated): finds the objects and reads back their
 // colour, shape, position and size, and a scorer that compares what it found with the scene that was asked for.

@@ -1,5 +1,6 @@
 // Captions for shape scenes: varied templates and synonyms, so a text encoder learns the attributes rather
 // than one sentence, plus one canonical wording for evaluation prompts.
+import PaellaCore
 
 extension ShapeColor {
     /// Words for the colour; the first is the canonical one.

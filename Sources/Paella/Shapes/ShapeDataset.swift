@@ -4,6 +4,8 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import PaellaCore
+import PaellaIO
 
 /// One line of a shapes dataset's `metadata.jsonl`: the sample's key, caption and full scene.
 public struct ShapeDatasetRecord: Sendable, Hashable, Codable {

@@ -1,4 +1,6 @@
 import Foundation
+import PaellaCore
+import PaellaIO
 
 /// Damage like a generated image's, to check that the analyser still reads scenes through it: Gaussian blur,
 /// stray speckles (small squares of a random palette colour, like stray VQ tokens), Gaussian pixel noise and

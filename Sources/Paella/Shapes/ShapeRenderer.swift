@@ -1,4 +1,5 @@
 import Foundation
+import PaellaIO
 
 // Shape geometry shared by the renderer and the analyser's templates, and the supersampling renderer.
 

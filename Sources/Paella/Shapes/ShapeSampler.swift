@@ -1,4 +1,5 @@
 // Seeded sampling of shape scenes with a held-out split of attribute combinations for evaluation.
+import PaellaCore
 
 /// Which part of the dataset a scene belongs to.
 public enum ShapeSplit: String, Sendable, Hashable, Codable, CaseIterable {

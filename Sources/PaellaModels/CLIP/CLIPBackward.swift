@@ -3,6 +3,7 @@
 // block's training forward keeps its input, q/k/v, the attention output, the residual after attention and the
 // MLP's hidden pre-activation; layer norms and GELU are recomputed in the backward pass.
 import PaellaCore
+import PaellaIO
 
 /// What a training forward of one `CLIPResidualBlock` keeps.
 struct CLIPBlockRecord: Sendable {

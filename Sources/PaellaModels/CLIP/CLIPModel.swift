@@ -1,4 +1,5 @@
 // open_clip/model.py `CLIP` (encode_text, encode_image); only the towers, loaded from an OpenCLIP state dict.
+import PaellaIO
 
 /// Which towers of a CLIP checkpoint to load.
 public enum CLIPTowers: String, Sendable, CaseIterable {

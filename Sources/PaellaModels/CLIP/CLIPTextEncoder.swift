@@ -1,5 +1,7 @@
 // open_clip/model.py `CLIP.encode_text` (text tower, argmax pooling, no normalization); changed on purpose: the
 // positions after the last end-of-text token are not computed (the causal mask makes them irrelevant to the result).
+import PaellaCore
+import PaellaIO
 
 /// OpenCLIP's text tower: token ids `[B, context]` -> text embeddings `[B, embedDim]`.
 public struct CLIPTextEncoder: Sendable {

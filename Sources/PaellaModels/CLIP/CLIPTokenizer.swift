@@ -1,6 +1,8 @@
 // open_clip/tokenizer.py `SimpleTokenizer` (byte-level BPE); changed on purpose: symbols are vocabulary ids rather
 // than strings, the pre-tokenization regex is a hand-written scanner, and Hugging Face vocab.json/merges.txt load too.
 import Foundation
+import PaellaCore
+import PaellaIO
 
 /// Vocabulary files that could not be read as a CLIP BPE vocabulary.
 public struct CLIPTokenizerError: Error, CustomStringConvertible, Equatable {

@@ -1,5 +1,7 @@
 // open_clip/transformer.py `Transformer` / `ResidualAttentionBlock` with torch.nn.MultiheadAttention; changed on
 // purpose: batch-first activations [B, L, W], linear weights kept in PyTorch's [out, in] layout (no copy at load).
+import PaellaCore
+import PaellaIO
 
 /// One pre-LayerNorm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))` with a GELU MLP.
 public struct CLIPResidualBlock: Sendable {

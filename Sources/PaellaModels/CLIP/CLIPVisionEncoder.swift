@@ -1,5 +1,7 @@
 // open_clip/transformer.py `VisionTransformer` (class-token pooling, no attention pooling or patch dropout);
 // changed on purpose: channels-last images [B, H, W, 3], ln_post applied to the class token only (the same values).
+import PaellaCore
+import PaellaIO
 
 /// OpenCLIP's vision tower: normalized images `[B, S, S, 3]` -> image embeddings `[B, embedDim]`.
 public struct CLIPVisionEncoder: Sendable {

@@ -15,6 +15,7 @@ public struct Denoiser: Sendable {
     let down: [(downsample: Conv2dWeights?, blocks: [ResBlock])]
     let up: [(blocks: [ResBlock], upsample: ConvTranspose2dWeights?)]
     let clf: Conv2dWeights                      // 1x1 conv to the logits
+    let keys: DenoiserKeys                      // where each module sits in the upstream state dict
 
     /// Loads the upstream state dict (its key names) from `weights` and reports every missing, unexpected or
     /// misshapen key in one `WeightLoadingError`.
@@ -22,26 +23,25 @@ public struct Denoiser: Sendable {
         self.config = config
         self.compute = compute
         let c = config.levelChannels, cCond = config.conditioningChannels
-        let w = weights.scope("")
-        embedding = w.tensor("embedding.weight", shape: [config.numLabels, c[0]])
-        down = config.downLevels.enumerated().map { i, count in
-            let level = w.scope("down_blocks.\(i)")
-            let first = i > 0 ? 1 : 0  // levels below the first start with the strided conv
-            let downsample = i > 0 ? Conv2dWeights(level, "0", inChannels: c[i - 1], outChannels: c[i], kernel: 4) : nil
-            let blocks = (0..<count).map { ResBlock(level.scope("\(first + $0)"), channels: c[i], conditioning: cCond, skip: 0) }
+        let w = weights.scope(""), keys = DenoiserKeys(config)
+        self.keys = keys
+        embedding = w.scope(DenoiserKeys.embedding).tensor("weight", shape: [config.numLabels, c[0]])
+        down = keys.down.enumerated().map { i, level in
+            let downsample = level.downsample.map { Conv2dWeights(w, $0, inChannels: c[i - 1], outChannels: c[i], kernel: 4) }
+            let blocks = level.blocks.map { ResBlock(w.scope($0), channels: c[i], conditioning: cCond, skip: 0) }
             return (downsample, blocks)
         }
-        up = config.upLevels.enumerated().map { i, count in
-            let level = w.scope("up_blocks.\(i)")
+        up = keys.up.enumerated().map { i, level in
             let ci = c[c.count - 1 - i]
-            let blocks = (0..<count).map { j in
-                ResBlock(level.scope("\(j)"), channels: ci, conditioning: cCond, skip: i > 0 && j == 0 ? ci : 0)
+            let blocks = level.blocks.enumerated().map { j, key in
+                ResBlock(w.scope(key), channels: ci, conditioning: cCond, skip: i > 0 && j == 0 ? ci : 0)
             }
-            let upsample = i < config.upLevels.count - 1
-                ? ConvTranspose2dWeights(level, "\(count)", inChannels: ci, outChannels: c[c.count - 2 - i], kernel: 4) : nil
+            let upsample = level.upsample.map {
+                ConvTranspose2dWeights(w, $0, inChannels: ci, outChannels: c[c.count - 2 - i], kernel: 4)
+            }
             return (blocks, upsample)
         }
-        clf = Conv2dWeights(w, "clf", inChannels: c[0], outChannels: config.numLabels, kernel: 1)
+        clf = Conv2dWeights(w, DenoiserKeys.classifier, inChannels: c[0], outChannels: config.numLabels, kernel: 1)
         try weights.finish()
     }
 
@@ -138,14 +138,15 @@ struct ResBlock: Sendable {
     let gamma: Tensor                     // layer scale [C]
 
     init(_ w: WeightScope, channels c: Int, conditioning cCond: Int, skip cSkip: Int) {
-        depthwise = Conv2dWeights(w, "depthwise.1", inChannels: c, outChannels: c, kernel: 3, groups: c)
-        ln = NormWeights(w, "ln.ln", features: c, eps: 1e-6)
-        lnGamma = w.float32("ln.gamma", shape: [1, 1, 1]).floats[0]
-        lnBeta = w.float32("ln.beta", shape: [1, 1, 1]).floats[0]
-        channelwise0 = LinearWeights(w, "channelwise.0", inFeatures: c + cSkip, outFeatures: 4 * c)
-        channelwise2 = LinearWeights(w, "channelwise.2", inFeatures: 4 * c, outFeatures: c)
-        gamma = w.float32("gamma", shape: [c])
-        condMapper = LinearWeights(w, "cond_mapper", inFeatures: cCond, outFeatures: c)
+        typealias Key = DenoiserKeys.Block
+        depthwise = Conv2dWeights(w, Key.depthwise, inChannels: c, outChannels: c, kernel: 3, groups: c)
+        ln = NormWeights(w, Key.norm, features: c, eps: 1e-6)
+        lnGamma = w.float32(Key.normGamma, shape: [1, 1, 1]).floats[0]
+        lnBeta = w.float32(Key.normBeta, shape: [1, 1, 1]).floats[0]
+        channelwise0 = LinearWeights(w, Key.channelwise0, inFeatures: c + cSkip, outFeatures: 4 * c)
+        channelwise2 = LinearWeights(w, Key.channelwise2, inFeatures: 4 * c, outFeatures: c)
+        gamma = w.float32(Key.gamma, shape: [c])
+        condMapper = LinearWeights(w, Key.condMapper, inFeatures: cCond, outFeatures: c)
     }
 
     func callAsFunction(_ x: Tensor, _ s: Tensor, skip: Tensor?, _ compute: Compute) -> Tensor {

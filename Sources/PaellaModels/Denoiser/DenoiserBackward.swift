@@ -88,21 +88,21 @@ extension Denoiser {
         }
         let levels = down.count
         let c = compute.conv2dBackward(acts.classifierInput, clf, outputGradient: dLogits)
-        conv("clf", c)
+        conv(DenoiserKeys.classifier, c)
         var dh = c.input
         // Gradients of the down levels' outputs arriving through the skip connections (levelOutputs[i]).
         var dSkips = [Tensor?](repeating: nil, count: levels)
         for (i, level) in up.enumerated().reversed() {
             let record = acts.up[i]
-            if let upsample = level.upsample, let input = record.upsampleInput {
+            if let upsample = level.upsample, let input = record.upsampleInput, let key = keys.up[i].upsample {
                 let g = compute.convTranspose2dBackward(input, upsample, outputGradient: dh, stride: 2, padding: 1)
-                grads["up_blocks.\(i).\(level.blocks.count).weight"] = g.kernel.permuted([0, 3, 1, 2])
-                grads["up_blocks.\(i).\(level.blocks.count).bias"] = g.bias
+                grads[key + ".weight"] = g.kernel.permuted([0, 3, 1, 2])
+                grads[key + ".bias"] = g.bias
                 dh = g.input
             }
             for (j, block) in level.blocks.enumerated().reversed() {
                 let g = block.backward(record.blocks[j], acts.conditioning, outputGradient: dh, compute)
-                for (name, t) in g.parameters { grads["up_blocks.\(i).\(j).\(name)"] = t }
+                for (name, t) in g.parameters { grads[keys.up[i].blocks[j] + "." + name] = t }
                 dh = g.input
                 if let skip = g.skip { dSkips[i] = skip }
             }
@@ -111,19 +111,18 @@ extension Denoiser {
         for (k, level) in down.enumerated().reversed() {
             if let skip = dSkips[levels - 1 - k], levels - 1 - k > 0 { compute.addInPlace(&dh, skip) }
             let record = acts.down[k]
-            let first = k > 0 ? 1 : 0
             for (j, block) in level.blocks.enumerated().reversed() {
                 let g = block.backward(record.blocks[j], acts.conditioning, outputGradient: dh, compute)
-                for (name, t) in g.parameters { grads["down_blocks.\(k).\(first + j).\(name)"] = t }
+                for (name, t) in g.parameters { grads[keys.down[k].blocks[j] + "." + name] = t }
                 dh = g.input
             }
-            if let downsample = level.downsample, let input = record.downsampleInput {
+            if let downsample = level.downsample, let input = record.downsampleInput, let key = keys.down[k].downsample {
                 let g = compute.conv2dBackward(input, downsample, outputGradient: dh, stride: 2, padding: 1)
-                conv("down_blocks.\(k).0", g)
+                conv(key, g)
                 dh = g.input
             }
         }
-        grads["embedding.weight"] = compute.embeddingBackward(acts.tokens, outputGradient: dh, rows: config.numLabels)
+        grads[DenoiserKeys.embedding + ".weight"] = compute.embeddingBackward(acts.tokens, outputGradient: dh, rows: config.numLabels)
         return grads
     }
 }
@@ -150,15 +149,18 @@ extension ResBlock {
     /// to the block, upstream layouts), given the gradient of its output.
     func backward(_ a: ResBlockActivations, _ s: Tensor, outputGradient dy: Tensor, _ compute: Compute)
         -> (input: Tensor, skip: Tensor?, parameters: [(String, Tensor)]) {
+        typealias Key = DenoiserKeys.Block
         var p: [(String, Tensor)] = []
+        // Each layer's gradients under its key (relative to the block): `weight` and `bias`.
+        func layer(_ key: String, _ weight: Tensor, _ bias: Tensor?) { p += [(key + ".weight", weight), (key + ".bias", present(bias))] }
         // y = x + gamma * mlpOutput
         let (dGamma, dMlpOutput) = Self.layerScaleBackward(dy, a.mlpOutput, gamma)
-        p.append(("gamma", dGamma))
+        p.append((Key.gamma, dGamma))
         let g2 = compute.linearBackward(a.activated, channelwise2, outputGradient: dMlpOutput)
-        p += [("channelwise.2.weight", g2.weight), ("channelwise.2.bias", present(g2.bias))]
+        layer(Key.channelwise2, g2.weight, g2.bias)
         let dHidden = compute.geluBackward(a.hidden, outputGradient: present(g2.input))
         let g0 = compute.linearBackward(a.mlpInput, channelwise0, outputGradient: dHidden)
-        p += [("channelwise.0.weight", g0.weight), ("channelwise.0.bias", present(g0.bias))]
+        layer(Key.channelwise0, g0.weight, g0.bias)
         let c = a.normalized.shape[3]
         var dModulated = present(g0.input), dSkip: Tensor? = nil
         if a.mlpInput.shape[3] > c {
@@ -167,14 +169,14 @@ extension ResBlock {
         }
         // m = lnGamma * w * n + lnBeta * w
         let mod = Self.modulationBackward(dModulated, a.normalized, a.modulation, lnGamma, lnBeta)
-        p += [("ln.gamma", Tensor([mod.gamma], shape: [1, 1, 1])), ("ln.beta", Tensor([mod.beta], shape: [1, 1, 1]))]
+        p += [(Key.normGamma, Tensor([mod.gamma], shape: [1, 1, 1])), (Key.normBeta, Tensor([mod.beta], shape: [1, 1, 1]))]
         let gn = compute.layerNormBackward(a.depthwiseOutput, weight: ln.weight, bias: ln.bias, eps: ln.eps,
                                            outputGradient: mod.normalized, statistics: a.statistics)
-        p += [("ln.ln.weight", present(gn.weight)), ("ln.ln.bias", present(gn.bias))]
+        layer(Key.norm, present(gn.weight), gn.bias)
         let gc = compute.linearBackward(s, condMapper, outputGradient: mod.modulation, inputGradient: false)  // s is not trained
-        p += [("cond_mapper.weight", gc.weight), ("cond_mapper.bias", present(gc.bias))]
+        layer(Key.condMapper, gc.weight, gc.bias)
         let gd = compute.conv2dBackward(a.input, depthwise, outputGradient: gn.input, padding: 1, paddingMode: .reflect)
-        p += [("depthwise.1.weight", gd.kernel.permuted([3, 2, 0, 1])), ("depthwise.1.bias", present(gd.bias))]
+        layer(Key.depthwise, gd.kernel.permuted([3, 2, 0, 1]), gd.bias)
         var dx = gd.input
         compute.addInPlace(&dx, dy)                                                  // the residual
         return (dx, dSkip, p)

@@ -1,6 +1,8 @@
 // Loading PyTorch modules' parameters (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.LayerNorm, nn.GroupNorm,
 // nn.Embedding) by their state-dict names, with the shapes PyTorch gives them. One place for the key suffixes
 // (".weight", ".bias") and the layout conversions, so model files only name modules.
+import PaellaCore
+import PaellaIO
 
 extension LinearWeights {
     /// `nn.Linear(inFeatures, outFeatures, bias:)` stored under `name` (`name.weight` [out, in], `name.bias` [out]),

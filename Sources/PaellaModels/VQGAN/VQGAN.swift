@@ -1,6 +1,8 @@
 // Port of ruDALL-E 1.1.3 `rudalle/vae/model.py` (GumbelVQ, GumbelQuantize, VQGanGumbelVAE's encode/decode);
 // on purpose: channels-last, inference only (no gumbel-softmax relaxation, KL term or DWT decoder), any token
 // grid shape (upstream decode assumes a square), and images checked for sides that are multiples of 8.
+import PaellaCore
+import PaellaIO
 
 /// ruDALL-E's Gumbel-VQGAN (taming-transformers Encoder/Decoder, 1x1 `quant_conv`/`post_quant_conv`, a Gumbel
 /// quantizer whose 1x1 `proj` gives one logit per codebook entry), as used by Paella v1 to turn images into token

@@ -6,6 +6,7 @@
 // backward walks the same layers in reverse. The quantizer between the halves (Gumbel-softmax or nearest
 // neighbour, the KL term, dead-code restarts) belongs to the trainer; this file differentiates everything else.
 import PaellaCore
+import PaellaIO
 
 /// Gradients keyed by upstream state-dict name, in upstream layouts (OIHW convolutions).
 package typealias NamedGradients = [String: Tensor]

@@ -2,6 +2,8 @@
 // AttnBlock, Downsample, Upsample), channels-last; on purpose: no timestep embedding (temb_channels is 0 in
 // Encoder/Decoder), no dropout (0 in every config), resample with conv only, and the encoder keeps only the last
 // activation instead of the list `hs` of all of them.
+import PaellaCore
+import PaellaIO
 
 /// Constants of taming's `Normalize` and the layers built on it.
 enum VQGANLayers {

@@ -1,3 +1,0 @@
-@_exported import PaellaCore
-@_exported import PaellaIO
-@_exported import PaellaModels

@@ -1,2 +1,0 @@
-@_exported import PaellaCore
-@_exported import PaellaIO
