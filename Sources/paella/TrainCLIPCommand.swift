@@ -50,6 +50,10 @@ struct TrainCLIPCommand: AsyncParsableCommand {
     @Option(help: "Image side the vision tower sees (default: the data's; images are resized when different).")
     var imageSize: Int?
 
+    @Option(help: ArgumentHelp("Shapes data only (a folder with metadata.jsonl): this share of each batch becomes pairs of a scene and its twin with one colour, shape or position changed, captioned alike (hard negatives).",
+                               valueName: "fraction"))
+    var twins = 0.0
+
     @OptionGroup var compute: ComputeOptions
 
     mutating func run() async throws {
@@ -78,19 +82,45 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                 + "\(config.vision.width)x\(config.vision.layers), patch \(config.vision.patchSize)); \(folder.count) pairs; "
                 + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")
             let side = config.vision.imageSize
+            guard (0...1).contains(twins) else { throw ValidationError("--twins must be between 0 and 1, got \(twins).") }
+            let scenes = twins > 0 ? try Self.scenes(of: folder, data: options.data) : []
+            let renderer = ShapeRenderer(side: folder.width)
             try await options.trainLoop(logFile: "train-clip.jsonl", total: total, currentStep: { trainer.step }, step: {
                 let indices = trainer.random.randint(folder.count, [options.batchSize]).integers()
-                let images = indices.map { i in
-                    folder.images[i].width == side && folder.images[i].height == side ? folder.images[i] : folder.images[i].resized(width: side, height: side)
+                var images = indices.map { folder.images[$0] }, captions = indices.map { folder.captions[$0] }
+                if twins > 0 {
+                    // Pairs (2k, 2k + 1): sample 2k's scene and its twin, both captioned with one template and words.
+                    var random = SplitMix64(seed: options.seed ^ (UInt64(trainer.step) &* 0x9E37_79B9_7F4A_7C15))
+                    for k in 0..<Int(Double(options.batchSize) * twins / 2) {
+                        let scene = scenes[indices[2 * k]]
+                        let change = ShapeTwinChange.allCases[Int(random.next() % 3)]
+                        guard let twin = ShapeTwins.twin(of: scene, changing: change, random: &random) else { continue }
+                        (captions[2 * k], captions[2 * k + 1]) = ShapeTwins.captions(scene, twin, seed: random.next())
+                        images[2 * k + 1] = renderer.render(twin)
+                    }
                 }
+                images = images.map { $0.width == side && $0.height == side ? $0 : $0.resized(width: side, height: side) }
                 let pixels = CLIPImagePreprocessing.normalized(try PixelImage.batchTensor(images))
-                let tokens = tokenizer.contextTokens(indices.map { folder.captions[$0] }, contextLength: config.text.contextLength)
+                let tokens = tokenizer.contextTokens(captions, contextLength: config.text.contextLength)
                 return try trainer.train(images: pixels, tokens: tokens)
             }, line: { (result: CLIPStepResult, perStep: Double) in
                 String(format: "step %d/%d  loss %.4f  acc i->t %.3f t->i %.3f  scale %.1f  |g| %.3f  lr %.2e  %.2f s/step",
                        trainer.step, total, result.loss, result.imageToTextAccuracy, result.textToImageAccuracy,
                        result.logitScale, result.gradientNorm, result.learningRate, perStep)
             }, save: { try trainer.saveCheckpoint(to: options.output) })
+        }
+    }
+
+    /// The scene of each training sample, from the shapes dataset's metadata.jsonl, in the folder's order.
+    static func scenes(of folder: TrainPairFolder, data: String) throws -> [ShapeScene] {
+        let path = (data as NSString).appendingPathComponent("metadata.jsonl")
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ValidationError("--twins needs the shapes dataset's metadata.jsonl in \(data) (made by `paella dataset shapes`).")
+        }
+        let records = Dictionary(try ShapeDatasetWriter.readMetadata(path).map { ($0.key, $0.scene) }) { first, _ in first }
+        return try folder.keys.map { key in
+            guard let scene = records[key] else { throw ValidationError("\(path) has no scene for sample \(key).") }
+            return scene
         }
     }
 }

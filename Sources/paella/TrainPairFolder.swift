@@ -12,6 +12,8 @@ struct TrainPairFolder {
     let images: [PixelImage]
     /// One caption per image ("" where there is none and captions were not required).
     let captions: [String]
+    /// Each sample's name without folder or extension ("000123"), or its shard key.
+    let keys: [String]
     var width: Int { images.first?.width ?? 0 }
     var height: Int { images.first?.height ?? 0 }
     var count: Int { images.count }
@@ -21,7 +23,7 @@ struct TrainPairFolder {
     init(path: String, captions needCaptions: Bool) throws {
         let samples = try openTrainingSamples(path: path)
         guard samples.count > 0 else { throw ValidationError("The training data \(path) holds no images.") }
-        var images: [PixelImage] = [], captions: [String] = []
+        var images: [PixelImage] = [], captions: [String] = [], keys: [String] = []
         for i in 0..<samples.count {
             let image = try samples.image(i)
             if let first = images.first, first.width != image.width || first.height != image.height {
@@ -34,9 +36,13 @@ struct TrainPairFolder {
             }
             images.append(image)
             captions.append(caption)
+            let name = samples.sampleName(i)
+            keys.append(name.hasPrefix("sample ") ? String(name.dropFirst("sample ".count))
+                                                   : ((name as NSString).lastPathComponent as NSString).deletingPathExtension)
         }
         self.images = images
         self.captions = captions
+        self.keys = keys
     }
 
     /// Images `indices` as a `[B, H, W, 3]` tensor in [0, 1].

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Paella
+import PaellaIO
 import PaellaTestSupport
 
 @Suite struct ShapeEvaluationTests {

@@ -70,6 +70,33 @@ import PaellaIO
         #expect(prompts.map(\.prompt) == ShapeSampler.prompts(count: 100, seed: 4).map(\.prompt))
     }
 
+    /// A twin changes exactly the asked attribute of one object, stays a valid training scene, and its caption
+    /// parses back to it while the original's parses back to the original.
+    @Test func twinsDifferInOneAttribute() throws {
+        let sampler = ShapeSampler(seed: 9)
+        var random = SplitMix64(seed: 4)
+        var made = 0
+        for index in 0..<300 {
+            let scene = sampler.scene(index: index)
+            let change = ShapeTwinChange.allCases[index % 3]
+            guard let twin = ShapeTwins.twin(of: scene, changing: change, random: &random) else { continue }
+            made += 1
+            #expect(twin.background == scene.background && twin.objects.count == scene.objects.count)
+            let changed = zip(scene.objects, twin.objects).filter { $0 != $1 }
+            try #require(changed.count == 1, "\(scene) -> \(twin)")
+            let (a, b) = changed[0]
+            let differs = [a.color != b.color, a.shape != b.shape, a.position != b.position, a.size != b.size]
+            #expect(differs == [change == .color, change == .shape, change == .position, false])
+            #expect(!HeldOutCombination.isHeldOut(twin))
+            #expect(Set(twin.objects.map(\.color)).count == twin.objects.count && Set(twin.objects.map(\.position)).count == twin.objects.count)
+            let (captionA, captionB) = ShapeTwins.captions(scene, twin, seed: UInt64(index))
+            #expect(captionA != captionB)
+            #expect(ShapeCaptions.parse(captionA)?.objects.map(\.color) == scene.objects.map(\.color))
+            #expect(ShapeCaptions.parse(captionB)?.objects.map(\.color) == twin.objects.map(\.color))
+        }
+        #expect(made > 250)
+    }
+
     @Test func captionsParseBackToTheirScenes() throws {
         let sampler = ShapeSampler(seed: 6)
         for index in 0 ..< 1000 {

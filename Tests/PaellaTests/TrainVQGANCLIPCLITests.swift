@@ -67,6 +67,20 @@ struct TrainVQGANCLIPCLITests {
         #expect(model.text != nil && model.vision != nil)
     }
 
+    /// `--twins` trains on shapes data with scene twins in each batch; without the dataset's metadata it is refused.
+    @Test func trainCLIPWithTwins() throws {
+        let shapes = work + "/shapes"
+        let made = try PaellaCLI.run(["dataset", "shapes", "--output", shapes, "--count", "12", "--seed", "3"], in: work)
+        #expect(made.status == 0, "\(made.stderr)")
+        let small = ["--steps", "2", "--batch-size", "6", "--embed-dim", "8", "--text-width", "16", "--text-layers", "1",
+                     "--text-heads", "2", "--context", "32", "--vision-width", "16", "--vision-layers", "1", "--head-width", "8",
+                     "--patch", "16", "--threads", "2", "--log-every", "1", "--twins", "0.5"]
+        let run = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/twins"] + small, in: work)
+        #expect(run.status == 0 && run.stdout.contains("step 2/2"), "\(run.stderr)")
+        let refused = try PaellaCLI.run(["train", "clip", "--data", data, "--output", work + "/nometa"] + small, in: work)
+        #expect(refused.status != 0 && refused.stderr.contains("--twins needs the shapes dataset's metadata.jsonl"), "\(refused.stderr)")
+    }
+
     @Test func missingCaptionIsOneSentence() throws {
         try FileManager.default.removeItem(atPath: data + "/000003.txt")
         let run = try PaellaCLI.run(["train", "clip", "--data", data, "--output", work + "/bad", "--steps", "1"], in: work)
