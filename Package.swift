@@ -9,7 +9,9 @@
 //   PaellaModels       <- PaellaCore, PaellaIO                    denoiser, VQGAN, CLIP
 //   Paella             <- PaellaCore, PaellaIO, PaellaModels      model folders, sampler, pipeline
 //   PaellaTraining     <- PaellaCore, PaellaIO, PaellaModels      trainers, optimizers, training data
-//   paella             <- the five above, ArgumentParser          the command-line tool
+//   PaellaShapes       <- PaellaCore, PaellaIO, PaellaModels, Paella         a tool, not the library: the synthetic shapes
+//                                                                  dataset, its analyser and the shapes evaluation
+//   paella             <- the six above, ArgumentParser           the command-line tool
 //   PaellaTestSupport  <- PaellaCore, PaellaIO, PaellaModels, Paella; then one test target per library.
 import PackageDescription
 
@@ -44,8 +46,11 @@ let package = Package(
         .target(name: "Paella", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels"]),
         // Training: gradients of whole models, the Paella recipe (AdamW, OneCycleLR, label smoothing), checkpoints.
         .target(name: "PaellaTraining", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels"]),
+        // The synthetic shapes dataset (scenes, renderer, captions, WebDataset shards), the shape analyser and
+        // scorer, and the evaluation of a shapes model: what the bundled model is trained and judged with.
+        .target(name: "PaellaShapes", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels", "Paella"]),
         .executableTarget(name: "paella", dependencies: [
-            "PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaTraining",
+            "PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaTraining", "PaellaShapes",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Shared by the test targets: fixture lookup (PAELLA_FIXTURES), seeded random data, comparisons.
@@ -54,6 +59,7 @@ let package = Package(
         .testTarget(name: "PaellaCoreTests", dependencies: ["PaellaCore", "CPaellaKernels", "PaellaTestSupport"]),
         .testTarget(name: "PaellaIOTests", dependencies: ["PaellaCore", "PaellaIO", "CImageCodecs", "PaellaTestSupport"]),
         .testTarget(name: "PaellaTests", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaTestSupport"]),
+        .testTarget(name: "PaellaShapesTests", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaShapes", "PaellaTestSupport"]),
         .testTarget(name: "PaellaTrainingTests", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels", "PaellaTraining",
                                                           "PaellaTestSupport"]),
     ]

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaShapes
 import PaellaModels
 
 /// `paella eval`: evaluations of trained models.

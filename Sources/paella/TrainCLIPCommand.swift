@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Paella
 import PaellaCore
+import PaellaShapes
 import PaellaIO
 import PaellaModels
 import PaellaTraining

@@ -1,4 +1,5 @@
 import Foundation
+import Paella
 import PaellaCore
 import PaellaIO
 import PaellaModels

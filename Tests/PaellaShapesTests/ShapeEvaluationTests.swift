@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-@testable import Paella
+import Paella
+@testable import PaellaShapes
 import PaellaIO
 import PaellaTestSupport
 

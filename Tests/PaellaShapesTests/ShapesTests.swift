@@ -3,6 +3,7 @@ import Testing
 import Paella
 import PaellaCore
 import PaellaIO
+import PaellaShapes
 
 @Suite struct ShapesTests {
     // MARK: Sampling and captions
