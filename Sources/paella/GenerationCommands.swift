@@ -22,7 +22,7 @@ struct GenerateCommand: AsyncParsableCommand {
     func run() async throws {
         let size = try parseSize(size)
         try await runRequest(.generate(GenerateRequest(prompt: prompt, negativePrompt: negative, width: size?.width, height: size?.height,
-                                                       settings: sampling.settings(seed: sampling.resolvedSeed))),
+                                                       settings: sampling.settings())),
                              model: model, compute: compute, output: output)
     }
 }
@@ -47,7 +47,7 @@ struct InterpolateCommand: AsyncParsableCommand {
     func run() async throws {
         let size = try parseSize(size)
         try await runRequest(.interpolate(InterpolateRequest(from: from, to: to, frames: frames, method: method, width: size?.width,
-                                                             height: size?.height, settings: sampling.settings(seed: sampling.resolvedSeed))),
+                                                             height: size?.height, settings: sampling.settings())),
                              model: model, compute: compute, output: output)
     }
 }
@@ -102,7 +102,7 @@ struct ComposeCommand: AsyncParsableCommand {
     func run() async throws {
         let size = try parseSize(size)
         try await runRequest(.compose(ComposeRequest(layout: try layout(), width: size?.width, height: size?.height,
-                                                     settings: sampling.settings(seed: sampling.resolvedSeed))),
+                                                     settings: sampling.settings())),
                              model: model, compute: compute, output: output)
     }
 }
@@ -142,7 +142,7 @@ struct InpaintCommand: AsyncParsableCommand {
             (try readImage(image), try rectangle() ?? .image(try readImage(mask ?? "")))
         }
         try await runRequest(.inpaint(InpaintRequest(image: picture, mask: maskValue, prompt: prompt, size: size,
-                                                     settings: sampling.settings(seed: sampling.resolvedSeed))),
+                                                     settings: sampling.settings())),
                              model: model, compute: compute, output: output)
     }
 }
@@ -185,7 +185,7 @@ struct OutpaintCommand: AsyncParsableCommand {
     func run() async throws {
         let picture = try reportingErrors { try readImage(image) }
         try await runRequest(.outpaint(OutpaintRequest(image: picture, extend: try extensionSides(), prompt: prompt, size: size,
-                                                       settings: sampling.settings(seed: sampling.resolvedSeed))),
+                                                       settings: sampling.settings())),
                              model: model, compute: compute, output: output)
     }
 }
@@ -208,7 +208,7 @@ struct EditCommand: AsyncParsableCommand {
     func run() async throws {
         let picture = try reportingErrors { try readImage(image) }
         try await runRequest(.edit(EditRequest(image: picture, prompt: prompt, strength: strength, size: size,
-                                               settings: sampling.settings(seed: sampling.resolvedSeed))),
+                                               settings: sampling.settings())),
                              model: model, compute: compute, output: output)
     }
 }
@@ -231,7 +231,7 @@ struct VaryCommand: AsyncParsableCommand {
         let size = try parseSize(size)
         let picture = try reportingErrors { try readImage(image) }
         try await runRequest(.vary(VaryRequest(image: picture, width: size?.width, height: size?.height,
-                                               settings: sampling.settings(seed: sampling.resolvedSeed))),
+                                               settings: sampling.settings())),
                              model: model, compute: compute, output: output, vision: true)
     }
 }

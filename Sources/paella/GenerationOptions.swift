@@ -86,14 +86,12 @@ struct SamplingCLIOptions: ParsableArguments {
         return [first, last]
     }
 
-    func settings(seed: UInt64) throws -> CommonSettings {
+    /// The request's settings; a missing seed is drawn (and recorded) where the pipeline resolves them.
+    func settings() throws -> CommonSettings {
         CommonSettings(seed: seed, count: count, sampling: SamplingOverrides(
             steps: steps, guidanceScale: cfg, temperatureRange: try temperatures(), typicalFiltering: noTypical ? false : typicalMass.map { _ in true },
             typicalMass: typicalMass, renoiseSteps: renoiseSteps, renoiseMode: renoise))
     }
-
-    /// The seed asked for, or a fresh random one.
-    var resolvedSeed: UInt64 { seed ?? UInt64.random(in: 0 ..< (1 << 31)) }
 }
 
 /// Where and how results are written.

@@ -55,7 +55,7 @@ struct InfoCommand: ParsableCommand {
         rows.append(("image size", "\(defaults.imageSize) x \(defaults.imageSize) pixels "
                      + "(\(defaults.imageSize / v.downsamplingFactor) x \(defaults.imageSize / v.downsamplingFactor) tokens)"))
         rows.append(("defaults", "per mode:"))
-        let modes: [(String, ModeDefaults)] = [("generate", defaults.generate), ("interpolate", defaults.interpolate),
+        let modes: [(String, SamplingSettings)] = [("generate", defaults.generate), ("interpolate", defaults.interpolate),
                                                ("compose", defaults.compose), ("inpaint", defaults.inpaint),
                                                ("outpaint", defaults.outpaint), ("edit", defaults.edit), ("vary", defaults.vary)]
         for (mode, s) in modes {

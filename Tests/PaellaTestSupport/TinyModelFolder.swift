@@ -50,10 +50,10 @@ extension Fixtures {
     public static func tinyModelConversion(output: String, denoiser: String) throws -> ModelConversion {
         let configs = try tinyConfigs()
         let side = tinyTokenSide(configs.denoiser) * configs.vqgan.downsamplingFactor
-        let fast = ModeDefaults(steps: 4, guidanceScale: 3)
+        let fast = SamplingSettings(steps: 4, guidanceScale: 3)
         let defaults = PipelineDefaults(
             imageSize: side, generate: fast, interpolate: fast, compose: fast, inpaint: fast, outpaint: fast,
-            edit: ModeDefaults(steps: 6, guidanceScale: 3, renoiseMode: .prev), editStrength: 0.5, vary: fast)
+            edit: SamplingSettings(steps: 6, guidanceScale: 3, renoiseMode: .prev), editStrength: 0.5, vary: fast)
         var conversion = ModelConversion(denoiser: denoiser, vqgan: path("vqgan_tiny.ckpt"), clip: path("clip_tiny.bin"),
                                          output: output)
         conversion.name = "paella-tiny"

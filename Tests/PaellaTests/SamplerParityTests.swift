@@ -11,7 +11,8 @@ import PaellaModels
 @Suite struct SamplerParityTests {
     struct Case {
         let name: String
-        let options: SamplingOptions
+        let settings: SamplingSettings
+        let height: Int, width: Int, startingStep: Int
         let steps: Int
         let fragilePositions: Int
     }
@@ -21,10 +22,11 @@ import PaellaModels
         let json = try #require(try Fixtures.json("sampler_v1_tiny.json") as? [String: [String: Any]])
         return json.keys.sorted().map { name in
             let a = json[name]!
-            var o = SamplingOptions()
+            var o = SamplingSettings(renoiseSteps: 11)  // upstream's renoise_steps default
+            var (height, width, start) = (32, 32, 0)      // upstream's size and starting_t defaults
             if let v = a["T"] as? Int { o.steps = v }
-            if let v = a["size"] as? [Int] { (o.height, o.width) = (v[0], v[1]) }
-            if let v = a["starting_t"] as? Int { o.startingStep = v }
+            if let v = a["size"] as? [Int] { (height, width) = (v[0], v[1]) }
+            if let v = a["starting_t"] as? Int { start = v }
             if let v = a["temp_range"] as? [Double] { o.temperatureRange = v.map { Float($0) } }
             if let v = a["typical_filtering"] as? Bool { o.typicalFiltering = v }
             if let v = a["typical_mass"] as? Double { o.typicalMass = Float(v) }
@@ -32,7 +34,7 @@ import PaellaModels
             if let v = a["classifier_free_scale"] as? Double { o.guidanceScale = Float(v) }
             if let v = a["renoise_steps"] as? Int { o.renoiseSteps = v }
             if let v = a["renoise_mode"] as? String, let mode = RenoiseMode(rawValue: v) { o.renoiseMode = mode }
-            return Case(name: name, options: o, steps: a["steps"] as? Int ?? 0, fragilePositions: a["fragile_positions"] as? Int ?? 0)
+            return Case(name: name, settings: o, height: height, width: width, startingStep: start, steps: a["steps"] as? Int ?? 0, fragilePositions: a["fragile_positions"] as? Int ?? 0)
         }
     }
 
@@ -57,19 +59,19 @@ import PaellaModels
         let cases = try Self.cases()
         #expect(!cases.isEmpty)
         for test in cases {
-            let o = test.options, p = test.name
+            let o = test.settings, p = test.name
             let c = try fixture.tensor("\(p).c"), initial = try fixture.tensor("\(p).x0"), mask = fixture["\(p).mask"]
-            #expect(test.steps == o.steps - o.startingStep)
+            #expect(test.steps == o.steps - test.startingStep)
             for k in 0..<test.steps {
-                let i = o.startingStep + k, s = "\(p).step\(k)"
+                let i = test.startingStep + k, s = "\(p).step\(k)"
                 let xIn = try fixture.tensor("\(s).x_in"), fragile = try fixture.tensor("\(s).fragile")
                 var draws: [ReplayRandomSource.Draw] = [.uniform(try fixture.tensor("\(s).gumbel_u"))]
-                if i < o.renoiseSteps { draws.append(.uniform(try fixture.tensor("\(s).renoise_u"))) }
-                if i < o.renoiseSteps && o.renoiseMode == .rand { draws.append(.randint(try fixture.tensor("\(s).renoise_x"))) }
+                if i < o.renoiseUntil { draws.append(.uniform(try fixture.tensor("\(s).renoise_u"))) }
+                if i < o.renoiseUntil && o.renoiseMode == .rand { draws.append(.randint(try fixture.tensor("\(s).renoise_x"))) }
                 var random = ReplayRandomSource(draws)
                 let (sampled, xOut) = sampler.update(
                     logits: Self.channelsLast(try fixture.tensor("\(s).logits")), tokens: xIn, initial: initial, mask: mask,
-                    step: i, temperature: o.temperatures[i], options: o, random: &random)
+                    step: i, temperature: o.temperatures[i], settings: o, random: &random)
                 #expect(random.isExhausted, "\(s): not every recorded draw was used")
                 // Fixture README: exact at every position whose fragile flag is 0.
                 #expect(Self.solidMismatches(sampled, try fixture.tensor("\(s).sampled"), fragile: fragile) == 0, "\(s) sampled")
@@ -100,7 +102,8 @@ import PaellaModels
             var random = ReplayRandomSource(draws)
             var inputs: [Tensor] = []
             let tokens = try sampler.sample(conditioning: try fixture.tensor("\(p).c"), tokens: fixture["\(p).x"],
-                                            mask: fixture["\(p).mask"], options: test.options, random: &random) { progress in
+                                            mask: fixture["\(p).mask"], settings: test.settings, height: test.height, width: test.width,
+                                            startingStep: test.startingStep, random: &random) { progress in
                 inputs.append(progress.tokens)
                 return true
             }

@@ -20,9 +20,7 @@ import PaellaModels
     }
 
     @Test func scheduleIsTorchLinspace() {
-        var o = SamplingOptions()
-        o.steps = 6
-        o.temperatureRange = [1, 0.3]
+        let o = SamplingSettings(steps: 6, temperatureRange: [1, 0.3])
         // torch.linspace(0, 1, 7)[:-1] and torch.linspace(1.0, 0.3, 6) in float32
         let noiseLevels: [Float] = [0.0, 0.1666666716337204, 0.3333333432674408, 0.5, 0.6666666269302368, 0.8333333134651184]
         let temperatures: [Float] = [1.0, 0.8600000143051147, 0.7200000286102295, 0.5800000429153442, 0.4399999976158142,
@@ -33,16 +31,15 @@ import PaellaModels
 
     @Test func progressCanStopTheLoopAndCancellationIsHonoured() async throws {
         let sampler = try SamplerParityTests.sampler()
-        var options = SamplingOptions()
-        options.steps = 4
+        let settings = SamplingSettings(steps: 4)
         // Grid sides from the fixture model: multiples of its side multiple, at least twice it, not square.
         let m = sampler.denoiser.config.sideMultiple
-        (options.height, options.width) = (2 * m, 3 * m)
+        let (height, width) = (2 * m, 3 * m)
         var data = TestRandom(seed: 3)
         let c = data.tensor([1, sampler.denoiser.config.cClip])
         var random = TorchCompatibleGenerator(seed: 1)
         var seen: [Int] = []
-        _ = try sampler.sample(conditioning: c, options: options, random: &random) { progress in
+        _ = try sampler.sample(conditioning: c, settings: settings, height: height, width: width, random: &random) { progress in
             seen.append(progress.step)
             return progress.step < 1
         }
@@ -50,7 +47,7 @@ import PaellaModels
 
         let task = Task {
             var random = TorchCompatibleGenerator(seed: 1)
-            return try sampler.sample(conditioning: c, options: options, random: &random) { _ in
+            return try sampler.sample(conditioning: c, settings: settings, height: height, width: width, random: &random) { _ in
                 withUnsafeCurrentTask { $0?.cancel() }  // cancelled during step 0: the loop stops before step 1
                 return true
             }
@@ -63,14 +60,13 @@ import PaellaModels
 
     @Test func sameSeedSameTokens() throws {
         let sampler = try SamplerParityTests.sampler()
-        var options = SamplingOptions()
         let side = 2 * sampler.denoiser.config.sideMultiple  // the smallest grid the fixture model accepts
-        (options.steps, options.height, options.width, options.guidanceScale) = (3, side, side, 3)
+        let settings = SamplingSettings(steps: 3, guidanceScale: 3)
         var data = TestRandom(seed: 5)
         let c = data.tensor([2, sampler.denoiser.config.cClip])
         var a = TorchCompatibleGenerator(seed: 9), b = TorchCompatibleGenerator(seed: 9)
-        let x = try sampler.sample(conditioning: c, options: options, random: &a)
+        let x = try sampler.sample(conditioning: c, settings: settings, height: side, width: side, random: &a)
         #expect(x.shape == [2, side, side])
-        #expect(x.integers() == (try sampler.sample(conditioning: c, options: options, random: &b)).integers())
+        #expect(x.integers() == (try sampler.sample(conditioning: c, settings: settings, height: side, width: side, random: &b)).integers())
     }
 }

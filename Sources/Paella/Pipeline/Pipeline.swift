@@ -50,7 +50,7 @@ public struct PipelineProgress: Sendable, Equatable {
 
 public typealias PipelineProgressHandler = @Sendable (PipelineProgress) -> Void
 
-/// Any request, for `run` and `events`.
+/// Any request, for `run` and `events` (a server or a command line that picks the mode at run time).
 public enum PipelineRequest: Sendable, Equatable {
     case generate(GenerateRequest)
     case interpolate(InterpolateRequest)
@@ -89,38 +89,37 @@ public final class Pipeline: Sendable {
     // MARK: Public entry points
 
     public func generate(_ request: GenerateRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await run(.generate(request), progress: progress)
+        try await running(progress) { try self.generate(request, $0) }
     }
     public func interpolate(_ request: InterpolateRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await run(.interpolate(request), progress: progress)
+        try await running(progress) { try self.interpolate(request, $0) }
     }
     public func compose(_ request: ComposeRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await run(.compose(request), progress: progress)
+        try await running(progress) { try self.compose(request, $0) }
     }
     public func inpaint(_ request: InpaintRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await run(.inpaint(request), progress: progress)
+        try await running(progress) { try self.inpaint(request, $0) }
     }
     public func outpaint(_ request: OutpaintRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await run(.outpaint(request), progress: progress)
+        try await running(progress) { try self.outpaint(request, $0) }
     }
     public func edit(_ request: EditRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await run(.edit(request), progress: progress)
+        try await running(progress) { try self.edit(request, $0) }
     }
     public func vary(_ request: VaryRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await run(.vary(request), progress: progress)
+        try await running(progress) { try self.vary(request, $0) }
     }
 
-    /// Runs `request` on a thread of its own; `progress` is called on that thread after each stage and step.
+    /// Runs any request; `progress` is called on the request's thread after each stage and step.
     public func run(_ request: PipelineRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        let run = RunContext(progress: progress)
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<PipelineResult, Error>) in
-                let thread = Thread { continuation.resume(with: Result { try self.perform(request, run) }) }
-                thread.stackSize = 16 << 20
-                thread.start()
-            }
-        } onCancel: {
-            run.cancel()
+        switch request {
+        case .generate(let r): return try await generate(r, progress: progress)
+        case .interpolate(let r): return try await interpolate(r, progress: progress)
+        case .compose(let r): return try await compose(r, progress: progress)
+        case .inpaint(let r): return try await inpaint(r, progress: progress)
+        case .outpaint(let r): return try await outpaint(r, progress: progress)
+        case .edit(let r): return try await edit(r, progress: progress)
+        case .vary(let r): return try await vary(r, progress: progress)
         }
     }
 
@@ -140,17 +139,23 @@ public final class Pipeline: Sendable {
         }
     }
 
-    /// Runs `request` on the calling thread.
-    func perform(_ request: PipelineRequest, _ run: RunContext) throws -> PipelineResult {
-        try run.checkCancelled()
-        switch request {
-        case .generate(let r): return try generate(r, run)
-        case .interpolate(let r): return try interpolate(r, run)
-        case .compose(let r): return try compose(r, run)
-        case .inpaint(let r): return try inpaint(r, run)
-        case .outpaint(let r): return try outpaint(r, run)
-        case .edit(let r): return try edit(r, run)
-        case .vary(let r): return try vary(r, run)
+    /// Runs `mode` on a thread of its own; cancelling the calling task stops it before its next step.
+    private func running(_ progress: PipelineProgressHandler?,
+                         _ mode: @escaping @Sendable (RunContext) throws -> PipelineResult) async throws -> PipelineResult {
+        let run = RunContext(progress: progress)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<PipelineResult, Error>) in
+                let thread = Thread {
+                    continuation.resume(with: Result {
+                        try run.checkCancelled()
+                        return try mode(run)
+                    })
+                }
+                thread.stackSize = 16 << 20
+                thread.start()
+            }
+        } onCancel: {
+            run.cancel()
         }
     }
 }
@@ -186,14 +191,6 @@ extension Pipeline {
     var pixelMultiple: Int { models.vqgan.config.downsamplingFactor * models.denoiser.config.sideMultiple }
     var minimumSide: Int { 2 * pixelMultiple }
 
-    /// The mode's settings with the request's overrides, and the batch size checked.
-    func settings(_ defaults: ModeDefaults, _ common: CommonSettings) throws -> ModeDefaults {
-        guard (1...64).contains(common.count) else {
-            throw PipelineError.invalidOption("count must be between 1 and 64, got \(common.count)")
-        }
-        return try common.sampling.applied(to: defaults)
-    }
-
     /// The token grid of an image of `width` x `height` pixels (the model's default size when nil).
     func tokenGrid(width: Int?, height: Int?) throws -> (height: Int, width: Int) {
         let w = width ?? defaults.imageSize, h = height ?? defaults.imageSize
@@ -223,13 +220,13 @@ extension Pipeline {
 
     /// Runs the sampler, reporting each step and stopping when the request is cancelled.
     func sample(conditioning c: Tensor, unconditional: Tensor? = nil, tokens: Tensor? = nil, mask: Tensor? = nil,
-                options: SamplingOptions, seed: UInt64, run: RunContext,
-                prepare: (inout TorchCompatibleGenerator) -> Tensor? = { _ in nil }) throws -> Tensor {
+                _ settings: SamplingSettings, grid: (height: Int, width: Int), startingStep: Int = 0, seed: UInt64,
+                run: RunContext, prepare: (inout TorchCompatibleGenerator) -> Tensor? = { _ in nil }) throws -> Tensor {
         var random = TorchCompatibleGenerator(seed: seed)
         let start = prepare(&random) ?? tokens
         let sampler = Sampler(denoiser: models.denoiser)
-        let result = try sampler.sample(conditioning: c, unconditional: unconditional, tokens: start, mask: mask,
-                                        options: options, random: &random) { _ in
+        let result = try sampler.sample(conditioning: c, unconditional: unconditional, tokens: start, mask: mask, settings: settings,
+                                        height: grid.height, width: grid.width, startingStep: startingStep, random: &random) { _ in
             run.stepsDone += 1
             run.report(.sampling)
             return !run.isCancelled
@@ -248,14 +245,14 @@ extension Pipeline {
     }
 
     /// The parameters every mode records; modes fill in their own fields afterwards.
-    func parameters(mode: String, _ m: ModeDefaults, _ common: CommonSettings, count: Int, grid: (height: Int, width: Int),
+    func parameters(mode: String, _ m: SamplingSettings, seed: UInt64, count: Int, grid: (height: Int, width: Int),
                     startingStep: Int = 0) -> GenerationParameters {
         let f = models.vqgan.config.downsamplingFactor
         return GenerationParameters(
-            mode: mode, model: modelName, prompt: nil, negativePrompt: nil, prompts: nil, regions: nil, seed: common.seed,
+            mode: mode, model: modelName, prompt: nil, negativePrompt: nil, prompts: nil, regions: nil, seed: seed,
             count: count, width: grid.width * f, height: grid.height * f, steps: m.steps, startingStep: startingStep,
             guidanceScale: m.guidanceScale, temperatureRange: m.temperatureRange,
-            typicalMass: m.typicalFiltering ? m.typicalMass : nil, renoiseSteps: m.renoiseSteps ?? m.steps - 1,
+            typicalMass: m.typicalFiltering ? m.typicalMass : nil, renoiseSteps: m.renoiseUntil,
             renoiseMode: m.renoiseMode, strength: nil, frames: nil, method: nil, extend: nil,
             paellaVersion: PaellaVersion.string)
     }

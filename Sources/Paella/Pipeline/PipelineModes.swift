@@ -7,15 +7,14 @@ import PaellaModels
 extension Pipeline {
     /// Text to image: `count` images of one prompt, sampled as one batch.
     func generate(_ r: GenerateRequest, _ run: RunContext) throws -> PipelineResult {
-        let m = try settings(defaults.generate, r.settings), count = r.settings.count
+        let (m, seed) = try r.settings.resolved(defaults.generate), count = r.settings.count
         let grid = try tokenGrid(width: r.width, height: r.height)
         run.totalSteps = m.steps
         run.report(.encoding)
         let c = repeated(try textEmbeddings([r.prompt]), count)                          // [N, embed]
         let u = try r.negativePrompt.map { repeated(try textEmbeddings([$0], what: "negative prompt"), count) }
-        let tokens = try sample(conditioning: c, unconditional: u, options: m.samplingOptions(height: grid.height, width: grid.width),
-                                seed: r.settings.seed, run: run)
-        var p = parameters(mode: "generate", m, r.settings, count: count, grid: grid)
+        let tokens = try sample(conditioning: c, unconditional: u, m, grid: grid, seed: seed, run: run)
+        var p = parameters(mode: "generate", m, seed: seed, count: count, grid: grid)
         p.prompt = r.prompt
         p.negativePrompt = r.negativePrompt
         return PipelineResult(images: try decode(tokens, run: run), tokens: tokens, parameters: p)
@@ -25,7 +24,7 @@ extension Pipeline {
     /// (the notebook's `fork_rng` + `manual_seed` per frame), so only the conditioning changes.
     func interpolate(_ r: InterpolateRequest, _ run: RunContext) throws -> PipelineResult {
         guard (2...256).contains(r.frames) else { throw PipelineError.invalidOption("frames must be between 2 and 256, got \(r.frames)") }
-        let m = try settings(defaults.interpolate, r.settings)
+        let (m, seed) = try r.settings.resolved(defaults.interpolate)
         let grid = try tokenGrid(width: r.width, height: r.height)
         run.totalSteps = m.steps * r.frames
         run.report(.encoding)
@@ -34,11 +33,10 @@ extension Pipeline {
         var frames: [Tensor] = []
         for t in linspace(0, 1, r.frames) {
             let c = r.method == .lerp ? compute.lerp(a, b, t) : slerp(a, b, t)
-            frames.append(try sample(conditioning: c, options: m.samplingOptions(height: grid.height, width: grid.width),
-                                     seed: r.settings.seed, run: run))
+            frames.append(try sample(conditioning: c, m, grid: grid, seed: seed, run: run))
         }
         let tokens = compute.concat(frames, axis: 0)                                    // [frames, h, w]
-        var p = parameters(mode: "interpolate", m, r.settings, count: r.frames, grid: grid)
+        var p = parameters(mode: "interpolate", m, seed: seed, count: r.frames, grid: grid)
         p.prompts = [r.from, r.to]
         p.frames = r.frames
         p.method = r.method
@@ -47,7 +45,7 @@ extension Pipeline {
 
     /// Multi-conditioning: a spatial conditioning map `[N, h, w, embed]` built from bands of prompts or a blend.
     func compose(_ r: ComposeRequest, _ run: RunContext) throws -> PipelineResult {
-        let m = try settings(defaults.compose, r.settings), count = r.settings.count
+        let (m, seed) = try r.settings.resolved(defaults.compose), count = r.settings.count
         let grid = try tokenGrid(width: r.width, height: r.height)
         let f = models.vqgan.config.downsamplingFactor, embed = models.denoiser.config.cClip
         run.totalSteps = m.steps
@@ -86,9 +84,8 @@ extension Pipeline {
             }
         }
         let c = repeated(Tensor(map, shape: [1, grid.height, grid.width, embed]), count)
-        let tokens = try sample(conditioning: c, options: m.samplingOptions(height: grid.height, width: grid.width),
-                                seed: r.settings.seed, run: run)
-        var p = parameters(mode: "compose", m, r.settings, count: count, grid: grid)
+        let tokens = try sample(conditioning: c, m, grid: grid, seed: seed, run: run)
+        var p = parameters(mode: "compose", m, seed: seed, count: count, grid: grid)
         p.prompts = prompts
         p.regions = regions
         return PipelineResult(images: try decode(tokens, run: run), tokens: tokens, parameters: p)
@@ -96,7 +93,7 @@ extension Pipeline {
 
     /// Repaints the tokens under the mask; every other token keeps the image's.
     func inpaint(_ r: InpaintRequest, _ run: RunContext) throws -> PipelineResult {
-        let m = try settings(defaults.inpaint, r.settings), count = r.settings.count
+        let (m, seed) = try r.settings.resolved(defaults.inpaint), count = r.settings.count
         run.totalSteps = m.steps
         run.report(.encoding)
         let fitted = try fit(r.image, shortSide: r.size)
@@ -116,15 +113,15 @@ extension Pipeline {
         let grid = (height: imageTokens.shape[1], width: imageTokens.shape[2])
         let c = repeated(try textEmbeddings([r.prompt]), count)
         let tokens = try sample(conditioning: c, tokens: repeated(imageTokens, count), mask: repeated(tokenMask, count),
-                                options: m.samplingOptions(height: grid.height, width: grid.width), seed: r.settings.seed, run: run)
-        var p = parameters(mode: "inpaint", m, r.settings, count: count, grid: grid)
+                                m, grid: grid, seed: seed, run: run)
+        var p = parameters(mode: "inpaint", m, seed: seed, count: count, grid: grid)
         p.prompt = r.prompt
         return PipelineResult(images: try decode(tokens, run: run), tokens: tokens, parameters: p)
     }
 
     /// Places the image's tokens on a larger canvas and samples the rest around them.
     func outpaint(_ r: OutpaintRequest, _ run: RunContext) throws -> PipelineResult {
-        let m = try settings(defaults.outpaint, r.settings), count = r.settings.count
+        let (m, seed) = try r.settings.resolved(defaults.outpaint), count = r.settings.count
         let e = r.extend, f = models.vqgan.config.downsamplingFactor, multiple = models.denoiser.config.sideMultiple
         guard [e.left, e.right, e.top, e.bottom].allSatisfy({ $0 >= 0 }), e.left + e.right + e.top + e.bottom > 0 else {
             throw PipelineError.invalidOption("outpainting needs a positive extension on at least one side, got \(e)")
@@ -157,8 +154,8 @@ extension Pipeline {
         let c = repeated(try textEmbeddings([r.prompt]), count)
         let tokens = try sample(conditioning: c, tokens: repeated(Tensor(int32: canvas, shape: [1, grid.height, grid.width]), count),
                                 mask: repeated(Tensor(int32: mask, shape: [1, grid.height, grid.width]), count),
-                                options: m.samplingOptions(height: grid.height, width: grid.width), seed: r.settings.seed, run: run)
-        var p = parameters(mode: "outpaint", m, r.settings, count: count, grid: grid)
+                                m, grid: grid, seed: seed, run: run)
+        var p = parameters(mode: "outpaint", m, seed: seed, count: count, grid: grid)
         p.prompt = r.prompt
         p.extend = OutpaintRequest.Extension(left: left * f, right: right * f, top: top * f, bottom: bottom * f)
         return PipelineResult(images: try decode(tokens, run: run), tokens: tokens, parameters: p)
@@ -167,7 +164,7 @@ extension Pipeline {
     /// Structural editing: the image's tokens noised to the starting step's level (upstream
     /// `add_noise(tokens, init_step / max_steps)` with random replacements), then sampled from that step.
     func edit(_ r: EditRequest, _ run: RunContext) throws -> PipelineResult {
-        let m = try settings(defaults.edit, r.settings), count = r.settings.count
+        let (m, seed) = try r.settings.resolved(defaults.edit), count = r.settings.count
         let strength = r.strength ?? defaults.editStrength
         guard strength > 0 && strength <= 1 else { throw PipelineError.invalidOption("the strength must be in (0, 1], got \(strength)") }
         let start = min(m.steps - 1, max(0, Int(((1 - strength) * Float(m.steps)).rounded())))
@@ -177,11 +174,10 @@ extension Pipeline {
         let grid = (height: imageTokens.shape[1], width: imageTokens.shape[2])
         let c = repeated(try textEmbeddings([r.prompt]), count)
         let sampler = Sampler(denoiser: models.denoiser)
-        let tokens = try sample(conditioning: c, options: m.samplingOptions(height: grid.height, width: grid.width, startingStep: start),
-                                seed: r.settings.seed, run: run) { random in
+        let tokens = try sample(conditioning: c, m, grid: grid, startingStep: start, seed: seed, run: run) { random in
             sampler.addNoise(imageTokens, r: Float(start) / Float(m.steps), replacements: nil, random: &random)
         }
-        var p = parameters(mode: "edit", m, r.settings, count: count, grid: grid, startingStep: start)
+        var p = parameters(mode: "edit", m, seed: seed, count: count, grid: grid, startingStep: start)
         p.prompt = r.prompt
         p.strength = strength
         return PipelineResult(images: try decode(tokens, run: run), tokens: tokens, parameters: p)
@@ -190,16 +186,15 @@ extension Pipeline {
     /// New images conditioned on the CLIP image embedding of an image.
     func vary(_ r: VaryRequest, _ run: RunContext) throws -> PipelineResult {
         guard let vision = models.visionEncoder else { throw PipelineError.noVisionTower }
-        let m = try settings(defaults.vary, r.settings), count = r.settings.count
+        let (m, seed) = try r.settings.resolved(defaults.vary), count = r.settings.count
         let grid = try tokenGrid(width: r.width, height: r.height)
         run.totalSteps = m.steps
         run.report(.encoding)
         let pixels = try CLIPImagePreprocessing.tensor([r.image], size: vision.config.vision.imageSize)
         let c = repeated(vision(pixels, compute: compute), count)                        // [N, embed]
-        let tokens = try sample(conditioning: c, options: m.samplingOptions(height: grid.height, width: grid.width),
-                                seed: r.settings.seed, run: run)
+        let tokens = try sample(conditioning: c, m, grid: grid, seed: seed, run: run)
         return PipelineResult(images: try decode(tokens, run: run), tokens: tokens,
-                              parameters: parameters(mode: "vary", m, r.settings, count: count, grid: grid))
+                              parameters: parameters(mode: "vary", m, seed: seed, count: count, grid: grid))
     }
 
     // MARK: Helpers

@@ -2,7 +2,7 @@ import Foundation
 import PaellaCore
 import PaellaIO
 
-/// Per-request changes to a mode's defaults; nil keeps the default.
+/// Per-request changes to a mode's settings; nil keeps the mode's value.
 public struct SamplingOverrides: Codable, Sendable, Equatable {
     public var steps: Int?
     public var guidanceScale: Float?
@@ -23,17 +23,35 @@ public struct SamplingOverrides: Codable, Sendable, Equatable {
         self.renoiseSteps = renoiseSteps
         self.renoiseMode = renoiseMode
     }
+}
 
-    /// `defaults` with these overrides, checked: a bad value is a `PipelineError.invalidOption`.
-    public func applied(to defaults: ModeDefaults) throws -> ModeDefaults {
-        var m = defaults
-        if let steps { m.steps = steps }
-        if let guidanceScale { m.guidanceScale = guidanceScale }
-        if let temperatureRange { m.temperatureRange = temperatureRange }
-        if let typicalFiltering { m.typicalFiltering = typicalFiltering }
-        if let typicalMass { m.typicalMass = typicalMass }
-        if let renoiseSteps { m.renoiseSteps = renoiseSteps }
-        if let renoiseMode { m.renoiseMode = renoiseMode }
+/// What every request shares: the seed, how many images, and changes to the mode's sampling settings.
+public struct CommonSettings: Codable, Sendable, Equatable {
+    /// Seeds the sampler's generator (`torch.manual_seed`-compatible draws): the same seed, settings, model and
+    /// thread count give the same images. nil draws a random seed, recorded in the result's parameters.
+    public var seed: UInt64?
+    /// Images generated together as one batch.
+    public var count: Int
+    public var sampling: SamplingOverrides
+
+    public init(seed: UInt64? = 0, count: Int = 1, sampling: SamplingOverrides = SamplingOverrides()) {
+        self.seed = seed
+        self.count = count
+        self.sampling = sampling
+    }
+
+    /// The one place a request's settings are resolved: `defaults` with the overrides applied and checked, and
+    /// the seed (a random one when none is given). A bad value is a `PipelineError.invalidOption`.
+    public func resolved(_ defaults: SamplingSettings) throws -> (sampling: SamplingSettings, seed: UInt64) {
+        guard (1...64).contains(count) else { throw PipelineError.invalidOption("count must be between 1 and 64, got \(count)") }
+        var m = defaults, o = sampling
+        m.steps = o.steps ?? m.steps
+        m.guidanceScale = o.guidanceScale ?? m.guidanceScale
+        m.temperatureRange = o.temperatureRange ?? m.temperatureRange
+        m.typicalFiltering = o.typicalFiltering ?? m.typicalFiltering
+        m.typicalMass = o.typicalMass ?? m.typicalMass
+        m.renoiseSteps = o.renoiseSteps ?? m.renoiseSteps
+        m.renoiseMode = o.renoiseMode ?? m.renoiseMode
         guard (1...1000).contains(m.steps) else { throw PipelineError.invalidOption("steps must be between 1 and 1000, got \(m.steps)") }
         guard m.temperatureRange.count == 2, m.temperatureRange.allSatisfy({ $0 > 0 && $0.isFinite }) else {
             throw PipelineError.invalidOption("the temperature must be one or two positive numbers, got \(m.temperatureRange)")
@@ -43,23 +61,7 @@ public struct SamplingOverrides: Codable, Sendable, Equatable {
         }
         guard m.guidanceScale.isFinite else { throw PipelineError.invalidOption("the guidance scale must be a finite number") }
         if let r = m.renoiseSteps, r < 0 { throw PipelineError.invalidOption("renoise steps must be at least 0, got \(r)") }
-        return m
-    }
-}
-
-/// What every request shares: the seed, how many images, and changes to the mode's sampling defaults.
-public struct CommonSettings: Codable, Sendable, Equatable {
-    /// Seeds the sampler's generator (`torch.manual_seed`-compatible draws): the same seed, settings, model and
-    /// thread count give the same images.
-    public var seed: UInt64
-    /// Images generated together as one batch.
-    public var count: Int
-    public var sampling: SamplingOverrides
-
-    public init(seed: UInt64 = 0, count: Int = 1, sampling: SamplingOverrides = SamplingOverrides()) {
-        self.seed = seed
-        self.count = count
-        self.sampling = sampling
+        return (m, seed ?? UInt64.random(in: 0 ..< (1 << 31)))
     }
 }
 

@@ -10,33 +10,6 @@ public enum RenoiseMode: String, Codable, Sendable {
     case start, prev, rand
 }
 
-/// The arguments of upstream `sample()`, with its defaults.
-public struct SamplingOptions: Codable, Sendable, Equatable {
-    /// Steps of the full schedule (`T`).
-    public var steps = 12
-    /// Token grid height and width when no starting grid is given (`size`).
-    public var height = 32, width = 32
-    /// The schedule step to start at (`starting_t`; structural editing starts part-way).
-    public var startingStep = 0
-    /// Temperatures of the first and last step, linearly interpolated (`temp_range`).
-    public var temperatureRange: [Float] = [1, 1]
-    public var typicalFiltering = true
-    public var typicalMass: Float = 0.2
-    public var typicalMinTokens = 1
-    /// Classifier-free guidance scale: `lerp(uncond, cond, scale)`; negative turns guidance off.
-    public var guidanceScale: Float = -1
-    /// Steps `i < renoiseSteps` renoise their result towards the next noise level (never the last step).
-    public var renoiseSteps = 11
-    public var renoiseMode = RenoiseMode.start
-
-    public init() {}
-
-    /// `r_range = linspace(0, 1, T + 1)[:-1]`: the noise level of each step.
-    public var noiseLevels: [Float] { Array(linspace(0, 1, steps + 1).dropLast()) }
-    /// `linspace(temp_range[0], temp_range[1], T)`.
-    public var temperatures: [Float] { linspace(temperatureRange[0], temperatureRange[1], steps) }
-}
-
 /// What the progress callback sees after each step.
 public struct SamplingProgress: Sendable {
     /// The schedule step just finished (from `startingStep` to `steps - 1`).
@@ -51,18 +24,19 @@ public struct Sampler: Sendable {
     public init(denoiser: Denoiser) { self.denoiser = denoiser }
 
     /// Tokens `[B, H, W]` (int32) for the conditioning `c` (`[B, c_clip]`, or a spatial `[B, H', W', c_clip]`).
-    /// `tokens` is a starting grid (structural editing, with `startingStep`); `mask` (like `tokens`, 1 = may
-    /// change) restricts the change to part of it (inpainting, outpainting). `progress` runs after every step
-    /// and stops the loop by returning false; a cancelled task stops it before the next step
+    /// Without `tokens` the loop starts from a random grid of `height` x `width` (`size`); `tokens` is a
+    /// starting grid (structural editing, with `startingStep`, upstream's `starting_t`); `mask` (like `tokens`,
+    /// 1 = may change) restricts the change to part of it (inpainting, outpainting). `progress` runs after
+    /// every step and stops the loop by returning false; a cancelled task stops it before the next step
     /// (`CancellationError`).
     public func sample(conditioning c: Tensor, unconditional: Tensor? = nil, tokens: Tensor? = nil, mask: Tensor? = nil,
-                       options: SamplingOptions = SamplingOptions(), random: inout some RandomSource,
-                       progress: (SamplingProgress) -> Bool = { _ in true }) throws -> Tensor {
+                       settings: SamplingSettings = SamplingSettings(), height: Int = 32, width: Int = 32, startingStep: Int = 0,
+                       random: inout some RandomSource, progress: (SamplingProgress) -> Bool = { _ in true }) throws -> Tensor {
         let batch = c.shape[0], labels = denoiser.config.numLabels
-        let noiseLevels = options.noiseLevels, temperatures = options.temperatures
-        precondition(options.steps >= 1 && (0..<options.steps).contains(options.startingStep) && options.temperatureRange.count == 2,
-                     "sample: need steps >= 1, a starting step below it and two temperatures, got \(options)")
-        let gridCount = tokens?.count ?? batch * options.height * options.width
+        let noiseLevels = settings.noiseLevels, temperatures = settings.temperatures
+        precondition(settings.steps >= 1 && (0..<settings.steps).contains(startingStep) && settings.temperatureRange.count == 2,
+                     "sample: need steps >= 1, a starting step below it and two temperatures, got \(settings), start \(startingStep)")
+        let gridCount = tokens?.count ?? batch * height * width
         precondition((tokens.map { $0.rank == 3 && $0.shape[0] == batch } ?? true) && (mask.map { $0.count == gridCount } ?? true),
                      "sample: tokens \(tokens?.shape ?? []) and mask \(mask?.shape ?? []) must be [B, H, W] for \(batch) conditionings")
         var x: Tensor
@@ -73,15 +47,15 @@ public struct Sampler: Sendable {
                 x = select(noise, where: int32(mask), else: x)
             }
         } else {
-            x = random.randint(labels, [batch, options.height, options.width])
+            x = random.randint(labels, [batch, height, width])
         }
         let initial = x, mask = mask.map(int32)
-        for i in options.startingStep..<options.steps {
+        for i in startingStep..<settings.steps {
             if Task.isCancelled { throw CancellationError() }
             let logits = guidedLogits(x, conditioning: c, unconditional: unconditional, r: noiseLevels[i],
-                                      scale: options.guidanceScale).logits
+                                      scale: settings.guidanceScale).logits
             x = update(logits: logits, tokens: x, initial: initial, mask: mask, step: i, temperature: temperatures[i],
-                       options: options, random: &random).tokens
+                       settings: settings, random: &random).tokens
             if !progress(SamplingProgress(step: i, tokens: x)) { break }
         }
         return x
@@ -109,20 +83,20 @@ public struct Sampler: Sendable {
     /// positions keep the starting tokens), then renoising towards the next noise level while
     /// `step < renoiseSteps`. `tokens` is the step's input (what mode `prev` renoises with).
     public func update(logits: Tensor, tokens: Tensor, initial: Tensor, mask: Tensor?, step i: Int, temperature: Float,
-                       options: SamplingOptions, random: inout some RandomSource) -> (sampled: Tensor, tokens: Tensor) {
+                       settings: SamplingSettings, random: inout some RandomSource) -> (sampled: Tensor, tokens: Tensor) {
         let compute = denoiser.compute
         let shape = Array(logits.shape.dropLast()), labels = logits.shape[logits.rank - 1]
         var flat = logits.reshaped([-1, labels])                                  // [B*H*W, V]
-        if options.typicalFiltering {
-            flat = compute.typicalFilter(flat, mass: options.typicalMass, minTokens: options.typicalMinTokens)
+        if settings.typicalFiltering {
+            flat = compute.typicalFilter(flat, mass: settings.typicalMass, minTokens: settings.typicalMinTokens)
         }
         let uniforms = random.uniform(flat.shape)
         let sampled = compute.gumbelArgmax(logits: flat, uniforms: uniforms, temperature: temperature).reshaped(shape)
         var x = sampled
         if let mask { x = select(x, where: int32(mask), else: int32(initial)) }
-        if i < options.renoiseSteps && i + 1 < options.steps {  // (upstream fails on a renoise past the last step)
-            let r = options.noiseLevels[i + 1]
-            switch options.renoiseMode {
+        if i < settings.renoiseUntil && i + 1 < settings.steps {  // (upstream fails on a renoise past the last step)
+            let r = settings.noiseLevels[i + 1]
+            switch settings.renoiseMode {
             case .start: x = addNoise(x, r: r, replacements: int32(initial), random: &random)
             case .prev: x = addNoise(x, r: r, replacements: int32(tokens), random: &random)
             case .rand: x = addNoise(x, r: r, replacements: nil, random: &random)
