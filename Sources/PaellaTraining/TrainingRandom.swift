@@ -6,7 +6,7 @@ import PaellaCore
 /// 24 random bits, integers below a bound). It is SplitMix64 rather than PyTorch's MT19937 because nothing
 /// needs to match PyTorch's draws here (upstream mixes torch and numpy generators), while a checkpoint must
 /// store and restore the generator exactly: SplitMix64's whole state is one 64-bit number.
-public struct TrainingRandom: Sendable, Equatable {
+public struct TrainingRandom: RandomSource, Sendable, Equatable {
     private var generator: SplitMix64
 
     public init(seed: UInt64) { generator = SplitMix64(seed: seed) }

@@ -10,6 +10,16 @@ import Testing
 
     /// `OneCycleLR(AdamW(...), max_lr=0.01, total_steps=10, pct_start=0.3)` (cos annealing, cycling beta1):
     /// `param_groups[0]['lr']` and `['betas'][0]` before each of the 10 optimizer steps.
+    /// The trainer's generator serves wherever a `RandomSource` is asked for (the sampler's interface), with the
+    /// same draws as when called directly, and in range.
+    @Test func trainingRandomIsARandomSource() {
+        func draw(_ source: inout some RandomSource) -> (Tensor, Tensor) { (source.uniform([3, 4]), source.randint(7, [5])) }
+        var generic = TrainingRandom(seed: 12), direct = TrainingRandom(seed: 12)
+        let (u, k) = draw(&generic)
+        #expect(u.floats == direct.uniform([3, 4]).floats && k.integers() == direct.randint(7, [5]).integers())
+        #expect(u.floats.allSatisfy { (0..<1).contains($0) } && k.integers().allSatisfy { (0..<7).contains($0) })
+    }
+
     @Test func oneCycleMatchesPyTorch() {
         let s = OneCycleLR(maxLR: 0.01, totalSteps: 10, pctStart: 0.3)
         let expected: [(Double, Double)] = [

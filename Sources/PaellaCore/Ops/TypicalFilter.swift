@@ -2,7 +2,6 @@
 // Changed on purpose: instead of sorting every row (8192 entries at every position of every step), a weighted
 // quickselect finds the entry at which the cumulative mass in score order reaches `mass`; ties in score are
 // ordered by index (a stable sort's order). Rows run in parallel.
-import PaellaCore
 
 extension Compute {
     /// Upstream's typical filtering of logits `[..., V]`: which entries it sets to -inf (1 = removed), as uint8.

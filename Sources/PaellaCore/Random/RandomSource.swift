@@ -1,5 +1,4 @@
 // Randomness for sampling, injected so that a seed reproduces an image and tests can replay recorded draws.
-import PaellaCore
 
 /// Where the sampler's random numbers come from. The sampler asks in upstream's order (DESIGN.md section 5):
 /// starting tokens, then per step the Gumbel uniforms and, when renoising, the Bernoulli uniforms and (mode
