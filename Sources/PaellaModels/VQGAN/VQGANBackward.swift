@@ -51,23 +51,22 @@ extension VQResnetBlock {
         return (h, VQResnetRecord(input: x, conv1Output: a1))
     }
 
-    /// The input's gradient; the parameters' gradients go into `grads` under `name.*`.
-    func backward(_ r: VQResnetRecord, outputGradient dy: Tensor, _ c: Compute, _ name: String,
-                  _ grads: inout NamedGradients) -> Tensor {
+    /// The input's gradient; the parameters' gradients go into `grads` under the block's key.
+    func backward(_ r: VQResnetRecord, outputGradient dy: Tensor, _ c: Compute, _ grads: inout NamedGradients) -> Tensor {
         let h2 = c.vqNormalize(r.conv1Output, norm2, swish: true)
         let g2 = c.conv2dBackward(h2, conv2, outputGradient: dy, padding: 1)
-        grads.addConv(name + ".conv2", g2)
+        grads.addConv(key + ".conv2", g2)
         let n2 = c.vqNormalizeBackward(r.conv1Output, norm2, swish: true, outputGradient: g2.input)
-        grads.addNorm(name + ".norm2", n2)
+        grads.addNorm(key + ".norm2", n2)
         let h1 = c.vqNormalize(r.input, norm1, swish: true)
         let g1 = c.conv2dBackward(h1, conv1, outputGradient: n2.input, padding: 1)
-        grads.addConv(name + ".conv1", g1)
+        grads.addConv(key + ".conv1", g1)
         let n1 = c.vqNormalizeBackward(r.input, norm1, swish: true, outputGradient: g1.input)
-        grads.addNorm(name + ".norm1", n1)
+        grads.addNorm(key + ".norm1", n1)
         var dx = n1.input
         if let nin = ninShortcut {
             let gs = c.conv2dBackward(r.input, nin, outputGradient: dy)
-            grads.addConv(name + ".nin_shortcut", gs)
+            grads.addConv(key + ".nin_shortcut", gs)
             c.addInPlace(&dx, gs.input)
         } else {
             c.addInPlace(&dx, dy)  // the residual
@@ -78,26 +77,26 @@ extension VQResnetBlock {
 
 extension VQAttnBlock {
     /// The input's gradient (the forward is recomputed from the input `x`: four 1x1 convolutions and one head).
-    func backward(_ x: Tensor, outputGradient dy: Tensor, _ c: Compute, _ name: String, _ grads: inout NamedGradients) -> Tensor {
+    func backward(_ x: Tensor, outputGradient dy: Tensor, _ c: Compute, _ grads: inout NamedGradients) -> Tensor {
         let (b, height, width, ch) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let heads = [b, 1, height * width, ch], image = [b, height, width, ch]
         let h = c.vqNormalize(x, norm, swish: false)
         let query = c.conv2d(h, q).reshaped(heads), key = c.conv2d(h, k).reshaped(heads), value = c.conv2d(h, v).reshaped(heads)
         let attended = c.scaledDotProductAttention(q: query, k: key, v: value).reshaped(image)
         let gp = c.conv2dBackward(attended, projOut, outputGradient: dy)
-        grads.addConv(name + ".proj_out", gp)
+        grads.addConv(self.key + ".proj_out", gp)
         let ga = c.scaledDotProductAttentionBackward(q: query, k: key, v: value, outputGradient: gp.input.reshaped(heads))
         let gq = c.conv2dBackward(h, q, outputGradient: ga.q.reshaped(image))
         let gk = c.conv2dBackward(h, k, outputGradient: ga.k.reshaped(image))
         let gv = c.conv2dBackward(h, v, outputGradient: ga.v.reshaped(image))
-        grads.addConv(name + ".q", gq)
-        grads.addConv(name + ".k", gk)
-        grads.addConv(name + ".v", gv)
+        grads.addConv(self.key + ".q", gq)
+        grads.addConv(self.key + ".k", gk)
+        grads.addConv(self.key + ".v", gv)
         var dh = gq.input
         c.addInPlace(&dh, gk.input)
         c.addInPlace(&dh, gv.input)
         let gn = c.vqNormalizeBackward(x, norm, swish: false, outputGradient: dh)
-        grads.addNorm(name + ".norm", gn)
+        grads.addNorm(self.key + ".norm", gn)
         var dx = gn.input
         c.addInPlace(&dx, dy)  // the residual
         return dx
@@ -105,17 +104,17 @@ extension VQAttnBlock {
 }
 
 extension VQDownsample {
-    func backward(_ x: Tensor, outputGradient dy: Tensor, _ c: Compute, _ name: String, _ grads: inout NamedGradients) -> Tensor {
+    func backward(_ x: Tensor, outputGradient dy: Tensor, _ c: Compute, _ grads: inout NamedGradients) -> Tensor {
         let g = c.conv2dBackward(x, conv, outputGradient: dy, stride: 2, padding: Padding2d(top: 0, bottom: 1, left: 0, right: 1))
-        grads.addConv(name + ".conv", g)
+        grads.addConv(key + ".conv", g)
         return g.input
     }
 }
 
 extension VQUpsample {
-    func backward(_ x: Tensor, outputGradient dy: Tensor, _ c: Compute, _ name: String, _ grads: inout NamedGradients) -> Tensor {
+    func backward(_ x: Tensor, outputGradient dy: Tensor, _ c: Compute, _ grads: inout NamedGradients) -> Tensor {
         let g = c.conv2dBackward(c.upsampleNearest2x(x), conv, outputGradient: dy, padding: 1)
-        grads.addConv(name + ".conv", g)
+        grads.addConv(key + ".conv", g)
         return c.upsampleNearest2xBackward(outputGradient: g.input)
     }
 }
@@ -170,14 +169,13 @@ extension VQLevel where Resample == VQUpsample {
 
 extension VQLevel {
     /// Backward of the blocks (and attention blocks) of one level, after its resampling step.
-    func blocksBackward(_ r: VQLevelRecord, outputGradient dy: Tensor, _ c: Compute, _ name: String,
-                        _ grads: inout NamedGradients) -> Tensor {
+    func blocksBackward(_ r: VQLevelRecord, outputGradient dy: Tensor, _ c: Compute, _ grads: inout NamedGradients) -> Tensor {
         var dh = dy
         for (i, block) in blocks.enumerated().reversed() {
             if !attentions.isEmpty {
-                dh = attentions[i].backward(r.attentionInputs[i], outputGradient: dh, c, "\(name).attn.\(i)", &grads)
+                dh = attentions[i].backward(r.attentionInputs[i], outputGradient: dh, c, &grads)
             }
-            dh = block.backward(r.blocks[i], outputGradient: dh, c, "\(name).block.\(i)", &grads)
+            dh = block.backward(r.blocks[i], outputGradient: dh, c, &grads)
         }
         return dh
     }
@@ -204,23 +202,23 @@ extension VQEncoder {
         return (c.conv2d(h, convOut, padding: 1), record)  // [B, H/f, W/f, z_channels]
     }
 
-    /// Parameter gradients under `encoder.*` (the input's gradient is not needed: images are not trained).
+    /// Parameter gradients under the encoder's key (`encoder.*`) (the input's gradient is not needed: images are not trained).
     func backward(_ r: VQStackRecord, outputGradient dy: Tensor, _ c: Compute, _ grads: inout NamedGradients) {
         let gOut = c.conv2dBackward(c.vqNormalize(r.normOutInput, normOut, swish: true), convOut, outputGradient: dy, padding: 1)
-        grads.addConv("encoder.conv_out", gOut)
+        grads.addConv(key + ".conv_out", gOut)
         let gNorm = c.vqNormalizeBackward(r.normOutInput, normOut, swish: true, outputGradient: gOut.input)
-        grads.addNorm("encoder.norm_out", gNorm)
-        var dh = midBlock2.backward(r.mid2, outputGradient: gNorm.input, c, "encoder.mid.block_2", &grads)
-        dh = midAttention.backward(r.midAttentionInput, outputGradient: dh, c, "encoder.mid.attn_1", &grads)
-        dh = midBlock1.backward(r.mid1, outputGradient: dh, c, "encoder.mid.block_1", &grads)
+        grads.addNorm(key + ".norm_out", gNorm)
+        var dh = midBlock2.backward(r.mid2, outputGradient: gNorm.input, c, &grads)
+        dh = midAttention.backward(r.midAttentionInput, outputGradient: dh, c, &grads)
+        dh = midBlock1.backward(r.mid1, outputGradient: dh, c, &grads)
         for (i, level) in down.enumerated().reversed() {
             let record = r.levels[i]
             if let downsample = level.resample, let input = record.resampleInput {
-                dh = downsample.backward(input, outputGradient: dh, c, "encoder.down.\(i).downsample", &grads)
+                dh = downsample.backward(input, outputGradient: dh, c, &grads)
             }
-            dh = level.blocksBackward(record, outputGradient: dh, c, "encoder.down.\(i)", &grads)
+            dh = level.blocksBackward(record, outputGradient: dh, c, &grads)
         }
-        grads.addConv("encoder.conv_in", c.conv2dBackward(r.convInInput, convIn, outputGradient: dh, padding: 1))
+        grads.addConv(key + ".conv_in", c.conv2dBackward(r.convInInput, convIn, outputGradient: dh, padding: 1))
     }
 }
 
@@ -247,25 +245,25 @@ extension VQDecoder {
         return (c.conv2d(h, convOut, padding: 1), record)  // [B, H, W, 3]
     }
 
-    /// The input's gradient; parameter gradients under `decoder.*`.
+    /// The input's gradient; parameter gradients under the decoder's key (`decoder.*`).
     func backward(_ r: VQStackRecord, outputGradient dy: Tensor, _ c: Compute, _ grads: inout NamedGradients) -> Tensor {
         let gOut = c.conv2dBackward(c.vqNormalize(r.normOutInput, normOut, swish: true), convOut, outputGradient: dy, padding: 1)
-        grads.addConv("decoder.conv_out", gOut)
+        grads.addConv(key + ".conv_out", gOut)
         let gNorm = c.vqNormalizeBackward(r.normOutInput, normOut, swish: true, outputGradient: gOut.input)
-        grads.addNorm("decoder.norm_out", gNorm)
+        grads.addNorm(key + ".norm_out", gNorm)
         var dh = gNorm.input
         for (i, level) in up.enumerated() {  // the forward ran the levels from the last to the first
             let record = r.levels[i]
             if let upsample = level.resample, let input = record.resampleInput {
-                dh = upsample.backward(input, outputGradient: dh, c, "decoder.up.\(i).upsample", &grads)
+                dh = upsample.backward(input, outputGradient: dh, c, &grads)
             }
-            dh = level.blocksBackward(record, outputGradient: dh, c, "decoder.up.\(i)", &grads)
+            dh = level.blocksBackward(record, outputGradient: dh, c, &grads)
         }
-        dh = midBlock2.backward(r.mid2, outputGradient: dh, c, "decoder.mid.block_2", &grads)
-        dh = midAttention.backward(r.midAttentionInput, outputGradient: dh, c, "decoder.mid.attn_1", &grads)
-        dh = midBlock1.backward(r.mid1, outputGradient: dh, c, "decoder.mid.block_1", &grads)
+        dh = midBlock2.backward(r.mid2, outputGradient: dh, c, &grads)
+        dh = midAttention.backward(r.midAttentionInput, outputGradient: dh, c, &grads)
+        dh = midBlock1.backward(r.mid1, outputGradient: dh, c, &grads)
         let gIn = c.conv2dBackward(r.convInInput, convIn, outputGradient: dh, padding: 1)
-        grads.addConv("decoder.conv_in", gIn)
+        grads.addConv(key + ".conv_in", gIn)
         return gIn.input
     }
 }

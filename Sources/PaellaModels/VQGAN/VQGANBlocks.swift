@@ -22,11 +22,14 @@ extension Compute {
 /// taming `ResnetBlock`: two (GroupNorm, swish, 3x3 conv) steps plus the input, through a 1x1 conv
 /// (`nin_shortcut`) when the channel count changes.
 struct VQResnetBlock: Sendable {
+    /// The upstream key prefix the weights were loaded under (gradients go back under it).
+    let key: String
     let norm1: NormWeights, conv1: Conv2dWeights
     let norm2: NormWeights, conv2: Conv2dWeights
     let ninShortcut: Conv2dWeights?
 
     init(_ w: WeightScope, inChannels: Int, outChannels: Int) {
+        key = w.prefix
         norm1 = NormWeights(w, "norm1", features: inChannels, eps: VQGANLayers.normEps)
         conv1 = Conv2dWeights(w, "conv1", inChannels: inChannels, outChannels: outChannels, kernel: 3)
         norm2 = NormWeights(w, "norm2", features: outChannels, eps: VQGANLayers.normEps)
@@ -47,10 +50,12 @@ struct VQResnetBlock: Sendable {
 
 /// taming `AttnBlock`: single-head self-attention over all positions, q/k/v/proj_out as 1x1 convs, residual.
 struct VQAttnBlock: Sendable {
+    let key: String
     let norm: NormWeights
     let q: Conv2dWeights, k: Conv2dWeights, v: Conv2dWeights, projOut: Conv2dWeights
 
     init(_ w: WeightScope, channels: Int) {
+        key = w.prefix
         norm = NormWeights(w, "norm", features: channels, eps: VQGANLayers.normEps)
         q = Conv2dWeights(w, "q", inChannels: channels, outChannels: channels, kernel: 1)
         k = Conv2dWeights(w, "k", inChannels: channels, outChannels: channels, kernel: 1)
@@ -73,9 +78,11 @@ struct VQAttnBlock: Sendable {
 
 /// taming `Downsample` (with conv): pad right and bottom by one zero, then a 3x3 conv with stride 2.
 struct VQDownsample: Sendable {
+    let key: String
     let conv: Conv2dWeights
 
     init(_ w: WeightScope, channels: Int) {
+        key = w.prefix
         conv = Conv2dWeights(w, "conv", inChannels: channels, outChannels: channels, kernel: 3)
     }
 
@@ -86,9 +93,11 @@ struct VQDownsample: Sendable {
 
 /// taming `Upsample` (with conv): nearest-neighbour x2, then a 3x3 conv.
 struct VQUpsample: Sendable {
+    let key: String
     let conv: Conv2dWeights
 
     init(_ w: WeightScope, channels: Int) {
+        key = w.prefix
         conv = Conv2dWeights(w, "conv", inChannels: channels, outChannels: channels, kernel: 3)
     }
 
@@ -108,12 +117,14 @@ struct VQLevel<Resample: Sendable>: Sendable {
 
 /// taming `Encoder` (double_z false): image [B, H, W, 3] in [-1, 1] -> [B, H/f, W/f, z_channels].
 struct VQEncoder: Sendable {
+    let key: String
     let convIn: Conv2dWeights
     let down: [VQLevel<VQDownsample>]
     let midBlock1: VQResnetBlock, midAttention: VQAttnBlock, midBlock2: VQResnetBlock
     let normOut: NormWeights, convOut: Conv2dWeights
 
     init(_ w: WeightScope, _ config: VQGANConfig) {
+        key = w.prefix
         let ch = config.ch, levels = config.chMult.count
         let inChMult = [1] + config.chMult
         convIn = Conv2dWeights(w, "conv_in", inChannels: config.inChannels, outChannels: ch, kernel: 3)
@@ -166,6 +177,7 @@ struct VQEncoder: Sendable {
 
 /// taming `Decoder`: [B, h, w, z_channels] -> image [B, h*f, w*f, 3] (about [-1, 1], not clamped).
 struct VQDecoder: Sendable {
+    let key: String
     let convIn: Conv2dWeights
     let midBlock1: VQResnetBlock, midAttention: VQAttnBlock, midBlock2: VQResnetBlock
     /// Indexed by level like upstream's `up` list (level 0 = full resolution); run from the last to the first.
@@ -173,6 +185,7 @@ struct VQDecoder: Sendable {
     let normOut: NormWeights, convOut: Conv2dWeights
 
     init(_ w: WeightScope, _ config: VQGANConfig) {
+        key = w.prefix
         let ch = config.ch, levels = config.chMult.count
         var blockIn = ch * config.chMult[levels - 1]
         var currentResolution = config.resolution >> (levels - 1)
