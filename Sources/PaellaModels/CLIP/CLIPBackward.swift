@@ -31,9 +31,10 @@ extension CLIPResidualBlock {
         return (y, CLIPBlockRecord(input: x, q: q, k: k, v: v, attended: attended, afterAttention: x1, hidden: hidden))
     }
 
-    /// The input's gradient; parameter gradients go into `grads` under `name.*` (OpenCLIP names).
-    func backward(_ r: CLIPBlockRecord, outputGradient dy: Tensor, causal: Bool, compute c: Compute, _ name: String,
+    /// The input's gradient; parameter gradients go into `grads` under the block's key (OpenCLIP names).
+    func backward(_ r: CLIPBlockRecord, outputGradient dy: Tensor, causal: Bool, compute c: Compute,
                   _ grads: inout [String: Tensor]) -> Tensor {
+        let name = key
         let (b, l, width) = (r.input.shape[0], r.input.shape[1], r.input.shape[2])
         let d = width / heads
         func store(_ module: String, _ g: LinearGradients) {
@@ -81,11 +82,11 @@ extension CLIPTransformer {
         return (h, records)
     }
 
-    func backward(_ records: [CLIPBlockRecord], outputGradient dy: Tensor, causal: Bool, compute: Compute, _ name: String,
+    func backward(_ records: [CLIPBlockRecord], outputGradient dy: Tensor, causal: Bool, compute: Compute,
                   _ grads: inout [String: Tensor]) -> Tensor {
         var dh = dy
         for (i, block) in blocks.enumerated().reversed() {
-            dh = block.backward(records[i], outputGradient: dh, causal: causal, compute: compute, "\(name).resblocks.\(i)", &grads)
+            dh = block.backward(records[i], outputGradient: dh, causal: causal, compute: compute, &grads)
         }
         return dh
     }
@@ -150,7 +151,7 @@ extension CLIPTextEncoder {
         grads["ln_final.bias"] = gLn.bias
         let used = r.tokens.shape[1]
         var dh = pooledRowsBackward(gLn.input, positions: r.pooled, length: used)
-        dh = transformer.backward(r.blocks, outputGradient: dh, causal: true, compute: c, "transformer", &grads)
+        dh = transformer.backward(r.blocks, outputGradient: dh, causal: true, compute: c, &grads)
         let width = config.text.width
         var positional = Tensor(zeros: [config.text.contextLength, width])
         let dPositions = sumOverBatch(dh).floats
@@ -198,7 +199,7 @@ extension CLIPVisionEncoder {
         grads["visual.ln_post.weight"] = gPost.weight
         grads["visual.ln_post.bias"] = gPost.bias
         var dh = pooledRowsBackward(gPost.input, positions: Array(repeating: 0, count: batch), length: length)
-        dh = transformer.backward(r.blocks, outputGradient: dh, causal: false, compute: c, "visual.transformer", &grads)
+        dh = transformer.backward(r.blocks, outputGradient: dh, causal: false, compute: c, &grads)
         let gPre = c.layerNormBackward(r.lnPreInput, weight: lnPre.weight, bias: lnPre.bias, eps: lnPre.eps, outputGradient: dh)
         grads["visual.ln_pre.weight"] = gPre.weight
         grads["visual.ln_pre.bias"] = gPre.bias

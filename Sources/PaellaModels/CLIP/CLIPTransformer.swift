@@ -5,6 +5,8 @@ import PaellaIO
 
 /// One pre-LayerNorm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))` with a GELU MLP.
 public struct CLIPResidualBlock: Sendable {
+    /// The key prefix the weights were loaded under (`transformer.resblocks.3`); gradients go back under it.
+    let key: String
     let ln1: NormWeights
     let inProjection: LinearWeights   // q, k and v stacked: [3 * width, width]
     let outProjection: LinearWeights
@@ -15,6 +17,7 @@ public struct CLIPResidualBlock: Sendable {
 
     public init(_ w: WeightScope, width: Int, heads: Int, mlpWidth: Int) {
         precondition(heads > 0 && width % heads == 0, "CLIPResidualBlock: width \(width) is not divisible by \(heads) heads")
+        key = w.prefix
         self.heads = heads
         ln1 = NormWeights(w, "ln_1", features: width, eps: 1e-5)
         inProjection = LinearWeights(weight: w.tensor("attn.in_proj_weight", shape: [3 * width, width]), layout: .outIn,
