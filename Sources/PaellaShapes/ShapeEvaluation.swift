@@ -125,11 +125,12 @@ public struct ShapeEvaluation: Sendable {
         }
         if parts.contains(.clip), let vision = pipeline.models.visionEncoder {
             let candidates = min(32, scenes.count)
-            let retrieval = try self.retrieval(pipeline, vision: vision, images: Array(images.prefix(candidates)),
+            let imageEmbeddings = try self.imageEmbeddings(pipeline, vision: vision, images)
+            let retrieval = try self.retrieval(pipeline, imageEmbeddings: Array(imageEmbeddings.prefix(candidates)),
                                                captions: scenes.prefix(candidates).map(\.caption))
             progress(String(format: "CLIP retrieval among %d: image->text %.1f%%, text->image %.1f%%", candidates,
                             retrieval.imageToText * 100, retrieval.textToImage * 100))
-            let attributes = try attributeDiscrimination(pipeline, vision: vision, images: images, scenes: scenes.map(\.scene))
+            let attributes = try attributeDiscrimination(pipeline, imageEmbeddings: imageEmbeddings, scenes: scenes.map(\.scene))
             progress("CLIP one-attribute captions told apart: " + attributes.sorted { $0.key < $1.key }
                 .map { $0.key + String(format: " %.1f%%", $0.value * 100) }.joined(separator: ", "))
             report.retrievalCandidates = candidates
@@ -202,18 +203,14 @@ public struct ShapeEvaluation: Sendable {
 
     /// For each scene and each of colour, shape and position: the first object's attribute changed to the next
     /// value of its kind (another cell for position), both scenes captioned canonically; counts how often the
-    /// image's embedding is closer to its own caption.
-    func attributeDiscrimination(_ pipeline: Pipeline, vision: CLIPVisionEncoder, images: [PixelImage],
-                                 scenes: [ShapeScene]) throws -> [String: Double] {
+    /// image's embedding (`imageEmbeddings`, one per scene) is closer to its own caption.
+    func attributeDiscrimination(_ pipeline: Pipeline, imageEmbeddings: [[Float]], scenes: [ShapeScene]) throws -> [String: Double] {
         func next<T: CaseIterable & Equatable>(_ value: T) -> T {
             let all = Array(T.allCases)
             return all[((all.firstIndex(of: value) ?? 0) + 1) % all.count]
         }
-        let compute = pipeline.models.denoiser.compute
-        let imageEmbeddings = normalizedRows(vision(try CLIPImagePreprocessing.tensor(images, size: vision.config.vision.imageSize),
-                                                    compute: compute))
         var result: [String: Double] = [:]
-        for attribute in [ShapeAttribute.color, .shape, .position] {
+        for attribute in ShapeTwins.attributes {
             var captions: [String] = []
             for scene in scenes {
                 var altered = scene
@@ -228,33 +225,39 @@ public struct ShapeEvaluation: Sendable {
                 altered.objects[0] = object
                 captions += [ShapeCaptions.canonical(scene), ShapeCaptions.canonical(altered)]
             }
-            let tokens = pipeline.models.tokenizer.contextTokens(captions, contextLength: pipeline.models.textEncoder.config.text.contextLength)
-            let text = normalizedRows(pipeline.models.textEncoder(tokens, compute: compute))
-            func similarity(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
+            let text = textEmbeddings(pipeline, captions)
             let right = scenes.indices.filter {
-                similarity(imageEmbeddings[$0], text[2 * $0]) > similarity(imageEmbeddings[$0], text[2 * $0 + 1])
+                dot(imageEmbeddings[$0], text[2 * $0]) > dot(imageEmbeddings[$0], text[2 * $0 + 1])
             }.count
             result[attribute.rawValue] = Double(right) / Double(max(scenes.count, 1))
         }
         return result
     }
 
-    /// Top-1 retrieval among the given images and captions by cosine similarity, both ways.
-    func retrieval(_ pipeline: Pipeline, vision: CLIPVisionEncoder, images: [PixelImage],
-                   captions: [String]) throws -> (imageToText: Double, textToImage: Double) {
-        let compute = pipeline.models.denoiser.compute
-        let imageEmbeddings = normalizedRows(vision(try CLIPImagePreprocessing.tensor(images, size: vision.config.vision.imageSize),
-                                                    compute: compute))
-        let tokens = pipeline.models.tokenizer.contextTokens(captions, contextLength: pipeline.models.textEncoder.config.text.contextLength)
-        let textEmbeddings = normalizedRows(pipeline.models.textEncoder(tokens, compute: compute))
-        let n = images.count
-        var similarity = [[Float]](repeating: [Float](repeating: 0, count: n), count: n)
-        for i in 0..<n { for j in 0..<n { similarity[i][j] = zip(imageEmbeddings[i], textEmbeddings[j]).reduce(0) { $0 + $1.0 * $1.1 } } }
+    /// Top-1 retrieval among images (their embeddings) and their captions by cosine similarity, both ways.
+    func retrieval(_ pipeline: Pipeline, imageEmbeddings: [[Float]], captions: [String]) throws -> (imageToText: Double, textToImage: Double) {
+        let textEmbeddings = textEmbeddings(pipeline, captions)
+        let n = imageEmbeddings.count
+        let similarity = (0..<n).map { i in (0..<n).map { j in dot(imageEmbeddings[i], textEmbeddings[j]) } }
         func argmax(_ v: [Float]) -> Int { v.indices.max { v[$0] < v[$1] } ?? 0 }
         let imageToText = (0..<n).filter { argmax(similarity[$0]) == $0 }.count
         let textToImage = (0..<n).filter { j in argmax((0..<n).map { similarity[$0][j] }) == j }.count
         return (Double(imageToText) / Double(n), Double(textToImage) / Double(n))
     }
+
+    /// CLIP image embeddings, L2-normalised, one row per image.
+    private func imageEmbeddings(_ pipeline: Pipeline, vision: CLIPVisionEncoder, _ images: [PixelImage]) throws -> [[Float]] {
+        normalizedRows(vision(try CLIPImagePreprocessing.tensor(images, size: vision.config.vision.imageSize),
+                              compute: pipeline.models.denoiser.compute))
+    }
+
+    /// CLIP text embeddings, L2-normalised, one row per caption.
+    private func textEmbeddings(_ pipeline: Pipeline, _ captions: [String]) -> [[Float]] {
+        let tokens = pipeline.models.tokenizer.contextTokens(captions, contextLength: pipeline.models.textEncoder.config.text.contextLength)
+        return normalizedRows(pipeline.models.textEncoder(tokens, compute: pipeline.models.denoiser.compute))
+    }
+
+    private func dot(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
 
     private func normalizedRows(_ x: Tensor) -> [[Float]] {
         let (rows, width) = (x.shape[0], x.shape[1]), v = x.floats

@@ -4,16 +4,14 @@
 // leaves only that attribute to tell the pair apart.
 import PaellaCore
 
-/// The attribute a twin changes.
-public enum ShapeTwinChange: String, Sendable, CaseIterable {
-    case color, shape, position
-}
-
 public enum ShapeTwins {
-    /// A scene like `scene` with `change` applied to one of its objects (picked by `random`), still a valid
-    /// training scene: the objects keep different colours and cells, and no held-out combination appears. Nil
-    /// when no such change exists for that object.
-    public static func twin(of scene: ShapeScene, changing change: ShapeTwinChange,
+    /// The attributes a twin can change.
+    public static let attributes: [ShapeAttribute] = [.color, .shape, .position]
+
+    /// A scene like `scene` with `change` (one of `attributes`) applied to one of its objects (picked by
+    /// `random`), still a valid training scene: the objects keep different colours and cells, and no held-out
+    /// combination appears. Nil when no such change exists for that object, or `change` is not in `attributes`.
+    public static func twin(of scene: ShapeScene, changing change: ShapeAttribute,
                             random: inout SplitMix64) -> ShapeScene? {
         guard !scene.objects.isEmpty else { return nil }
         let which = Int(random.next() % UInt64(scene.objects.count))
@@ -29,6 +27,8 @@ public enum ShapeTwins {
         case .position:
             candidates = GridPosition.allCases.filter { p in p != object.position && !others.contains { $0.position == p } }
                 .map { var o = object; o.position = $0; return o }
+        case .size, .count, .background:
+            return nil
         }
         candidates.removeAll { HeldOutCombination.isHeldOut($0) }
         guard !candidates.isEmpty else { return nil }

@@ -308,13 +308,24 @@ public struct VQGANTrainer: Sendable {
         var weights = [Float](repeating: 1, count: b * h * w)
         for image in 0..<b {
             let base = image * h * w
-            func colour(_ p: Int) -> [Float] { Array(v[(base + p) * 3..<(base + p) * 3 + 3]) }
-            var counts: [[Float]: Int] = [:]
-            for y in 0..<h { for x in 0..<w where y == 0 || y == h - 1 || x == 0 || x == w - 1 { counts[colour(y * w + x), default: 0] += 1 } }
-            guard let background = counts.max(by: { $0.value != $1.value ? $0.value < $1.value : $0.key.lexicographicallyPrecedes($1.key) })?.key
+            // A pixel's colour as one key: the three channels' bit patterns (exact equality, as the flat colours are).
+            func colour(_ p: Int) -> SIMD3<UInt32> {
+                let i = (base + p) * 3
+                return SIMD3(v[i].bitPattern, v[i + 1].bitPattern, v[i + 2].bitPattern)
+            }
+            var counts: [SIMD3<UInt32>: Int] = [:]
+            for x in 0..<w { counts[colour(x), default: 0] += 1; counts[colour((h - 1) * w + x), default: 0] += 1 }
+            for y in 1..<max(h - 1, 1) { counts[colour(y * w), default: 0] += 1; counts[colour(y * w + w - 1), default: 0] += 1 }
+            // The most common border colour; ties go to the largest channel values, so the choice is deterministic.
+            func channels(_ k: SIMD3<UInt32>) -> (Float, Float, Float) { (Float(bitPattern: k.x), Float(bitPattern: k.y), Float(bitPattern: k.z)) }
+            guard let key = counts.max(by: { a, b in a.value != b.value ? a.value < b.value : channels(a.key) < channels(b.key) })?.key
             else { continue }
-            for p in 0..<(h * w) where zip(colour(p), background).contains(where: { abs($0 - $1) > 8 / 255 }) {
-                weights[base + p] = 1 + objectWeight
+            let background = channels(key)
+            for p in 0..<(h * w) {
+                let i = (base + p) * 3
+                if abs(v[i] - background.0) > 8 / 255 || abs(v[i + 1] - background.1) > 8 / 255 || abs(v[i + 2] - background.2) > 8 / 255 {
+                    weights[base + p] = 1 + objectWeight
+                }
             }
         }
         return weights

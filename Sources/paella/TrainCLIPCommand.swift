@@ -94,7 +94,7 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                     var random = SplitMix64(seed: options.seed ^ (UInt64(trainer.step) &* 0x9E37_79B9_7F4A_7C15))
                     for k in 0..<Int(Double(options.batchSize) * twins / 2) {
                         let scene = scenes[indices[2 * k]]
-                        let change = ShapeTwinChange.allCases[Int(random.next() % 3)]
+                        let change = ShapeTwins.attributes[Int(random.next() % UInt64(ShapeTwins.attributes.count))]
                         guard let twin = ShapeTwins.twin(of: scene, changing: change, random: &random) else { continue }
                         (captions[2 * k], captions[2 * k + 1]) = ShapeTwins.captions(scene, twin, seed: random.next())
                         images[2 * k + 1] = renderer.render(twin)

@@ -79,7 +79,7 @@ import PaellaShapes
         var made = 0
         for index in 0..<300 {
             let scene = sampler.scene(index: index)
-            let change = ShapeTwinChange.allCases[index % 3]
+            let change = ShapeTwins.attributes[index % 3]
             guard let twin = ShapeTwins.twin(of: scene, changing: change, random: &random) else { continue }
             made += 1
             #expect(twin.background == scene.background && twin.objects.count == scene.objects.count)
