@@ -89,6 +89,8 @@ public struct ResumedTraining<Extra> {
     public var step: Int
     public var random: TrainingRandom
     public var extra: Extra?
+    /// The checkpoint's `trainer.json` and optimizer file, for messages.
+    public var statePath: String, tensorsPath: String
     let lookup: (String) throws -> TrainableParameters?
 
     /// The tensors saved under `prefix`, or nil when the checkpoint holds none.
@@ -186,7 +188,7 @@ extension CheckpointedTrainer {
         optimizer.step = state.optimizerStep
         optimizer.beta1 = state.beta1
         try restore(ResumedTraining(optimizer: optimizer, step: state.step, random: TrainingRandom(state: randomState),
-                                    extra: state.extra, lookup: tensors))
+                                    extra: state.extra, statePath: path, tensorsPath: file.path, lookup: tensors))
     }
 
     static func prettyJSON<T: Encodable>(_ value: T) throws -> Data {
@@ -216,7 +218,7 @@ extension DenoiserTrainer: CheckpointedTrainer {
         accumulated = try state.tensors("accumulated")
         if recipe.emaDecay != nil {
             guard let ema = try state.tensors("ema") else {
-                throw TrainingCheckpointError.unreadable(path: "optimizer file", reason: "the recipe keeps a moving average but the file holds none")
+                throw TrainingCheckpointError.unreadable(path: state.tensorsPath, reason: "the recipe keeps a moving average but the file holds none")
             }
             averaged = ema
         }

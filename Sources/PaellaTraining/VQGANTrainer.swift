@@ -457,7 +457,7 @@ public struct VQGANTrainer: Sendable {
     public mutating func restore(_ state: ResumedTraining<VQGANCheckpointExtra>) throws {
         (optimizer, step, random) = (state.optimizer, state.step, state.random)
         guard let usage = state.extra?.windowUsage, usage.count == config.nEmbed else {
-            throw TrainingCheckpointError.unreadable(path: "trainer.json", reason: "it has no usage count for each of the \(config.nEmbed) codes")
+            throw TrainingCheckpointError.unreadable(path: state.statePath, reason: "it has no usage count for each of the \(config.nEmbed) codes")
         }
         windowUsage = usage
     }
