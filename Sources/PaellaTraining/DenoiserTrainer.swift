@@ -33,8 +33,10 @@ public struct DenoiserTrainingRecipe: Codable, Sendable, Equatable {
 
     /// paella.py: AdamW at PyTorch's defaults, `OneCycleLR.paella`, label smoothing 0.1, clipping at 5, 10%
     /// unconditional batches, no accumulation (lr 3e-4 over 501,000 steps for the released model).
-    public static func paellaV1(totalSteps: Int = 501_000, maxLR: Double = 3e-4, finetune: Bool = false) -> DenoiserTrainingRecipe {
-        DenoiserTrainingRecipe(schedule: .paella(maxLR: maxLR, totalSteps: totalSteps, finetune: finetune))
+    /// `finalLRFraction` below 1 (not upstream) anneals the rate to that fraction of its peak by the last step.
+    public static func paellaV1(totalSteps: Int = 501_000, maxLR: Double = 3e-4, finetune: Bool = false,
+                                finalLRFraction: Double = 1) -> DenoiserTrainingRecipe {
+        DenoiserTrainingRecipe(schedule: .paella(maxLR: maxLR, totalSteps: totalSteps, finetune: finetune, finalFraction: finalLRFraction))
     }
 }
 

@@ -69,7 +69,8 @@ public struct ImageCaptionFolder: TrainingSamples {
     public let images: [String]
 
     public init(path: String) throws {
-        guard let walker = FileManager.default.enumerator(atPath: path) else {
+        // The walk starts from the resolved path: Foundation's walker does not enter a folder given as a symbolic link.
+        guard let walker = FileManager.default.enumerator(atPath: (path as NSString).resolvingSymlinksInPath) else {
             throw TrainingDataError.unreadable(path: path, reason: "not a folder")
         }
         var found: [String] = []

@@ -36,9 +36,15 @@ public struct OneCycleLR: Codable, Sendable, Equatable {
 
     /// paella.py: `OneCycleLR(total_steps=…, max_lr=3e-4, pct_start=0.1 (0 when fine-tuning), div_factor=25,
     /// final_div_factor=1/25, anneal_strategy='linear')`, the other arguments at PyTorch's defaults.
-    public static func paella(maxLR: Double = 3e-4, totalSteps: Int, finetune: Bool = false) -> OneCycleLR {
-        OneCycleLR(maxLR: maxLR, totalSteps: totalSteps, pctStart: finetune ? 0 : 0.1, divFactor: 25,
-                   finalDivFactor: 1.0 / 25, annealStrategy: .linear)
+    /// That `final_div_factor` makes the final rate `maxLR / 25 * 25 = maxLR`: after the warm-up the rate stays at
+    /// its peak. `finalFraction` (not upstream; 1 is upstream) instead anneals it linearly to `finalFraction * maxLR`
+    /// at the last step, which short runs need to settle into a minimum.
+    public static func paella(maxLR: Double = 3e-4, totalSteps: Int, finetune: Bool = false, finalFraction: Double = 1) -> OneCycleLR {
+        precondition(finalFraction > 0 && finalFraction <= 1, "OneCycleLR.paella: finalFraction \(finalFraction) outside (0, 1]")
+        let divFactor = 25.0
+        // minLR = maxLR / divFactor / finalDivFactor = finalFraction * maxLR.
+        return OneCycleLR(maxLR: maxLR, totalSteps: totalSteps, pctStart: finetune ? 0 : 0.1, divFactor: divFactor,
+                          finalDivFactor: 1 / (divFactor * finalFraction), annealStrategy: .linear)
     }
 
     public var initialLR: Double { maxLR / divFactor }

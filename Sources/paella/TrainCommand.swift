@@ -21,7 +21,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         commandName: "denoiser", abstract: "Train the denoiser on images with captions (a folder or WebDataset shards).",
         discussion: """
             Each batch: images resized and randomly cropped to --image-size, encoded to tokens by the model \
-            folder's VQGAN, captions embedded by its CLIP text tower (10% of batches unconditional), tokens \
+            folder's VQGAN (once per run for images already square at --image-size, whose crop never changes), captions embedded by its CLIP text tower (10% of batches unconditional), tokens \
             noised, then cross-entropy (label smoothing 0.1), gradient clipping at 5, AdamW and OneCycleLR \
             as upstream paella.py. The output folder holds the checkpoint (resume with --resume), train.jsonl \
             (one record per batch), after every checkpoint a model folder the other commands load, and \
@@ -43,6 +43,9 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
     @Option(help: "Images per batch.") var batchSize = 8
     @Option(help: "Batches whose gradients add up before one optimizer step.") var accumulate = 1
     @Option(help: "Peak learning rate (upstream: 3e-4).") var lr = 3e-4
+    @Option(help: ArgumentHelp("Learning rate at the last step, as a fraction of --lr, reached linearly after the warm-up.",
+                               discussion: "Upstream's schedule keeps the peak rate to the end (1, the default); a short run that anneals (e.g. 0.02) ends in a lower loss.",
+                               valueName: "fraction")) var finalLR = 1.0
     @Option(help: ArgumentHelp("Keep an exponential moving average of the weights with this decay (e.g. 0.995); samples and the model file use it.",
                                valueName: "decay")) var ema: Double?
     @Option(help: "Image side in pixels (default: the model folder's default image size).") var imageSize: Int?
@@ -65,6 +68,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         }
         if config != nil && !fromScratch { throw ValidationError("--config only applies with --from-scratch.") }
         if let ema, !(0..<1).contains(ema) { throw ValidationError("--ema must be at least 0 and below 1, got \(ema).") }
+        if !(finalLR > 0 && finalLR <= 1) { throw ValidationError("--final-lr must be above 0 and at most 1 (a fraction of --lr), got \(finalLR).") }
     }
 
     func run() async throws {
@@ -89,6 +93,8 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         let cachePath = (output as NSString).appendingPathComponent("caption-embeddings.safetensors")
         let cache = cacheEmbeddings ? try CaptionEmbeddingCache(path: cachePath) : nil
+        // Images already square at --image-size always crop to themselves: their tokens are computed once.
+        let tokenCache = ImageTokenCache.holds(codebookSize: vqgan.config.nEmbed) ? ImageTokenCache(imageCount: data.count, size: size) : nil
         // The schedule fixes the run's length (a resumed run keeps its own --steps and --accumulate).
         let scheduled = trainer.recipe.schedule.totalSteps * trainer.recipe.accumulationSteps
         let end = min(stopAt ?? scheduled, scheduled)
@@ -104,8 +110,10 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         try await loop.run(currentStep: { trainer.step }, step: {
             let indices = data.batchIndices(step: trainer.step, size: batchSize, seed: seed)
             var crops = SplitMix64(seed: seed ^ (UInt64(trainer.step) &* 0xD1B5_4A32_D192_ED03))
-            let images = try indices.map { try data.image($0).trainingCrop(size: size, random: &crops) }
-            let tokens = try vqgan.encode(images)                                   // [B, h, w]
+            let crop = { (image: PixelImage) in image.trainingCrop(size: size, random: &crops) }
+            let tokens = try tokenCache.map { cache in                            // [B, h, w]
+                try cache.tokens(for: indices, load: data.image, crop: crop) { try vqgan.encode($0) }
+            } ?? vqgan.encode(try indices.map { crop(try data.image($0)) })
             let captions = try indices.map { try data.caption($0) }
             let embeddings = try cache.map { cache in
                 try cache.embeddings(for: captions) { text(tokenizer.contextTokens([$0], contextLength: text.config.text.contextLength), compute: compute) }
@@ -165,7 +173,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         if FileManager.default.fileExists(atPath: checkpoint) {
             throw ValidationError("\(output) already holds a training run; pass --resume to continue it or choose another --output.")
         }
-        var recipe = DenoiserTrainingRecipe.paellaV1(totalSteps: steps, maxLR: lr, finetune: !fromScratch)
+        var recipe = DenoiserTrainingRecipe.paellaV1(totalSteps: steps, maxLR: lr, finetune: !fromScratch, finalLRFraction: finalLR)
         recipe.accumulationSteps = accumulate
         recipe.emaDecay = ema
         if fromScratch {

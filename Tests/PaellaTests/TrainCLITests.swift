@@ -14,11 +14,13 @@ struct TrainCLITests {
     init() throws {
         model = try Fixtures.tinyModelFolder(withVision: false)
         work = try PaellaCLI.temporaryDirectory()
-        // Six small non-square pictures (bands of colour), with captions; one without a caption.
+        // Six small pictures (bands of colour), with captions; one without a caption. Two are square at the
+        // model's image size (their tokens are computed once), the others are cropped at random every time.
         let data = work + "/data"
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        let side = try ModelFolder(path: model).manifest.defaults.imageSize
         for i in 0..<6 {
-            let (w, h) = (40 + 4 * i, 36)
+            let (w, h) = i % 3 == 0 ? (side, side) : (40 + 4 * i, 36)
             var pixels = [UInt8](repeating: 0, count: w * h * 3)
             for y in 0..<h { for x in 0..<w { pixels[(y * w + x) * 3 + i % 3] = UInt8((x * 255 / w + i * 40) % 256) } }
             try PixelImage(width: w, height: h, layout: .rgb, pixels: pixels).write(to: "\(data)/img\(i).png")
@@ -28,7 +30,8 @@ struct TrainCLITests {
 
     func train(_ output: String, _ extra: [String]) throws -> PaellaCLI.Output {
         try PaellaCLI.run(["train", "denoiser", "--model", model, "--data", work + "/data", "--output", output, "--steps", "3",
-                           "--batch-size", "2", "--checkpoint-every", "2", "--threads", "2", "--seed", "5", "--cache-embeddings"] + extra, in: work)
+                           "--batch-size", "2", "--checkpoint-every", "2", "--threads", "2", "--seed", "5", "--cache-embeddings",
+                           "--final-lr", "0.5"] + extra, in: work)
     }
 
     @Test func trainsLogsWritesAModelFolderAndResumesExactly() throws {
@@ -42,6 +45,9 @@ struct TrainCLITests {
         for key in ["step", "loss", "accuracy", "perplexity", "lr", "grad_norm", "average_loss", "unconditional"] {
             #expect(first[key] != nil, "train.jsonl has no \(key)")
         }
+        // --final-lr 0.5: after the warm-up (none at three steps) the rate falls to half its peak (3e-4) at the end.
+        let last = try #require(try JSONSerialization.jsonObject(with: Data(lines[2].utf8)) as? [String: Any])
+        #expect(abs((last["lr"] as? Double ?? 0) - 1.5e-4) < 1e-12, "\(last)")
         // One epoch of six images: every caption's embedding computed once and kept (with resume).
         let cache = try SafeTensors(path: work + "/whole/caption-embeddings.safetensors")
         #expect(cache.count == 6)
@@ -88,6 +94,7 @@ struct TrainCLITests {
             (["--data", work + "/data", "--output", work + "/o3", "--resume"], "holds no checkpoint"),
             (["--data", work + "/data", "--output", work + "/o4", "--image-size", "20"], "--image-size"),
             (["--data", work + "/data", "--output", work + "/o5", "--config", "x.json"], "--from-scratch"),
+            (["--data", work + "/data", "--output", work + "/o6", "--final-lr", "0"], "--final-lr must be above 0"),
         ]
         for (arguments, says) in cases {
             let result = try PaellaCLI.run(["train", "denoiser", "--model", model, "--threads", "2", "--quiet"] + arguments, in: work)

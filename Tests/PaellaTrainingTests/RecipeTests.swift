@@ -34,6 +34,15 @@ import Testing
         // paella.py's schedule: linear, final_div_factor 1/25, so it anneals from max_lr back up to... max_lr.
         let p = OneCycleLR.paella(maxLR: 1e-3, totalSteps: 40)
         #expect(abs(p.learningRate(at: 0) - 4e-5) < 1e-18 && abs(p.learningRate(at: 3) - 1e-3) < 1e-18 && abs(p.learningRate(at: 39) - 1e-3) < 1e-18)
+        // An annealing final fraction: the same warm-up, then a straight line from the peak (step 3) to 2% of it
+        // (step 39), e.g. halfway (step 21) at 0.51e-3.
+        let annealed = OneCycleLR.paella(maxLR: 1e-3, totalSteps: 40, finalFraction: 0.02)
+        #expect(abs(annealed.learningRate(at: 0) - 4e-5) < 1e-18 && abs(annealed.learningRate(at: 3) - 1e-3) < 1e-18)
+        #expect(abs(annealed.learningRate(at: 21) - 0.51e-3) < 1e-15 && abs(annealed.learningRate(at: 39) - 2e-5) < 1e-15)
+        // Fine-tuning has no warm-up; PyTorch's phase arithmetic (the first phase ends at step -1) puts step 0 one
+        // eleventh of the way down already.
+        let fineTuning = OneCycleLR.paella(maxLR: 1e-3, totalSteps: 11, finetune: true, finalFraction: 0.5)
+        #expect(abs(fineTuning.learningRate(at: 0) - (1e-3 - 0.5e-3 / 11)) < 1e-15 && abs(fineTuning.learningRate(at: 10) - 0.5e-3) < 1e-15)
         #expect(OneCycleLR(maxLR: 1, totalSteps: 5, cycleMomentum: false).beta1(at: 2) == nil)
     }
 

@@ -34,6 +34,18 @@ import Testing
         #expect(throws: TrainingDataError.self) { _ = try ImageCaptionFolder(path: path + "/nowhere") }
     }
 
+    /// A data folder named through a symbolic link holds the same samples.
+    @Test func readsAFolderGivenAsASymbolicLink() throws {
+        let path = try Self.folder(images: 3)
+        let link = path + "-link"
+        defer { try? FileManager.default.removeItem(atPath: path); try? FileManager.default.removeItem(atPath: link) }
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: path)
+        let data = try ImageCaptionFolder(path: link)
+        #expect(data.count == 3 && data.images.allSatisfy { $0.hasPrefix(link + "/") })
+        #expect(try Set((0..<3).map(data.caption)) == ["", "caption 1", "caption 2"])
+        #expect(try (0..<3).map { try data.image($0).width }.sorted() == [10, 11, 12])
+    }
+
     @Test func trainingCropResizesTheShorterSideThenCrops() {
         var random = SplitMix64(seed: 3)
         let image = PixelImage(width: 30, height: 20, layout: .rgb, repeating: 7)
@@ -76,5 +88,38 @@ import Testing
         calls = []
         #expect(try loaded.embeddings(for: ["a dog", "a bird"], encode: encode).floats == [5, 1, -1, 6, 1, -1])
         #expect(calls == ["a bird"])
+    }
+}
+
+@Suite struct ImageTokenCacheTests {
+    /// Images 0..<10, 4x4 except image 5 (6x4); image i's grey level is 10 i.
+    static func load(_ i: Int) -> PixelImage {
+        PixelImage(width: i == 5 ? 6 : 4, height: 4, layout: .rgb, repeating: UInt8(10 * i))
+    }
+
+    /// Whole images are encoded once, in their fixed chunk, whatever batch first asks for them; an image of another
+    /// size is cropped and encoded with every batch that holds it; the tokens come back in batch order.
+    @Test func encodesFixedChunksOnceAndCropsTheRest() throws {
+        let cache = ImageTokenCache(imageCount: 10, size: 4, chunkSize: 4)
+        var encoded: [[UInt8]] = [], cropped: [UInt8] = []
+        // A stand-in encoder: [n, 1, 2] tokens from each image's grey level (which names the image), 65535 beside it.
+        func encode(_ images: [PixelImage]) -> Tensor {
+            encoded.append(images.map { $0.pixels[0] })
+            return Tensor(int32: images.flatMap { [Int32($0.pixels[0]), 65_535] }, shape: [images.count, 1, 2])
+        }
+        func crop(_ image: PixelImage) -> PixelImage {
+            cropped.append(image.pixels[0])
+            return image.cropped(x: 1, y: 0, width: 4, height: 4)
+        }
+        let first = try cache.tokens(for: [6, 1, 5], load: Self.load, crop: crop, encode: encode)
+        #expect(first.shape == [3, 1, 2] && first.dtype == .int32)
+        #expect(first.integers() == [60, 65_535, 10, 65_535, 50, 65_535])
+        // Chunk 4..<8 (without the 6x4 image 5), chunk 0..<4, then image 5 cropped on its own.
+        #expect(encoded == [[40, 60, 70], [0, 10, 20, 30], [50]] && cropped == [50] && cache.count == 7)
+        let second = try cache.tokens(for: [3, 5, 9, 4], load: Self.load, crop: crop, encode: encode)
+        #expect(second.integers() == [30, 65_535, 50, 65_535, 90, 65_535, 40, 65_535])
+        #expect(encoded == [[40, 60, 70], [0, 10, 20, 30], [50], [80, 90], [50]] && cropped == [50, 50] && cache.count == 9)
+        #expect(ImageTokenCache.holds(codebookSize: 8192) && ImageTokenCache.holds(codebookSize: 65_536))
+        #expect(!ImageTokenCache.holds(codebookSize: 65_537))
     }
 }
