@@ -21,7 +21,8 @@ cp "$IN" "$OUT/input.png"
 "$P" compose --columns "0-32=a large yellow star on a black background" \
     --columns "32-64=a large green cross on a black background" -n 4 --grid -o "$WORK/compose.png" $S
 "$P" inpaint "$IN" "a large orange diamond in the centre on a gray background" --rect 16,16,32,32 -n 4 --grid -o "$WORK/inpaint.png" $S
-"$P" outpaint "$IN" "a small red square on a white background" --extend right=32 -n 4 --grid -o "$WORK/outpaint.png" $S
+# Outpainting continues the scene, so it is asked for with the input's own caption.
+"$P" outpaint "$IN" "$(cat "$WORK/input/000000.txt")" --extend right=32 -n 4 --grid -o "$WORK/outpaint.png" $S
 "$P" edit "$IN" "a large blue circle in the centre on a white background" --strength 0.5 -n 4 --grid -o "$WORK/edit.png" $S
 "$P" vary "$IN" -n 4 --grid -o "$WORK/vary.png" $S
 for mode in generate interpolate compose inpaint outpaint edit vary; do cp "$WORK/$mode-grid.png" "$OUT/$mode.png"; done

@@ -93,8 +93,10 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         let cachePath = (output as NSString).appendingPathComponent("caption-embeddings.safetensors")
         let cache = cacheEmbeddings ? try CaptionEmbeddingCache(path: cachePath) : nil
-        // Images already square at --image-size always crop to themselves: their tokens are computed once.
-        let tokenCache = ImageTokenCache.holds(codebookSize: vqgan.config.nEmbed) ? ImageTokenCache(imageCount: data.count, size: size) : nil
+        // Images already square at --image-size always crop to themselves: their tokens are computed once, in
+        // chunks of about 260,000 pixels (64 images of 64x64, 4 of 256x256), which bounds the encoder's memory.
+        let tokenCache = ImageTokenCache.holds(codebookSize: vqgan.config.nEmbed)
+            ? ImageTokenCache(imageCount: data.count, size: size, chunkSize: max(1, 64 * 64 * 64 / (size * size))) : nil
         // The schedule fixes the run's length (a resumed run keeps its own --steps and --accumulate).
         let scheduled = trainer.recipe.schedule.totalSteps * trainer.recipe.accumulationSteps
         let end = min(stopAt ?? scheduled, scheduled)

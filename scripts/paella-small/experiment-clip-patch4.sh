@@ -5,8 +5,8 @@
 # at 0.6-0.9 and positions at 0.3), so the denoiser it conditions cannot tell shapes apart and draws one
 # average blob for all six. Finer patches should let the vision tower see outlines, which the contrastive loss
 # (with scene/twin pairs) then pushes into the text embedding. About 1.9 s a step here (1,200 steps: 38 min);
-# run with --stop-at to split it, and rerun with --resume to continue.
-#   scripts/paella-small/experiment-clip-patch4.sh RUN_FOLDER [extra options, e.g. --stop-at 600]
+# it checkpoints every 100 steps, and running the script again continues from the last checkpoint.
+#   scripts/paella-small/experiment-clip-patch4.sh RUN_FOLDER [extra options]
 set -eu
 RUN=$1
 shift
