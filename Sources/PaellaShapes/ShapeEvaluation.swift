@@ -54,6 +54,10 @@ public struct ShapeEvaluationReport: Codable, Sendable {
     /// Per attribute (color, shape, position): how often an image is closer to its caption than to the same
     /// caption with that one attribute of an object changed.
     public var clipAttributes: [String: Double]
+    /// Per attribute (color, shape, position): the mean cosine similarity between the text embeddings of a
+    /// caption and of the same caption with that one attribute changed. Near 1, the text tower hardly tells
+    /// that attribute apart, and a denoiser conditioned on it cannot draw it. A diagnostic, without a gate.
+    public var clipTextSimilarity: [String: Double]
     /// Whether each part evaluated met its targets (`ShapeEvaluationTargets`), keyed by part name.
     public var gates: [String: Bool]
 }
@@ -93,7 +97,8 @@ public struct ShapeEvaluation: Sendable {
         let cases = ShapeSampler.prompts(count: prompts, seed: seed)
         var report = ShapeEvaluationReport(generation: [:], prompts: 0, reconstructionScenes: 0, reconstructionPSNR: 0,
                                            codebookUsage: 0, reconstruction: [:], retrievalImageToText: 0,
-                                           retrievalTextToImage: 0, retrievalCandidates: 0, clipAttributes: [:], gates: [:])
+                                           retrievalTextToImage: 0, retrievalCandidates: 0, clipAttributes: [:],
+                                           clipTextSimilarity: [:], gates: [:])
         if let imagesFolder {
             try FileManager.default.createDirectory(atPath: imagesFolder, withIntermediateDirectories: true)
         }
@@ -130,12 +135,16 @@ public struct ShapeEvaluation: Sendable {
                                                captions: scenes.prefix(candidates).map(\.caption))
             progress(String(format: "CLIP retrieval among %d: image->text %.1f%%, text->image %.1f%%", candidates,
                             retrieval.imageToText * 100, retrieval.textToImage * 100))
-            let attributes = try attributeDiscrimination(pipeline, imageEmbeddings: imageEmbeddings, scenes: scenes.map(\.scene))
+            let (attributes, textSimilarity) = try attributeDiscrimination(pipeline, imageEmbeddings: imageEmbeddings,
+                                                                          scenes: scenes.map(\.scene))
             progress("CLIP one-attribute captions told apart: " + attributes.sorted { $0.key < $1.key }
-                .map { $0.key + String(format: " %.1f%%", $0.value * 100) }.joined(separator: ", "))
+                .map { $0.key + String(format: " %.1f%%", $0.value * 100) }.joined(separator: ", ")
+                + "; text cosine to the changed caption: " + textSimilarity.sorted { $0.key < $1.key }
+                .map { $0.key + String(format: " %.2f", $0.value) }.joined(separator: ", "))
             report.retrievalCandidates = candidates
             (report.retrievalImageToText, report.retrievalTextToImage) = (retrieval.imageToText, retrieval.textToImage)
             report.clipAttributes = attributes
+            report.clipTextSimilarity = textSimilarity
             report.gates[ShapeEvaluationPart.clip.rawValue] = min(retrieval.imageToText, retrieval.textToImage) >= ShapeEvaluationTargets.retrieval
                 && attributes.values.allSatisfy { $0 >= ShapeEvaluationTargets.clipAttributes }
         }
@@ -203,13 +212,15 @@ public struct ShapeEvaluation: Sendable {
 
     /// For each scene and each of colour, shape and position: the first object's attribute changed to the next
     /// value of its kind (another cell for position), both scenes captioned canonically; counts how often the
-    /// image's embedding (`imageEmbeddings`, one per scene) is closer to its own caption.
-    func attributeDiscrimination(_ pipeline: Pipeline, imageEmbeddings: [[Float]], scenes: [ShapeScene]) throws -> [String: Double] {
+    /// image's embedding (`imageEmbeddings`, one per scene) is closer to its own caption; also the mean cosine
+    /// between the two captions' text embeddings.
+    func attributeDiscrimination(_ pipeline: Pipeline, imageEmbeddings: [[Float]],
+                                 scenes: [ShapeScene]) throws -> (toldApart: [String: Double], textSimilarity: [String: Double]) {
         func next<T: CaseIterable & Equatable>(_ value: T) -> T {
             let all = Array(T.allCases)
             return all[((all.firstIndex(of: value) ?? 0) + 1) % all.count]
         }
-        var result: [String: Double] = [:]
+        var (result, similarity): ([String: Double], [String: Double]) = ([:], [:])
         for attribute in ShapeTwins.attributes {
             var captions: [String] = []
             for scene in scenes {
@@ -230,8 +241,10 @@ public struct ShapeEvaluation: Sendable {
                 dot(imageEmbeddings[$0], text[2 * $0]) > dot(imageEmbeddings[$0], text[2 * $0 + 1])
             }.count
             result[attribute.rawValue] = Double(right) / Double(max(scenes.count, 1))
+            let cosines = scenes.indices.map { Double(dot(text[2 * $0], text[2 * $0 + 1])) }
+            similarity[attribute.rawValue] = cosines.reduce(0, +) / Double(max(cosines.count, 1))
         }
-        return result
+        return (result, similarity)
     }
 
     /// Top-1 retrieval among images (their embeddings) and their captions by cosine similarity, both ways.

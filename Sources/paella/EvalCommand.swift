@@ -102,6 +102,8 @@ struct EvalShapesCommand: AsyncParsableCommand {
                          report.retrievalCandidates, report.retrievalImageToText * 100, report.retrievalTextToImage * 100) + verdict(.clip))
             print("CLIP one-attribute captions told apart: " + ["color", "shape", "position"].map {
                 $0 + String(format: " %.1f%%", (report.clipAttributes[$0] ?? 0) * 100) }.joined(separator: ", "))
+            print("CLIP text cosine to the caption with that attribute changed (1: not told apart): " + ["color", "shape", "position"].map {
+                $0 + String(format: " %.2f", report.clipTextSimilarity[$0] ?? 0) }.joined(separator: ", "))
         }
     }
 }

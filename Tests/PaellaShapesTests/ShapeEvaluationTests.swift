@@ -20,6 +20,8 @@ import PaellaTestSupport
         #expect(report.reconstructionScenes == 12 && report.reconstruction.values.allSatisfy { (0...1).contains($0) })
         #expect(Set(report.clipAttributes.keys) == ["color", "shape", "position"])
         #expect(report.clipAttributes.values.allSatisfy { (0...1).contains($0) })
+        #expect(Set(report.clipTextSimilarity.keys) == ["color", "shape", "position"])
+        #expect(report.clipTextSimilarity.values.allSatisfy { (-1.0001...1.0001).contains($0) })
         // An untrained tiny model meets no gate, and every part has its verdict.
         #expect(report.gates == ["generation": false, "reconstruction": false, "clip": false])
         // Deterministic for a seed.

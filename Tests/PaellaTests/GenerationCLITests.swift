@@ -75,6 +75,7 @@ struct GenerationCLITests {
         #expect((report["gates"] as? [String: Bool]).map { Set($0.keys) } == ["reconstruction", "clip"])
         #expect(report["reconstructionScenes"] as? Int == 32 && (report["generation"] as? [String: Any])?.isEmpty == true)
         #expect((report["clipAttributes"] as? [String: Double]).map { Set($0.keys) } == ["color", "shape", "position"])
+        #expect((report["clipTextSimilarity"] as? [String: Double]).map { Set($0.keys) } == ["color", "shape", "position"])
         let table = try paella(["eval", "shapes", "--parts", "reconstruction", "--scenes", "32"])
         #expect(table.stdout.contains("reconstruction of 32 held-out scenes") && table.stdout.contains("[gate: FAIL]"), "\(table.stdout)")
         let bad = try paella(["eval", "shapes", "--parts", "reconstruction,pictures"])
