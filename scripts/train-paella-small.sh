@@ -36,7 +36,7 @@ resume() { [ -f "$1/trainer.json" ] && echo --resume || true; }
 # 3. CLIP: text tower 96 wide x 3 blocks (context 32; its 49,408-token embedding is most of the shipped weights),
 # vision tower 128 wide x 3 blocks on 8x8 patches, 64-d embeddings; batch 128 (more in-batch negatives), half of each batch scene/twin pairs that differ in one colour,
 # shape or position (hard negatives: they teach the towers the attributes a denoiser must tell apart), peak rate
-# 1e-3, 2,000 steps: about 0.67 s a step.
+# 1e-3, 2,000 steps: about 0.56 s a step (19 min).
 "$PAELLA" train clip --data "$RUN/data" --output "$RUN/clip" $(resume "$RUN/clip") --steps 2000 --batch-size 128 --twins 0.5 \
     --embed-dim 64 --text-width 96 --text-layers 3 --text-heads 4 --context 32 --vision-width 128 --vision-layers 3 \
     --head-width 32 --patch 8 --lr 1e-3 --log-every 25 --checkpoint-every 250 --threads "$THREADS"
@@ -51,7 +51,7 @@ resume() { [ -f "$1/trainer.json" ] && echo --resume || true; }
 # warm-up) but a rate that anneals linearly to 5% of its peak by the last step (upstream's keeps the peak to the
 # end, which a run this short cannot afford), and a moving average of the weights (decay 0.998), which the model
 # file holds. The 64x64 scenes need no crop, so each image is encoded by the VQGAN once. 6,000 batches of 32:
-# about 0.3 s a batch.
+# about 0.37 s a batch (39 min here, with a throttled build alongside).
 "$PAELLA" train denoiser --model "$RUN/start" --from-scratch --data "$RUN/data" --output "$RUN/denoiser" \
     $(resume "$RUN/denoiser") --steps 6000 --batch-size 32 --lr 1e-3 --final-lr 0.05 --ema 0.998 --cache-embeddings \
     --checkpoint-every 250 --log-every 50 --sample-prompt "a large red circle at the top left on a white background" \
