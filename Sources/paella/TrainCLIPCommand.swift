@@ -78,7 +78,7 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                                           compute: compute, seed: options.seed)
             }
             let config = trainer.config
-            let total = min(options.steps ?? Int.max, trainer.recipe.schedule.totalSteps)
+            let total = try options.stopStep(scheduled: trainer.recipe.schedule.totalSteps)
             printFlushed("CLIP, \(trainer.parameters.scalarCount) parameters (text \(config.text.width)x\(config.text.layers), vision "
                 + "\(config.vision.width)x\(config.vision.layers), patch \(config.vision.patchSize)); \(folder.count) pairs; "
                 + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")

@@ -62,8 +62,11 @@ struct TrainRunOptions: ParsableArguments {
     @Flag(help: "Continue the run saved in --output.")
     var resume = false
 
-    @Option(help: "Total steps of the learning-rate schedule, fixed when the run starts (default 1000); with --resume, stop after this step.")
+    @Option(help: "Total steps of the learning-rate schedule, fixed when the run starts (default 1000).")
     var steps: Int?
+
+    @Option(help: "Stop after this many steps in total (default: the end of the schedule); resume later.")
+    var stopAt: Int?
 
     @Option(help: "Images per step.")
     var batchSize = 16
@@ -81,13 +84,22 @@ struct TrainRunOptions: ParsableArguments {
     var seed: UInt64 = 0
 
     func validate() throws {
-        guard (steps ?? 1) > 0, batchSize > 0, logEvery > 0, checkpointEvery > 0 else {
-            throw ValidationError("--steps, --batch-size, --log-every and --checkpoint-every must be positive.")
+        guard (steps ?? 1) > 0, (stopAt ?? 1) > 0, batchSize > 0, logEvery > 0, checkpointEvery > 0 else {
+            throw ValidationError("--steps, --stop-at, --batch-size, --log-every and --checkpoint-every must be positive.")
         }
     }
 }
 
 extension TrainRunOptions {
+    /// The step this invocation stops at: --stop-at, else the end of the schedule (`scheduled` steps). A resumed
+    /// run keeps the schedule it started with, so a different --steps is refused rather than ignored.
+    func stopStep(scheduled: Int) throws -> Int {
+        if resume, let steps, steps != scheduled {
+            throw ValidationError("--steps is fixed when a run starts (this run's schedule has \(scheduled) steps); to stop earlier, pass --stop-at.")
+        }
+        return min(stopAt ?? scheduled, scheduled)
+    }
+
     /// The shared training loop over `step()`, with a progress line every `logEvery` steps, the log in
     /// `output/logFile` and `save()` every `checkpointEvery` steps and at the end.
     func trainLoop<Result: Encodable>(logFile: String, total: Int, currentStep: () -> Int, step: () throws -> Result,

@@ -82,7 +82,7 @@ struct TrainVQGANCommand: AsyncParsableCommand {
                 recipe.objectWeight = objectWeight
                 trainer = try VQGANTrainer(config: config, recipe: recipe, compute: compute, seed: options.seed)
             }
-            let total = min(options.steps ?? Int.max, trainer.recipe.schedule.totalSteps)
+            let total = try options.stopStep(scheduled: trainer.recipe.schedule.totalSteps)
             printFlushed("VQGAN f\(trainer.config.downsamplingFactor), \(trainer.parameters.scalarCount) parameters, \(trainer.config.nEmbed) codes, "
                 + "\(trainer.recipe.quantizer.rawValue) quantizer; \(folder.count) images of \(folder.width)x\(folder.height); "
                 + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")

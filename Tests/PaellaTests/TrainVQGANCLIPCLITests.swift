@@ -36,10 +36,17 @@ struct TrainVQGANCLIPCLITests {
     @Test func trainVQGANThenResume() throws {
         let output = work + "/vq"
         let common = ["train", "vqgan", "--data", data, "--output", output, "--batch-size", "2", "--threads", "2", "--log-every", "1"]
-        let first = try PaellaCLI.run(common + ["--steps", "4", "--ch", "32", "--ch-mult", "1,2", "--embed-dim", "4",
+        // Stopped after 2 of the schedule's 4 steps, then resumed to the end.
+        let first = try PaellaCLI.run(common + ["--steps", "4", "--stop-at", "2", "--ch", "32", "--ch-mult", "1,2", "--embed-dim", "4",
                                                 "--codebook", "8", "--restart-window", "2", "--checkpoint-every", "2"], in: work)
         #expect(first.status == 0, "\(first.stderr)")
-        #expect(first.stdout.contains("step 4/4") && first.stdout.contains("psnr") && first.stdout.contains("codes"))
+        #expect(first.stdout.contains("step 2/2") && first.stdout.contains("psnr") && first.stdout.contains("codes"))
+        #expect(try records(output + "/train-vqgan.jsonl").map { $0["step"] as? Int } == [0, 1])
+        // A resumed run keeps its schedule: another --steps is refused with the option that stops early.
+        let reschedule = try PaellaCLI.run(common + ["--resume", "--steps", "3"], in: work)
+        #expect(reschedule.status != 0 && reschedule.stderr.contains("--stop-at"), "\(reschedule.stderr)")
+        let rest = try PaellaCLI.run(common + ["--resume", "--steps", "4"], in: work)
+        #expect(rest.status == 0 && rest.stdout.contains("step 4/4"), "\(rest.stderr)")
         #expect(try records(output + "/train-vqgan.jsonl").map { $0["step"] as? Int } == [0, 1, 2, 3])
         let config = try JSONDecoder().decode(VQGANConfig.self, from: Data(contentsOf: URL(fileURLWithPath: output + "/vqgan.json")))
         #expect(config.ch == 32 && config.chMult == [1, 2] && config.nEmbed == 8 && config.resolution == 16)
