@@ -51,9 +51,14 @@ struct TrainCLIPCommand: AsyncParsableCommand {
     @Option(help: "Image side the vision tower sees (default: the data's; images are resized when different).")
     var imageSize: Int?
 
-    @Option(help: ArgumentHelp("Shapes data only (a folder with metadata.jsonl): this share of each batch becomes pairs of a scene and its twin with one colour, shape or position changed, captioned alike (hard negatives).",
+    @Option(help: ArgumentHelp("Shapes data only (a folder with metadata.jsonl): this share of each batch becomes pairs of a scene and its twin with one attribute changed (see --twin-changes), captioned alike (hard negatives).",
                                valueName: "fraction"))
     var twins = 0.0
+
+    @Option(help: ArgumentHelp("The attributes a twin may change, comma-separated, each pair one of them at random.",
+                               discussion: "Weight one by naming it more than once (shape,shape,color,position).",
+                               valueName: "attributes"))
+    var twinChanges = "color,shape,position"
 
     @OptionGroup var compute: ComputeOptions
 
@@ -85,6 +90,7 @@ struct TrainCLIPCommand: AsyncParsableCommand {
             let side = config.vision.imageSize
             guard (0...1).contains(twins) else { throw ValidationError("--twins must be between 0 and 1, got \(twins).") }
             let scenes = twins > 0 ? try Self.scenes(of: folder, data: options.data) : []
+            let changes = try Self.twinChanges(twinChanges)
             let renderer = ShapeRenderer(side: folder.width)
             try await options.trainLoop(logFile: "train-clip.jsonl", total: total, currentStep: { trainer.step }, step: {
                 let indices = trainer.random.randint(folder.count, [options.batchSize]).integers()
@@ -94,7 +100,7 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                     var random = SplitMix64(seed: options.seed ^ (UInt64(trainer.step) &* 0x9E37_79B9_7F4A_7C15))
                     for k in 0..<Int(Double(options.batchSize) * twins / 2) {
                         let scene = scenes[indices[2 * k]]
-                        let change = ShapeTwins.attributes[Int(random.next() % UInt64(ShapeTwins.attributes.count))]
+                        let change = changes[Int(random.next() % UInt64(changes.count))]
                         guard let twin = ShapeTwins.twin(of: scene, changing: change, random: &random) else { continue }
                         (captions[2 * k], captions[2 * k + 1]) = ShapeTwins.captions(scene, twin, seed: random.next())
                         images[2 * k + 1] = renderer.render(twin)
@@ -110,6 +116,16 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                        result.logitScale, result.gradientNorm, result.learningRate, perStep)
             }, save: { try trainer.saveCheckpoint(to: options.output) })
         }
+    }
+
+    /// The attributes of `--twin-changes` (repeats kept: they weight the draw).
+    static func twinChanges(_ list: String) throws -> [ShapeAttribute] {
+        let names = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let allowed = ShapeTwins.attributes.map(\.rawValue)
+        guard !names.isEmpty, names.allSatisfy(allowed.contains) else {
+            throw ValidationError("--twin-changes takes a comma-separated list of \(allowed.joined(separator: ", ")), got \"\(list)\".")
+        }
+        return names.compactMap(ShapeAttribute.init(rawValue:))
     }
 
     /// The scene of each training sample, from the shapes dataset's metadata.jsonl, in the folder's order.

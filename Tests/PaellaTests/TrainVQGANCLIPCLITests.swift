@@ -84,6 +84,10 @@ struct TrainVQGANCLIPCLITests {
                      "--patch", "16", "--threads", "2", "--log-every", "1", "--twins", "0.5"]
         let run = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/twins"] + small, in: work)
         #expect(run.status == 0 && run.stdout.contains("step 2/2"), "\(run.stderr)")
+        let shapeOnly = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/shape-twins", "--twin-changes", "shape,shape,color"] + small, in: work)
+        #expect(shapeOnly.status == 0, "\(shapeOnly.stderr)")
+        let badChange = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/size-twins", "--twin-changes", "shape,size"] + small, in: work)
+        #expect(badChange.status != 0 && badChange.stderr.contains("--twin-changes takes"), "\(badChange.stderr)")
         let refused = try PaellaCLI.run(["train", "clip", "--data", data, "--output", work + "/nometa"] + small, in: work)
         #expect(refused.status != 0 && refused.stderr.contains("--twins needs the shapes dataset's metadata.jsonl"), "\(refused.stderr)")
     }
