@@ -30,11 +30,13 @@ public actor JobQueue {
     }
 
     /// Runs `work` once a slot is free, throwing `Refusal.full` at once when the queue is full. Cancelling the
-    /// caller cancels `work`, or takes it out of the queue when it is still waiting.
-    public func run<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) async throws -> T {
+    /// caller cancels `work`, or takes it out of the queue when it is still waiting. `admitted` is called as soon
+    /// as the job has a place, running or waiting (so that a caller can answer before the job is done).
+    public func run<T: Sendable>(admitted: (@Sendable () -> Void)? = nil,
+                                 _ work: @escaping @Sendable () async throws -> T) async throws -> T {
         let id = nextID
         nextID += 1
-        try await acquire(id)
+        try await acquire(id, admitted: admitted)
         defer { release(id) }
         // The work runs in a task of its own that the queue can cancel at shutdown; the caller's cancellation
         // is passed on to it.
@@ -43,13 +45,15 @@ public actor JobQueue {
         return try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
     }
 
-    private func acquire(_ id: UInt64) async throws {
+    private func acquire(_ id: UInt64, admitted: (@Sendable () -> Void)?) async throws {
         if isClosed { throw Refusal.closed }
         if running < maxRunning && waiters.isEmpty {
             running += 1
+            admitted?()
             return
         }
         guard waiters.count < maxWaiting else { throw Refusal.full }
+        admitted?()
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 if Task.isCancelled {

@@ -17,6 +17,8 @@ public final class PaellaServer: Sendable {
     public let configuration: ServerConfiguration
     public let queue: JobQueue
     public let images: ImageStore
+    /// The jobs of the native API, kept as long as the images.
+    let jobs: JobStore
     public let logger: Logger
 
     /// Checks `configuration` (a non-loopback host needs an API key) before anything is built.
@@ -26,10 +28,11 @@ public final class PaellaServer: Sendable {
         self.configuration = configuration
         self.queue = JobQueue(maxRunning: configuration.maxConcurrentJobs, maxWaiting: configuration.maxQueuedJobs)
         self.images = ImageStore(capacity: configuration.keptImages)
+        self.jobs = JobStore(capacity: configuration.keptImages)
         self.logger = logger
     }
 
-    /// The routes: OpenAI's images API under /v1, stored images, the health check.
+    /// The routes: OpenAI's images API under /v1, the native jobs API and stored images under /api, the health check.
     public func router() -> Router<BasicRequestContext> {
         let router = Router()
         // Outermost: every error below, authentication's included, leaves in OpenAI's error shape.
@@ -55,6 +58,10 @@ public final class PaellaServer: Sendable {
             return Response(status: .ok, headers: [.contentType: "image/png", .cacheControl: "private, max-age=86400"],
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: png)))
         }
+        router.post("/api/jobs") { request, context in try await self.createJob(request, context) }
+        router.get("/api/jobs/{id}") { _, context in try await self.getJob(context) }
+        router.get("/api/jobs/{id}/events") { _, context in try await self.jobEvents(context) }
+        router.delete("/api/jobs/{id}") { _, context in try await self.deleteJob(context) }
         router.get("/healthz") { _, _ in try await self.health() }
         return router
     }
@@ -119,9 +126,9 @@ public final class PaellaServer: Sendable {
     }
 
     /// Runs `work` through the queue; a full queue is a 429 and a closing one a 503, both with `Retry-After`.
-    func queued<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) async throws -> T {
+    func queued<T: Sendable>(admitted: (@Sendable () -> Void)? = nil, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
         do {
-            return try await queue.run(work)
+            return try await queue.run(admitted: admitted, work)
         } catch JobQueue.Refusal.full {
             throw APIError(.tooManyRequests, "The server is busy (\(queue.maxRunning) running, \(queue.maxWaiting) waiting); retry after " +
                            "\(configuration.retryAfterSeconds) seconds.", type: "rate_limit_error", code: "queue_full",

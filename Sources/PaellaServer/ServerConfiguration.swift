@@ -15,20 +15,25 @@ public struct ServerLimits: Sendable, Equatable {
     public var maxInputPixels: Int
     /// Sampling steps a request may ask for.
     public var maxSteps: Int
+    /// Frames of an interpolation job, regions of a composition.
+    public var maxFrames: Int
 
-    /// 1,000 characters, 4 images, 1024 pixels a side, 8 MiB uploads, 4096 x 4096 input pixels, 100 steps: room
+    /// 1,000 characters, 4 images, 1024 pixels a side, 8 MiB uploads, 4096 x 4096 input pixels, 100 steps, 16
+    /// frames: room
     /// for everything Paella v1 does (256 x 256 in 12 steps), small enough that one request cannot hold the CPU
     /// or the memory for long.
     public static let `default` = ServerLimits(maxPromptLength: 1000, maxImages: 4, maxSide: 1024,
                                                maxUploadBytes: 8 << 20, maxInputPixels: 4096 * 4096, maxSteps: 100)
 
-    public init(maxPromptLength: Int, maxImages: Int, maxSide: Int, maxUploadBytes: Int, maxInputPixels: Int, maxSteps: Int) {
+    public init(maxPromptLength: Int, maxImages: Int, maxSide: Int, maxUploadBytes: Int, maxInputPixels: Int, maxSteps: Int,
+                maxFrames: Int = 16) {
         self.maxPromptLength = maxPromptLength
         self.maxImages = maxImages
         self.maxSide = maxSide
         self.maxUploadBytes = maxUploadBytes
         self.maxInputPixels = maxInputPixels
         self.maxSteps = maxSteps
+        self.maxFrames = maxFrames
     }
 }
 
@@ -77,7 +82,7 @@ public struct ServerConfiguration: Sendable, Equatable {
             throw ServerConfigurationError("Concurrent jobs, Retry-After and kept images must be at least 1, queued jobs and the shutdown grace at least 0.")
         }
         let l = limits
-        guard l.maxPromptLength >= 1, l.maxImages >= 1, l.maxSide >= 1, l.maxUploadBytes >= 1, l.maxInputPixels >= 1, l.maxSteps >= 1 else {
+        guard l.maxPromptLength >= 1, l.maxImages >= 1, l.maxSide >= 1, l.maxUploadBytes >= 1, l.maxInputPixels >= 1, l.maxSteps >= 1, l.maxFrames >= 2 else {
             throw ServerConfigurationError("Every server limit must be at least 1.")
         }
     }
