@@ -11,7 +11,7 @@
 //   PaellaTraining     <- PaellaCore, PaellaIO, PaellaModels      trainers, optimizers, training data
 //   PaellaShapes       <- PaellaCore, PaellaIO, PaellaModels, Paella         a tool, not the library: the synthetic shapes
 //                                                                  dataset, its analyser and the shapes evaluation
-//   PaellaServer       <- PaellaCore, PaellaIO, Paella, Hummingbird, MultipartKit   `paella serve`: HTTP API over one Pipeline
+//   PaellaServer       <- PaellaCore, PaellaIO, PaellaModels, Paella, Hummingbird, MultipartKit   `paella serve`: HTTP API
 //   paella             <- the seven above, ArgumentParser         the command-line tool
 //   PaellaTestSupport  <- PaellaCore, PaellaIO, PaellaModels, Paella; then one test target per library.
 import PackageDescription
@@ -61,7 +61,7 @@ let package = Package(
         // `paella serve`: OpenAI-compatible images API over one loaded Pipeline. Not part of the `Paella` library
         // product, so that programs using the library do not build an HTTP server.
         .target(name: "PaellaServer", dependencies: [
-            "PaellaCore", "PaellaIO", "Paella",
+            "PaellaCore", "PaellaIO", "PaellaModels", "Paella",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

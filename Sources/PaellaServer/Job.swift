@@ -1,5 +1,6 @@
 import Foundation
 import Paella
+import PaellaCore
 
 /// One request of the native jobs API: its state, progress and result, shared by the task that runs it and the
 /// requests that look at it or stream its events.
@@ -56,11 +57,18 @@ public final class Job: @unchecked Sendable {  // every mutable field is behind 
 
     // MARK: Changes, each sent to every listener as a server-sent event
 
-    func update(_ p: PipelineProgress) {
-        lock.withLock {
+    /// A step or stage done. After a sampling step, when someone listens, `preview` renders the tokens so far
+    /// (outside the lock: it decodes an image); nobody listening costs nothing.
+    func update(_ p: PipelineProgress, preview: (Tensor) -> String?) {
+        let listening = lock.withLock { () -> Bool in
             state = .running
             progress = p
-            broadcast(event: "progress", ProgressEvent(stage: p.stage.rawValue, step: p.step, totalSteps: p.totalSteps, elapsed: p.elapsed))
+            return !listeners.isEmpty
+        }
+        let image = listening ? p.tokens.flatMap(preview) : nil
+        lock.withLock {
+            broadcast(event: "progress", ProgressEvent(stage: p.stage.rawValue, step: p.step, totalSteps: p.totalSteps, elapsed: p.elapsed,
+                                                       preview: image))
         }
     }
 
@@ -71,7 +79,10 @@ public final class Job: @unchecked Sendable {  // every mutable field is behind 
         }
     }
 
-    func fail(_ error: APIError, cancelled: Bool) { end(cancelled ? .cancelled : .failed) { self.error = error } }
+    func fail(_ error: APIError) { end(.failed) { self.error = error } }
+
+    /// Cancelled by DELETE, by its last listener leaving, or by shutdown: not an error of the request.
+    func cancelled() { end(.cancelled) {} }
 
     private func end(_ final: State, _ change: () -> Void) {
         let waiting: [CheckedContinuation<Void, Never>] = lock.withLock {
@@ -132,7 +143,9 @@ public final class Job: @unchecked Sendable {  // every mutable field is behind 
 
     struct ProgressEvent: Encodable {
         var stage: String, step: Int, totalSteps: Int, elapsed: Double
-        enum CodingKeys: String, CodingKey { case stage, step, totalSteps = "total_steps", elapsed }
+        /// A small PNG of the first image at this step, as a `data:` URL (sampling steps only).
+        var preview: String?
+        enum CodingKeys: String, CodingKey { case stage, step, totalSteps = "total_steps", elapsed, preview }
     }
 
     private func broadcast(event: String, _ value: some Encodable) {

@@ -6,7 +6,9 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import Paella
+import PaellaCore
 import PaellaIO
+import PaellaModels
 
 /// The JSON body of POST /api/jobs: `mode` plus the fields that mode takes.
 struct JobBody: Decodable {
@@ -83,7 +85,7 @@ extension PaellaServer {
         let task = Task { [pipeline] in
             do {
                 let result = try await queued(admitted: { gate.open() }) {
-                    try await pipeline.run(request) { job.update($0) }
+                    try await pipeline.run(request) { job.update($0, preview: self.preview) }
                 }
                 var links: [String] = []
                 for image in result.images {
@@ -92,12 +94,26 @@ extension PaellaServer {
                 job.succeed(images: links, parameters: result.parameters)
             } catch {
                 gate.fail(error)
-                job.fail(APIError.from(error), cancelled: error is CancellationError)
+                if error is CancellationError { job.cancelled() } else { job.fail(APIError.from(error)) }
             }
         }
         job.setCancel { task.cancel() }
         try await gate.wait()
     }
+
+    /// The first image of `tokens` `[N, h, w]` decoded, at most `previewSide` pixels a side, as a PNG `data:` URL.
+    func preview(_ tokens: Tensor) -> String? {
+        guard let image = try? pipeline.models.vqgan.decodeImages(tokens.slice(0..<1)).first else { return nil }
+        let scale = min(1, Double(Self.previewSide) / Double(max(image.width, image.height)))
+        let small = scale < 1
+            ? image.resized(width: max(1, Int(Double(image.width) * scale)), height: max(1, Int(Double(image.height) * scale)), filter: .bilinear)
+            : image
+        guard let png = try? small.encodePNG(compressionLevel: 1) else { return nil }
+        return "data:image/png;base64," + Data(png).base64EncodedString()
+    }
+
+    /// Previews are for watching, not keeping: 128 pixels keep an event under about 50 KB.
+    static let previewSide = 128
 
     // MARK: Reading a job
 

@@ -42,6 +42,7 @@ struct JobsAPITests {
 
     @Test func aJobStreamsItsStepsThenItsImages() async throws {
         let server = server
+        let side = side
         let holder = try await Self.hold(server.queue)
         try await Serve.test(server) { client in
             let created = try await Self.create(client, ["mode": "generate", "prompt": "a red circle", "n": 2, "seed": 5, "steps": 3])
@@ -63,13 +64,19 @@ struct JobsAPITests {
             let steps = messages.filter { $0.hasPrefix("event: progress") && $0.contains("\"stage\":\"sampling\"") }
             #expect(steps.count == 3, "\(messages)")
             #expect(steps.last?.contains("\"step\":3,\"total_steps\":3") == true)
+            // Each step carries a preview of the first image, decoded from the tokens so far.
+            let data = try #require(steps.last?.split(separator: "\n").last?.dropFirst("data: ".count))
+            let event = try #require(try JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any])
+            let preview = try #require((event["preview"] as? String)?.split(separator: ",").last)
+            let image = try PixelImage.decode(Array(try #require(Data(base64Encoded: String(preview)))), source: "preview").image
+            #expect(image.width == side && image.height == side)
 
             let final = try Serve.object(try await client.execute(uri: "/api/jobs/\(id)", method: .get))
             #expect(final["state"] as? String == "succeeded")
             let links = try #require(final["images"] as? [String])
             #expect(links.count == 2 && (final["parameters"] as? [String: Any])?["seed"] as? Int == 5)
-            let image = try await client.execute(uri: links[1], method: .get)
-            #expect(image.status == .ok && image.headers[.contentType] == "image/png")
+            let served = try await client.execute(uri: links[1], method: .get)
+            #expect(served.status == .ok && served.headers[.contentType] == "image/png")
         }
     }
 
