@@ -127,8 +127,9 @@ public final class PaellaServer: Sendable {
 
     /// Runs `work` through the queue; a full queue is a 429 and a closing one a 503, both with `Retry-After`.
     func queued<T: Sendable>(admitted: (@Sendable () -> Void)? = nil, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+        let timeout = configuration.jobTimeoutSeconds
         do {
-            return try await queue.run(admitted: admitted, work)
+            return try await queue.run(admitted: admitted) { try await withTimeout(seconds: timeout, work) }
         } catch JobQueue.Refusal.full {
             throw APIError(.tooManyRequests, "The server is busy (\(queue.maxRunning) running, \(queue.maxWaiting) waiting); retry after " +
                            "\(configuration.retryAfterSeconds) seconds.", type: "rate_limit_error", code: "queue_full",
@@ -137,6 +138,21 @@ public final class PaellaServer: Sendable {
             throw APIError(.serviceUnavailable, "The server is shutting down; try again shortly.", type: "server_error",
                            code: "shutting_down", retryAfter: configuration.retryAfterSeconds)
         }
+    }
+}
+
+/// Runs `work`, cancelling it after `seconds` (it stops before its next sampling step) with a 504 that says so.
+func withTimeout<T: Sendable>(seconds: Double, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await work() }
+        group.addTask {
+            try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+            throw APIError(.gatewayTimeout, "The request ran longer than this server's limit of \(seconds) seconds; ask for fewer steps, " +
+                           "images or pixels.", type: "server_error", code: "timeout")
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next() else { throw CancellationError() }
+        return first
     }
 }
 

@@ -55,10 +55,12 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var keptImages: Int
     /// Seconds that running jobs get to finish on shutdown before they are cancelled.
     public var shutdownGraceSeconds: Double
+    /// Seconds a job may compute (time waiting in the queue not counted) before it is cancelled.
+    public var jobTimeoutSeconds: Double
 
     public init(host: String = "127.0.0.1", port: Int = 8080, apiKey: String? = nil, limits: ServerLimits = .default,
                 maxConcurrentJobs: Int = 1, maxQueuedJobs: Int = 8, retryAfterSeconds: Int = 10, keptImages: Int = 256,
-                shutdownGraceSeconds: Double = 10) {
+                shutdownGraceSeconds: Double = 10, jobTimeoutSeconds: Double = 300) {
         self.host = host
         self.port = port
         self.apiKey = apiKey
@@ -68,6 +70,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         self.retryAfterSeconds = retryAfterSeconds
         self.keptImages = keptImages
         self.shutdownGraceSeconds = shutdownGraceSeconds
+        self.jobTimeoutSeconds = jobTimeoutSeconds
     }
 
     /// Refuses settings that cannot work or are unsafe, with one sentence saying what to change.
@@ -78,8 +81,11 @@ public struct ServerConfiguration: Sendable, Equatable {
         if apiKey == nil && !Self.isLoopback(host) {
             throw ServerConfigurationError("Refusing to listen on \(host) without an API key: pass --api-key KEY (or set PAELLA_API_KEY), or listen on 127.0.0.1.")
         }
-        guard maxConcurrentJobs >= 1, maxQueuedJobs >= 0, retryAfterSeconds >= 1, keptImages >= 1, shutdownGraceSeconds >= 0 else {
-            throw ServerConfigurationError("Concurrent jobs, Retry-After and kept images must be at least 1, queued jobs and the shutdown grace at least 0.")
+        guard maxConcurrentJobs >= 1 else { throw ServerConfigurationError("At least one job must be able to run (--jobs), got \(maxConcurrentJobs).") }
+        guard maxQueuedJobs >= 0 else { throw ServerConfigurationError("The queue length (--queue) must be 0 or more, got \(maxQueuedJobs).") }
+        guard jobTimeoutSeconds > 0 else { throw ServerConfigurationError("The job timeout (--timeout) must be more than 0 seconds, got \(jobTimeoutSeconds).") }
+        guard retryAfterSeconds >= 1, keptImages >= 1, shutdownGraceSeconds >= 0 else {
+            throw ServerConfigurationError("Retry-After and kept images must be at least 1, the shutdown grace at least 0.")
         }
         let l = limits
         guard l.maxPromptLength >= 1, l.maxImages >= 1, l.maxSide >= 1, l.maxUploadBytes >= 1, l.maxInputPixels >= 1, l.maxSteps >= 1, l.maxFrames >= 2 else {

@@ -30,6 +30,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Jobs that may wait for a free slot; more get 429 with Retry-After.")
     var queue = 8
 
+    @Option(help: "Seconds a job may compute before it is cancelled (504).")
+    var timeout: Double = 300
+
     @Option(name: .customLong("max-images"), help: "Most images per request (n).")
     var maxImages = ServerLimits.default.maxImages
 
@@ -50,7 +53,7 @@ struct ServeCommand: AsyncParsableCommand {
         limits.maxInputPixels = maxInputPixels
         let key = apiKey ?? ProcessInfo.processInfo.environment["PAELLA_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         let configuration = ServerConfiguration(host: host, port: port, apiKey: key, limits: limits,
-                                                maxConcurrentJobs: jobs, maxQueuedJobs: queue)
+                                                maxConcurrentJobs: jobs, maxQueuedJobs: queue, jobTimeoutSeconds: timeout)
         // Refuse an unsafe or impossible setting before spending seconds on loading the model.
         try reportingErrors { try configuration.validate() }
         let server = try reportingErrors { () throws -> PaellaServer in

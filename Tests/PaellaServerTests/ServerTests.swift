@@ -477,3 +477,30 @@ actor Order {
     var values: [Int] = []
     func add(_ v: Int) { values.append(v) }
 }
+
+@Suite("Server: timeouts")
+struct TimeoutTests {
+    @Test func workPastTheTimeoutIsCancelledWith504() async throws {
+        let cancelled = Order()
+        let start = ContinuousClock.now
+        await #expect(throws: APIError.self) {
+            try await withTimeout(seconds: 0.05) {
+                do { try await Task.sleep(for: .seconds(60)) } catch { await cancelled.add(1); throw error }
+            }
+        }
+        #expect(ContinuousClock.now - start < .seconds(30))
+        #expect(await cancelled.values == [1])
+        #expect(try await withTimeout(seconds: 60) { 7 } == 7)
+    }
+
+    @Test func aGenerationPastTheTimeoutAnswers504() async throws {
+        let server = try Serve.server(ServerConfiguration(jobTimeoutSeconds: 0.001))
+        try await Serve.test(server) { client in
+            let response = try await client.execute(uri: "/v1/images/generations", method: .post, headers: Serve.jsonHeaders,
+                                                    body: try Serve.json(["prompt": "a cat", "n": 4, "steps": 100]))
+            #expect(response.status == .gatewayTimeout)
+            #expect(try Serve.error(response)["code"] as? String == "timeout")
+        }
+        #expect(await server.queue.running == 0)
+    }
+}
