@@ -63,7 +63,7 @@ extension PaellaServer {
                                        steps: body.steps, guidance: body.guidance)
         let generate = GenerateRequest(prompt: prompt, negativePrompt: negative, width: options.width, height: options.height,
                                        settings: options.settings)
-        let result = try await queued { [pipeline] in try await pipeline.generate(generate) }
+        let result = try await compute(.generate(generate))
         return try await respond(result, options.format, request: request)
     }
 
@@ -88,7 +88,7 @@ extension PaellaServer {
             let strength = try form.float("strength")
             job = .edit(EditRequest(image: image.rgb(), prompt: prompt, strength: strength, size: side, settings: options.settings))
         }
-        let result = try await queued { [pipeline] in try await pipeline.run(job) }
+        let result = try await compute(job)
         return try await respond(result, options.format, request: request)
     }
 
@@ -97,7 +97,7 @@ extension PaellaServer {
         let image = try uploadedImage(form.file("image"), field: "image")
         let options = try imageOptions(form)
         let vary = VaryRequest(image: image.rgb(), width: options.width, height: options.height, settings: options.settings)
-        let result = try await queued { [pipeline] in try await pipeline.vary(vary) }
+        let result = try await compute(.vary(vary))
         return try await respond(result, options.format, request: request)
     }
 

@@ -82,11 +82,9 @@ extension PaellaServer {
     /// throws its 429 or 503 here, before the client is given an id.
     private func start(_ job: Job, _ request: PipelineRequest) async throws {
         let gate = AdmissionGate()
-        let task = Task { [pipeline] in
+        let task = Task {
             do {
-                let result = try await queued(admitted: { gate.open() }) {
-                    try await pipeline.run(request) { job.update($0, preview: self.preview) }
-                }
+                let result = try await compute(request, admitted: { gate.open() }) { job.update($0, preview: self.preview) }
                 var links: [String] = []
                 for image in result.images {
                     links.append("/api/images/\(await images.add(try image.encodePNG(text: result.parameters.pngText))).png")

@@ -19,6 +19,7 @@ public final class PaellaServer: Sendable {
     public let images: ImageStore
     /// The jobs of the native API, kept as long as the images.
     let jobs: JobStore
+    let metrics = ServerMetrics()
     public let logger: Logger
 
     /// Checks `configuration` (a non-loopback host needs an API key) before anything is built.
@@ -38,6 +39,7 @@ public final class PaellaServer: Sendable {
         // Outermost: every error below, authentication's included, leaves in OpenAI's error shape.
         router.add(middleware: OpenAIErrorMiddleware())
         router.add(middleware: LogRequestsMiddleware(.info))
+        router.add(middleware: RequestTimingMiddleware(metrics: metrics))
         if let key = configuration.apiKey { router.add(middleware: BearerAuthMiddleware(key: key)) }
 
         router.post("/v1/images/generations") { request, context in try await self.generations(request, context) }
@@ -63,6 +65,10 @@ public final class PaellaServer: Sendable {
         router.get("/api/jobs/{id}/events") { _, context in try await self.jobEvents(context) }
         router.delete("/api/jobs/{id}") { _, context in try await self.deleteJob(context) }
         router.get("/healthz") { _, _ in try await self.health() }
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(bytes: await self.metrics.text(queue: self.queue))))
+        }
         return router
     }
 
@@ -125,18 +131,41 @@ public final class PaellaServer: Sendable {
                         body: ResponseBody(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
     }
 
-    /// Runs `work` through the queue; a full queue is a 429 and a closing one a 503, both with `Retry-After`.
-    func queued<T: Sendable>(admitted: (@Sendable () -> Void)? = nil, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+    /// Runs `request` on the pipeline through the queue, under the timeout, timed and counted in the metrics; a
+    /// full queue is a 429 and a closing one a 503, both with `Retry-After`.
+    func compute(_ request: PipelineRequest, admitted: (@Sendable () -> Void)? = nil,
+                 progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
         let timeout = configuration.jobTimeoutSeconds
+        let timer = metrics.stepTimer()
         do {
-            return try await queue.run(admitted: admitted) { try await withTimeout(seconds: timeout, work) }
-        } catch JobQueue.Refusal.full {
-            throw APIError(.tooManyRequests, "The server is busy (\(queue.maxRunning) running, \(queue.maxWaiting) waiting); retry after " +
-                           "\(configuration.retryAfterSeconds) seconds.", type: "rate_limit_error", code: "queue_full",
-                           retryAfter: configuration.retryAfterSeconds)
-        } catch JobQueue.Refusal.closed {
-            throw APIError(.serviceUnavailable, "The server is shutting down; try again shortly.", type: "server_error",
-                           code: "shutting_down", retryAfter: configuration.retryAfterSeconds)
+            let result = try await queue.run(admitted: admitted) { [pipeline] in
+                try await withTimeout(seconds: timeout) {
+                    try await pipeline.run(request) { p in
+                        timer(p)
+                        progress?(p)
+                    }
+                }
+            }
+            metrics.ended(nil)
+            return result
+        } catch {
+            metrics.ended(error)
+            throw Self.refusal(error, configuration: configuration, queue: queue)
+        }
+    }
+
+    /// The client's error for a queue refusal; any other error as it is.
+    private static func refusal(_ error: any Error, configuration: ServerConfiguration, queue: JobQueue) -> any Error {
+        switch error as? JobQueue.Refusal {
+        case .full?:
+            return APIError(.tooManyRequests, "The server is busy (\(queue.maxRunning) running, \(queue.maxWaiting) waiting); retry after " +
+                            "\(configuration.retryAfterSeconds) seconds.", type: "rate_limit_error", code: "queue_full",
+                            retryAfter: configuration.retryAfterSeconds)
+        case .closed?:
+            return APIError(.serviceUnavailable, "The server is shutting down; try again shortly.", type: "server_error",
+                            code: "shutting_down", retryAfter: configuration.retryAfterSeconds)
+        case nil:
+            return error
         }
     }
 }

@@ -504,3 +504,27 @@ struct TimeoutTests {
         #expect(await server.queue.running == 0)
     }
 }
+
+@Suite("Server: metrics")
+struct MetricsTests {
+    @Test func metricsCountJobsStepsAndRequests() async throws {
+        let server = try Serve.server(ServerConfiguration(maxConcurrentJobs: 1, maxQueuedJobs: 0))
+        try await Serve.test(server) { client in
+            let ok = try await client.execute(uri: "/v1/images/generations", method: .post, headers: Serve.jsonHeaders,
+                                              body: try Serve.json(["prompt": "a cat", "steps": 3]))
+            #expect(ok.status == .ok)
+            let bad = try await client.execute(uri: "/v1/images/generations", method: .post, headers: Serve.jsonHeaders,
+                                               body: try Serve.json(["prompt": "a cat", "size": "13x13"]))
+            #expect(bad.status == .badRequest)
+            let response = try await client.execute(uri: "/metrics", method: .get)
+            #expect(response.status == .ok && response.headers[.contentType]?.hasPrefix("text/plain") == true)
+            let lines = Set(String(buffer: response.body).split(separator: "\n").map(String.init))
+            #expect(lines.contains("paella_jobs_total{state=\"succeeded\"} 1"))
+            #expect(lines.contains("paella_jobs_total{state=\"failed\"} 1"))
+            #expect(lines.contains("paella_jobs_running 0.0") || lines.contains("paella_jobs_running 0"))
+            // Three steps, the first timed from the encoding report: three observations.
+            #expect(lines.contains("paella_step_duration_seconds_count 3"), "\(lines.sorted())")
+            #expect(lines.contains("paella_request_duration_seconds_count 2"), "\(lines.sorted())")
+        }
+    }
+}
