@@ -11,7 +11,8 @@
 //   PaellaTraining     <- PaellaCore, PaellaIO, PaellaModels      trainers, optimizers, training data
 //   PaellaShapes       <- PaellaCore, PaellaIO, PaellaModels, Paella         a tool, not the library: the synthetic shapes
 //                                                                  dataset, its analyser and the shapes evaluation
-//   paella             <- the six above, ArgumentParser           the command-line tool
+//   PaellaServer       <- PaellaCore, PaellaIO, PaellaModels, Paella, Hummingbird, MultipartKit   `paella serve`: HTTP API
+//   paella             <- the seven above, ArgumentParser         the command-line tool
 //   PaellaTestSupport  <- PaellaCore, PaellaIO, PaellaModels, Paella; then one test target per library.
 import PackageDescription
 
@@ -24,6 +25,15 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `paella serve` only (the PaellaServer target): the HTTP server, its logs, graceful shutdown, uploads, metrics.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // Already under Hummingbird; named because the server's files use their types directly.
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // Hot loops in C with run-time ISA dispatch (AVX-512 / AVX2 / NEON / portable). No model knowledge.
@@ -49,8 +59,21 @@ let package = Package(
         // The synthetic shapes dataset (scenes, renderer, captions, WebDataset shards), the shape analyser and
         // scorer, and the evaluation of a shapes model: what the bundled model is trained and judged with.
         .target(name: "PaellaShapes", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels", "Paella"]),
+        // `paella serve`: OpenAI-compatible images API over one loaded Pipeline. Not part of the `Paella` library
+        // product, so that programs using the library do not build an HTTP server.
+        .target(name: "PaellaServer", dependencies: [
+            "PaellaCore", "PaellaIO", "PaellaModels", "Paella",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            .product(name: "MultipartKit", package: "multipart-kit"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         .executableTarget(name: "paella", dependencies: [
-            "PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaTraining", "PaellaShapes",
+            "PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaTraining", "PaellaShapes", "PaellaServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Shared by the test targets: fixture lookup (PAELLA_FIXTURES), seeded random data, comparisons.
@@ -60,6 +83,16 @@ let package = Package(
         .testTarget(name: "PaellaIOTests", dependencies: ["PaellaCore", "PaellaIO", "CImageCodecs", "PaellaTestSupport"]),
         .testTarget(name: "PaellaTests", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaTestSupport"]),
         .testTarget(name: "PaellaShapesTests", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaShapes", "PaellaTestSupport"]),
+        .testTarget(name: "PaellaServerTests", dependencies: [
+            "PaellaCore", "PaellaIO", "Paella", "PaellaServer", "PaellaTestSupport",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "MultipartKit", package: "multipart-kit"),
+        ]),
         .testTarget(name: "PaellaTrainingTests", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels", "PaellaTraining",
                                                           "PaellaTestSupport"]),
     ]

@@ -8,5 +8,6 @@ struct PaellaCommand: AsyncParsableCommand {
         abstract: "Paella for Swift: text-to-image with discrete denoising on VQ tokens.",
         subcommands: [GenerateCommand.self, InterpolateCommand.self, ComposeCommand.self, InpaintCommand.self,
                       OutpaintCommand.self, EditCommand.self, VaryCommand.self, InfoCommand.self, InspectCommand.self,
-                      DownloadCommand.self, ConvertCommand.self, DatasetCommand.self, TrainCommand.self, EvalCommand.self, BenchCommand.self])
+                      DownloadCommand.self, ConvertCommand.self, DatasetCommand.self, TrainCommand.self, EvalCommand.self, BenchCommand.self,
+                      ServeCommand.self])
 }

@@ -44,6 +44,9 @@ struct PipelineTests {
         let sampling = steps.all.filter { $0.stage == .sampling }
         #expect(sampling.map(\.step) == Array(1...pipeline.defaults.generate.steps))
         #expect(sampling.allSatisfy { $0.totalSteps == pipeline.defaults.generate.steps })
+        // Each sampling step carries the tokens so far (for previews); the other stages carry none.
+        #expect(sampling.allSatisfy { $0.tokens?.shape == [1, side / factor, side / factor] })
+        #expect(steps.all.filter { $0.stage != .sampling }.allSatisfy { $0.tokens == nil })
         #expect(steps.all.first?.stage == .encoding && steps.all.last?.stage == .decoding)
     }
 

@@ -46,6 +46,22 @@ public struct PipelineProgress: Sendable, Equatable {
     public let totalSteps: Int
     /// Seconds since the request started.
     public let elapsed: Double
+    /// After a sampling step, the tokens so far `[N, h, w]` (int32): decoded with the VQGAN they give a preview of
+    /// the images at this step (a server's live preview); nil at the other stages.
+    public let tokens: Tensor?
+
+    public init(stage: Stage, step: Int, totalSteps: Int, elapsed: Double, tokens: Tensor? = nil) {
+        self.stage = stage
+        self.step = step
+        self.totalSteps = totalSteps
+        self.elapsed = elapsed
+        self.tokens = tokens
+    }
+
+    /// Compares where the requests are; the preview tokens are not compared.
+    public static func == (a: PipelineProgress, b: PipelineProgress) -> Bool {
+        a.stage == b.stage && a.step == b.step && a.totalSteps == b.totalSteps && a.elapsed == b.elapsed
+    }
 }
 
 public typealias PipelineProgressHandler = @Sendable (PipelineProgress) -> Void
@@ -178,9 +194,9 @@ final class RunContext: @unchecked Sendable {  // `cancelled` is behind `lock`; 
         if isCancelled { throw CancellationError() }
     }
 
-    func report(_ stage: PipelineProgress.Stage) {
+    func report(_ stage: PipelineProgress.Stage, tokens: Tensor? = nil) {
         handler?(PipelineProgress(stage: stage, step: stepsDone, totalSteps: totalSteps,
-                                  elapsed: Date().timeIntervalSince(start)))
+                                  elapsed: Date().timeIntervalSince(start), tokens: tokens))
     }
 }
 
@@ -226,9 +242,9 @@ extension Pipeline {
         let start = prepare(&random) ?? tokens
         let sampler = Sampler(denoiser: models.denoiser)
         let result = try sampler.sample(conditioning: c, unconditional: unconditional, tokens: start, mask: mask, settings: settings,
-                                        height: grid.height, width: grid.width, startingStep: startingStep, random: &random) { _ in
+                                        height: grid.height, width: grid.width, startingStep: startingStep, random: &random) { step in
             run.stepsDone += 1
-            run.report(.sampling)
+            run.report(.sampling, tokens: step.tokens)
             return !run.isCancelled
         }
         try run.checkCancelled()

@@ -1,0 +1,28 @@
+import Foundation
+
+/// Finished PNGs for `response_format=url`, in memory, the oldest dropped first once `capacity` are kept.
+/// Their ids are random UUIDs: the URL itself is the permission to read the image (as OpenAI's signed URLs
+/// are), so a browser or a client without the API key can fetch what it was given.
+public actor ImageStore {
+    public let capacity: Int
+    private var images: [String: [UInt8]] = [:]
+    private var order: [String] = []
+
+    public init(capacity: Int) {
+        precondition(capacity >= 1, "ImageStore: capacity must be at least 1")
+        self.capacity = capacity
+    }
+
+    /// Keeps `png` and returns its id.
+    public func add(_ png: [UInt8]) -> String {
+        let id = UUID().uuidString.lowercased()
+        images[id] = png
+        order.append(id)
+        if order.count > capacity { images[order.removeFirst()] = nil }
+        return id
+    }
+
+    public func png(_ id: String) -> [UInt8]? { images[id] }
+
+    public var count: Int { images.count }
+}

@@ -1,0 +1,78 @@
+import Foundation
+import HTTPTypes
+import MultipartKit
+import NIOCore
+
+/// The parts of a `multipart/form-data` body by field name: what OpenAI's edits and variations endpoints take
+/// (an image file, an optional mask file, text fields).
+struct MultipartForm {
+    /// Each field's bytes; a repeated field keeps its first value.
+    private(set) var parts: [String: [UInt8]] = [:]
+
+    /// Parses `body`, whose `Content-Type` header was `contentType`.
+    init(body: ByteBuffer, contentType: String?) throws {
+        guard let contentType, contentType.lowercased().hasPrefix("multipart/form-data"),
+              let boundary = Self.parameter("boundary", in: contentType), !boundary.isEmpty else {
+            throw APIError(.unsupportedMediaType, "This endpoint takes multipart/form-data (an image file and text fields), with a boundary.")
+        }
+        let parser = MultipartParser(boundary: boundary)
+        var name: String?
+        var bytes: [UInt8] = []
+        var collected: [String: [UInt8]] = [:]
+        parser.onHeader = { field, value in
+            if field.lowercased() == "content-disposition" { name = Self.parameter("name", in: value) }
+        }
+        parser.onBody = { buffer in bytes += buffer.readBytes(length: buffer.readableBytes) ?? [] }
+        parser.onPartComplete = {
+            if let n = name, collected[n] == nil { collected[n] = bytes }
+            name = nil
+            bytes = []
+        }
+        do {
+            try parser.execute(body)
+        } catch {
+            throw APIError.invalid("The multipart body could not be read (\(error)); send it as multipart/form-data.")
+        }
+        parts = collected
+    }
+
+    /// A text field, nil when absent; a field that is not UTF-8 is a 400 naming it.
+    func text(_ field: String) throws -> String? {
+        guard let bytes = parts[field] else { return nil }
+        guard let s = String(bytes: bytes, encoding: .utf8) else { throw APIError.invalid("The field \(field) is not UTF-8 text.", param: field) }
+        return s
+    }
+
+    /// An integer field, nil when absent.
+    func int(_ field: String) throws -> Int? {
+        guard let s = try text(field) else { return nil }
+        guard let v = Int(s.trimmingCharacters(in: .whitespaces)) else {
+            throw APIError.invalid("The field \(field) must be an integer, got '\(s.prefix(40))'.", param: field)
+        }
+        return v
+    }
+
+    /// A number field, nil when absent.
+    func float(_ field: String) throws -> Float? {
+        guard let s = try text(field) else { return nil }
+        guard let v = Float(s.trimmingCharacters(in: .whitespaces)), v.isFinite else {
+            throw APIError.invalid("The field \(field) must be a number, got '\(s.prefix(40))'.", param: field)
+        }
+        return v
+    }
+
+    /// A file field's bytes, nil when absent.
+    func file(_ field: String) -> [UInt8]? { parts[field] }
+
+    /// The value of `key=value` (quoted or not) in a header value such as `form-data; name="image"`.
+    static func parameter(_ key: String, in header: String) -> String? {
+        for piece in header.split(separator: ";").dropFirst() {
+            let pair = piece.split(separator: "=", maxSplits: 1)
+            guard pair.count == 2, pair[0].trimmingCharacters(in: .whitespaces).lowercased() == key else { continue }
+            var value = pair[1].trimmingCharacters(in: .whitespaces)
+            if value.count >= 2 && value.hasPrefix("\"") && value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+            return value
+        }
+        return nil
+    }
+}

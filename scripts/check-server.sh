@@ -1,0 +1,75 @@
+#!/bin/sh
+# Starts the real `paella serve` on loopback (with an API key, the bundled model) and talks to it as clients do:
+# the official `openai` Python package (models, generation in b64_json and url, edit, inpainting, variations, a
+# bad request, a wrong key), the jobs API's server-sent events with curl, then SIGTERM and a clean exit.
+#   scripts/check-server.sh [PORT]          needs: pip install openai
+set -eu
+PORT=${1:-18080}
+KEY=check-server-key
+swift build --product paella
+P="$(swift build --show-bin-path)/paella"
+WORK=$(mktemp -d)
+"$P" serve --port "$PORT" --api-key "$KEY" >"$WORK/serve.log" 2>&1 &
+SERVER=$!
+trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# The model loads in a few seconds; /healthz needs no key.
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.2; done
+curl -sf "http://127.0.0.1:$PORT/healthz"; echo
+
+PORT=$PORT KEY=$KEY WORK=$WORK python3 - <<'EOF'
+import base64, os, urllib.request
+import openai
+from openai import OpenAI
+
+base = f"http://127.0.0.1:{os.environ['PORT']}/v1"
+client = OpenAI(base_url=base, api_key=os.environ["KEY"])
+print("models:", [m.id for m in client.models.list()])
+
+r = client.images.generate(prompt="a large red circle at the top left on a white background", n=2, size="64x64",
+                           response_format="b64_json", extra_body={"seed": 1, "steps": 8})
+png = base64.b64decode(r.data[0].b64_json)
+assert len(r.data) == 2 and png.startswith(b"\x89PNG"), r
+path = os.path.join(os.environ["WORK"], "circle.png")
+open(path, "wb").write(png)
+print("generate b64_json: 2 PNGs")
+
+r = client.images.generate(prompt="a blue star", size="64x64")
+assert urllib.request.urlopen(r.data[0].url).read().startswith(b"\x89PNG")
+print("generate url:", r.data[0].url)
+
+r = client.images.edit(image=open(path, "rb"), prompt="a green square", response_format="b64_json", extra_body={"strength": 0.5})
+assert base64.b64decode(r.data[0].b64_json).startswith(b"\x89PNG")
+print("edit (structural): ok")
+r = client.images.edit(image=open(path, "rb"), mask=open(path, "rb"), prompt="a green square", response_format="url")
+assert urllib.request.urlopen(r.data[0].url).read().startswith(b"\x89PNG")
+print("edit (inpainting): ok")
+r = client.images.create_variation(image=open(path, "rb"), n=1, response_format="b64_json")
+assert len(r.data) == 1
+print("variations: ok")
+
+try:
+    client.images.generate(prompt="a cat", n=99)
+    raise SystemExit("n=99 was accepted")
+except openai.BadRequestError as e:
+    assert e.body["param"] == "n", e.body
+    print("bad request: 400,", e.body["message"])
+try:
+    OpenAI(base_url=base, api_key="wrong").models.list()
+    raise SystemExit("a wrong key was accepted")
+except openai.AuthenticationError as e:
+    print("wrong key: 401,", e.body["message"])
+EOF
+
+# The jobs API: the events stream ends with the job's final state.
+AUTH="Authorization: Bearer $KEY"
+ID=$(curl -sf "http://127.0.0.1:$PORT/api/jobs" -H "$AUTH" -H 'Content-Type: application/json' \
+    -d '{"mode": "generate", "prompt": "a yellow triangle", "seed": 2}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+curl -sfN --max-time 120 "http://127.0.0.1:$PORT/api/jobs/$ID/events" -H "$AUTH" >"$WORK/events.txt"
+grep -c '^event: progress' "$WORK/events.txt" | sed 's/^/job events: progress x/'
+tail -n 2 "$WORK/events.txt" | grep -q '^data: .*"state":"succeeded"'
+echo "job: succeeded"
+
+# Graceful shutdown: SIGTERM, then the process ends by itself with status 0.
+kill -TERM "$SERVER"
+wait "$SERVER"
+echo "shutdown: clean"
