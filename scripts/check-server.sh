@@ -2,13 +2,18 @@
 # Starts the real `paella serve` on loopback (with an API key, the bundled model) and talks to it as clients do:
 # the official `openai` Python package (models, generation in b64_json and url, edit, inpainting, variations, a
 # bad request, a wrong key), the jobs API's server-sent events with curl, then SIGTERM and a clean exit.
-#   scripts/check-server.sh [PORT]          needs: pip install openai
+# The client comes from PyPI into a virtual environment the script makes (in a temporary folder, removed after).
+#   scripts/check-server.sh [PORT]
 set -eu
 PORT=${1:-18080}
 KEY=check-server-key
 swift build --product paella
 P="$(swift build --show-bin-path)/paella"
 WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+python3 -m venv "$WORK/venv"
+"$WORK/venv/bin/pip" install -q openai
+PYTHON="$WORK/venv/bin/python"
 "$P" serve --port "$PORT" --api-key "$KEY" >"$WORK/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -16,7 +21,7 @@ trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$PORT/healthz"; echo
 
-PORT=$PORT KEY=$KEY WORK=$WORK python3 - <<'EOF'
+PORT=$PORT KEY=$KEY WORK=$WORK "$PYTHON" - <<'EOF'
 import base64, os, urllib.request
 import openai
 from openai import OpenAI

@@ -444,18 +444,19 @@ struct JobQueueTests {
     /// Graceful shutdown: the queue closes at once, a running job gets the grace period and is cancelled after it.
     @Test func shutdownClosesTheQueueAndCancelsJobsAfterTheGracePeriod() async throws {
         let queue = JobQueue(maxRunning: 1, maxWaiting: 1)
-        let job = Task { try await queue.run { try await Task.sleep(for: .seconds(60)) } }
+        // A job that would run for an hour: only the cancellation after the grace period can end it.
+        let job = Task { try await queue.run { try await Task.sleep(for: .seconds(3600)) } }
         while await queue.running == 0 { try await Task.sleep(for: .milliseconds(2)) }
         var logger = Logger(label: "paella.serve.test")
         logger.logLevel = .critical
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [JobDrainService(queue: queue, grace: 0.2, logger: logger)], logger: logger))
-        let start = ContinuousClock.now
         let running = Task { try await group.run() }
         try await Task.sleep(for: .milliseconds(20))
         await group.triggerGracefulShutdown()
         try await running.value
-        #expect(ContinuousClock.now - start < .seconds(10))
+        // No wall-clock bound: while the parity suites keep both cores busy, a sleeping task here can wait tens of
+        // seconds for a thread. The job's CancellationError is the proof that the grace period cut it short.
         await #expect(throws: CancellationError.self) { try await job.value }
         #expect(await queue.isClosed)
         await #expect(throws: JobQueue.Refusal.closed) { try await queue.run { 0 } }
@@ -482,13 +483,13 @@ actor Order {
 struct TimeoutTests {
     @Test func workPastTheTimeoutIsCancelledWith504() async throws {
         let cancelled = Order()
-        let start = ContinuousClock.now
+        // Work that would take an hour; that it was cancelled (not a wall-clock bound, which a busy test machine
+        // can break) shows the timeout ended it.
         await #expect(throws: APIError.self) {
             try await withTimeout(seconds: 0.05) {
-                do { try await Task.sleep(for: .seconds(60)) } catch { await cancelled.add(1); throw error }
+                do { try await Task.sleep(for: .seconds(3600)) } catch { await cancelled.add(1); throw error }
             }
         }
-        #expect(ContinuousClock.now - start < .seconds(30))
         #expect(await cancelled.values == [1])
         #expect(try await withTimeout(seconds: 60) { 7 } == 7)
     }
