@@ -86,6 +86,9 @@ extension PaellaServer {
                                           settings: options.settings))
         } else {
             let strength = try form.float("strength")
+            if let strength, !(strength > 0 && strength <= 1) {
+                throw APIError.invalid("strength must be more than 0 and at most 1, got \(strength).", param: "strength")
+            }
             job = .edit(EditRequest(image: image.rgb(), prompt: prompt, strength: strength, size: side, settings: options.settings))
         }
         let result = try await compute(job)

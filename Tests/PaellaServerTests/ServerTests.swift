@@ -219,6 +219,7 @@ struct ImagesAPITests {
             (["prompt": "a cat"], ["image": picture, "mask": smallMask], "mask"),
             (["prompt": "a cat", "size": "\(side)x\(2 * side)"], ["image": picture], "size"),
             (["prompt": "a cat", "n": "many"], ["image": picture], "n"),
+            (["prompt": "a cat", "strength": "0"], ["image": picture], "strength"),
         ]
         try await Serve.test(server) { client in
             for c in cases {
