@@ -8,6 +8,9 @@ import NIOCore
 struct MultipartForm {
     /// Each field's bytes; a repeated field keeps its first value.
     private(set) var parts: [String: [UInt8]] = [:]
+    /// Fields given more than once: a 400 when read, except `name[]` files (OpenAI's several images), which keep
+    /// their first.
+    private(set) var repeated: Set<String> = []
 
     /// Parses `body`, whose `Content-Type` header was `contentType`.
     init(body: ByteBuffer, contentType: String?) throws {
@@ -22,12 +25,15 @@ struct MultipartForm {
         var name: String?
         var bytes: [UInt8] = []
         var collected: [String: [UInt8]] = [:]
+        var repeated: Set<String> = []
         parser.onHeader = { field, value in
             if field.lowercased() == "content-disposition" { name = Self.parameter("name", in: value) }
         }
         parser.onBody = { buffer in bytes += buffer.readBytes(length: buffer.readableBytes) ?? [] }
         parser.onPartComplete = {
-            if let n = name, collected[n] == nil { collected[n] = bytes }
+            if let n = name {
+                if collected[n] == nil { collected[n] = bytes } else { repeated.insert(n) }
+            }
             name = nil
             bytes = []
         }
@@ -37,11 +43,12 @@ struct MultipartForm {
             throw APIError.invalid("The multipart body could not be read (\(error)); send it as multipart/form-data.")
         }
         parts = collected
+        self.repeated = repeated
     }
 
     /// A text field, nil when absent; a field that is not UTF-8 is a 400 naming it.
     func text(_ field: String) throws -> String? {
-        guard let bytes = parts[field] else { return nil }
+        guard let bytes = try value(field) else { return nil }
         guard let s = String(bytes: bytes, encoding: .utf8) else { throw APIError.invalid("The field \(field) is not UTF-8 text.", param: field) }
         return s
     }
@@ -65,7 +72,15 @@ struct MultipartForm {
     }
 
     /// A file field's bytes, nil when absent.
-    func file(_ field: String) -> [UInt8]? { parts[field] }
+    func file(_ field: String) throws -> [UInt8]? { field.hasSuffix("[]") ? parts[field] : try value(field) }
+
+    /// A field's bytes, nil when absent; a field given more than once is a 400 naming it.
+    private func value(_ field: String) throws -> [UInt8]? {
+        guard !repeated.contains(field) else {
+            throw APIError.invalid("The field \(field) is given more than once; send it once.", param: field)
+        }
+        return parts[field]
+    }
 
     /// Whether every part header's name (the bytes before its colon) is ASCII. MultipartKit's parser looks header
     /// name bytes up in a 128-entry table and traps on any byte above 127, so such a body must be refused before it

@@ -222,6 +222,18 @@ struct ImagesAPITests {
             (["prompt": "a cat", "strength": "0"], ["image": picture], "strength"),
         ]
         try await Serve.test(server) { client in
+            // A field given twice (schemathesis sent n as an array, which multipart writes as a repeated field).
+            let (headers, body) = Serve.multipart(fields: ["prompt": "a cat"], files: ["image": picture])
+            let boundary = String(headers[.contentType]!.split(separator: "=").last!)
+            var twice = body
+            twice.moveWriterIndex(to: twice.writerIndex - "--\(boundary)--\r\n".utf8.count)
+            twice.writeString("--\(boundary)\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\n1\r\n" +
+                              "--\(boundary)\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\n2\r\n--\(boundary)--\r\n")
+            let response = try await client.execute(uri: "/v1/images/edits", method: .post, headers: headers, body: twice)
+            #expect(response.status == .badRequest, "\(String(buffer: twice))")
+            #expect(try Serve.error(response)["param"] as? String == "n")
+        }
+        try await Serve.test(server) { client in
             for c in cases {
                 let (headers, body) = Serve.multipart(fields: c.fields, files: c.files)
                 let response = try await client.execute(uri: "/v1/images/edits", method: .post, headers: headers, body: body)
