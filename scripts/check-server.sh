@@ -1,8 +1,9 @@
 #!/bin/sh
 # Starts the real `paella serve` on loopback (with an API key, the bundled model) and talks to it as clients do:
 # the official `openai` Python package (models, generation in b64_json and url, edit, inpainting, variations, a
-# bad request, a wrong key), the jobs API's server-sent events with curl, then SIGTERM and a clean exit.
-# The client comes from PyPI into a virtual environment the script makes (in a temporary folder, removed after).
+# bad request, a wrong key), schemathesis against docs/openapi.yaml (every endpoint, generated requests, no failures),
+# the jobs API's server-sent events with curl, then SIGTERM and a clean exit.
+# Both come from PyPI into a virtual environment the script makes (in a temporary folder, removed after).
 #   scripts/check-server.sh [PORT]
 set -eu
 PORT=${1:-18080}
@@ -12,7 +13,7 @@ P="$(swift build --show-bin-path)/paella"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 python3 -m venv "$WORK/venv"
-"$WORK/venv/bin/pip" install -q openai
+"$WORK/venv/bin/pip" install -q openai schemathesis
 PYTHON="$WORK/venv/bin/python"
 "$P" serve --port "$PORT" --api-key "$KEY" >"$WORK/serve.log" 2>&1 &
 SERVER=$!
@@ -64,6 +65,17 @@ try:
 except openai.AuthenticationError as e:
     print("wrong key: 401,", e.body["message"])
 EOF
+
+# The spec: schemathesis generates requests for every operation in docs/openapi.yaml, valid ones and broken ones
+# (boundary values, random ones, and sequences that follow the spec's links from a created job to its state, events
+# and cancellation), and checks that no answer is a 5xx, that each status, content type, header and body is what the
+# spec says, that requests the spec forbids are refused, and that the key is really required. The hooks shrink
+# generated work to 1 image, 2 steps and 32 pixels a side, so the run takes under a minute.
+SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=scripts "$WORK/venv/bin/schemathesis" --no-color run docs/openapi.yaml \
+    --url "http://127.0.0.1:$PORT" -H "Authorization: Bearer $KEY" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,ignored_auth \
+    --phases examples,coverage,fuzzing,stateful --max-examples 25 --workers 1 --seed 18 --request-timeout 120 \
+    --generation-database none
 
 # The jobs API: the events stream ends with the job's final state.
 AUTH="Authorization: Bearer $KEY"

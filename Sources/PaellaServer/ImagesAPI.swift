@@ -71,12 +71,12 @@ extension PaellaServer {
     /// alpha is read Paella's way, white = repaint). Without one: structural editing of the whole image.
     func edits(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let form = try MultipartForm(body: try await collect(request), contentType: request.headers[.contentType])
-        let image = try uploadedImage(form.file("image") ?? form.file("image[]"), field: "image")
+        let image = try uploadedImage(try form.file("image") ?? form.file("image[]"), field: "image")
         let prompt = try checkPrompt(try form.text("prompt"), param: "prompt")
         let options = try imageOptions(form)
         let side = try shortSide(options, image: image)
         let job: PipelineRequest
-        if let maskBytes = form.file("mask") {
+        if let maskBytes = try form.file("mask") {
             let mask = try uploadedImage(maskBytes, field: "mask")
             guard mask.width == image.width, mask.height == image.height else {
                 throw APIError.invalid("The mask is \(mask.width)x\(mask.height) pixels but the image is \(image.width)x\(image.height); " +
@@ -86,6 +86,9 @@ extension PaellaServer {
                                           settings: options.settings))
         } else {
             let strength = try form.float("strength")
+            if let strength, !(strength > 0 && strength <= 1) {
+                throw APIError.invalid("strength must be more than 0 and at most 1, got \(strength).", param: "strength")
+            }
             job = .edit(EditRequest(image: image.rgb(), prompt: prompt, strength: strength, size: side, settings: options.settings))
         }
         let result = try await compute(job)
@@ -94,7 +97,7 @@ extension PaellaServer {
 
     func variations(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let form = try MultipartForm(body: try await collect(request), contentType: request.headers[.contentType])
-        let image = try uploadedImage(form.file("image"), field: "image")
+        let image = try uploadedImage(try form.file("image"), field: "image")
         let options = try imageOptions(form)
         let vary = VaryRequest(image: image.rgb(), width: options.width, height: options.height, settings: options.settings)
         let result = try await compute(.vary(vary))

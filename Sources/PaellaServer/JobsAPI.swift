@@ -122,7 +122,9 @@ extension PaellaServer {
             ? "\(b.width ?? pipeline.defaults.imageSize)x\(b.height ?? pipeline.defaults.imageSize)" : nil
         var options = try imageOptions(n: b.n, size: size, responseFormat: nil, seed: b.seed, steps: b.steps, guidance: b.guidance)
         if let t = b.temperature {
-            guard (1...2).contains(t.count) else { throw APIError.invalid("temperature takes one or two numbers.", param: "temperature") }
+            guard (1...2).contains(t.count), t.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+                throw APIError.invalid("temperature takes one or two positive numbers.", param: "temperature")
+            }
             options.settings.sampling.temperatureRange = [t[0], t[t.count - 1]]
         }
         let settings = options.settings
@@ -159,15 +161,19 @@ extension PaellaServer {
             return (mode, .inpaint(InpaintRequest(image: image, mask: mask, prompt: try checkPrompt(b.prompt, param: "prompt"),
                                                   size: try fittedSide(b.size, image: image), settings: settings)))
         case "outpaint":
-            let image = try base64Image(b.image, field: "image")
             let e = b.extend
             let extend = OutpaintRequest.Extension(left: e?.left ?? 0, right: e?.right ?? 0, top: e?.top ?? 0, bottom: e?.bottom ?? 0)
-            guard [extend.left, extend.right, extend.top, extend.bottom].allSatisfy({ (0...limits.maxSide).contains($0) }) else {
-                throw APIError.invalid("Each side of extend must be between 0 and \(limits.maxSide) pixels.", param: "extend")
+            let sides = [extend.left, extend.right, extend.top, extend.bottom]
+            guard sides.allSatisfy({ (0...limits.maxSide).contains($0) }), sides.contains(where: { $0 > 0 }) else {
+                throw APIError.invalid("Each side of extend must be between 0 and \(limits.maxSide) pixels, at least one above 0.", param: "extend")
             }
+            let image = try base64Image(b.image, field: "image")
             return (mode, .outpaint(OutpaintRequest(image: image, extend: extend, prompt: try checkPrompt(b.prompt, param: "prompt"),
                                                     size: try fittedSide(b.size, image: image), settings: settings)))
         case "edit":
+            if let strength = b.strength, !(strength > 0 && strength <= 1) {
+                throw APIError.invalid("strength must be more than 0 and at most 1, got \(strength).", param: "strength")
+            }
             let image = try base64Image(b.image, field: "image")
             return (mode, .edit(EditRequest(image: image, prompt: try checkPrompt(b.prompt, param: "prompt"), strength: b.strength,
                                             size: try fittedSide(b.size, image: image), settings: settings)))

@@ -147,6 +147,12 @@ struct JobsAPITests {
         (["mode": "interpolate", "from": "a"], "to"),
         (["mode": "compose"], "regions"),
         (["mode": "generate", "prompt": "a cat", "temperature": [1, 2, 3]], "temperature"),
+        // Values the pipeline itself would refuse are refused here too, so that no job id is handed out for them.
+        (["mode": "generate", "prompt": "a cat", "temperature": [0, 0]], "temperature"),
+        (["mode": "generate", "prompt": "a cat", "temperature": [1, -0.5]], "temperature"),
+        (["mode": "edit", "prompt": "a cat", "image": "bm90IGFuIGltYWdl", "strength": 0], "strength"),
+        (["mode": "edit", "prompt": "a cat", "image": "bm90IGFuIGltYWdl", "strength": 1.5], "strength"),
+        (["mode": "outpaint", "prompt": "a cat", "image": "bm90IGFuIGltYWdl", "extend": ["left": 0]], "extend"),
         (["mode": "generate", "prompt": "a cat", "width": 4096], "size"),
     ]
 
