@@ -36,10 +36,10 @@ resume() { [ -f "$1/trainer.json" ] && echo --resume || true; }
 # 3. CLIP: text tower 96 wide x 3 blocks (context 32; its 49,408-token embedding is most of the shipped weights),
 # vision tower 128 wide x 3 blocks on 8x8 patches, 64-d embeddings; batch 128 (more in-batch negatives), half of each batch scene/twin pairs that differ in one colour,
 # shape or position (hard negatives: they teach the towers the attributes a denoiser must tell apart), peak rate
-# 1e-3, 2,000 steps: about 0.56 s a step (19 min).
-"$PAELLA" train clip --data "$RUN/data" --output "$RUN/clip" $(resume "$RUN/clip") --steps 2000 --batch-size 128 --twins 0.5 \
-    --embed-dim 64 --text-width 96 --text-layers 3 --text-heads 4 --context 32 --vision-width 128 --vision-layers 3 \
-    --head-width 32 --patch 8 --lr 1e-3 --log-every 25 --checkpoint-every 250 --threads "$THREADS"
+# 1e-3, 2,000 steps: about 0.56 s a step (19 min). The options are in scripts/paella-small/clip.args, which the
+# CLIP experiments (scripts/paella-small/experiment-clip.sh) start from.
+"$PAELLA" train clip --data "$RUN/data" --output "$RUN/clip" $(resume "$RUN/clip") $(cat "$HERE/paella-small/clip.args") \
+    --threads "$THREADS"
 
 # 4. A model folder with the trained VQGAN and CLIP and a newly initialised denoiser.
 "$PAELLA" convert --new-denoiser --denoiser-config "$HERE/paella-small/denoiser.json" \
