@@ -37,8 +37,8 @@ public final class Job: @unchecked Sendable {  // every mutable field is behind 
     private var cancelWork: (@Sendable () -> Void)?
     private var finished: [CheckedContinuation<Void, Never>] = []
 
-    init(mode: String) {
-        id = UUID().uuidString.lowercased()
+    init(id: String, mode: String) {
+        self.id = id
         self.mode = mode
     }
 

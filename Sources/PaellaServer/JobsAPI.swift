@@ -41,7 +41,7 @@ extension PaellaServer {
     func createJob(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let body: JobBody = try decodeJSON(try await collect(request))
         let (mode, pipelineRequest) = try pipelineRequest(body)
-        let job = Job(mode: mode)
+        let job = Job(id: configuration.makeID(), mode: mode)
         try await start(job, pipelineRequest)
         await jobs.add(job)
         var response = try json(job.snapshot, status: .accepted)

@@ -28,7 +28,7 @@ public final class PaellaServer: Sendable {
         self.pipeline = pipeline
         self.configuration = configuration
         self.queue = JobQueue(maxRunning: configuration.maxConcurrentJobs, maxWaiting: configuration.maxQueuedJobs)
-        self.images = ImageStore(capacity: configuration.keptImages)
+        self.images = ImageStore(capacity: configuration.keptImages, makeID: configuration.makeID)
         self.jobs = JobStore(capacity: configuration.keptImages)
         self.logger = logger
     }

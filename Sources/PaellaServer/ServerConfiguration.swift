@@ -57,10 +57,14 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var shutdownGraceSeconds: Double
     /// Seconds a job may compute (time waiting in the queue not counted) before it is cancelled.
     public var jobTimeoutSeconds: Double
+    /// This server's name among replicas behind one reverse proxy, or nil when it runs alone. It starts every job
+    /// and image id ("a-..."), so that the proxy can send a job's state, events and images to the replica that
+    /// holds them (docs/scaling-out.md); lowercase letters and digits, at most 16.
+    public var replica: String?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, apiKey: String? = nil, limits: ServerLimits = .default,
                 maxConcurrentJobs: Int = 1, maxQueuedJobs: Int = 8, retryAfterSeconds: Int = 10, keptImages: Int = 256,
-                shutdownGraceSeconds: Double = 10, jobTimeoutSeconds: Double = 300) {
+                shutdownGraceSeconds: Double = 10, jobTimeoutSeconds: Double = 300, replica: String? = nil) {
         self.host = host
         self.port = port
         self.apiKey = apiKey
@@ -71,6 +75,13 @@ public struct ServerConfiguration: Sendable, Equatable {
         self.keptImages = keptImages
         self.shutdownGraceSeconds = shutdownGraceSeconds
         self.jobTimeoutSeconds = jobTimeoutSeconds
+        self.replica = replica
+    }
+
+    /// A new random id for a job or an image, prefixed with the replica's name when it has one.
+    func makeID() -> String {
+        let random = UUID().uuidString.lowercased()
+        return replica.map { "\($0)-\(random)" } ?? random
     }
 
     /// Refuses settings that cannot work or are unsafe, with one sentence saying what to change.
@@ -86,6 +97,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         guard jobTimeoutSeconds > 0 else { throw ServerConfigurationError("The job timeout (--timeout) must be more than 0 seconds, got \(jobTimeoutSeconds).") }
         guard retryAfterSeconds >= 1, keptImages >= 1, shutdownGraceSeconds >= 0 else {
             throw ServerConfigurationError("Retry-After and kept images must be at least 1, the shutdown grace at least 0.")
+        }
+        if let replica, !(1...16).contains(replica.count) || !replica.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) }) {
+            throw ServerConfigurationError("The replica name (--replica) must be 1 to 16 lowercase letters or digits, got \"\(replica)\".")
         }
         let l = limits
         guard l.maxPromptLength >= 1, l.maxImages >= 1, l.maxSide >= 1, l.maxUploadBytes >= 1, l.maxInputPixels >= 1, l.maxSteps >= 1, l.maxFrames >= 2 else {

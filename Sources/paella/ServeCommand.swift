@@ -45,6 +45,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-input-pixels"), help: "Largest uploaded image, in pixels (width x height).")
     var maxInputPixels = ServerLimits.default.maxInputPixels
 
+    @Option(help: ArgumentHelp("This replica's name behind a reverse proxy: it starts every job and image id, so the proxy can route a job's follow-ups to it.",
+                               discussion: "Lowercase letters and digits; see docs/scaling-out.md."))
+    var replica: String?
+
     func run() async throws {
         var limits = ServerLimits.default
         limits.maxImages = maxImages
@@ -53,7 +57,8 @@ struct ServeCommand: AsyncParsableCommand {
         limits.maxInputPixels = maxInputPixels
         let key = apiKey ?? ProcessInfo.processInfo.environment["PAELLA_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         let configuration = ServerConfiguration(host: host, port: port, apiKey: key, limits: limits,
-                                                maxConcurrentJobs: jobs, maxQueuedJobs: queue, jobTimeoutSeconds: timeout)
+                                                maxConcurrentJobs: jobs, maxQueuedJobs: queue, jobTimeoutSeconds: timeout,
+                                                replica: replica)
         // Refuse an unsafe or impossible setting before spending seconds on loading the model.
         try reportingErrors { try configuration.validate() }
         let server = try reportingErrors { () throws -> PaellaServer in

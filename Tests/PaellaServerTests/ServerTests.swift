@@ -436,6 +436,24 @@ struct AuthTests {
         #expect(!ServerConfiguration.isLoopback("127.0.0.1.example.com") && !ServerConfiguration.isLoopback("1270.0.0.1"))
     }
 
+    @Test func aReplicasIdsStartWithItsName() async throws {
+        for name in ["", "A", "a-b", "a/b", String(repeating: "a", count: 17)] {
+            #expect(throws: ServerConfigurationError.self) { try ServerConfiguration(replica: name).validate() }
+        }
+        try ServerConfiguration(replica: "r2").validate()
+        let server = try Serve.server(ServerConfiguration(replica: "r2"))
+        try await Serve.test(server) { client in
+            let job = try Serve.object(try await client.execute(uri: "/api/jobs", method: .post, headers: Serve.jsonHeaders,
+                                                                 body: try Serve.json(["mode": "generate", "prompt": "a red circle", "steps": 2])))
+            #expect((job["id"] as? String)?.hasPrefix("r2-") == true, "\(job)")
+            let answer = try Serve.object(try await client.execute(
+                uri: "/v1/images/generations", method: .post, headers: Serve.jsonHeaders,
+                body: try Serve.json(["prompt": "a red circle", "steps": 2, "response_format": "url"])))
+            let url = try #require(((answer["data"] as? [[String: Any]])?.first?["url"]) as? String)
+            #expect(url.contains("/api/images/r2-"), "\(url)")
+        }
+    }
+
     @Test func keysCompareByValue() {
         let key = Array("abcdef".utf8)
         #expect(constantTimeEquals(key, Array("abcdef".utf8)))
