@@ -26,6 +26,7 @@ struct InfoCommand: ParsableCommand {
                 ("gemm details", ctx.gemm.details),
                 ("cpu features", CPUInfo.summary),
             ]
+            if let warning = (ctx.gemm as? BLASLibrary)?.warning { rows.append(("gemm warning", warning)) }
             if let model { rows += try Self.describe(ModelFolder(path: model)) }
             let width = rows.map(\.0.count).max() ?? 0
             for (key, value) in rows {

@@ -22,8 +22,9 @@ public enum PaellaCLI {
     }
 
     /// Exit status, stdout and stderr of `paella arguments...` run in `directory` (default: the current one),
-    /// without `PAELLA_MODEL` from the environment.
-    public static func run(_ arguments: [String], in directory: String? = nil) throws -> Output {
+    /// without `PAELLA_MODEL` from the environment, with `environment`'s variables set (nil: removed).
+    public static func run(_ arguments: [String], in directory: String? = nil,
+                           environment changes: [String: String?] = [:]) throws -> Output {
         guard let executable else { throw NotBuilt() }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -31,6 +32,7 @@ public enum PaellaCLI {
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         var environment = ProcessInfo.processInfo.environment
         environment["PAELLA_MODEL"] = nil
+        for (name, value) in changes { environment[name] = value }
         process.environment = environment
         let (out, err) = (Pipe(), Pipe())
         process.standardOutput = out
