@@ -19,8 +19,8 @@ cp "$IN" "$OUT/input.png"
 "$P" interpolate "a large red circle in the centre on a white background" \
     "a large blue square in the centre on a white background" --frames 4 --grid -o "$WORK/interpolate.png" $S
 # Each region's prompt places its object in that region, so the two conditionings agree where they meet.
-"$P" compose --columns "0-32=a large yellow star on the left on a black background" \
-    --columns "32-64=a large green cross on the right on a black background" -n 4 --grid -o "$WORK/compose.png" $S
+"$P" compose --columns "0-32=a large yellow star on the left on a white background" \
+    --columns "32-64=a large green cross on the right on a white background" -n 4 --grid -o "$WORK/compose.png" $S
 "$P" inpaint "$IN" "a large orange diamond in the centre on a gray background" --rect 16,16,32,32 -n 4 --grid -o "$WORK/inpaint.png" $S
 # Outpainting continues the scene, so it is asked for with the input's own caption.
 "$P" outpaint "$IN" "$(cat "$WORK/input/000000.txt")" --extend right=32 -n 4 --grid -o "$WORK/outpaint.png" $S
