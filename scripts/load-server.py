@@ -17,6 +17,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -78,9 +79,11 @@ def main():
         folder = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=root, check=True,
                                 capture_output=True, text=True).stdout.strip()
         binary = os.path.join(folder, "paella")
-    # Room for every client's request in the queue: the run measures latency under load, not refusals.
+    # Room for every client's request in the queue: the run measures latency under load, not refusals. The log
+    # goes to a file: a pipe nobody reads fills after a few hundred request lines and then blocks the server.
+    log = tempfile.TemporaryFile()
     server = subprocess.Popen([binary, "serve", "--port", str(arguments.port), "--queue", str(arguments.clients)],
-                              cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              cwd=root, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{arguments.port}"
     try:
         for _ in range(300):
@@ -90,7 +93,8 @@ def main():
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
         else:
-            raise SystemExit("the server did not start: " + server.stderr.read1().decode(errors="replace"))
+            log.seek(0)
+            raise SystemExit("the server did not start: " + log.read()[-2000:].decode(errors="replace"))
         report = run(base, server.pid, arguments)
     finally:
         server.send_signal(signal.SIGTERM)
