@@ -2,18 +2,26 @@
 # Starts the real `paella serve` on loopback (with an API key, the bundled model) and talks to it as clients do:
 # the official `openai` Python package (models, generation in b64_json and url, edit, inpainting, variations, a
 # bad request, a wrong key), schemathesis against docs/openapi.yaml (every endpoint, generated requests, no failures),
-# the jobs API's server-sent events with curl, then SIGTERM and a clean exit.
-# Both come from PyPI into a virtual environment the script makes (in a temporary folder, removed after).
+# the jobs API's server-sent events with curl, the web page in headless Chromium (scripts/check_page.py: generate,
+# paint a mask and inpaint, a phone-width window; it saves docs/server-page.png), then SIGTERM and a clean exit.
+# openai, schemathesis and selenium come from PyPI into a virtual environment the script makes (in a temporary
+# folder, removed after); Debian's chromium and chromium-driver are installed with apt-get when missing (as root).
 #   scripts/check-server.sh [PORT]
 set -eu
 PORT=${1:-18080}
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "installing Debian's chromium and chromium-driver for the page check"
+    apt-get update -qq || { echo "check-server: apt-get update failed; the page check needs chromium and chromium-driver" >&2; exit 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null ||
+        { echo "check-server: apt-get install chromium chromium-driver failed (see above); the page check needs them" >&2; exit 1; }
+fi
 KEY=check-server-key
 swift build --product paella
 P="$(swift build --show-bin-path)/paella"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 python3 -m venv "$WORK/venv"
-"$WORK/venv/bin/pip" install -q openai schemathesis
+"$WORK/venv/bin/pip" install -q openai schemathesis selenium
 PYTHON="$WORK/venv/bin/python"
 "$P" serve --port "$PORT" --api-key "$KEY" >"$WORK/serve.log" 2>&1 &
 SERVER=$!
@@ -85,6 +93,10 @@ curl -sfN --max-time 120 "http://127.0.0.1:$PORT/api/jobs/$ID/events" -H "$AUTH"
 grep -c '^event: progress' "$WORK/events.txt" | sed 's/^/job events: progress x/'
 tail -n 2 "$WORK/events.txt" | grep -q '^data: .*"state":"succeeded"'
 echo "job: succeeded"
+
+# The web page in headless Chromium; the screenshot is the one in the README.
+"$PYTHON" scripts/check_page.py "http://127.0.0.1:$PORT" "$KEY" "$WORK/circle.png" docs/server-page.png
+ls -l docs/server-page.png | awk '{ print "page screenshot: " $5 " bytes" }'
 
 # Graceful shutdown: SIGTERM, then the process ends by itself with status 0.
 kill -TERM "$SERVER"

@@ -1,8 +1,9 @@
 import HTTPTypes
 import Hummingbird
 
-/// Requires `Authorization: Bearer <key>` on every request but the public ones (health checks, which a load
-/// balancer probes without credentials, and stored images, whose random ids are their own permission).
+/// Requires `Authorization: Bearer <key>` on every request but the public ones: health checks, which a load
+/// balancer probes without credentials, stored images, whose random ids are their own permission, and the web page
+/// with its assets, where the key is typed in (the page's own requests carry it).
 struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let key: [UInt8]
 
@@ -10,7 +11,7 @@ struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        if path == "/healthz" || path.hasPrefix("/api/images/") { return try await next(request, context) }
+        if path == "/" || path == "/healthz" || path.hasPrefix("/api/images/") || path.hasPrefix("/assets/") { return try await next(request, context) }
         guard let header = request.headers[.authorization] else {
             throw APIError(.unauthorized, "This server needs an API key: send it as 'Authorization: Bearer KEY'.", code: "invalid_api_key")
         }

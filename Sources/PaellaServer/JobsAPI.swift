@@ -148,7 +148,7 @@ extension PaellaServer {
         case "compose":
             return (mode, .compose(ComposeRequest(layout: try composeLayout(b), width: options.width, height: options.height, settings: settings)))
         case "inpaint":
-            let image = try base64Image(b.image, field: "image")
+            let image = try base64Image(b.image, field: "image").rgb()
             let mask: InpaintMask
             if let m = b.mask {
                 mask = .image(repaintMask(try base64Image(m, field: "mask")))
@@ -167,18 +167,18 @@ extension PaellaServer {
             guard sides.allSatisfy({ (0...limits.maxSide).contains($0) }), sides.contains(where: { $0 > 0 }) else {
                 throw APIError.invalid("Each side of extend must be between 0 and \(limits.maxSide) pixels, at least one above 0.", param: "extend")
             }
-            let image = try base64Image(b.image, field: "image")
+            let image = try base64Image(b.image, field: "image").rgb()
             return (mode, .outpaint(OutpaintRequest(image: image, extend: extend, prompt: try checkPrompt(b.prompt, param: "prompt"),
                                                     size: try fittedSide(b.size, image: image), settings: settings)))
         case "edit":
             if let strength = b.strength, !(strength > 0 && strength <= 1) {
                 throw APIError.invalid("strength must be more than 0 and at most 1, got \(strength).", param: "strength")
             }
-            let image = try base64Image(b.image, field: "image")
+            let image = try base64Image(b.image, field: "image").rgb()
             return (mode, .edit(EditRequest(image: image, prompt: try checkPrompt(b.prompt, param: "prompt"), strength: b.strength,
                                             size: try fittedSide(b.size, image: image), settings: settings)))
         case "vary":
-            let image = try base64Image(b.image, field: "image")
+            let image = try base64Image(b.image, field: "image").rgb()
             return (mode, .vary(VaryRequest(image: image, width: options.width, height: options.height, settings: settings)))
         default:
             throw APIError.invalid("mode must be one of generate, interpolate, compose, inpaint, outpaint, edit, vary; got '\(mode.prefix(40))'.",
@@ -208,14 +208,15 @@ extension PaellaServer {
         })
     }
 
-    /// An image sent as base64 (optionally a `data:` URL), under the same limits as an upload.
+    /// An image sent as base64 (optionally a `data:` URL), under the same limits as an upload, as decoded: a mask
+    /// keeps its alpha, whose fully transparent pixels are the ones to repaint (a browser canvas draws masks so).
     private func base64Image(_ text: String?, field: String) throws -> PixelImage {
         guard let text else { throw APIError.invalid("The \(field) is missing; send it as base64 PNG or JPEG.", param: field) }
         let payload = text.hasPrefix("data:") ? String(text.drop { $0 != "," }.dropFirst()) : text
         guard let data = Data(base64Encoded: payload, options: .ignoreUnknownCharacters) else {
             throw APIError.invalid("The \(field) is not valid base64.", param: field)
         }
-        return try uploadedImage(Array(data), field: field).rgb()
+        return try uploadedImage(Array(data), field: field)
     }
 
     /// The shorter side an input is fitted to, checked like an edit's square size.

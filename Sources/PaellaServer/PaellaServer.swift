@@ -33,7 +33,8 @@ public final class PaellaServer: Sendable {
         self.logger = logger
     }
 
-    /// The routes: OpenAI's images API under /v1, the native jobs API and stored images under /api, the health check.
+    /// The routes: the web page at /, OpenAI's images API under /v1, the native jobs API and stored images under /api,
+    /// the health check.
     public func router() -> Router<BasicRequestContext> {
         let router = Router()
         // Outermost: every error below, authentication's included, leaves in OpenAI's error shape.
@@ -42,6 +43,7 @@ public final class PaellaServer: Sendable {
         router.add(middleware: RequestTimingMiddleware(metrics: metrics))
         if let key = configuration.apiKey { router.add(middleware: BearerAuthMiddleware(key: key)) }
 
+        addPageRoutes(to: router)
         router.post("/v1/images/generations") { request, context in try await self.generations(request, context) }
         router.post("/v1/images/edits") { request, context in try await self.edits(request, context) }
         router.post("/v1/images/variations") { request, context in try await self.variations(request, context) }

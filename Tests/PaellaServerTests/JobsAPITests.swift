@@ -174,6 +174,25 @@ struct JobsAPITests {
         }
     }
 
+    /// A mask with alpha repaints its fully transparent pixels, whatever their colour (the page's canvas sends such
+    /// masks): the alpha must survive decoding. Opaque white here means keep.
+    @Test func aMaskWithAlphaRepaintsItsTransparentPixels() throws {
+        let side = side
+        var mask = PixelImage(width: side, height: side, layout: .rgba, repeating: 255)
+        for y in 0..<side { for x in 0..<side / 2 { mask.pixels[(y * side + x) * 4 + 3] = 0 } }
+        let body = try JSONDecoder().decode(JobBody.self, from: JSONSerialization.data(withJSONObject: [
+            "mode": "inpaint", "prompt": "a star", "image": Data(try Serve.png(TinyPipeline.picture(width: side, height: side))).base64EncodedString(),
+            "mask": "data:image/png;base64," + Data(try mask.encodePNG()).base64EncodedString(),
+        ]))
+        guard case let (_, .inpaint(request)) = try server.pipelineRequest(body), case let .image(repaint) = request.mask else {
+            Issue.record("not an inpainting with an image mask")
+            return
+        }
+        #expect(repaint.layout == .gray)
+        #expect(repaint.pixels[0] == 255 && repaint.pixels[side - 1] == 0, "left half repainted, right half kept")
+        #expect(request.image.layout == .rgb)
+    }
+
     @Test func unknownJobsAre404() async throws {
         try await Serve.test(server) { client in
             for (uri, method) in [("/api/jobs/nope", HTTPRequest.Method.get), ("/api/jobs/nope/events", .get), ("/api/jobs/nope", .delete)] {
