@@ -62,12 +62,15 @@ public struct DenoiserTrainingBatch: Sendable {
     public var r: [Float]
     /// `[B, c_clip]`; zeros for an unconditional batch.
     public var conditioning: Tensor
+    /// Which part of the global batch these items are (data-parallel training); nil: all of it.
+    public var share: BatchShare?
 
-    public init(targets: Tensor, noised: Tensor, r: [Float], conditioning: Tensor) {
+    public init(targets: Tensor, noised: Tensor, r: [Float], conditioning: Tensor, share: BatchShare? = nil) {
         self.targets = targets
         self.noised = noised
         self.r = r
         self.conditioning = conditioning
+        self.share = share
     }
 }
 
@@ -101,6 +104,8 @@ public struct DenoiserTrainer: Sendable {
     public internal(set) var accumulated: TrainableParameters?
     /// The moving average of the weights when `recipe.emaDecay` is set.
     public internal(set) var averaged: TrainableParameters?
+    /// The ranks that train together (their gradients are summed every batch); one process by default.
+    public private(set) var parallel = DataParallel.single
 
     /// Starts from `parameters` (every key of the configuration, upstream layouts).
     public init(config: DenoiserConfig, parameters: TrainableParameters, recipe: DenoiserTrainingRecipe,
@@ -128,6 +133,12 @@ public struct DenoiserTrainer: Sendable {
                       recipe: recipe, compute: compute, seed: seed)
     }
 
+    /// Trains as one of `parallel`'s ranks from now on, from rank 0's weights and optimizer moments.
+    public mutating func join(_ parallel: DataParallel) {
+        self.parallel = parallel
+        parallel.broadcast(&parameters, &optimizer)
+    }
+
     /// The learning rate of the next optimizer step.
     public var learningRate: Double { recipe.schedule.learningRate(at: optimizer.step) }
 
@@ -148,13 +159,20 @@ public struct DenoiserTrainer: Sendable {
     /// `r ~ U[0, 1)`, each token replaced by a uniformly random one with probability `cos(r pi / 2)`
     /// (`add_noise`: mask = u < gamma(r), then the random tokens), and with probability
     /// `unconditionalProbability` the whole batch's conditioning zeroed. Draws in that order.
-    public mutating func prepareBatch(tokens: Tensor, conditioning: Tensor) -> DenoiserTrainingBatch {
+    ///
+    /// Data-parallel, `tokens` are the items `share.range` of a global batch: the draws are made for the whole
+    /// batch (the same on every rank and in one process) and this rank keeps its items' draws.
+    public mutating func prepareBatch(tokens: Tensor, conditioning: Tensor, share: BatchShare? = nil) -> DenoiserTrainingBatch {
         precondition(tokens.rank == 3 && conditioning.shape == [tokens.shape[0], config.cClip],
                      "prepareBatch: tokens \(tokens.shape) and conditioning \(conditioning.shape) do not fit c_clip \(config.cClip)")
-        let batch = tokens.shape[0], perItem = tokens.count / max(batch, 1)
-        let r = random.uniform([batch]).floats
-        let u = random.uniform(tokens.shape).floats
-        let randomTokens = random.randint(config.numLabels, tokens.shape).integers()
+        let part = share ?? .whole(tokens.shape[0])
+        precondition(part.range.count == tokens.shape[0], "prepareBatch: \(tokens.shape[0]) items for a share of \(part.range.count)")
+        var globalShape = tokens.shape
+        globalShape[0] = part.total
+        let perItem = tokens.count / max(tokens.shape[0], 1), first = part.range.lowerBound
+        let r = Array(random.uniform([part.total]).floats[part.range])
+        let u = Array(random.uniform(globalShape).floats[(first * perItem)...].prefix(tokens.count))
+        let randomTokens = Array(random.randint(config.numLabels, globalShape).integers()[(first * perItem)...].prefix(tokens.count))
         let clean = tokens.integers()
         let noised = clean.indices.map { i -> Int32 in
             u[i] < Foundation.cos(r[i / perItem] * Float.pi / 2) ? Int32(randomTokens[i]) : Int32(clean[i])
@@ -162,7 +180,8 @@ public struct DenoiserTrainer: Sendable {
         let unconditional = Double(random.uniform()) < recipe.unconditionalProbability
         return DenoiserTrainingBatch(targets: Tensor(int32: clean.map { Int32($0) }, shape: tokens.shape),
                                      noised: Tensor(int32: noised, shape: tokens.shape), r: r,
-                                     conditioning: unconditional ? Tensor(zeros: conditioning.shape) : conditioning.toFloat32())
+                                     conditioning: unconditional ? Tensor(zeros: conditioning.shape) : conditioning.toFloat32(),
+                                     share: share)
     }
 
     /// The loss, accuracy and gradients (upstream names and layouts) of one batch at the current weights,
@@ -180,15 +199,20 @@ public struct DenoiserTrainer: Sendable {
     }
 
     /// Trains on one batch: forward, loss, backward, clipping; every `accumulationSteps` batches an AdamW step
-    /// at the schedule's learning rate (and beta1).
+    /// at the schedule's learning rate (and beta1). Data-parallel, the batch is this rank's share: its gradient,
+    /// weighted by the share, is summed over the ranks before clipping, so every rank clips and updates with
+    /// the whole batch's gradient; loss and accuracy are the whole batch's too.
     public mutating func train(_ batch: DenoiserTrainingBatch) throws -> DenoiserStepResult {
         guard optimizer.step < recipe.schedule.totalSteps else {
             throw TrainingScheduleError.finished(totalSteps: recipe.schedule.totalSteps)
         }
         let lr = learningRate
+        let fraction = batch.share?.fraction ?? 1
         let loss: TokenLoss
         var total: TrainableParameters  // the only reference to these gradients: clipping scales them in place
         (loss, total) = try lossAndGradients(batch, scale: 1 / Double(recipe.accumulationSteps))
+        parallel.sum(&total, weight: fraction)
+        let whole = parallel.sum([loss.loss * fraction, loss.accuracy * fraction])
         if let previous = accumulated {
             accumulated = nil
             total.add(previous)
@@ -209,7 +233,7 @@ public struct DenoiserTrainer: Sendable {
             accumulated = total
         }
         defer { step += 1 }
-        return DenoiserStepResult(step: step, loss: loss.loss, accuracy: loss.accuracy, gradientNorm: norm,
+        return DenoiserStepResult(step: step, loss: whole[0], accuracy: whole[1], gradientNorm: norm,
                                   learningRate: lr, updated: update)
     }
 }

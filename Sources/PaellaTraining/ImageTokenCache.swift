@@ -37,15 +37,23 @@ public final class ImageTokenCache {
     public static func holds(codebookSize codes: Int) -> Bool { codes <= Int(UInt16.max) + 1 }
 
     /// `[indices.count, h, w]` tokens of training images `indices`. `load(i)` reads image `i` as stored,
-    /// `crop` makes the training crop of an image of another size (called in batch order, for those only), and
-    /// `encode` turns `[size x size]` images into `[n, h, w]` integer tokens.
-    public func tokens(for indices: [Int], load: (Int) throws -> PixelImage, crop: (PixelImage) -> PixelImage,
+    /// `crop(position, image)` makes the training crop of an image of another size (called for those only, with
+    /// the image's position in `indices`), and `encode` turns `[size x size]` images into `[n, h, w]` integer tokens.
+    public func tokens(for indices: [Int], load: (Int) throws -> PixelImage, crop: (Int, PixelImage) -> PixelImage,
                                 encode: ([PixelImage]) throws -> Tensor) throws -> Tensor {
         for index in indices where entries[index] == nil {
             try encodeChunk(containing: index, load: load, encode: encode)
         }
         let croppedAt = indices.indices.filter { if case .cropped = entries[indices[$0]] { true } else { false } }
-        let cropped = croppedAt.isEmpty ? [] : try encode(croppedAt.map { crop(try load(indices[$0])) }).integers()
+        var cropped: [Int] = []
+        if !croppedAt.isEmpty {
+            let encoded = try encode(croppedAt.map { crop($0, try load(indices[$0])) })
+            // The token grid's shape, also when no whole image has been encoded yet (every image so far cropped).
+            let shape = Array(encoded.shape.dropFirst())
+            precondition(latentShape == nil || latentShape == shape, "ImageTokenCache: tokens of shape \(shape) after \(latentShape ?? [])")
+            latentShape = shape
+            cropped = encoded.integers()
+        }
         let rowLength = latentShape.map { $0.reduce(1, *) } ?? 0
         var batch: [Int32] = []
         batch.reserveCapacity(indices.count * rowLength)

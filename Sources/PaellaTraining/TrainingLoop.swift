@@ -1,5 +1,6 @@
 // The loop every trainer runs (denoiser, VQGAN, CLIP): steps until the end, a JSONL record per step, progress
 // lines, checkpoints at a period and at the end; a resumed run first drops the records of the steps it repeats.
+// Data-parallel, every rank runs the loop and rank 0 alone keeps the log, prints and saves.
 import Foundation
 import PaellaIO
 
@@ -16,55 +17,74 @@ public struct TrainingLoop: Sendable {
     public var logEvery: Int
     /// A checkpoint every `checkpointEvery` steps and at the end.
     public var checkpointEvery: Int
+    /// The ranks running this loop together (one process by default).
+    public var parallel: DataParallel
+    /// Data-parallel: the ranks compare their weights every `agreementEvery` steps and at the end, and stop when
+    /// one differs.
+    public var agreementEvery: Int
 
-    public init(output: String, logFile: String, end: Int, logEvery: Int, checkpointEvery: Int) {
-        precondition(logEvery > 0 && checkpointEvery > 0, "TrainingLoop: logEvery and checkpointEvery must be positive")
+    public init(output: String, logFile: String, end: Int, logEvery: Int, checkpointEvery: Int,
+                parallel: DataParallel = .single, agreementEvery: Int = 100) {
+        precondition(logEvery > 0 && checkpointEvery > 0 && agreementEvery > 0,
+                     "TrainingLoop: logEvery, checkpointEvery and agreementEvery must be positive")
         self.output = output
         self.logFile = logFile
         self.end = end
         self.logEvery = logEvery
         self.checkpointEvery = checkpointEvery
+        self.parallel = parallel
+        self.agreementEvery = agreementEvery
     }
 
     /// `step()` until `currentStep()` reaches `end`. Each result is appended to the log with the seconds the step
     /// took; `progress(line, done)` runs after every step with `line(result, mean seconds per step since the
     /// last printed line)` and `printed` true every `logEvery` steps; `save()` runs every `checkpointEvery` steps
-    /// and at the end.
+    /// and at the end. Data-parallel, only rank 0 logs, calls `progress` and `save`, and the ranks compare
+    /// `weights()` every `agreementEvery` steps and at the end.
     public func run<Result: Encodable>(currentStep: () -> Int, step: () async throws -> Result,
                                        line: (Result, Double) -> String,
                                        progress: (_ line: String, _ printed: Bool) -> Void,
+                                       weights: () -> TrainableParameters,
                                        save: () async throws -> Void) async throws {
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-        let path = (output as NSString).appendingPathComponent(logFile)
-        try JSONLines.keepRecords(before: currentStep(), in: path)  // steps after the checkpoint run again
-        let log = try JSONLines(path: path)
+        var log: JSONLines? = nil
+        if parallel.isMain {
+            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+            let path = (output as NSString).appendingPathComponent(logFile)
+            try JSONLines.keepRecords(before: currentStep(), in: path)  // steps after the checkpoint run again
+            log = try JSONLines(path: path)
+        }
         var recent: [Double] = []
         while currentStep() < end {
-            let start = Date()
+            let start = Date(), reducing = parallel.allreduceSeconds
             let result = try await step()
             let seconds = Date().timeIntervalSince(start)
-            try log.append(TimedRecord(result: result, seconds: seconds))
+            let allreduce = parallel.size > 1 ? parallel.allreduceSeconds - reducing : nil
+            try log?.append(TimedRecord(result: result, seconds: seconds, allreduceSeconds: allreduce))
             recent.append(seconds)
             let now = currentStep()
+            if now % agreementEvery == 0 || now == end { try parallel.checkAgreement(weights(), step: now) }
             let printed = now % logEvery == 0 || now == end
-            progress(line(result, recent.reduce(0, +) / Double(recent.count)), printed)
+            if parallel.isMain { progress(line(result, recent.reduce(0, +) / Double(recent.count)), printed) }
             if printed { recent.removeAll() }
-            if now % checkpointEvery == 0 || now == end { try await save() }
+            if parallel.isMain && (now % checkpointEvery == 0 || now == end) { try await save() }
         }
     }
 }
 
-/// A step's result with the wall time it took, as one JSON object.
+/// A step's result with the wall time it took (and, data-parallel, the part of it spent in all-reduces), as one
+/// JSON object.
 struct TimedRecord<Result: Encodable>: Encodable {
     var result: Result
     var seconds: Double
+    var allreduceSeconds: Double?
 
-    enum CodingKeys: String, CodingKey { case seconds }
+    enum CodingKeys: String, CodingKey { case seconds, allreduceSeconds = "allreduce_seconds" }
 
     func encode(to encoder: Encoder) throws {
         try result.encode(to: encoder)
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(seconds, forKey: .seconds)
+        try c.encodeIfPresent(allreduceSeconds, forKey: .allreduceSeconds)
     }
 }
 

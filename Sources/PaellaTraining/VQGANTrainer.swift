@@ -124,6 +124,8 @@ public struct VQGANTrainer: Sendable {
     public var random: TrainingRandom
     /// How often each code was picked in the current restart window.
     public internal(set) var windowUsage: [Int]
+    /// The ranks that train together (their gradients are summed every step); one process by default.
+    public private(set) var parallel = DataParallel.single
 
     /// Starts from `parameters` (every key of `config`). With the `.nearest` quantizer `quantize.proj` is
     /// rewritten from the codebook at once (fine-tuning a Gumbel-trained model this way changes its encoding).
@@ -160,6 +162,12 @@ public struct VQGANTrainer: Sendable {
             return (key.name, key.name.hasSuffix(".weight") ? Tensor(repeating: 1, shape: key.shape) : Tensor(zeros: key.shape))
         }
         try self.init(config: config, parameters: TrainableParameters(named), recipe: recipe, compute: compute, seed: seed)
+    }
+
+    /// Trains as one of `parallel`'s ranks from now on, from rank 0's weights and optimizer moments.
+    public mutating func join(_ parallel: DataParallel) {
+        self.parallel = parallel
+        parallel.broadcast(&parameters, &optimizer)
     }
 
     /// The learning rate of the next step.
@@ -335,34 +343,50 @@ public struct VQGANTrainer: Sendable {
 
     /// One step on images `[B, H, W, 3]` in [0, 1]: loss, backward, clipping, AdamW, usage counting and, at the
     /// end of a restart window, dead-code restarts.
-    public mutating func train(images: Tensor) throws -> VQGANStepResult {
+    ///
+    /// Data-parallel, `images` are the items `share.range` of the global batch: Gumbel noise is drawn for the
+    /// whole batch (this rank keeps its items'), the gradient weighted by the share is summed over the ranks, and
+    /// the statistics, the code usage and (for restarts) the encoder outputs are the whole batch's, so every rank
+    /// makes the same update as one process would.
+    public mutating func train(images: Tensor, share: BatchShare? = nil) throws -> VQGANStepResult {
+        let part = share ?? .whole(images.shape[0])
+        precondition(part.range.count == images.shape[0], "VQGANTrainer: \(images.shape[0]) images for a share of \(part.range.count)")
         let lr = learningRate
         let temperature = recipe.quantizer == .gumbel ? recipe.temperature(at: step) : nil
         var uniforms: Tensor? = nil
         if recipe.quantizer == .gumbel {
             let f = config.downsamplingFactor
-            uniforms = random.uniform([images.shape[0], images.shape[1] / f, images.shape[2] / f, config.nEmbed])
+            let item = [images.shape[1] / f, images.shape[2] / f, config.nEmbed]
+            let perItem = item.reduce(1, *)
+            let all = random.uniform([part.total] + item).floats
+            uniforms = Tensor(Array(all[(part.range.lowerBound * perItem)..<(part.range.upperBound * perItem)]), shape: [part.range.count] + item)
         }
         let batch = try lossAndGradients(images: images, uniforms: uniforms)
         var gradients = batch.gradients
+        parallel.sum(&gradients, weight: part.fraction)
         let norm = gradients.clipNorm(recipe.gradientClipNorm)
         optimizer.update(&parameters, gradients: gradients, lr: lr)
         if recipe.quantizer == .nearest { syncProjection() }
-        // Usage.
-        var histogram = [Int](repeating: 0, count: config.nEmbed)
-        for code in batch.codes.integers() { histogram[code] += 1 }
+        // Usage (over the whole batch) and the batch's statistics (means over its images; PSNR from the mean error).
+        let localHistogram = batch.codes.integers().reduce(into: [Double](repeating: 0, count: config.nEmbed)) { h, code in h[code] += 1 }
+        let mse = Foundation.pow(10, -batch.psnr / 10) * part.fraction
+        let means = [batch.loss, batch.reconstructionLoss, batch.quantizerLoss].map { $0 * part.fraction } + [mse]
+        let summed = parallel.sum(localHistogram + means)
+        let histogram = summed.prefix(config.nEmbed).map { Int($0) }
+        let (loss, reconstructionLoss, quantizerLoss) = (summed[config.nEmbed], summed[config.nEmbed + 1], summed[config.nEmbed + 2])
+        let psnr = parallel.size == 1 ? batch.psnr : 10 * log10(1 / max(summed[config.nEmbed + 3], 1e-12))
         for (i, c) in histogram.enumerated() { windowUsage[i] += c }
-        let total = Double(batch.codes.count)
+        let total = Double(histogram.reduce(0, +))
         let entropy = histogram.reduce(0.0) { h, c in c == 0 ? h : h - Double(c) / total * log(Double(c) / total) }
         let codesInWindow = windowUsage.filter { $0 > 0 }.count
         var restarted = 0
         if recipe.restartWindow > 0 && (step + 1) % recipe.restartWindow == 0 {
-            restarted = restartDeadCodes(z: batch.z, codes: batch.codes)
+            restarted = restartDeadCodes(z: parallel.gather(batch.z, share: part), codes: parallel.gather(batch.codes, share: part))
             windowUsage = Array(repeating: 0, count: config.nEmbed)
         }
         defer { step += 1 }
-        return VQGANStepResult(step: step, loss: batch.loss, reconstructionLoss: batch.reconstructionLoss,
-                               quantizerLoss: batch.quantizerLoss, psnr: batch.psnr,
+        return VQGANStepResult(step: step, loss: loss, reconstructionLoss: reconstructionLoss,
+                               quantizerLoss: quantizerLoss, psnr: psnr,
                                codesInBatch: histogram.filter { $0 > 0 }.count, codesInWindow: codesInWindow,
                                perplexity: exp(entropy), gradientNorm: norm, learningRate: lr, temperature: temperature,
                                restarted: restarted)

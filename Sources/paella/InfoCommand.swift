@@ -25,6 +25,7 @@ struct InfoCommand: ParsableCommand {
                 ("gemm backend", ctx.gemm.name),
                 ("gemm details", ctx.gemm.details),
                 ("cpu features", CPUInfo.summary),
+                ("mpi", Self.mpiSummary(ProcessInfo.processInfo.environment)),
             ]
             if let warning = (ctx.gemm as? BLASLibrary)?.warning { rows.append(("gemm warning", warning)) }
             if let model { rows += try Self.describe(ModelFolder(path: model)) }
@@ -32,6 +33,21 @@ struct InfoCommand: ParsableCommand {
             for (key, value) in rows {
                 print(key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value)
             }
+        }
+    }
+
+    /// Whether Open MPI can be loaded (training runs data-parallel under `mpirun` or `srun`), and whether this
+    /// process was started by such a launcher.
+    static func mpiSummary(_ environment: [String: String]) -> String {
+        let launch = MPILaunch.detect(environment).map { "started as one of \($0.size) processes (\($0.variable))" }
+            ?? "not started by an MPI launcher"
+        do {
+            let library = try MPILibrary.load(environment)
+            return "\(library.version) (\(library.path)); \(launch)"
+        } catch MPISetupError.notFound {
+            return "not found (no libmpi.so.40); training runs as one process; \(launch)"
+        } catch {
+            return "unusable: \(error)"
         }
     }
 

@@ -63,7 +63,12 @@ struct TrainCLIPCommand: AsyncParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     mutating func run() async throws {
-        try await reportingErrorsAsync {
+        try await trainingRanks { parallel in
+            guard parallel.size == 1 else {
+                // Its contrastive loss compares every image with every caption of the batch: the ranks would have
+                // to exchange their embeddings, not only sum gradients.
+                throw DataParallelError.unsupported(trainer: "paella train clip")
+            }
             let compute = try compute.makeCompute()
             let folder = try TrainPairFolder(path: options.data, captions: true)
             let tokenizer = try CLIPTokenizer(openCLIPVocabulary: try CLIPTokenizer.locateVocabulary())
@@ -92,7 +97,7 @@ struct TrainCLIPCommand: AsyncParsableCommand {
             let scenes = twins > 0 ? try Self.scenes(of: folder, data: options.data) : []
             let changes = try Self.twinChanges(twinChanges)
             let renderer = ShapeRenderer(side: folder.width)
-            try await options.trainLoop(logFile: "train-clip.jsonl", total: total, currentStep: { trainer.step }, step: {
+            try await options.trainLoop(logFile: "train-clip.jsonl", total: total, parallel: parallel, currentStep: { trainer.step }, step: {
                 let indices = trainer.random.randint(folder.count, [options.batchSize]).integers()
                 var images = indices.map { folder.images[$0] }, captions = indices.map { folder.captions[$0] }
                 if twins > 0 {
@@ -114,7 +119,7 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                 String(format: "step %d/%d  loss %.4f  acc i->t %.3f t->i %.3f  scale %.1f  |g| %.3f  lr %.2e  %.2f s/step",
                        trainer.step, total, result.loss, result.imageToTextAccuracy, result.textToImageAccuracy,
                        result.logitScale, result.gradientNorm, result.learningRate, perStep)
-            }, save: { try trainer.saveCheckpoint(to: options.output) })
+            }, weights: { trainer.parameters }, save: { try trainer.saveCheckpoint(to: options.output) })
         }
     }
 

@@ -72,10 +72,13 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await reportingErrorsAsync { try await train() }
+        try await trainingRanks { try await train($0) }
     }
 
-    func train() async throws {
+    func train(_ parallel: DataParallel) async throws {
+        guard batchSize >= parallel.size else {
+            throw ValidationError("--batch-size \(batchSize) is below the \(parallel.size) processes: each trains on part of every batch.")
+        }
         let compute = try compute.makeCompute()
         let folder = try ModelFolder(path: model.folderPath())
         let data = try openTrainingSamples(path: data)
@@ -86,11 +89,13 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         let tokenizer = try folder.loadTokenizer()
         let size = imageSize ?? folder.manifest.defaults.imageSize
         var trainer = try makeTrainer(folder: folder, compute: compute)
+        trainer.join(parallel)
+        let share = parallel.share(of: batchSize)
         let side = trainer.config.sideMultiple * vqgan.config.downsamplingFactor
         guard size % side == 0 && size >= 2 * side else {
             throw ValidationError("--image-size \(size) must be a multiple of \(side), at least \(2 * side), for this VQGAN and denoiser.")
         }
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        if parallel.isMain { try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true) }
         let cachePath = (output as NSString).appendingPathComponent("caption-embeddings.safetensors")
         let cache = cacheEmbeddings ? try CaptionEmbeddingCache(path: cachePath) : nil
         // Images already square at --image-size always crop to themselves: their tokens are computed once, in
@@ -101,6 +106,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         let scheduled = trainer.recipe.schedule.totalSteps * trainer.recipe.accumulationSteps
         let end = min(stopAt ?? scheduled, scheduled)
         let prompts = samplePrompt.isEmpty ? try (0..<min(samples, data.count)).map { try data.caption($0) } : samplePrompt
+        let quiet = quiet || !parallel.isMain
         let progress = ProgressBar(quiet: quiet)
         let progressDrawn = !quiet && isatty(STDERR_FILENO) != 0
         var (count, totalLoss, totalAccuracy) = (0, 0.0, 0.0)
@@ -108,19 +114,25 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             print("Training \(formatCount(trainer.parameters.scalarCount)) parameters on \(data.count) images " +
                   "(\(size)x\(size) px, batch \(batchSize)), batches \(trainer.step)..<\(end)")
         }
-        let loop = TrainingLoop(output: output, logFile: "train.jsonl", end: end, logEvery: logEvery, checkpointEvery: checkpointEvery)
+        let loop = TrainingLoop(output: output, logFile: "train.jsonl", end: end, logEvery: logEvery,
+                                checkpointEvery: checkpointEvery, parallel: parallel)
         try await loop.run(currentStep: { trainer.step }, step: {
-            let indices = data.batchIndices(step: trainer.step, size: batchSize, seed: seed)
-            var crops = SplitMix64(seed: seed ^ (UInt64(trainer.step) &* 0xD1B5_4A32_D192_ED03))
-            let crop = { (image: PixelImage) in image.trainingCrop(size: size, random: &crops) }
-            let tokens = try tokenCache.map { cache in                            // [B, h, w]
+            // This process's part of the batch (all of it in one process); the crop of the image at position j of
+            // the whole batch depends on the step and j only.
+            let indices = Array(data.batchIndices(step: trainer.step, size: batchSize, seed: seed)[share.range])
+            let crop = { (position: Int, image: PixelImage) -> PixelImage in
+                var random = SplitMix64(seed: seed ^ (UInt64(trainer.step) &* 0xD1B5_4A32_D192_ED03)
+                                              ^ (UInt64(share.range.lowerBound + position) &* 0x9E37_79B9_7F4A_7C15))
+                return image.trainingCrop(size: size, random: &random)
+            }
+            let tokens = try tokenCache.map { cache in                            // [b, h, w]
                 try cache.tokens(for: indices, load: data.image, crop: crop) { try vqgan.encode($0) }
-            } ?? vqgan.encode(try indices.map { crop(try data.image($0)) })
+            } ?? vqgan.encode(try indices.enumerated().map { crop($0.offset, try data.image($0.element)) })
             let captions = try indices.map { try data.caption($0) }
             let embeddings = try cache.map { cache in
                 try cache.embeddings(for: captions) { text(tokenizer.contextTokens([$0], contextLength: text.config.text.contextLength), compute: compute) }
             } ?? text(tokenizer.contextTokens(captions, contextLength: text.config.text.contextLength), compute: compute)
-            let batch = trainer.prepareBatch(tokens: tokens, conditioning: embeddings)
+            let batch = trainer.prepareBatch(tokens: tokens, conditioning: embeddings, share: share)
             let result = try trainer.train(batch)
             count += 1
             totalLoss += result.loss
@@ -137,7 +149,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
                 if progressDrawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }  // clear the bar's line
                 printFlushed(line)  // as it happens, also into a pipe or file
             }
-        }, save: {
+        }, weights: { trainer.parameters }, save: {
             try save(trainer, source: folder, imageSize: size)
             try cache?.save(to: cachePath)
             if !prompts.isEmpty {

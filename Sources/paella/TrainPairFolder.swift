@@ -101,13 +101,35 @@ extension TrainRunOptions {
     }
 
     /// The shared training loop over `step()`, with a progress line every `logEvery` steps, the log in
-    /// `output/logFile` and `save()` every `checkpointEvery` steps and at the end.
-    func trainLoop<Result: Encodable>(logFile: String, total: Int, currentStep: () -> Int, step: () throws -> Result,
-                                      line: (Result, Double) -> String, save: () throws -> Void) async throws {
-        let loop = TrainingLoop(output: output, logFile: logFile, end: total, logEvery: logEvery, checkpointEvery: checkpointEvery)
+    /// `output/logFile` and `save()` every `checkpointEvery` steps and at the end (data-parallel: on rank 0).
+    func trainLoop<Result: Encodable>(logFile: String, total: Int, parallel: DataParallel, currentStep: () -> Int,
+                                      step: () throws -> Result, line: (Result, Double) -> String,
+                                      weights: () -> TrainableParameters, save: () throws -> Void) async throws {
+        let loop = TrainingLoop(output: output, logFile: logFile, end: total, logEvery: logEvery, checkpointEvery: checkpointEvery,
+                                parallel: parallel)
         try await loop.run(currentStep: currentStep, step: step, line: line,
-                           progress: { text, printed in if printed { printFlushed(text) } }, save: save)
+                           progress: { text, printed in if printed { printFlushed(text) } }, weights: weights, save: save)
     }
+}
+
+/// Runs a training command's `body` as one rank of an MPI job when `mpirun` or `srun` started several processes
+/// (else as one process). An error is printed as one sentence, and on any rank it ends the whole job with
+/// `MPI_Abort` rather than leaving the other ranks waiting in their next all-reduce.
+func trainingRanks(_ body: (DataParallel) async throws -> Void) async throws {
+    let parallel = try reportingErrors { try DataParallel.start() }
+    if parallel.size > 1 && parallel.isMain, let library = parallel.library {
+        printFlushed("Data-parallel over \(parallel.size) processes (\(library.version))")
+    }
+    do {
+        try await reportingErrorsAsync { try await body(parallel) }
+    } catch {
+        if parallel.size > 1 {
+            FileHandle.standardError.write(Data("error: rank \(parallel.rank) of \(parallel.size) stopped the job.\n".utf8))
+            parallel.abort(code: 1)
+        }
+        throw error
+    }
+    parallel.finish()
 }
 
 /// Writes a line to stdout unbuffered, so progress lines reach a log file or pipe as they happen.

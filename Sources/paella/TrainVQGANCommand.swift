@@ -54,7 +54,10 @@ struct TrainVQGANCommand: AsyncParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     mutating func run() async throws {
-        try await reportingErrorsAsync {
+        try await trainingRanks { parallel in
+            guard options.batchSize >= parallel.size else {
+                throw ValidationError("--batch-size \(options.batchSize) is below the \(parallel.size) processes: each trains on part of every batch.")
+            }
             let compute = try compute.makeCompute()
             let folder = try TrainPairFolder(path: options.data, captions: false)
             var trainer: VQGANTrainer
@@ -82,19 +85,22 @@ struct TrainVQGANCommand: AsyncParsableCommand {
                 recipe.objectWeight = objectWeight
                 trainer = try VQGANTrainer(config: config, recipe: recipe, compute: compute, seed: options.seed)
             }
+            trainer.join(parallel)
+            let share = parallel.share(of: options.batchSize)
             let total = try options.stopStep(scheduled: trainer.recipe.schedule.totalSteps)
-            printFlushed("VQGAN f\(trainer.config.downsamplingFactor), \(trainer.parameters.scalarCount) parameters, \(trainer.config.nEmbed) codes, "
+            if parallel.isMain { printFlushed("VQGAN f\(trainer.config.downsamplingFactor), \(trainer.parameters.scalarCount) parameters, \(trainer.config.nEmbed) codes, "
                 + "\(trainer.recipe.quantizer.rawValue) quantizer; \(folder.count) images of \(folder.width)x\(folder.height); "
-                + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")
-            try await options.trainLoop(logFile: "train-vqgan.jsonl", total: total, currentStep: { trainer.step }, step: {
+                + "steps \(trainer.step)..<\(total), batch \(options.batchSize)") }
+            try await options.trainLoop(logFile: "train-vqgan.jsonl", total: total, parallel: parallel, currentStep: { trainer.step }, step: {
+                // The whole batch's images are drawn on every rank; each trains on its part.
                 let indices = trainer.random.randint(folder.count, [options.batchSize]).integers()
-                return try trainer.train(images: try folder.batch(indices))
+                return try trainer.train(images: try folder.batch(Array(indices[share.range])), share: share)
             }, line: { (result: VQGANStepResult, perStep: Double) in
                 String(format: "step %d/%d  loss %.4f  rec %.4f  q %.4f  psnr %.2f dB  codes %d/%d (window %d)  ppl %.1f  restarted %d  lr %.2e  %.2f s/step",
                        trainer.step, total, result.loss, result.reconstructionLoss, result.quantizerLoss, result.psnr,
                        result.codesInBatch, trainer.config.nEmbed, result.codesInWindow, result.perplexity,
                        result.restarted, result.learningRate, perStep)
-            }, save: { try trainer.saveCheckpoint(to: options.output) })
+            }, weights: { trainer.parameters }, save: { try trainer.saveCheckpoint(to: options.output) })
         }
     }
 

@@ -22,12 +22,39 @@ public enum PaellaCLI {
     }
 
     /// Exit status, stdout and stderr of `paella arguments...` run in `directory` (default: the current one),
-    /// without `PAELLA_MODEL` from the environment, with `environment`'s variables set (nil: removed).
-    public static func run(_ arguments: [String], in directory: String? = nil,
+    /// without `PAELLA_MODEL` from the environment, with `environment`'s variables set (nil: removed); with
+    /// `ranks`, as that many processes under `mpirun`.
+    public static func run(_ arguments: [String], in directory: String? = nil, ranks: Int? = nil,
                            environment changes: [String: String?] = [:]) throws -> Output {
+        try finish(try start(arguments, in: directory, ranks: ranks, environment: changes))
+    }
+
+    /// One `mpirun` job whose rank `i` runs `paella eachRank[i]...` (Open MPI's colon-separated form).
+    public static func run(eachRank: [[String]], in directory: String? = nil) throws -> Output {
         guard let executable else { throw NotBuilt() }
+        guard let mpirun else { throw MPIRunMissing() }
+        let ranks = eachRank.map { ["-np", "1", executable] + $0 }.joined(separator: [":"])
+        return try finish(try launch(mpirun, arguments: mpirunOptions + ranks, in: directory))
+    }
+
+    /// `run`'s process, started, with its stdout and stderr pipes.
+    public static func start(_ arguments: [String], in directory: String? = nil, ranks: Int? = nil,
+                             environment changes: [String: String?] = [:]) throws -> (process: Process, stdout: Pipe, stderr: Pipe) {
+        guard let executable else { throw NotBuilt() }
+        guard let ranks else { return try launch(executable, arguments: arguments, in: directory, environment: changes) }
+        guard let mpirun else { throw MPIRunMissing() }
+        return try launch(mpirun, arguments: mpirunOptions + ["-np", "\(ranks)", executable] + arguments, in: directory,
+                          environment: changes)
+    }
+
+    /// Root in CI containers; more ranks than cores on small machines; shared memory without the ptrace-based
+    /// single copy that containers forbid.
+    static let mpirunOptions = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none"]
+
+    private static func launch(_ program: String, arguments: [String], in directory: String?,
+                               environment changes: [String: String?] = [:]) throws -> (process: Process, stdout: Pipe, stderr: Pipe) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
+        process.executableURL = URL(fileURLWithPath: program)
         process.arguments = arguments
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         var environment = ProcessInfo.processInfo.environment
@@ -38,10 +65,25 @@ public enum PaellaCLI {
         process.standardOutput = out
         process.standardError = err
         try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile(), stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Output(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+        return (process, out, err)
+    }
+
+    private static func finish(_ started: (process: Process, stdout: Pipe, stderr: Pipe)) throws -> Output {
+        let stdout = started.stdout.fileHandleForReading.readDataToEndOfFile()
+        let stderr = started.stderr.fileHandleForReading.readDataToEndOfFile()
+        started.process.waitUntilExit()
+        return Output(status: started.process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
                       stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// Open MPI's `mpirun` on the PATH, or nil.
+    public static let mpirun: String? = {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        return path.split(separator: ":").map { "\($0)/mpirun" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }()
+
+    public struct MPIRunMissing: Error, CustomStringConvertible {
+        public var description: String { "mpirun is not installed (Debian: apt-get install openmpi-bin libopenmpi-dev)" }
     }
 
     /// A new empty folder under the temporary directory.

@@ -16,15 +16,7 @@ struct TrainVQGANCLIPCLITests {
     init() throws {
         work = try PaellaCLI.temporaryDirectory()
         data = work + "/data"
-        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-        for i in 0..<8 {
-            var pixels = [UInt8](repeating: UInt8(40 * (i % 4)), count: 16 * 16 * 3)
-            for y in 4..<12 { for x in (i % 2 == 0 ? 2 : 8)..<(i % 2 == 0 ? 8 : 14) { pixels[(y * 16 + x) * 3 + i % 3] = 250 } }
-            let name = String(format: "%06d", i)
-            try PixelImage(width: 16, height: 16, pixels: pixels).write(to: "\(data)/\(name).png")
-            try "a \(["red", "green", "blue"][i % 3]) square on the \(i % 2 == 0 ? "left" : "right")"
-                .write(toFile: "\(data)/\(name).txt", atomically: true, encoding: .utf8)
-        }
+        try Fixtures.writeSquarePictures(to: data)
     }
 
     func records(_ path: String) throws -> [[String: Any]] {

@@ -107,8 +107,10 @@ import Testing
             encoded.append(images.map { $0.pixels[0] })
             return Tensor(int32: images.flatMap { [Int32($0.pixels[0]), 65_535] }, shape: [images.count, 1, 2])
         }
-        func crop(_ image: PixelImage) -> PixelImage {
+        var croppedPositions: [Int] = []
+        func crop(_ position: Int, _ image: PixelImage) -> PixelImage {
             cropped.append(image.pixels[0])
+            croppedPositions.append(position)
             return image.cropped(x: 1, y: 0, width: 4, height: 4)
         }
         let first = try cache.tokens(for: [6, 1, 5], load: Self.load, crop: crop, encode: encode)
@@ -119,6 +121,10 @@ import Testing
         let second = try cache.tokens(for: [3, 5, 9, 4], load: Self.load, crop: crop, encode: encode)
         #expect(second.integers() == [30, 65_535, 50, 65_535, 90, 65_535, 40, 65_535])
         #expect(encoded == [[40, 60, 70], [0, 10, 20, 30], [50], [80, 90], [50]] && cropped == [50, 50] && cache.count == 9)
+        #expect(croppedPositions == [2, 1])  // image 5's place in each batch
+        // A first batch of cropped images only (chunks of one): the token grid's shape comes from their encoding.
+        let croppedOnly = try ImageTokenCache(imageCount: 10, size: 4, chunkSize: 1).tokens(for: [5], load: Self.load, crop: crop, encode: encode)
+        #expect(croppedOnly.shape == [1, 1, 2] && croppedOnly.integers() == [50, 65_535])
         #expect(ImageTokenCache.holds(codebookSize: 8192) && ImageTokenCache.holds(codebookSize: 65_536))
         #expect(!ImageTokenCache.holds(codebookSize: 65_537))
     }

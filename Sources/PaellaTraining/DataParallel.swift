@@ -1,0 +1,194 @@
+// Data-parallel training over MPI: each rank trains on its slice of every batch, the gradients are summed over
+// the ranks, and every rank applies the same update, so N ranks give the weights one process would.
+import Foundation
+import PaellaCore
+
+/// A rank's part of one global batch.
+public struct BatchShare: Sendable, Equatable {
+    /// Positions in the global batch this rank trains on.
+    public var range: Range<Int>
+    /// The global batch size.
+    public var total: Int
+    /// The whole batch in one process.
+    public static func whole(_ total: Int) -> BatchShare { BatchShare(range: 0..<total, total: total) }
+    /// This slice's weight in a mean over the global batch.
+    public var fraction: Double { Double(range.count) / Double(total) }
+}
+
+/// The ranks of a data-parallel job (one process: rank 0 of 1, no MPI). Every rank must make the same calls in
+/// the same order.
+public struct DataParallel: Sendable {
+    public let rank: Int
+    public let size: Int
+    let communicator: MPICommunicator?
+    /// Seconds spent in all-reduces so far (gradients and statistics).
+    public var allreduceSeconds: Double { timer.seconds }
+    private let timer = Stopwatch()
+
+    /// One process, no MPI.
+    public static let single = DataParallel(communicator: nil)
+
+    init(communicator: MPICommunicator?) {
+        self.communicator = communicator
+        rank = communicator?.rank ?? 0
+        size = communicator?.size ?? 1
+    }
+
+    /// MPI's world when this process was started by `mpirun` or `srun` with more than one process (Open MPI
+    /// loaded and initialised), else one process. Throws when a launcher started it but Open MPI cannot be used.
+    public static func start(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> DataParallel {
+        guard MPILaunch.detect(environment) != nil else { return .single }
+        return DataParallel(communicator: try MPILibrary.load(environment).initialize())
+    }
+
+    /// The MPI library in use (nil in one process).
+    public var library: MPILibrary? { communicator?.library }
+
+    /// Rank 0 writes the logs, samples and checkpoints.
+    public var isMain: Bool { rank == 0 }
+
+    /// Rank `rank`'s contiguous slice of a global batch of `total`: sizes differ by at most one.
+    public func share(of total: Int) -> BatchShare {
+        precondition(total >= size, "DataParallel: a batch of \(total) cannot be split over \(size) ranks")
+        return BatchShare(range: (rank * total / size)..<((rank + 1) * total / size), total: total)
+    }
+
+    /// Sums the ranks' gradients, each rank's times `weight` (its share of the global batch, when the gradients
+    /// are means over its slice), in place: the tensors are packed into flat buckets of at most 16 Mi floats,
+    /// each summed by one `MPI_Allreduce`. One process: nothing changes (its share is the whole batch).
+    public func sum(_ gradients: inout TrainableParameters, weight: Double) {
+        guard let communicator else { return }
+        let start = Date()
+        defer { timer.add(Date().timeIntervalSince(start)) }
+        var first = 0
+        while first < gradients.tensors.count {
+            var last = first + 1, count = gradients.tensors[first].count
+            while last < gradients.tensors.count && count + gradients.tensors[last].count <= Self.bucketFloats {
+                count += gradients.tensors[last].count
+                last += 1
+            }
+            var bucket = [Float](repeating: 0, count: count)
+            let w = Float(weight)
+            bucket.withUnsafeMutableBufferPointer { flat in
+                var offset = 0
+                for i in first..<last {
+                    gradients.tensors[i].withFloats { g in
+                        for j in 0..<g.count { flat[offset + j] = g[j] * w }
+                        offset += g.count
+                    }
+                }
+                communicator.allreduceSum(flat)
+                offset = 0
+                for i in first..<last {
+                    gradients.tensors[i].withMutableFloats { g in
+                        for j in 0..<g.count { g[j] = flat[offset + j] }
+                        offset += g.count
+                    }
+                }
+            }
+            first = last
+        }
+    }
+
+    static let bucketFloats = 1 << 24
+
+    /// Sums `values` over the ranks (every rank gets the sums).
+    public func sum(_ values: [Double]) -> [Double] {
+        guard let communicator else { return values }
+        let start = Date()
+        defer { timer.add(Date().timeIntervalSince(start)) }
+        var result = values
+        result.withUnsafeMutableBufferPointer { communicator.allreduceSum($0) }
+        return result
+    }
+
+    /// The whole batch's `[total, ...]` tensor from each rank's `[share.count, ...]` slice (every rank gets it):
+    /// each rank writes its rows into zeros and the ranks' buffers are summed, which is exact (x + 0 = x).
+    /// Float32 tensors, or int32 ones (codes) whose values float32 holds exactly (below 2^24).
+    public func gather(_ local: Tensor, share: BatchShare) -> Tensor {
+        guard let communicator else { return local }
+        precondition(local.shape.first == share.range.count, "DataParallel.gather: \(local.shape) is not a slice of \(share.range.count)")
+        let integers = local.dtype == .int32
+        let values = integers ? local.integers().map { Float($0) } : local.floats
+        let row = values.count / max(share.range.count, 1)
+        var shape = local.shape
+        shape[0] = share.total
+        var whole = [Float](repeating: 0, count: row * share.total)
+        for i in values.indices { whole[share.range.lowerBound * row + i] = values[i] }
+        let start = Date()
+        whole.withUnsafeMutableBufferPointer { communicator.allreduceSum($0) }
+        timer.add(Date().timeIntervalSince(start))
+        return integers ? Tensor(int32: whole.map { Int32($0) }, shape: shape) : Tensor(whole, shape: shape)
+    }
+
+    /// Replaces the weights and optimizer moments on every rank by rank 0's (where a run starts or resumes).
+    func broadcast(_ parameters: inout TrainableParameters, _ optimizer: inout AdamW) {
+        guard let communicator else { return }
+        func broadcast(_ tensors: inout TrainableParameters) {
+            for i in tensors.tensors.indices {
+                tensors.tensors[i].withMutableFloats { communicator.broadcast(UnsafeMutableRawBufferPointer($0)) }
+            }
+        }
+        broadcast(&parameters)
+        broadcast(&optimizer.expAvg)
+        broadcast(&optimizer.expAvgSq)
+    }
+
+    /// Checks that every rank holds the same `parameters`, bit for bit: rank 0's checksum is sent to all, each
+    /// rank compares its own, and the ranks that differ are summed into a list every rank sees, so that all
+    /// stop together.
+    public func checkAgreement(_ parameters: TrainableParameters, step: Int) throws {
+        guard let communicator else { return }
+        var checksum = parameters.checksum
+        withUnsafeMutableBytes(of: &checksum) { communicator.broadcast($0) }
+        var differs = [Double](repeating: 0, count: size)
+        differs[rank] = checksum == parameters.checksum ? 0 : 1
+        let all = sum(differs)
+        let diverged = all.indices.filter { all[$0] != 0 }
+        if !diverged.isEmpty { throw DataParallelError.diverged(ranks: diverged, step: step) }
+    }
+
+    /// Ends every process of the job with exit status `code` (one process: exits).
+    public func abort(code: Int32) -> Never {
+        guard let communicator else { exit(code) }
+        communicator.abort(code: code)
+    }
+
+    /// Leaves MPI; call once on every rank after the last collective.
+    public func finish() { communicator?.finalize() }
+}
+
+/// Why a data-parallel run stopped.
+public enum DataParallelError: Error, CustomStringConvertible, Equatable {
+    case diverged(ranks: [Int], step: Int)
+    case unsupported(trainer: String)
+
+    public var description: String {
+        switch self {
+        case .diverged(let ranks, let step):
+            return "The weights of rank\(ranks.count == 1 ? "" : "s") \(ranks.map(String.init).joined(separator: ", ")) differ from rank 0's after batch \(step), so the ranks no longer train one model; the job stops (resume from the last checkpoint)."
+        case .unsupported(let trainer):
+            return "\(trainer) cannot train data-parallel yet; start it without mpirun or srun."
+        }
+    }
+}
+
+extension TrainableParameters {
+    /// FNV-1a over every float's bits, in order: equal exactly when the weights are bitwise equal (up to hash
+    /// collisions).
+    public var checksum: UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for t in tensors {
+            t.withFloats { v in for x in v { hash = (hash ^ UInt64(x.bitPattern)) &* 0x100_0000_01b3 } }
+        }
+        return hash
+    }
+}
+
+/// A running total of seconds that a `Sendable` value can add to.
+final class Stopwatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var total = 0.0
+    var seconds: Double { lock.withLock { total } }
+    func add(_ seconds: Double) { lock.withLock { total += seconds } }
+}
