@@ -116,6 +116,9 @@ def run(base, pid, arguments):
     lock = threading.Lock()
     latencies, statuses, invalid = [], {}, [0]
     next_request, rss_after_20 = [0], [None]
+    # Resident size every tenth of the run, to tell a warm-up that levels off from a leak that keeps growing.
+    rss_curve = {}
+    every = max(arguments.requests // 10, 1)
     stop = time.monotonic() + arguments.deadline
 
     def client():
@@ -149,6 +152,8 @@ def run(base, pid, arguments):
                 done = sum(statuses.values())
                 if done == 20 and rss_after_20[0] is None:
                     rss_after_20[0] = memory_kib(pid)[0]
+                if done % every == 0:
+                    rss_curve[done] = round(memory_kib(pid)[0] / 1024, 1)
 
     started = time.monotonic()
     threads = [threading.Thread(target=client) for _ in range(arguments.clients)]
@@ -174,6 +179,7 @@ def run(base, pid, arguments):
         "latency_p50_s": percentile(50), "latency_p99_s": percentile(99), "latency_max_s": percentile(100),
         "rss_after_20_mib": round(base_rss / 1024, 1), "rss_after_run_mib": round(rss / 1024, 1),
         "rss_growth": round(rss / base_rss - 1, 3), "peak_rss_mib": round(peak / 1024, 1),
+        "rss_mib_by_requests_done": {str(k): v for k, v in sorted(rss_curve.items())},
     }
 
 
