@@ -11,6 +11,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 if ! command -v mpirun >/dev/null; then echo "check-two-hosts: skipped, mpirun is not installed"; exit 0; fi
+if ! command -v ip >/dev/null; then echo "check-two-hosts: skipped, ip (Debian's iproute2) is not installed"; exit 0; fi
 if ! ip netns add paella-host-probe 2>/dev/null; then
     echo "check-two-hosts: skipped, this user cannot make network namespaces (needs root / CAP_NET_ADMIN)"; exit 0
 fi
