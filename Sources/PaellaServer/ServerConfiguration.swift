@@ -98,7 +98,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         guard retryAfterSeconds >= 1, keptImages >= 1, shutdownGraceSeconds >= 0 else {
             throw ServerConfigurationError("Retry-After and kept images must be at least 1, the shutdown grace at least 0.")
         }
-        if let replica, !(1...16).contains(replica.count) || !replica.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) }) {
+        if let replica, !(1...16).contains(replica.count) || !replica.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) }) {
             throw ServerConfigurationError("The replica name (--replica) must be 1 to 16 lowercase letters or digits, got \"\(replica)\".")
         }
         let l = limits

@@ -437,7 +437,7 @@ struct AuthTests {
     }
 
     @Test func aReplicasIdsStartWithItsName() async throws {
-        for name in ["", "A", "a-b", "a/b", String(repeating: "a", count: 17)] {
+        for name in ["", "A", "a-b", "a/b", "\u{e9}", "a\u{301}", String(repeating: "a", count: 17)] {
             #expect(throws: ServerConfigurationError.self) { try ServerConfiguration(replica: name).validate() }
         }
         try ServerConfiguration(replica: "r2").validate()
