@@ -10,7 +10,7 @@ public actor ImageStore {
     private var order: [String] = []
 
     /// `makeID` names each new image (ServerConfiguration.makeID).
-    public init(capacity: Int, makeID: @escaping @Sendable () -> String = { UUID().uuidString.lowercased() }) {
+    public init(capacity: Int, makeID: @escaping @Sendable () -> String) {
         precondition(capacity >= 1, "ImageStore: capacity must be at least 1")
         self.capacity = capacity
         self.makeID = makeID
