@@ -13,11 +13,15 @@ public enum TrainingCheckpointError: Error, CustomStringConvertible, Equatable {
     case unreadable(path: String, reason: String)
     /// A file of the run (log, checkpoint) that cannot be written.
     case unwritable(path: String)
+    /// Appending to the run's log failed (full disk, I/O error); the checkpoints already written are intact.
+    case logFailed(path: String, reason: String)
 
     public var description: String {
         switch self {
         case .unreadable(let path, let reason): return "Training checkpoint \(path) cannot be resumed: \(reason)."
         case .unwritable(let path): return "Cannot write \(path); check that its folder exists and is writable."
+        case .logFailed(let path, let reason):
+            return "Appending to \(path) failed (\(reason)); free space or fix the disk, then continue the run with --resume."
         }
     }
 }

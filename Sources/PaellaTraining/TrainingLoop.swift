@@ -49,6 +49,7 @@ public struct TrainingLoop: Sendable {
         var log: JSONLines? = nil
         if parallel.isMain {
             try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+            AtomicFile.removeAbandonedTemporaries(in: output)  // a killed run's torn writes
             let path = (output as NSString).appendingPathComponent(logFile)
             try JSONLines.keepRecords(before: currentStep(), in: path)  // steps after the checkpoint run again
             log = try JSONLines(path: path)
@@ -91,9 +92,11 @@ struct TimedRecord<Result: Encodable>: Encodable {
 /// Appends one JSON object per line to a file (created when missing), written through as each record comes.
 public final class JSONLines {
     private let handle: FileHandle
+    private let path: String
     private let encoder = JSONEncoder()
 
     public init(path: String) throws {
+        self.path = path
         if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         guard let handle = FileHandle(forWritingAtPath: path) else {
             throw TrainingCheckpointError.unwritable(path: path)
@@ -115,8 +118,13 @@ public final class JSONLines {
         try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: path)
     }
 
+    /// Appends one record. A failed write (a full disk) throws one sentence; `FileHandle.write(_:)` would trap.
     public func append<T: Encodable>(_ record: T) throws {
-        handle.write(try encoder.encode(record) + Data("\n".utf8))
+        let line = try encoder.encode(record) + Data("\n".utf8)
+        do { try handle.write(contentsOf: line) } catch {
+            let code = (error as NSError).domain == NSPOSIXErrorDomain ? Int32((error as NSError).code) : EIO
+            throw TrainingCheckpointError.logFailed(path: path, reason: String(cString: strerror(code)))
+        }
     }
 
     deinit { try? handle.close() }

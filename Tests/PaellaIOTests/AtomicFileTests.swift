@@ -92,6 +92,15 @@ struct AtomicFileTests {
         }
     }
 
+    @Test func abandonedTemporariesAreRemovedAndNothingElse() throws {
+        let dir = try TemporaryDirectory()
+        let kept = [".hidden", "a.tmp-ABCDEF", ".a.tmp-ABC", ".tmp-ABCDEF", "weights.safetensors"]
+        let abandoned = [".weights.safetensors.tmp-Zq81xA", ".trainer.json.tmp-000000"]
+        for name in kept + abandoned { try Data("x".utf8).write(to: URL(fileURLWithPath: dir.file(name))) }
+        #expect(AtomicFile.removeAbandonedTemporaries(in: dir.path).sorted() == abandoned.sorted())
+        #expect(dir.contents == kept.sorted())
+    }
+
     @Test func fullDiskIsReportedAndCleanedUp() throws {
         let dir = try TemporaryDirectory()
         let path = dir.file("weights.safetensors")
