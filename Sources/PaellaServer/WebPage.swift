@@ -63,7 +63,8 @@ struct WebPage: Sendable {
         "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 
     /// `asset` as a response: the page is revalidated on every load (`no-cache` with its ETag, a 304 when unchanged),
-    /// the hashed assets are kept for a year, since a changed file gets a new path.
+    /// the hashed assets are kept for a year, since a changed file gets a new path. A HEAD request (health checks,
+    /// link checkers) gets the same headers, Content-Length included, and no body.
     func response(_ asset: Asset, request: Request) -> Response {
         var headers: HTTPFields = [
             .contentType: asset.contentType, .eTag: asset.etag,
@@ -75,7 +76,8 @@ struct WebPage: Sendable {
             return Response(status: .notModified, headers: headers)
         }
         headers[.contentLength] = String(asset.bytes.count)
-        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: asset.bytes)))
+        let body = request.method == .head ? ResponseBody() : ResponseBody(byteBuffer: ByteBuffer(bytes: asset.bytes))
+        return Response(status: .ok, headers: headers, body: body)
     }
 
     /// 64-bit FNV-1a of `bytes` in hex: a cache key for the page's own files, not a security hash.
@@ -105,15 +107,17 @@ extension PaellaServer {
                               auth: configuration.apiKey != nil)
     }
 
-    /// GET / and GET /assets/{name}: the page, open without the key (it is where the key is typed in).
+    /// GET (and HEAD) / and /assets/{name}: the page, open without the key (it is where the key is typed in).
     func addPageRoutes(to router: Router<BasicRequestContext>) {
         let page = WebPage(config: pageConfig)
-        router.get("/") { request, _ in page.response(page.index, request: request) }
-        router.get("/assets/{name}") { request, context in
-            guard let name = context.parameters.get("name"), let asset = page.assets[name] else {
-                throw APIError(.notFound, "There is no such asset; load the page at / again.", code: "not_found")
+        for method in [HTTPRequest.Method.get, .head] {
+            router.on("/", method: method) { request, _ in page.response(page.index, request: request) }
+            router.on("/assets/{name}", method: method) { request, context in
+                guard let name = context.parameters.get("name"), let asset = page.assets[name] else {
+                    throw APIError(.notFound, "There is no such asset; load the page at / again.", code: "not_found")
+                }
+                return page.response(asset, request: request)
             }
-            return page.response(asset, request: request)
         }
     }
 }

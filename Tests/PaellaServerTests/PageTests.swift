@@ -78,6 +78,18 @@ struct PageTests {
         }
     }
 
+    @Test func headGivesThePagesHeadersWithoutItsBody() async throws {
+        try await Serve.test(server) { client in
+            let get = try await client.execute(uri: "/", method: .get)
+            let head = try await client.execute(uri: "/", method: .head)
+            #expect(head.status == .ok && head.body.readableBytes == 0)
+            #expect(head.headers[.contentLength] == String(get.body.readableBytes))
+            #expect(head.headers[.eTag] == get.headers[.eTag] && head.headers[.contentType] == get.headers[.contentType])
+            let asset = try #require(Self.assetLinks(String(buffer: get.body)).first)
+            #expect(try await client.execute(uri: asset, method: .head).status == .ok)
+        }
+    }
+
     @Test func anUnknownAssetIsA404InOpenAIShape() async throws {
         try await Serve.test(server) { client in
             let response = try await client.execute(uri: "/assets/page.0123456789abcdef.js", method: .get)
