@@ -74,7 +74,7 @@ public struct RequestLimits: Sendable, Equatable {
         guard m.guidanceScale.isFinite else {
             throw PipelineError.outOfRange(field: .guidance, message: "The guidance scale \(m.guidanceScale) is out of range; give a finite number (negative turns guidance off)")
         }
-        if let r = m.renoiseSteps { try check(r, 0...m.steps, .renoiseSteps, "The renoise step count") }
+        if let r = m.renoiseSteps { try check(r, 0...maxSteps, .renoiseSteps, "The renoise step count") }
     }
 
     /// The count and the given overrides of `settings` (the mode's defaults are checked when resolved).
