@@ -168,6 +168,56 @@ struct RequestBoundsTests {
         #expect(try await pipeline.generate(GenerateRequest(prompt: "a cat", settings: CommonSettings(sampling: .init(steps: 1)))).warnings.isEmpty)
     }
 
+    /// The heap-ordered merges give exactly upstream's result: a reference of `SimpleTokenizer.bpe` (rescan the
+    /// word for the best pair, merge its occurrences left to right, repeat) on random merge tables and words,
+    /// where occurrences overlap ("aaa"), new pairs outrank the round's own and one string comes from two merges.
+    @Test func heapMergesMatchUpstreamsRescanningLoop() throws {
+        var state: UInt64 = 7
+        func next(_ bound: Int) -> Int {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int(state >> 33) % bound
+        }
+        for _ in 0..<20 {
+            var inner = ["a", "b", "c"], final = ["a</w>", "b</w>", "c</w>"], merges: [(String, String)] = [], seen = Set<String>()
+            for _ in 0..<80 {
+                let left = inner[next(inner.count)], rights = inner + final, right = rights[next(rights.count)]
+                guard seen.insert(left + " " + right).inserted else { continue }
+                merges.append((left, right))
+                if right.hasSuffix("</w>") { final.append(left + right) } else { inner.append(left + right) }
+            }
+            // Learned tables rank a merge before any that uses its result; shuffled, a pair a merge creates can
+            // outrank the round's own, which is where the order of the rounds matters.
+            for i in stride(from: merges.count - 1, to: 0, by: -1) { merges.swapAt(i, next(i + 1)) }
+            var vocabulary: [String: Int32] = [:]
+            let symbols = CLIPTokenizer.byteSymbols.map { String($0.symbol) }
+            for s in symbols + symbols.map({ $0 + "</w>" }) + merges.map({ $0.0 + $0.1 }) + ["<start_of_text>", "<end_of_text>"]
+            where vocabulary[s] == nil {
+                vocabulary[s] = Int32(vocabulary.count)
+            }
+            let tokenizer = try CLIPTokenizer(vocabulary: vocabulary, merges: merges, specialTokens: ("<start_of_text>", "<end_of_text>"))
+            let ranks = Dictionary(merges.enumerated().map { ($0.element.0 + " " + $0.element.1, $0.offset) }, uniquingKeysWith: { a, _ in a })
+            for _ in 0..<50 {
+                let text = String((0..<1 + next(40)).map { _ in Array("abc")[next(3)] })
+                var word = text.dropLast().map(String.init) + [String(text.last!) + "</w>"]
+                while word.count > 1 {
+                    let pairs = zip(word, word.dropFirst()).map { $0 + " " + $1 }
+                    guard let best = pairs.compactMap({ p in ranks[p].map { (p, $0) } }).min(by: { $0.1 < $1.1 })?.0 else { break }
+                    let parts = best.split(separator: " ").map(String.init)
+                    var merged: [String] = [], i = 0
+                    while i < word.count {
+                        if i + 1 < word.count && word[i] == parts[0] && word[i + 1] == parts[1] {
+                            merged.append(parts[0] + parts[1]); i += 2
+                        } else {
+                            merged.append(word[i]); i += 1
+                        }
+                    }
+                    word = merged
+                }
+                #expect(tokenizer.encode(text) == word.map { vocabulary[$0]! }, "\(text) with merges \(merges)")
+            }
+        }
+    }
+
     @Test func theCommandLineRefusesWithOneSentenceAndWritesNothing() throws {
         let model = try Fixtures.tinyModelFolder(withVision: false)
         let work = try PaellaCLI.temporaryDirectory()
