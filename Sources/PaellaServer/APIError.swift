@@ -68,6 +68,11 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible, Equat
     }
 }
 
+/// The request parameter that carries each field the library bounds.
+private let parameter: [RequestField: String] = [
+    .count: "n", .typicalMass: "typical_mass", .renoiseSteps: "renoise_steps", .negativePrompt: "negative_prompt",
+]
+
 extension APIError {
     /// What a client sees for any error a handler throws: our own errors as they are, the library's one-sentence
     /// errors as 400 (they are all about the request), anything else as a 500 that does not leak internals.
@@ -82,6 +87,7 @@ extension APIError {
             case .noVisionTower: return APIError(.badRequest, "This server's model has no CLIP vision tower, which variations need.",
                                                  code: "model_not_supported")
             case .invalidOption, .incompatibleModels: return .invalid(e.description)
+            case .outOfRange(let field, _): return .invalid(e.description, param: parameter[field] ?? field.rawValue)
             }
         case let e as ImageError: return .invalid(e.description)
         case is NIOTooManyBytesError:

@@ -61,9 +61,10 @@ extension PaellaServer {
         let negative = try body.negativePrompt.map { try checkPrompt($0, param: "negative_prompt") }
         let options = try imageOptions(n: body.n, size: body.size, responseFormat: body.responseFormat, seed: body.seed,
                                        steps: body.steps, guidance: body.guidance)
-        let generate = GenerateRequest(prompt: prompt, negativePrompt: negative, width: options.width, height: options.height,
-                                       settings: options.settings)
-        let result = try await compute(.generate(generate))
+        let generate = PipelineRequest.generate(GenerateRequest(prompt: prompt, negativePrompt: negative, width: options.width,
+                                                                height: options.height, settings: options.settings))
+        try pipeline.validate(generate, limits: requestLimits)
+        let result = try await compute(generate)
         return try await respond(result, options.format, request: request)
     }
 
@@ -85,12 +86,10 @@ extension PaellaServer {
             job = .inpaint(InpaintRequest(image: image.rgb(), mask: .image(repaintMask(mask)), prompt: prompt, size: side,
                                           settings: options.settings))
         } else {
-            let strength = try form.float("strength")
-            if let strength, !(strength > 0 && strength <= 1) {
-                throw APIError.invalid("strength must be more than 0 and at most 1, got \(strength).", param: "strength")
-            }
-            job = .edit(EditRequest(image: image.rgb(), prompt: prompt, strength: strength, size: side, settings: options.settings))
+            job = .edit(EditRequest(image: image.rgb(), prompt: prompt, strength: try form.float("strength"), size: side,
+                                    settings: options.settings))
         }
+        try pipeline.validate(job, limits: requestLimits)
         let result = try await compute(job)
         return try await respond(result, options.format, request: request)
     }
@@ -99,8 +98,9 @@ extension PaellaServer {
         let form = try MultipartForm(body: try await collect(request), contentType: request.headers[.contentType])
         let image = try uploadedImage(try form.file("image"), field: "image")
         let options = try imageOptions(form)
-        let vary = VaryRequest(image: image.rgb(), width: options.width, height: options.height, settings: options.settings)
-        let result = try await compute(.vary(vary))
+        let vary = PipelineRequest.vary(VaryRequest(image: image.rgb(), width: options.width, height: options.height, settings: options.settings))
+        try pipeline.validate(vary, limits: requestLimits)
+        let result = try await compute(vary)
         return try await respond(result, options.format, request: request)
     }
 
@@ -142,14 +142,23 @@ extension PaellaServer {
         }
     }
 
-    /// A prompt that is present, not blank and within the length limit.
+    /// This server's limits as the pipeline's: its policy (images, side, steps, frames, prompt length) within
+    /// the memory bound of the loaded pipeline. Every number of a request is checked against them by the library.
+    var requestLimits: RequestLimits {
+        let l = configuration.limits
+        return RequestLimits(memoryBytes: pipeline.limits.memoryBytes, maxCount: l.maxImages, maxSteps: l.maxSteps, maxFrames: l.maxFrames,
+                             maxRegions: l.maxFrames, maxSide: l.maxSide, maxPromptCharacters: l.maxPromptLength)
+    }
+
+    /// A prompt that is present, not blank and within the length limit (the library's check, under `param`).
     func checkPrompt(_ prompt: String?, param: String) throws -> String {
         guard let prompt, !prompt.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
             throw APIError.invalid("The \(param) is missing or empty; give some text.", param: param)
         }
-        let limit = configuration.limits.maxPromptLength
-        guard prompt.count <= limit else {
-            throw APIError.invalid("The \(param) is \(prompt.count) characters long; this server takes at most \(limit).", param: param)
+        do {
+            try requestLimits.check(prompt: prompt)
+        } catch let error as PipelineError {
+            throw APIError.invalid(error.description, param: param)
         }
         return prompt
     }
@@ -166,21 +175,14 @@ extension PaellaServer {
                                 seed: seed, steps: try form.int("steps"), guidance: try form.float("guidance"))
     }
 
-    /// Checks `n`, `size`, `response_format`, `seed`, `steps` and `guidance` against the limits.
+    /// Reads `n`, `size`, `response_format`, `seed`, `steps` and `guidance`; the numbers are checked against the
+    /// limits by the library (`RequestLimits.check`), the sizes with the whole request (`Pipeline.validate`).
     func imageOptions(n: Int?, size: String?, responseFormat: String?, seed: Int64?, steps: Int?, guidance: Float?) throws -> ImageOptions {
-        let limits = configuration.limits
-        let count = n ?? 1
-        guard (1...limits.maxImages).contains(count) else {
-            throw APIError.invalid("n must be between 1 and \(limits.maxImages), got \(count).", param: "n")
-        }
         var width: Int?, height: Int?
         if let size, size != "auto" {
             let parts = size.lowercased().split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
-            guard parts.count == 2, let w = parts[0], let h = parts[1], w > 0, h > 0 else {
+            guard parts.count == 2, let w = parts[0], let h = parts[1] else {
                 throw APIError.invalid("size must be WIDTHxHEIGHT in pixels, e.g. 256x256, got '\(size.prefix(40))'.", param: "size")
-            }
-            guard w <= limits.maxSide, h <= limits.maxSide else {
-                throw APIError.invalid("size \(w)x\(h) is larger than this server's limit of \(limits.maxSide) pixels a side.", param: "size")
             }
             (width, height) = (w, h)
         }
@@ -188,27 +190,18 @@ extension PaellaServer {
             throw APIError.invalid("response_format must be url or b64_json, got '\((responseFormat ?? "").prefix(40))'.", param: "response_format")
         }
         if let seed, seed < 0 { throw APIError.invalid("seed must be 0 or more, got \(seed).", param: "seed") }
-        if let steps, !(1...limits.maxSteps).contains(steps) {
-            throw APIError.invalid("steps must be between 1 and \(limits.maxSteps), got \(steps).", param: "steps")
-        }
-        if let guidance, !guidance.isFinite { throw APIError.invalid("guidance must be a finite number.", param: "guidance") }
-        let settings = CommonSettings(seed: seed.map { UInt64($0) }, count: count,
+        let settings = CommonSettings(seed: seed.map { UInt64($0) }, count: n ?? 1,
                                       sampling: SamplingOverrides(steps: steps, guidanceScale: guidance))
+        try requestLimits.check(settings)
         return ImageOptions(width: width, height: height, format: format, settings: settings)
     }
 
-    /// Edits keep the input's shape, so `size` must be square: its side becomes the image's shorter side. The
-    /// longer side that follows must stay within the limit.
+    /// Edits keep the input's shape, so `size` must be square: its side becomes the image's shorter side (the
+    /// longer side that follows is bounded with the request, `Pipeline.validate`).
     func shortSide(_ options: ImageOptions, image: PixelImage) throws -> Int? {
         if let w = options.width, let h = options.height, w != h {
             throw APIError.invalid("Edits keep the image's proportions: give a square size (its side becomes the shorter side), got \(w)x\(h).",
                                    param: "size")
-        }
-        let side = options.width ?? pipeline.defaults.imageSize
-        let long = side * max(image.width, image.height) / max(1, min(image.width, image.height))
-        guard long <= configuration.limits.maxSide else {
-            throw APIError.invalid("The image is \(image.width)x\(image.height): at a shorter side of \(side) its longer side would be \(long) pixels, " +
-                                   "more than this server's limit of \(configuration.limits.maxSide); crop it first.", param: "image")
         }
         return options.width
     }

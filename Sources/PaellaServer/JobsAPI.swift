@@ -115,17 +115,25 @@ extension PaellaServer {
 
     // MARK: Reading a job
 
-    /// The pipeline request a job body describes, every field checked against the limits.
+    /// The pipeline request a job body describes, every field checked against the limits (by the library:
+    /// single fields before any image is decoded, the whole request at the end).
     func pipelineRequest(_ b: JobBody) throws -> (String, PipelineRequest) {
-        let limits = configuration.limits
+        let (mode, request) = try unvalidatedPipelineRequest(b)
+        try pipeline.validate(request, limits: requestLimits)
+        return (mode, request)
+    }
+
+    private func unvalidatedPipelineRequest(_ b: JobBody) throws -> (String, PipelineRequest) {
+        let limits = requestLimits
         let size: String? = (b.width != nil || b.height != nil)
             ? "\(b.width ?? pipeline.defaults.imageSize)x\(b.height ?? pipeline.defaults.imageSize)" : nil
         var options = try imageOptions(n: b.n, size: size, responseFormat: nil, seed: b.seed, steps: b.steps, guidance: b.guidance)
         if let t = b.temperature {
-            guard (1...2).contains(t.count), t.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+            guard (1...2).contains(t.count) else {
                 throw APIError.invalid("temperature takes one or two positive numbers.", param: "temperature")
             }
             options.settings.sampling.temperatureRange = [t[0], t[t.count - 1]]
+            try limits.check(options.settings)
         }
         let settings = options.settings
         let mode = b.mode ?? "generate"
@@ -136,9 +144,7 @@ extension PaellaServer {
                                                     width: options.width, height: options.height, settings: settings)))
         case "interpolate":
             let frames = b.frames ?? 8
-            guard (2...limits.maxFrames).contains(frames) else {
-                throw APIError.invalid("frames must be between 2 and \(limits.maxFrames), got \(frames).", param: "frames")
-            }
+            try limits.check(frames: frames)
             guard let method = InterpolationMethod(rawValue: b.method ?? "lerp") else {
                 throw APIError.invalid("method must be lerp or slerp.", param: "method")
             }
@@ -159,24 +165,19 @@ extension PaellaServer {
                 throw APIError.invalid("Inpainting needs a mask (a base64 image, white = repaint) or a rect [x, y, width, height].", param: "mask")
             }
             return (mode, .inpaint(InpaintRequest(image: image, mask: mask, prompt: try checkPrompt(b.prompt, param: "prompt"),
-                                                  size: try fittedSide(b.size, image: image), settings: settings)))
+                                                  size: b.size, settings: settings)))
         case "outpaint":
             let e = b.extend
             let extend = OutpaintRequest.Extension(left: e?.left ?? 0, right: e?.right ?? 0, top: e?.top ?? 0, bottom: e?.bottom ?? 0)
-            let sides = [extend.left, extend.right, extend.top, extend.bottom]
-            guard sides.allSatisfy({ (0...limits.maxSide).contains($0) }), sides.contains(where: { $0 > 0 }) else {
-                throw APIError.invalid("Each side of extend must be between 0 and \(limits.maxSide) pixels, at least one above 0.", param: "extend")
-            }
+            try limits.check(extension: extend)
             let image = try base64Image(b.image, field: "image").rgb()
             return (mode, .outpaint(OutpaintRequest(image: image, extend: extend, prompt: try checkPrompt(b.prompt, param: "prompt"),
-                                                    size: try fittedSide(b.size, image: image), settings: settings)))
+                                                    size: b.size, settings: settings)))
         case "edit":
-            if let strength = b.strength, !(strength > 0 && strength <= 1) {
-                throw APIError.invalid("strength must be more than 0 and at most 1, got \(strength).", param: "strength")
-            }
+            try limits.check(strength: b.strength)
             let image = try base64Image(b.image, field: "image").rgb()
             return (mode, .edit(EditRequest(image: image, prompt: try checkPrompt(b.prompt, param: "prompt"), strength: b.strength,
-                                            size: try fittedSide(b.size, image: image), settings: settings)))
+                                            size: b.size, settings: settings)))
         case "vary":
             let image = try base64Image(b.image, field: "image").rgb()
             return (mode, .vary(VaryRequest(image: image, width: options.width, height: options.height, settings: settings)))
@@ -196,13 +197,13 @@ extension PaellaServer {
         if let blend = b.blend {
             return .blend(from: try checkPrompt(blend.from, param: "from"), to: try checkPrompt(blend.to, param: "to"), along: try axis(blend.axis))
         }
-        guard let regions = b.regions, (1...configuration.limits.maxFrames).contains(regions.count) else {
+        guard let regions = b.regions, !regions.isEmpty else {
             throw APIError.invalid("compose needs regions (1 to \(configuration.limits.maxFrames) of {prompt, axis, start, end}) or a blend {from, to, axis}.",
                                    param: "regions")
         }
         return .regions(try regions.map { r in
-            guard let start = r.start, let end = r.end, start >= 0, start < end, end <= configuration.limits.maxSide else {
-                throw APIError.invalid("Each region needs pixels start < end within 0...\(configuration.limits.maxSide).", param: "regions")
+            guard let start = r.start, let end = r.end, start >= 0, start < end else {  // a Range needs start <= end
+                throw APIError.invalid("Each region needs pixels 0 <= start < end.", param: "regions")
             }
             return ComposeRequest.Region(prompt: try checkPrompt(r.prompt, param: "prompt"), axis: try axis(r.axis), pixels: start..<end)
         })
@@ -219,14 +220,6 @@ extension PaellaServer {
         return try uploadedImage(Array(data), field: field)
     }
 
-    /// The shorter side an input is fitted to, checked like an edit's square size.
-    private func fittedSide(_ side: Int?, image: PixelImage) throws -> Int? {
-        guard let side else { return try shortSide(ImageOptions(width: nil, height: nil, format: .url, settings: CommonSettings()), image: image) }
-        guard (1...configuration.limits.maxSide).contains(side) else {
-            throw APIError.invalid("size must be between 1 and \(configuration.limits.maxSide), got \(side).", param: "size")
-        }
-        return try shortSide(ImageOptions(width: side, height: side, format: .url, settings: CommonSettings()), image: image)
-    }
 }
 
 /// Lets `createJob` wait until its job has a place in the queue (or was refused), whichever comes first.

@@ -14,18 +14,20 @@ struct ComputeOptions: ParsableArguments {
     var blas: String?
 
     func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads).") }
+        do { _ = try RequestLimits.usableThreads(threads) } catch { throw ValidationError("\(error)") }
     }
 
-    /// The compute context these options describe.
+    /// The compute context these options describe; more threads than cores are clamped with a note on stderr.
     func makeCompute() throws -> Compute {
         let choice: GEMMBackendChoice = try blas.map(GEMMBackendChoice.init(parsing:)) ?? .fromEnvironment
-        return try Compute(threads: threads ?? ThreadPool.coreCount, backend: choice)
+        let (count, note) = try RequestLimits.usableThreads(threads)
+        if let note { FileHandle.standardError.write(Data((note + "\n").utf8)) }
+        return try Compute(threads: count, backend: choice)
     }
 }
 
 /// Parses an image size in pixels, "256" or "384x256" (width x height): the `--size` of the generation and bench
-/// commands.
+/// commands. Only the form is checked here (positive pixels); the pipeline bounds the values (`Pipeline.validate`).
 func parseSize(_ text: String?) throws -> (width: Int, height: Int)? {
     guard let text else { return nil }
     let parts = text.lowercased().split(separator: "x").map { Int(String($0)) }

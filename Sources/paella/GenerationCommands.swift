@@ -131,8 +131,8 @@ struct InpaintCommand: AsyncParsableCommand {
     func rectangle() throws -> InpaintMask? {
         guard let rect else { return nil }
         let v = rect.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard v.count == 4, let x = v[0], let y = v[1], let w = v[2], let h = v[3], w > 0, h > 0 else {
-            throw ValidationError("--rect takes X,Y,WIDTH,HEIGHT in pixels with a positive width and height, got '\(rect)'.")
+        guard v.count == 4, let x = v[0], let y = v[1], let w = v[2], let h = v[3] else {
+            throw ValidationError("--rect takes four integers X,Y,WIDTH,HEIGHT in pixels, got '\(rect)'.")
         }
         return .rectangle(x: x, y: y, width: w, height: h)
     }
@@ -168,7 +168,7 @@ struct OutpaintCommand: AsyncParsableCommand {
         var e = OutpaintRequest.Extension()
         for item in extend.split(separator: ",") {
             let kv = item.split(separator: "=").map { $0.trimmingCharacters(in: .whitespaces) }
-            guard kv.count == 2, let n = Int(kv[1]), n >= 0 else {
+            guard kv.count == 2, let n = Int(kv[1]) else {
                 throw ValidationError("--extend takes side=pixels pairs such as left=64,right=64, got '\(extend)'.")
             }
             switch kv[0] {

@@ -16,6 +16,24 @@ struct ModelOptions: ParsableArguments {
             "under the working directory, next to the executable, or in this source checkout."))
     var model: String?
 
+    @Option(help: ArgumentHelp(
+        "Working memory one request may use, in GB (default: 2).",
+        discussion: "Larger images are refused with an estimate of what they need; more images than fit together are made in batches."))
+    var maxMemory: Double?
+
+    func validate() throws { _ = try limits() }
+
+    /// The request limits: the library's, with --max-memory.
+    func limits() throws -> RequestLimits {
+        var limits = RequestLimits.default
+        guard let maxMemory else { return limits }
+        guard maxMemory.isFinite, maxMemory > 0, maxMemory < 1e9 else {
+            throw ValidationError("--max-memory \(maxMemory) is out of range; give more than 0 and less than 1e9 GB.")
+        }
+        limits.memoryBytes = Int(maxMemory * 1e9)
+        return limits
+    }
+
     /// The model folders looked for when none is named, best first: the bundled small model, then the released v1.
     static let defaultNames = ["paella-small", "paella-v1"]
 
@@ -39,7 +57,7 @@ struct ModelOptions: ParsableArguments {
 
     /// Loads the pipeline (the CLIP vision tower only when `vision`).
     func pipeline(compute: Compute, vision: Bool = false) throws -> Pipeline {
-        try Pipeline(folder: ModelFolder(path: folderPath()), compute: compute, loadVision: vision)
+        try Pipeline(folder: ModelFolder(path: folderPath()), compute: compute, loadVision: vision, limits: limits())
     }
 }
 
@@ -72,10 +90,7 @@ struct SamplingCLIOptions: ParsableArguments {
     @Option(help: "Renoise after the steps below this one (default: all but the last).")
     var renoiseSteps: Int?
 
-    func validate() throws {
-        if count < 1 { throw ValidationError("--count must be at least 1, got \(count).") }
-        _ = try temperatures()
-    }
+    func validate() throws { _ = try temperatures() }
 
     func temperatures() throws -> [Float]? {
         guard let temperature else { return nil }
@@ -120,39 +135,46 @@ struct OutputOptions: ParsableArguments {
         }
     }
 
-    /// Writes the images (PNG with the parameters as text, or JPEG), each file complete or absent, and reports them.
-    func write(_ result: PipelineResult, seconds: Double) throws {
-        let base = output ?? "paella-\(result.parameters.mode)-\(result.parameters.seed).png"
-        let ext = (base as NSString).pathExtension, stem = (base as NSString).deletingPathExtension
-        let jpeg = ext.lowercased() != "png"
-        func path(_ suffix: String) -> String { stem + suffix + "." + ext }
-        func save(_ image: PixelImage, _ file: String) throws {
-            if jpeg {
-                try AtomicFile.write(image.encodeJPEG(quality: quality), to: file)
-            } else {
-                try image.write(to: file, text: result.parameters.pngText)
-            }
+    /// The file of image `index` (from 0) of `total`: the output itself for one image, else -1, -2, ... before
+    /// the extension.
+    func file(_ index: Int, of total: Int, mode: String, seed: UInt64) -> String {
+        let base = output ?? "paella-\(mode)-\(seed).png"
+        return total == 1 ? base : path(base, "-\(index + 1)")
+    }
+
+    private func path(_ base: String, _ suffix: String) -> String {
+        ((base as NSString).deletingPathExtension) + suffix + "." + (base as NSString).pathExtension
+    }
+
+    /// Writes one image (PNG with the parameters as text, or JPEG), the file complete or absent.
+    func save(_ image: PixelImage, _ file: String, parameters: GenerationParameters) throws {
+        if (file as NSString).pathExtension.lowercased() != "png" {
+            try AtomicFile.write(image.encodeJPEG(quality: quality), to: file)
+        } else {
+            try image.write(to: file, text: parameters.pngText)
         }
-        var files: [String] = []
-        for (i, image) in result.images.enumerated() {
-            let file = result.images.count == 1 ? base : path("-\(i + 1)")
-            try save(image, file)
-            files.append(file)
-        }
+    }
+
+    /// Writes the grid of all images when asked (named after the first file), then reports the files: as JSON
+    /// with the parameters of each batch, or as a list.
+    func finish(files: [String], images: [PixelImage], batches: [GenerationParameters], seconds: Double) throws {
         var gridFile: String?
-        if grid {
-            let file = path("-grid")
-            try save(try PixelImage.grid(result.images, padding: 2), file)
+        if grid, let first = files.first, let parameters = batches.first {
+            let base = output ?? first
+            let file = path(base, "-grid")
+            try save(try PixelImage.grid(images, padding: 2), file, parameters: parameters)
             gridFile = file
         }
         if json {
             var object = "{\"files\": [" + files.map(jsonStringLiteral).joined(separator: ", ") + "]"
             if let gridFile { object += ", \"grid\": " + jsonStringLiteral(gridFile) }
-            object += String(format: ", \"seconds\": %.3f", seconds) + ", \"parameters\": " + result.parameters.json + "}"
-            print(object)
+            object += String(format: ", \"seconds\": %.3f", seconds) + ", \"parameters\": " + (batches.first?.json ?? "{}")
+            if batches.count > 1 { object += ", \"batches\": [" + batches.map(\.json).joined(separator: ", ") + "]" }
+            print(object + "}")
         } else if !quiet {
-            for file in files + (gridFile.map { [$0] } ?? []) { print("wrote \(file)") }
-            FileHandle.standardError.write(Data(String(format: "seed %llu, %.1f s\n", result.parameters.seed, seconds).utf8))
+            if let gridFile { print("wrote \(gridFile)") }
+            let seeds = batches.map { "\($0.seed)" }.joined(separator: ", ")
+            FileHandle.standardError.write(Data(String(format: "seed %@, %.1f s\n", seeds, seconds).utf8))
         }
     }
 }
@@ -163,23 +185,52 @@ func readImage(_ path: String) throws -> PixelImage {
 }
 
 /// Runs one pipeline request with a progress bar and writes its images; every failure is one sentence and exit 1.
+/// The request is checked before anything is computed; more images than fit the memory limit together are
+/// sampled in batches (`Pipeline.batches`), each image written as soon as its batch is done.
 func runRequest(_ request: PipelineRequest, model: ModelOptions, compute: ComputeOptions, output: OutputOptions,
                 vision: Bool = false) async throws {
     let pipeline = try reportingErrors { try model.pipeline(compute: try compute.makeCompute(), vision: vision) }
+    let batches = try reportingErrors { () throws -> [PipelineRequest] in
+        let batches = try pipeline.batches(request)
+        if output.grid, let first = batches.first {  // the grid holds every image at once, next to the images
+            let size = try pipeline.validate(first)
+            let (cell, o1) = (size.width + 2).multipliedReportingOverflow(by: size.height + 2)
+            let (bytes, o2) = cell.multipliedReportingOverflow(by: 6 * request.imageCount)
+            guard !o1 && !o2 && bytes <= pipeline.limits.memoryBytes else {
+                throw ValidationError("--grid of \(request.imageCount) images of \(size.width)x\(size.height) would need more than the " +
+                                      "\(formattedBytes(pipeline.limits.memoryBytes)) a request may use; leave out --grid or ask for fewer images.")
+            }
+        }
+        return batches
+    }
     let bar = ProgressBar(quiet: output.quiet || output.json)  // started after loading, so the ETA counts sampling only
     do {
         let start = Date()
-        let result = try await pipeline.run(request) { p in
-            switch p.stage {
-            case .encoding: bar.update("encoding", done: 0, total: nil, force: true)
-            case .sampling:
-                let perStep = p.step > 0 ? String(format: "  %.2f s/step", p.elapsed / Double(p.step)) : ""
-                bar.update("step \(p.step)/\(p.totalSteps)\(perStep)", done: p.step, total: p.totalSteps, force: true)
-            case .decoding: bar.update("decoding", done: p.totalSteps, total: p.totalSteps, force: true)
+        var files: [String] = [], images: [PixelImage] = [], parameters: [GenerationParameters] = []
+        let total = request.imageCount
+        for batch in batches {
+            let result = try await pipeline.run(batch) { p in
+                switch p.stage {
+                case .encoding: bar.update("encoding", done: 0, total: nil, force: true)
+                case .sampling:
+                    let perStep = p.step > 0 ? String(format: "  %.2f s/step", p.elapsed / Double(p.step)) : ""
+                    bar.update("step \(p.step)/\(p.totalSteps)\(perStep)", done: p.step, total: p.totalSteps, force: true)
+                case .decoding: bar.update("decoding", done: p.totalSteps, total: p.totalSteps, force: true)
+                }
             }
+            bar.finish()
+            for warning in result.warnings where parameters.isEmpty { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+            let first = parameters.first ?? result.parameters
+            for image in result.images {
+                let file = output.file(files.count, of: total, mode: first.mode, seed: first.seed)
+                try output.save(image, file, parameters: result.parameters)
+                if !output.quiet && !output.json { print("wrote \(file)") }
+                files.append(file)
+                if output.grid { images.append(image) }
+            }
+            parameters.append(result.parameters)
         }
-        bar.finish()
-        try output.write(result, seconds: Date().timeIntervalSince(start))
+        try output.finish(files: files, images: images, batches: parameters, seconds: Date().timeIntervalSince(start))
     } catch {
         bar.finish()
         _ = try reportingErrors { throw error }

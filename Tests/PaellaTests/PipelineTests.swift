@@ -133,6 +133,11 @@ struct PipelineTests {
             try await pipeline.inpaint(InpaintRequest(image: image, mask: .image(PixelImage(width: 10, height: 10, layout: .gray)), prompt: "x"))
         }
         await #expect(throws: PipelineError.emptyMask) {
+            try await pipeline.inpaint(InpaintRequest(image: image, mask: .image(PixelImage(width: image.width, height: image.height, layout: .gray)),
+                                                      prompt: "x"))
+        }
+        // An empty rectangle is a bound of the request, refused before anything runs.
+        await #expect(throws: PipelineError.self) {
             try await pipeline.inpaint(InpaintRequest(image: image, mask: .rectangle(x: 0, y: 0, width: 0, height: 0), prompt: "x"))
         }
     }

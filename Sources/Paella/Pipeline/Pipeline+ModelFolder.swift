@@ -3,7 +3,7 @@ import PaellaModels
 
 extension Pipeline {
     /// Loads a model folder's components (the CLIP vision tower only with `loadVision`, which variations need).
-    public convenience init(folder: ModelFolder, compute: Compute, loadVision: Bool = false) throws {
+    public convenience init(folder: ModelFolder, compute: Compute, loadVision: Bool = false, limits: RequestLimits = .default) throws {
         if loadVision && !folder.hasVisionTower { throw PipelineError.noVisionTower }
         let clip = try folder.loadCLIP(towers: loadVision ? .both : .text)
         guard let text = clip.text else {
@@ -11,6 +11,6 @@ extension Pipeline {
         }
         let models = try PipelineModels(denoiser: try folder.loadDenoiser(compute: compute), vqgan: try folder.loadVQGAN(compute: compute),
                                         textEncoder: text, visionEncoder: clip.vision, tokenizer: try folder.loadTokenizer())
-        self.init(models: models, defaults: folder.manifest.defaults, modelName: folder.manifest.name)
+        self.init(models: models, defaults: folder.manifest.defaults, modelName: folder.manifest.name, limits: limits)
     }
 }

@@ -93,11 +93,14 @@ public final class Pipeline: Sendable {
     public let defaults: PipelineDefaults
     /// Written into every image's parameters.
     public let modelName: String
+    /// What a request may ask for; every request is checked against them before it starts (`validate`).
+    public let limits: RequestLimits
 
-    public init(models: PipelineModels, defaults: PipelineDefaults, modelName: String) {
+    public init(models: PipelineModels, defaults: PipelineDefaults, modelName: String, limits: RequestLimits = .default) {
         self.models = models
         self.defaults = defaults
         self.modelName = modelName
+        self.limits = limits
     }
 
     var compute: Compute { models.denoiser.compute }
@@ -105,25 +108,32 @@ public final class Pipeline: Sendable {
     // MARK: Public entry points
 
     public func generate(_ request: GenerateRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await running(progress) { try self.generate(request, $0) }
+        try validate(.generate(request))
+        return try await running(progress) { try self.generate(request, $0) }
     }
     public func interpolate(_ request: InterpolateRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await running(progress) { try self.interpolate(request, $0) }
+        try validate(.interpolate(request))
+        return try await running(progress) { try self.interpolate(request, $0) }
     }
     public func compose(_ request: ComposeRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await running(progress) { try self.compose(request, $0) }
+        try validate(.compose(request))
+        return try await running(progress) { try self.compose(request, $0) }
     }
     public func inpaint(_ request: InpaintRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await running(progress) { try self.inpaint(request, $0) }
+        try validate(.inpaint(request))
+        return try await running(progress) { try self.inpaint(request, $0) }
     }
     public func outpaint(_ request: OutpaintRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await running(progress) { try self.outpaint(request, $0) }
+        try validate(.outpaint(request))
+        return try await running(progress) { try self.outpaint(request, $0) }
     }
     public func edit(_ request: EditRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await running(progress) { try self.edit(request, $0) }
+        try validate(.edit(request))
+        return try await running(progress) { try self.edit(request, $0) }
     }
     public func vary(_ request: VaryRequest, progress: PipelineProgressHandler? = nil) async throws -> PipelineResult {
-        try await running(progress) { try self.vary(request, $0) }
+        try validate(.vary(request))
+        return try await running(progress) { try self.vary(request, $0) }
     }
 
     /// Runs any request; `progress` is called on the request's thread after each stage and step.
@@ -164,7 +174,9 @@ public final class Pipeline: Sendable {
                 let thread = Thread {
                     continuation.resume(with: Result {
                         try run.checkCancelled()
-                        return try mode(run)
+                        var result = try mode(run)
+                        result.warnings = run.warnings
+                        return result
                     })
                 }
                 thread.stackSize = 16 << 20
@@ -184,6 +196,8 @@ final class RunContext: @unchecked Sendable {  // `cancelled` is behind `lock`; 
     private let start = Date()
     var stepsDone = 0
     var totalSteps = 0
+    /// `PipelineResult.warnings`.
+    var warnings: [String] = []
 
     init(progress: PipelineProgressHandler?) { handler = progress }
 
@@ -217,15 +231,21 @@ extension Pipeline {
 
     func checkSize(width: Int, height: Int) throws {
         let m = pixelMultiple
-        guard width % m == 0, height % m == 0, width >= minimumSide, height >= minimumSide, width <= 8192, height <= 8192 else {
+        // No upper bound here: `validate` bounds sizes by the memory they need.
+        guard width % m == 0, height % m == 0, width >= minimumSide, height >= minimumSide else {
             throw PipelineError.invalidSize(width: width, height: height, multiple: m, minimum: minimumSide)
         }
     }
 
-    /// CLIP text embeddings `[N, embed]` of `prompts`.
-    func textEmbeddings(_ prompts: [String], what: String = "prompt") throws -> Tensor {
+    /// CLIP text embeddings `[N, embed]` of `prompts`. A prompt longer than CLIP's context is cut (tokenizing
+    /// stops there) with a warning, as diffusers does: its end would have no effect.
+    func textEmbeddings(_ prompts: [String], what: String = "prompt", run: RunContext) throws -> Tensor {
         for p in prompts where p.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { throw PipelineError.emptyPrompt(what) }
-        let tokens = models.tokenizer.contextTokens(prompts, contextLength: models.textEncoder.config.text.contextLength)
+        let context = models.textEncoder.config.text.contextLength
+        let (tokens, cuts) = models.tokenizer.contextTokensReportingCuts(prompts, contextLength: context)
+        if cuts.contains(true) {
+            run.warnings.append("The \(what) is longer than the \(context - 2) tokens CLIP reads, so its end was cut and has no effect.")
+        }
         return models.textEncoder(tokens, compute: compute)
     }
 

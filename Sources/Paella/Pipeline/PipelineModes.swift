@@ -7,12 +7,12 @@ import PaellaModels
 extension Pipeline {
     /// Text to image: `count` images of one prompt, sampled as one batch.
     func generate(_ r: GenerateRequest, _ run: RunContext) throws -> PipelineResult {
-        let (m, seed) = try r.settings.resolved(defaults.generate), count = r.settings.count
+        let (m, seed) = try r.settings.resolved(defaults.generate, limits: limits), count = r.settings.count
         let grid = try tokenGrid(width: r.width, height: r.height)
         run.totalSteps = m.steps
         run.report(.encoding)
-        let c = repeated(try textEmbeddings([r.prompt]), count)                          // [N, embed]
-        let u = try r.negativePrompt.map { repeated(try textEmbeddings([$0], what: "negative prompt"), count) }
+        let c = repeated(try textEmbeddings([r.prompt], run: run), count)                          // [N, embed]
+        let u = try r.negativePrompt.map { repeated(try textEmbeddings([$0], what: "negative prompt", run: run), count) }
         let tokens = try sample(conditioning: c, unconditional: u, m, grid: grid, seed: seed, run: run)
         var p = parameters(mode: "generate", m, seed: seed, count: count, grid: grid)
         p.prompt = r.prompt
@@ -23,12 +23,13 @@ extension Pipeline {
     /// Frames along the way from one prompt's embedding to another's, every frame sampled from the same seed
     /// (the notebook's `fork_rng` + `manual_seed` per frame), so only the conditioning changes.
     func interpolate(_ r: InterpolateRequest, _ run: RunContext) throws -> PipelineResult {
-        guard (2...256).contains(r.frames) else { throw PipelineError.invalidOption("frames must be between 2 and 256, got \(r.frames)") }
-        let (m, seed) = try r.settings.resolved(defaults.interpolate)
+        var single = r.settings
+        single.count = 1  // one image a frame; `validate` checked the frames
+        let (m, seed) = try single.resolved(defaults.interpolate, limits: limits)
         let grid = try tokenGrid(width: r.width, height: r.height)
         run.totalSteps = m.steps * r.frames
         run.report(.encoding)
-        let both = try textEmbeddings([r.from, r.to])
+        let both = try textEmbeddings([r.from, r.to], run: run)
         let (a, b) = (both.slice(0..<1), both.slice(1..<2))                              // [1, embed] each
         var frames: [Tensor] = []
         for t in linspace(0, 1, r.frames) {
@@ -45,7 +46,7 @@ extension Pipeline {
 
     /// Multi-conditioning: a spatial conditioning map `[N, h, w, embed]` built from bands of prompts or a blend.
     func compose(_ r: ComposeRequest, _ run: RunContext) throws -> PipelineResult {
-        let (m, seed) = try r.settings.resolved(defaults.compose), count = r.settings.count
+        let (m, seed) = try r.settings.resolved(defaults.compose, limits: limits), count = r.settings.count
         let grid = try tokenGrid(width: r.width, height: r.height)
         let f = models.vqgan.config.downsamplingFactor, embed = models.denoiser.config.cClip
         run.totalSteps = m.steps
@@ -57,7 +58,7 @@ extension Pipeline {
             guard !bands.isEmpty else { throw PipelineError.invalidOption("compose needs at least one region") }
             prompts = bands.map(\.prompt)
             regions = bands.map { "\($0.axis.rawValue) \($0.pixels.lowerBound)..<\($0.pixels.upperBound)" }
-            let e = try textEmbeddings(prompts).floats
+            let e = try textEmbeddings(prompts, run: run).floats
             for (k, band) in bands.enumerated() {
                 let side = band.axis == .columns ? grid.width : grid.height
                 let lo = max(0, Int((Double(band.pixels.lowerBound) / Double(f)).rounded()))
@@ -74,7 +75,7 @@ extension Pipeline {
         case let .blend(from, to, axis):
             prompts = [from, to]
             regions = ["blend along \(axis.rawValue)"]
-            let e = try textEmbeddings(prompts).floats
+            let e = try textEmbeddings(prompts, run: run).floats
             let steps = linspace(0, 1, axis == .rows ? grid.height : grid.width)
             for y in 0..<grid.height {
                 for x in 0..<grid.width {
@@ -93,7 +94,7 @@ extension Pipeline {
 
     /// Repaints the tokens under the mask; every other token keeps the image's.
     func inpaint(_ r: InpaintRequest, _ run: RunContext) throws -> PipelineResult {
-        let (m, seed) = try r.settings.resolved(defaults.inpaint), count = r.settings.count
+        let (m, seed) = try r.settings.resolved(defaults.inpaint, limits: limits), count = r.settings.count
         run.totalSteps = m.steps
         run.report(.encoding)
         let fitted = try fit(r.image, shortSide: r.size)
@@ -111,7 +112,7 @@ extension Pipeline {
         guard tokenMask.integers().contains(where: { $0 != 0 }) else { throw PipelineError.emptyMask }
         let imageTokens = try models.vqgan.encode([fitted.image])                        // [1, h, w]
         let grid = (height: imageTokens.shape[1], width: imageTokens.shape[2])
-        let c = repeated(try textEmbeddings([r.prompt]), count)
+        let c = repeated(try textEmbeddings([r.prompt], run: run), count)
         let tokens = try sample(conditioning: c, tokens: repeated(imageTokens, count), mask: repeated(tokenMask, count),
                                 m, grid: grid, seed: seed, run: run)
         var p = parameters(mode: "inpaint", m, seed: seed, count: count, grid: grid)
@@ -121,11 +122,9 @@ extension Pipeline {
 
     /// Places the image's tokens on a larger canvas and samples the rest around them.
     func outpaint(_ r: OutpaintRequest, _ run: RunContext) throws -> PipelineResult {
-        let (m, seed) = try r.settings.resolved(defaults.outpaint), count = r.settings.count
+        let (m, seed) = try r.settings.resolved(defaults.outpaint, limits: limits), count = r.settings.count
         let e = r.extend, f = models.vqgan.config.downsamplingFactor, multiple = models.denoiser.config.sideMultiple
-        guard [e.left, e.right, e.top, e.bottom].allSatisfy({ $0 >= 0 }), e.left + e.right + e.top + e.bottom > 0 else {
-            throw PipelineError.invalidOption("outpainting needs a positive extension on at least one side, got \(e)")
-        }
+        try limits.check(extension: e)  // `validate` also bounded the canvas by memory
         run.totalSteps = m.steps
         run.report(.encoding)
         let fitted = try fit(r.image, shortSide: r.size)
@@ -151,7 +150,7 @@ extension Pipeline {
                 mask[(y + top) * grid.width + x + left] = 0
             }
         }
-        let c = repeated(try textEmbeddings([r.prompt]), count)
+        let c = repeated(try textEmbeddings([r.prompt], run: run), count)
         let tokens = try sample(conditioning: c, tokens: repeated(Tensor(int32: canvas, shape: [1, grid.height, grid.width]), count),
                                 mask: repeated(Tensor(int32: mask, shape: [1, grid.height, grid.width]), count),
                                 m, grid: grid, seed: seed, run: run)
@@ -164,15 +163,15 @@ extension Pipeline {
     /// Structural editing: the image's tokens noised to the starting step's level (upstream
     /// `add_noise(tokens, init_step / max_steps)` with random replacements), then sampled from that step.
     func edit(_ r: EditRequest, _ run: RunContext) throws -> PipelineResult {
-        let (m, seed) = try r.settings.resolved(defaults.edit), count = r.settings.count
+        let (m, seed) = try r.settings.resolved(defaults.edit, limits: limits), count = r.settings.count
         let strength = r.strength ?? defaults.editStrength
-        guard strength > 0 && strength <= 1 else { throw PipelineError.invalidOption("the strength must be in (0, 1], got \(strength)") }
+        try limits.check(strength: strength)
         let start = min(m.steps - 1, max(0, Int(((1 - strength) * Float(m.steps)).rounded())))
         run.totalSteps = m.steps - start
         run.report(.encoding)
         let imageTokens = repeated(try models.vqgan.encode([try fit(r.image, shortSide: r.size).image]), count)
         let grid = (height: imageTokens.shape[1], width: imageTokens.shape[2])
-        let c = repeated(try textEmbeddings([r.prompt]), count)
+        let c = repeated(try textEmbeddings([r.prompt], run: run), count)
         let sampler = Sampler(denoiser: models.denoiser)
         let tokens = try sample(conditioning: c, m, grid: grid, startingStep: start, seed: seed, run: run) { random in
             sampler.addNoise(imageTokens, r: Float(start) / Float(m.steps), replacements: nil, random: &random)
@@ -186,7 +185,7 @@ extension Pipeline {
     /// New images conditioned on the CLIP image embedding of an image.
     func vary(_ r: VaryRequest, _ run: RunContext) throws -> PipelineResult {
         guard let vision = models.visionEncoder else { throw PipelineError.noVisionTower }
-        let (m, seed) = try r.settings.resolved(defaults.vary), count = r.settings.count
+        let (m, seed) = try r.settings.resolved(defaults.vary, limits: limits), count = r.settings.count
         let grid = try tokenGrid(width: r.width, height: r.height)
         run.totalSteps = m.steps
         run.report(.encoding)
@@ -214,15 +213,8 @@ extension Pipeline {
     /// `image` resized so its shorter side is `shortSide` pixels (the model's default when nil; torchvision
     /// `Resize(int)` like the notebook), then center-cropped to the denoiser's pixel multiple.
     func fit(_ image: PixelImage, shortSide: Int?) throws -> FittedImage {
-        let side = shortSide ?? defaults.imageSize
-        guard side >= minimumSide && side <= 8192 else {
-            throw PipelineError.invalidOption("the image size must be between \(minimumSide) and 8192 pixels, got \(side)")
-        }
-        let (short, long) = (min(image.width, image.height), max(image.width, image.height))
-        let newLong = Int(Double(side) * Double(long) / Double(short))
-        let (rw, rh) = image.width <= image.height ? (side, newLong) : (newLong, side)
-        let m = pixelMultiple
-        let (cw, ch) = (rw / m * m, rh / m * m)
+        let size = try fittedSize(width: image.width, height: image.height, shortSide: shortSide, limits: limits)
+        let (rw, rh) = size.resized, (cw, ch) = size.cropped
         try checkSize(width: cw, height: ch)
         let fitted = FittedImage(originalWidth: image.width, originalHeight: image.height, resizedWidth: rw, resizedHeight: rh,
                                  cropX: (rw - cw) / 2, cropY: (rh - ch) / 2, width: cw, height: ch, image: image)
@@ -268,8 +260,15 @@ extension PixelImage {
     /// A gray mask of `width` x `height`: 255 inside the rectangle (clipped to the image), 0 elsewhere.
     static func rectangleMask(width: Int, height: Int, x: Int, y: Int, rectWidth: Int, rectHeight: Int) -> PixelImage {
         var mask = PixelImage(width: width, height: height, layout: .gray, repeating: 0)
-        for row in max(0, y)..<max(max(0, y), min(height, y + rectHeight)) {
-            for col in max(0, x)..<max(max(0, x), min(width, x + rectWidth)) { mask.pixels[row * width + col] = 255 }
+        /// `start ..< start + length` clipped to `0 ..< limit`, without overflowing for any two integers.
+        func clipped(_ start: Int, _ length: Int, _ limit: Int) -> Range<Int> {
+            let lo = min(max(0, start), limit)
+            let (end, overflow) = start.addingReportingOverflow(length)
+            let hi = overflow ? (length > 0 ? limit : lo) : min(max(end, lo), limit)
+            return lo..<hi
+        }
+        for row in clipped(y, rectHeight, height) {
+            for col in clipped(x, rectWidth, width) { mask.pixels[row * width + col] = 255 }
         }
         return mask
     }

@@ -40,29 +40,17 @@ public struct CommonSettings: Codable, Sendable, Equatable {
         self.sampling = sampling
     }
 
-    /// The one place a request's settings are resolved: `defaults` with the overrides applied and checked, and
-    /// the seed (a random one when none is given). A bad value is a `PipelineError.invalidOption`.
-    public func resolved(_ defaults: SamplingSettings) throws -> (sampling: SamplingSettings, seed: UInt64) {
-        guard (1...64).contains(count) else { throw PipelineError.invalidOption("count must be between 1 and 64, got \(count)") }
-        var m = defaults, o = sampling
-        m.steps = o.steps ?? m.steps
-        m.guidanceScale = o.guidanceScale ?? m.guidanceScale
-        m.temperatureRange = o.temperatureRange ?? m.temperatureRange
-        m.typicalFiltering = o.typicalFiltering ?? m.typicalFiltering
-        m.typicalMass = o.typicalMass ?? m.typicalMass
-        m.renoiseSteps = o.renoiseSteps ?? m.renoiseSteps
-        m.renoiseMode = o.renoiseMode ?? m.renoiseMode
-        guard (1...1000).contains(m.steps) else { throw PipelineError.invalidOption("steps must be between 1 and 1000, got \(m.steps)") }
-        guard m.temperatureRange.count == 2, m.temperatureRange.allSatisfy({ $0 > 0 && $0.isFinite }) else {
-            throw PipelineError.invalidOption("the temperature must be one or two positive numbers, got \(m.temperatureRange)")
-        }
-        guard m.typicalMass > 0 && m.typicalMass <= 1 else {
-            throw PipelineError.invalidOption("the typical mass must be in (0, 1], got \(m.typicalMass)")
-        }
-        guard m.guidanceScale.isFinite else { throw PipelineError.invalidOption("the guidance scale must be a finite number") }
-        if let r = m.renoiseSteps, r < 0 { throw PipelineError.invalidOption("renoise steps must be at least 0, got \(r)") }
-        return (m, seed ?? UInt64.random(in: 0 ..< (1 << 31)))
+    /// The one place a request's settings are resolved: `defaults` with the overrides applied and checked against
+    /// `limits`, and the seed (a random one when none is given). A bad value is a `PipelineError.outOfRange`.
+    public func resolved(_ defaults: SamplingSettings, limits: RequestLimits = .default) throws -> (sampling: SamplingSettings, seed: UInt64) {
+        try limits.check(count, 1...limits.maxCount, .count, "The image count")
+        let m = resolvedSampling(defaults)
+        try limits.check(m)
+        return (m, seed ?? Self.randomSeed())
     }
+
+    /// A seed for a request that gives none (31 bits, like upstream's examples).
+    static func randomSeed() -> UInt64 { UInt64.random(in: 0 ..< (1 << 31)) }
 }
 
 /// Text to image.
@@ -283,11 +271,17 @@ public struct PipelineResult: Sendable {
     /// The sampled token grids `[N, h, w]` (int32).
     public let tokens: Tensor
     public let parameters: GenerationParameters
+    /// Things the caller should know that did not stop the request, one sentence each (a prompt longer than
+    /// CLIP's context was cut).
+    public internal(set) var warnings: [String] = []
 }
 
 /// A user-facing pipeline failure: one sentence saying what is wrong and what to do.
 public enum PipelineError: Error, CustomStringConvertible, Equatable {
     case invalidOption(String)
+    /// A number of the request outside what `RequestLimits` allows: the field and one sentence naming its value
+    /// and the allowed range.
+    case outOfRange(field: RequestField, message: String)
     case invalidSize(width: Int, height: Int, multiple: Int, minimum: Int)
     case emptyPrompt(String)
     case maskSizeMismatch(mask: [Int], image: [Int])
@@ -298,6 +292,7 @@ public enum PipelineError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case .invalidOption(let message): return message + "."
+        case .outOfRange(_, let message): return message + "."
         case let .invalidSize(width, height, multiple, minimum):
             return "The image size \(width)x\(height) does not fit this model: width and height must be multiples of " +
                 "\(multiple) pixels and at least \(minimum); pick for example \(Self.nearest(width, multiple, minimum))x\(Self.nearest(height, multiple, minimum))."
@@ -312,6 +307,6 @@ public enum PipelineError: Error, CustomStringConvertible, Equatable {
     }
 
     private static func nearest(_ value: Int, _ multiple: Int, _ minimum: Int) -> Int {
-        max(minimum, (value + multiple / 2) / multiple * multiple)
+        max(minimum, value / multiple * multiple + (value % multiple >= multiple / 2 && value <= Int.max - multiple ? multiple : 0))
     }
 }

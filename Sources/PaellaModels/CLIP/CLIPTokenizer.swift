@@ -145,10 +145,17 @@ public final class CLIPTokenizer: @unchecked Sendable {  // mutable state: only 
 
     /// BPE ids of `text` after OpenCLIP's cleaning (`SimpleTokenizer.encode`), without start/end tokens.
     public func encode(_ text: String) -> [Int32] {
+        encode(text, stoppingAfter: .max).ids
+    }
+
+    /// The first ids of `text`: encoding stops once more than `limit` ids are known, so a prompt far longer than
+    /// any context costs no more than its cleaning (linear) and the words up to the cut. `cut` says that the text
+    /// has more than `limit` ids; `ids` then holds at least `limit + 1` of them.
+    public func encode(_ text: String, stoppingAfter limit: Int) -> (ids: [Int32], cut: Bool) {
         let scalars = CLIPTextCleaning.cleanScalars(text)
         var ids: [Int32] = []
         var i = 0
-        while i < scalars.count {
+        while i < scalars.count && ids.count <= limit {
             let piece = nextPiece(scalars, from: i)
             switch piece {
             case .special(let id, let end): ids.append(id); i = end
@@ -156,23 +163,32 @@ public final class CLIPTokenizer: @unchecked Sendable {  // mutable state: only 
             case .skip: i += 1
             }
         }
-        return ids
+        return (ids, ids.count > limit)
     }
 
     /// The model input for each text: `[start, ids..., end, 0, ...]` of length `contextLength`; a longer text
     /// is cut so that `contextLength` tokens remain, the last of them end-of-text. Shape `[texts, contextLength]`.
     public func contextTokens(_ texts: [String], contextLength: Int = 77) -> Tensor {
+        contextTokensReportingCuts(texts, contextLength: contextLength).tokens
+    }
+
+    /// `contextTokens`, and for each text whether it held more than the context keeps (so a caller can warn
+    /// that the end of a prompt had no effect, as diffusers does).
+    public func contextTokensReportingCuts(_ texts: [String], contextLength: Int = 77) -> (tokens: Tensor, cut: [Bool]) {
         precondition(contextLength >= 2, "CLIPTokenizer.contextTokens: context length \(contextLength) leaves no room for start and end")
         var out = [Int32](repeating: 0, count: texts.count * contextLength)
+        var cuts: [Bool] = []
         for (row, text) in texts.enumerated() {
-            var tokens = [startOfText] + encode(text) + [endOfText]
+            let (ids, cut) = encode(text, stoppingAfter: contextLength - 2)
+            var tokens = [startOfText] + ids + [endOfText]
             if tokens.count > contextLength {
                 tokens.removeLast(tokens.count - contextLength)
                 tokens[contextLength - 1] = endOfText
             }
             for (j, t) in tokens.enumerated() { out[row * contextLength + j] = t }
+            cuts.append(cut)
         }
-        return Tensor(int32: out, shape: [texts.count, contextLength])
+        return (Tensor(int32: out, shape: [texts.count, contextLength]), cuts)
     }
 
     private enum Piece { case special(Int32, end: Int), word(end: Int), skip }
@@ -244,6 +260,11 @@ public final class CLIPTokenizer: @unchecked Sendable {  // mutable state: only 
 
     /// The ids of one pre-tokenized word: its UTF-8 bytes as symbols (the last one marked word-final), then
     /// repeatedly every occurrence of the best-ranked adjacent pair merged, left to right (`SimpleTokenizer.bpe`).
+    ///
+    /// Upstream rescans the whole word for each merge, quadratic in its length (a 130,000-letter word took
+    /// minutes); here the adjacent pairs wait in a heap ordered by (rank, position), so a word of n bytes takes
+    /// O(n log n). Each round takes every occurrence of the best rank before any pair that round creates, exactly
+    /// upstream's order: a pair formed by a merge may rank better than the round's pair yet must wait for it.
     private func bpe(_ word: ArraySlice<Unicode.Scalar>) -> [Int32] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(word.count)
@@ -251,34 +272,49 @@ public final class CLIPTokenizer: @unchecked Sendable {  // mutable state: only 
         if let hit = cacheLock.withLock({ cache[bytes] }) { return hit }
         var symbols = bytes.map { byteIDs[Int($0)] }
         symbols[symbols.count - 1] = byteEndIDs[Int(bytes[bytes.count - 1])]
-        while symbols.count > 1 {
-            var best: (rank: UInt64, left: Int32, right: Int32, merged: Int32)?
-            for j in 0 ..< symbols.count - 1 {
-                let pair = UInt64(UInt32(symbols[j])) << 32 | UInt64(UInt32(symbols[j + 1]))
-                if let m = merges[pair], m >> 32 < best?.rank ?? .max {
-                    best = (m >> 32, symbols[j], symbols[j + 1], Int32(truncatingIfNeeded: m & 0xFFFF_FFFF))
-                }
+        // A doubly linked list over the byte positions; a merged pair lives on at its left position.
+        let n = symbols.count
+        var next = Array(1 ... n), previous = Array(-1 ..< n - 1), alive = [Bool](repeating: true, count: n)
+        var pairs = MergeHeap()
+        func push(_ left: Int) {
+            guard left >= 0, next[left] < n else { return }
+            let right = next[left]
+            if let m = merges[UInt64(UInt32(symbols[left])) << 32 | UInt64(UInt32(symbols[right]))] {
+                pairs.push(MergeCandidate(rank: m >> 32, position: left, left: symbols[left], right: symbols[right],
+                                          merged: Int32(truncatingIfNeeded: m & 0xFFFF_FFFF)))
             }
-            guard let best else { break }
-            var merged: [Int32] = []
-            merged.reserveCapacity(symbols.count)
-            var j = 0
-            while j < symbols.count {
-                if j + 1 < symbols.count && symbols[j] == best.left && symbols[j + 1] == best.right {
-                    merged.append(best.merged)
-                    j += 2
-                } else {
-                    merged.append(symbols[j])
-                    j += 1
-                }
-            }
-            symbols = merged
         }
+        /// The candidate still describes the two symbols at its position (no merge has touched them since).
+        func current(_ c: MergeCandidate) -> Bool {
+            alive[c.position] && symbols[c.position] == c.left && next[c.position] < n && symbols[next[c.position]] == c.right
+        }
+        for j in 0 ..< n - 1 { push(j) }
+        while let best = pairs.pop() {
+            guard current(best) else { continue }
+            var round = [best]
+            while let top = pairs.peek(), top.rank == best.rank { round.append(pairs.pop()!) }
+            var mergedAt: [Int] = []
+            for c in round where current(c) {  // left to right: the heap orders a rank's pairs by position
+                let right = next[c.position]
+                symbols[c.position] = c.merged
+                alive[right] = false
+                next[c.position] = next[right]
+                if next[right] < n { previous[next[right]] = c.position }
+                mergedAt.append(c.position)
+            }
+            for p in mergedAt where alive[p] {
+                push(previous[p])
+                push(p)
+            }
+        }
+        var result: [Int32] = []
+        var p = 0
+        while p < n { result.append(symbols[p]); p = next[p] }
         cacheLock.withLock {
             if cache.count >= Self.cacheLimit { cache.removeAll(keepingCapacity: true) }  // bounded memory
-            cache[bytes] = symbols
+            cache[bytes] = result
         }
-        return symbols
+        return result
     }
 
     // MARK: Finding the vocabulary
@@ -310,5 +346,46 @@ public final class CLIPTokenizer: @unchecked Sendable {  // mutable state: only 
         if let found = candidates.first(where: { FileManager.default.isReadableFile(atPath: $0) }) { return found }
         throw CLIPTokenizerError(message: "CLIP's vocabulary \(vocabularyFileName) was not found (looked at "
             + candidates.joined(separator: ", ") + "); set PAELLA_CLIP_VOCAB to its path.")
+    }
+}
+
+/// A possible merge of the symbols at `position` and the one after it.
+private struct MergeCandidate {
+    var rank: UInt64, position: Int, left: Int32, right: Int32, merged: Int32
+    func precedes(_ other: MergeCandidate) -> Bool { (rank, position) < (other.rank, other.position) }
+}
+
+/// A binary min-heap of merge candidates by (rank, position).
+private struct MergeHeap {
+    private var items: [MergeCandidate] = []
+
+    func peek() -> MergeCandidate? { items.first }
+
+    mutating func push(_ item: MergeCandidate) {
+        items.append(item)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard items[i].precedes(items[parent]) else { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> MergeCandidate? {
+        guard !items.isEmpty else { return nil }
+        items.swapAt(0, items.count - 1)
+        let top = items.removeLast()
+        var i = 0
+        while true {
+            let (l, r) = (2 * i + 1, 2 * i + 2)
+            var smallest = i
+            if l < items.count && items[l].precedes(items[smallest]) { smallest = l }
+            if r < items.count && items[r].precedes(items[smallest]) { smallest = r }
+            guard smallest != i else { break }
+            items.swapAt(i, smallest)
+            i = smallest
+        }
+        return top
     }
 }
