@@ -1,6 +1,7 @@
 // Run-time instruction-set detection for the kernels, and the usable core count.
 #define _GNU_SOURCE
 #include "paella_kernels.h"
+#include <stdatomic.h>
 #include <unistd.h>
 #if defined(__linux__)
 #include <sched.h>
@@ -34,21 +35,33 @@ static pk_isa detect(void) {
 #endif
 }
 
-static int detected = -1;
-static int active = -1;
+// Atomic because every kernel call reads them from whatever thread it runs on while the first call may be storing
+// them (found by ThreadSanitizer). Relaxed order is enough: each is one int, and every thread computes the same value.
+static _Atomic int detected = -1;
+static _Atomic int active = -1;
 // A level forced for one thread only (-1: none). The thread pool hands it to its workers for the loops that
 // thread starts, so tests can run every level without changing the kernels of concurrent work.
 static _Thread_local int thread_level = -1;
 
 pk_isa pk_detected_isa(void) {
-    if (detected < 0) detected = (int)detect();
-    return (pk_isa)detected;
+    int level = atomic_load_explicit(&detected, memory_order_relaxed);
+    if (level < 0) {
+        level = (int)detect();
+        atomic_store_explicit(&detected, level, memory_order_relaxed);
+    }
+    return (pk_isa)level;
 }
 
 pk_isa pk_active_isa(void) {
     if (thread_level >= 0) return (pk_isa)thread_level;
-    if (active < 0) active = (int)pk_detected_isa();
-    return (pk_isa)active;
+    int level = atomic_load_explicit(&active, memory_order_relaxed);
+    if (level < 0) {
+        // Only if still unset: a level forced meanwhile by pk_force_isa wins.
+        int unset = -1;
+        level = (int)pk_detected_isa();
+        if (!atomic_compare_exchange_strong_explicit(&active, &unset, level, memory_order_relaxed, memory_order_relaxed)) level = unset;
+    }
+    return (pk_isa)level;
 }
 
 // `isa` if this CPU can run it, else the detected level.
@@ -61,8 +74,9 @@ static pk_isa runnable(pk_isa isa) {
 }
 
 pk_isa pk_force_isa(pk_isa isa) {
-    active = (int)runnable(isa);
-    return (pk_isa)active;
+    int level = (int)runnable(isa);
+    atomic_store_explicit(&active, level, memory_order_relaxed);
+    return (pk_isa)level;
 }
 
 int pk_thread_isa(void) { return thread_level; }
