@@ -235,8 +235,9 @@ public struct Unpickler {
     /// per tensor, a Lightning checkpoint with optimizer state about thirty, so a model with 100,000 tensors
     /// needs about 3 million objects of the 4 million allowed. At the caps the unpickler holds under 1 GB.
     public struct Limits: Sendable, Equatable {
-        /// Values on the stack (all MARK levels together); default 4,194,304.
-        public var maxStack: Int = 1 << 22
+        /// Values on the stack (all MARK levels together); default 1,048,576 (torch.save's stack stays in the
+        /// thousands: it writes dict and list items in batches of 1,000).
+        public var maxStack: Int = 1 << 20
         /// Memo entries; default 4,194,304.
         public var maxMemo: Int = 1 << 22
         /// Nesting depth of containers in the result; default 200.
@@ -280,11 +281,14 @@ public struct Unpickler {
 /// A value on the machine's stack. Containers live in `nodes` and are referenced by index, so that a pickle
 /// can mutate them after memoizing them (as SETITEMS after BINPUT does), and so that nothing is recursive:
 /// deep nesting in hostile input can never overflow the call stack while building or freeing.
+///
+/// The stack, the memo and every container hold these by the million in a large pickle, so the rare large
+/// payloads are boxed (`indirect`), keeping each value at 17 bytes (a string's) instead of a storage's 80.
 private enum Obj {
     case none, bool(Bool), int(Int), bigInt([UInt8]), float(Double), string(String), bytes([UInt8])
-    case global(module: String, name: String, AllowedGlobal)
-    case tensor(Tensor)
-    case storage(PickleStorage)
+    indirect case global(module: String, name: String, AllowedGlobal)
+    indirect case tensor(Tensor)
+    indirect case storage(PickleStorage)
     case node(Int)
 }
 
@@ -299,10 +303,38 @@ private struct Node {
     var values: [Obj] = []
     /// Dict: position of string and int keys, so a repeated key replaces its value as in Python.
     var keyIndex: [HashKey: Int] = [:]
+    /// What only objects and dicts with a class or BUILD state have, boxed so that the millions of plain
+    /// containers a pickle may make stay small (see `Obj`).
+    private var details: Details?
+
+    final class Details {
+        var className: String?
+        var args: [Obj] = []
+        var state: Obj?
+    }
+
+    init(kind: Kind, items: [Obj] = [], className: String? = nil, args: [Obj] = []) {
+        self.kind = kind
+        self.items = items
+        if className != nil || !args.isEmpty {
+            let details = Details()
+            details.className = className
+            details.args = args
+            self.details = details
+        }
+    }
+
     /// Class of an object or dict subclass.
-    var className: String?
-    var args: [Obj] = []
-    var state: Obj?
+    var className: String? { details?.className }
+    var args: [Obj] { details?.args ?? [] }
+    /// State set by BUILD (each node owns its box, so setting it changes no other node).
+    var state: Obj? {
+        get { details?.state }
+        set {
+            if details == nil { details = Details() }
+            details?.state = newValue
+        }
+    }
 }
 
 private struct Machine {

@@ -79,8 +79,9 @@ public struct ZipArchive: Sendable {
     /// to them, so a legitimate checkpoint of any size opens with the defaults. Only archives re-zipped by another
     /// tool hold deflated entries; a deflate bomb (a few megabytes that inflate to gigabytes) is refused here.
     public struct Limits: Sendable, Equatable {
-        /// Most bytes all deflated entries together may inflate to (default 1 GiB).
-        public var maxTotalInflatedBytes: Int = 1 << 30
+        /// Most bytes all deflated entries together may inflate to (default 512 MiB: with what the unpickler
+        /// may hold at its caps, a hostile archive stays well under 2 GB).
+        public var maxTotalInflatedBytes: Int = 1 << 29
         /// Most bytes a deflated entry may inflate to per compressed byte (default 100; weights compress to
         /// about 1.1:1, so only long runs of one value come near it). Entries that inflate to no more than
         /// `ratioExemptBytes` are exempt, so tiny records with a fixed deflate overhead are not refused.
