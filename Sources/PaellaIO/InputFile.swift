@@ -87,3 +87,17 @@ public func terminalSafe(_ text: String, maxLength: Int? = nil) -> String {
     }
     return String(out)
 }
+
+/// The element count and byte size of a tensor of `shape` read from a file, or nil when they do not fit in
+/// an `Int`. The shape is kept as given and whatever multiplies it out later may do so in any order (strides
+/// from the right, counts from the left), so the product of its non-zero sizes times the element size must fit
+/// even when a zero size makes the count itself 0.
+func checkedTensorSize(_ shape: [Int], elementSize: Int) -> (elements: Int, bytes: Int)? {
+    var bytes = elementSize
+    for n in shape where n != 0 {
+        let (product, overflow) = bytes.multipliedReportingOverflow(by: n)
+        if overflow || n < 0 { return nil }
+        bytes = product
+    }
+    return shape.contains(0) ? (0, 0) : (bytes / elementSize, bytes)
+}

@@ -70,9 +70,9 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
                 : "the unknown dtype \"\(dtype)\""
             return "Tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) has \(kind); convert the file to one of \(supported)."
         case .shapeTooLarge(let path, let tensor, let shape):
-            return "Tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) has the absurd shape \(shape), whose size overflows a 64-bit count; \(corrupt)."
+            return "Tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) has the absurd shape \(SafeTensors.brief(shape)), whose size overflows a 64-bit count; \(corrupt)."
         case .byteCountMismatch(let path, let tensor, let dtype, let shape, let expected, let actual):
-            return "Tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) has dtype \(dtype) and shape \(shape), which need \(expected) bytes, but its data_offsets span \(actual); \(corrupt)."
+            return "Tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) has dtype \(dtype) and shape \(SafeTensors.brief(shape)), which need \(expected) bytes, but its data_offsets span \(actual); \(corrupt)."
         case .offsetsOutOfBounds(let path, let tensor, let begin, let end, let size):
             return "Tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) claims bytes \(begin)..<\(end) of a data section that has only \(size) bytes; \(corrupt)."
         case .overlappingTensors(let path, let first, let second):
@@ -132,6 +132,12 @@ public struct SafeTensors: Sendable {
     static let knownUnsupportedDTypes: Set<String> = [
         "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "U16", "U32", "U64", "C64",
     ]
+
+    /// A shape for a message: in full up to 8 dimensions, else the first 8 and the count (a hostile header can
+    /// list millions).
+    static func brief(_ shape: [Int]) -> String {
+        shape.count <= 8 ? "\(shape)" : "[\(shape.prefix(8).map(String.init).joined(separator: ", ")), ...] (\(shape.count) dimensions)"
+    }
 
     /// The safetensors name of a dtype ("F32", "BF16", ...).
     public static func fileName(of dtype: DType) -> String {
@@ -274,15 +280,10 @@ public struct SafeTensors: Sendable {
                                                     reason: "begins at \(offsets[0]), after its end \(offsets[1])")
             }
 
-            // Overflow-checked size: a hostile shape like [2^40, 2^40] must be refused, not wrap around.
-            var elements = 1
-            for dimension in shape {
-                let (product, overflow) = elements.multipliedReportingOverflow(by: dimension)
-                guard !overflow else { throw SafeTensorsError.shapeTooLarge(path: path, tensor: name, shape: shape) }
-                elements = product
+            // Overflow-checked size: a hostile shape like [2^40, 2^40] (or [0, 2^40, 2^40]) must be refused.
+            guard let (_, bytes) = checkedTensorSize(shape, elementSize: dtype.size) else {
+                throw SafeTensorsError.shapeTooLarge(path: path, tensor: name, shape: shape)
             }
-            let (bytes, overflow) = elements.multipliedReportingOverflow(by: dtype.size)
-            guard !overflow else { throw SafeTensorsError.shapeTooLarge(path: path, tensor: name, shape: shape) }
             guard offsets[1] - offsets[0] == bytes else {
                 throw SafeTensorsError.byteCountMismatch(path: path, tensor: name, dtype: dtypeName, shape: shape,
                                                          expected: bytes, actual: offsets[1] - offsets[0])

@@ -856,20 +856,12 @@ private struct Machine {
         guard offset >= 0, size.allSatisfy({ $0 >= 0 }), strides.allSatisfy({ $0 >= 0 }) else {
             throw PickleError.invalidTensor(what: "a tensor in storage \(key) has a negative offset, size or stride")
         }
-        // The shape is kept as given, and whatever multiplies it out later may do so in any order, so the
-        // product of its non-zero sizes (and that times the element size) must fit even when a size is zero.
-        var nonZeroProduct = elementSize
-        for n in size where n != 0 {
-            let (p, overflow) = nonZeroProduct.multipliedReportingOverflow(by: n)
-            guard !overflow else {
-                throw PickleError.invalidTensor(what: "a tensor in storage \(key) has \(size.count) sizes whose product overflows a 64-bit count")
-            }
-            nonZeroProduct = p
+        guard let (count, _) = checkedTensorSize(size, elementSize: elementSize) else {
+            throw PickleError.invalidTensor(what: "a tensor in storage \(key) has \(size.count) sizes whose product overflows a 64-bit count")
         }
-        if size.contains(0) {
+        if count == 0 {
             return Tensor(shape: size, dtype: dtype, storage: storage.storage, byteOffset: 0)
         }
-        let count = nonZeroProduct / elementSize
         // Size-1 dimensions never move the index, whatever their stride (which may be huge), so the layout is
         // walked over the others only: at most 63 of them, since each is at least 2 and the count fits.
         let layout = zip(size, strides).filter { $0.0 != 1 }

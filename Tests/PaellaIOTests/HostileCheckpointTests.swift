@@ -359,8 +359,8 @@ struct HostileCheckpointTests {
     // MARK: Limits from issue 19: safetensors header, tensor count; overriding
 
     @Test func safetensorsHeaderAndTensorCountLimits() throws {
-        func safetensors(_ count: Int) -> [UInt8] {
-            let entries = (0..<count).map { "\"t\($0)\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[\($0 * 4),\($0 * 4 + 4)]}" }
+        func safetensors(_ count: Int, shape: String = "[1]") -> [UInt8] {
+            let entries = (0..<count).map { "\"t\($0)\":{\"dtype\":\"F32\",\"shape\":\(shape),\"data_offsets\":[\($0 * 4),\($0 * 4 + 4)]}" }
             var header = Array("{\(entries.joined(separator: ","))}".utf8)
             while header.count % 8 != 0 { header.append(0x20) }
             var out: [UInt8] = []
@@ -374,6 +374,10 @@ struct HostileCheckpointTests {
         limits.safetensors.maxHeaderBytes = 64
         let long = refusal("safetensors-header-limit", safetensors(3), limits: limits, suffix: ".safetensors").error
         #expect("\(String(describing: long))".contains("larger than the limit of 64 bytes"))
+        // A zero size does not hide a product that overflows.
+        let zero = refusal("safetensors-zero-dim-overflow", safetensors(1, shape: "[0,1099511627776,1099511627776,1]"),
+                           suffix: ".safetensors").error
+        guard case .shapeTooLarge? = zero as? SafeTensorsError else { Issue.record("\(String(describing: zero))"); return }
         try withTemporaryFile(safetensors(4), suffix: ".safetensors") { path in
             let report = try CheckpointInspector.inspect(path: path)
             #expect(report.entries.count == 4)
