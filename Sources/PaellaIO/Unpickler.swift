@@ -223,8 +223,8 @@ enum AllowedGlobal: Equatable {
 /// Only the opcodes `torch.save` and ordinary containers use are implemented; globals resolve against a fixed
 /// allow-list (`collections.OrderedDict`, the `torch._utils._rebuild_*` tensor builders, typed storages, dtypes,
 /// `torch.Size`, sets, and the inert metadata classes `argparse.Namespace` and Lightning's `AttributeDict`);
-/// every other global throws `PickleError.forbiddenGlobal` naming it. Stack, memo and nesting are capped so
-/// that hostile input cannot exhaust memory or the call stack.
+/// every other global throws `PickleError.forbiddenGlobal` naming it. Stack, memo, nesting, objects created and
+/// storage copies are capped (`Limits`) so that hostile input cannot exhaust memory, time or the call stack.
 public struct Unpickler {
     /// Resource caps, so that memory and time stay proportional to the pickle's size and never reach gigabytes
     /// or minutes. Strings and bytes are bounded by the input (lengths are checked against it); what a pickle can
