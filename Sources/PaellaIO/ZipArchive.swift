@@ -82,10 +82,11 @@ public struct ZipArchive: Sendable {
         /// Most bytes all deflated entries together may inflate to (default 512 MiB: with what the unpickler
         /// may hold at its caps, a hostile archive stays well under 2 GB).
         public var maxTotalInflatedBytes: Int = 1 << 29
-        /// Most bytes a deflated entry may inflate to per compressed byte (default 100; weights compress to
-        /// about 1.1:1, so only long runs of one value come near it). Entries that inflate to no more than
+        /// Most bytes a deflated entry may inflate to per compressed byte (default 32; weights compress to
+        /// about 1.1:1 and pickles to under 10:1, so only long runs of one value come near it, while a bomb
+        /// needs a file a thirty-second of its inflated size). Entries that inflate to no more than
         /// `ratioExemptBytes` are exempt, so tiny records with a fixed deflate overhead are not refused.
-        public var maxCompressionRatio: Int = 100
+        public var maxCompressionRatio: Int = 32
         /// Inflated size below which the ratio is not checked (default 64 KiB).
         public var ratioExemptBytes: Int = 1 << 16
         public init() {}
