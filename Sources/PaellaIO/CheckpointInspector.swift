@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PaellaCore
 
 /// The checkpoint formats Paella reads.
@@ -33,6 +38,96 @@ public enum CheckpointFormatError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+/// Every resource cap of the checkpoint readers in one place: the ZIP reader's inflation caps, the unpickler's
+/// object, stack, memo, nesting and copy caps, and the safetensors header caps. Each cap is documented where it
+/// is declared; the defaults refuse bombs crafted to exhaust memory or time while accepting any real checkpoint
+/// (tensor bytes of either format are views of the file and are never limited).
+///
+/// A trusted file that exceeds a default can be read by raising the cap: in code, set the field and pass the
+/// limits to `PyTorchCheckpoint(path:limits:)` or `SafeTensors(path:limits:)`; on the command line, set the
+/// environment variable PAELLA_CHECKPOINT_LIMITS to comma-separated `name=value` pairs, for example
+/// `PAELLA_CHECKPOINT_LIMITS=max-inflated-bytes=8Gi,max-pickle-objects=20000000` (names in `settings`; values
+/// take an optional Ki, Mi or Gi suffix).
+public struct CheckpointLimits: Sendable, Equatable {
+    public var zip = ZipArchive.Limits()
+    public var pickle = Unpickler.Limits()
+    public var safetensors = SafeTensors.Limits()
+    public init() {}
+
+    public static let environmentVariable = "PAELLA_CHECKPOINT_LIMITS"
+
+    /// The names PAELLA_CHECKPOINT_LIMITS accepts and the cap each sets.
+    public static var settings: [(name: String, field: WritableKeyPath<CheckpointLimits, Int>)] { [
+        ("max-inflated-bytes", \.zip.maxTotalInflatedBytes),
+        ("max-compression-ratio", \.zip.maxCompressionRatio),
+        ("max-pickle-objects", \.pickle.maxObjects),
+        ("max-pickle-objects-per-byte", \.pickle.maxObjectsPerInputByte),
+        ("max-pickle-stack", \.pickle.maxStack),
+        ("max-pickle-memo", \.pickle.maxMemo),
+        ("max-pickle-nesting", \.pickle.maxNesting),
+        ("max-copies-per-storage", \.pickle.maxCopiesPerStorage),
+        ("max-safetensors-header-bytes", \.safetensors.maxHeaderBytes),
+        ("max-safetensors-tensors", \.safetensors.maxTensors),
+    ] }
+
+    /// The defaults with the changes PAELLA_CHECKPOINT_LIMITS asks for (none when it is unset or empty).
+    public static func fromEnvironment() throws -> CheckpointLimits {
+        guard let text = getenv(environmentVariable).map({ String(cString: $0) }), !text.isEmpty else {
+            return CheckpointLimits()
+        }
+        return try parse(text)
+    }
+
+    /// The defaults changed by `text`: comma-separated `name=value` pairs.
+    public static func parse(_ text: String) throws -> CheckpointLimits {
+        var limits = CheckpointLimits()
+        for pair in text.split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map { String($0).trimmingSpaces }
+            guard parts.count == 2, let setting = settings.first(where: { $0.name == parts[0] }) else {
+                throw CheckpointLimitsError.unknownSetting(terminalSafe(String(pair), maxLength: 100))
+            }
+            guard let value = parseCount(parts[1]) else {
+                throw CheckpointLimitsError.badValue(name: setting.name, value: terminalSafe(parts[1], maxLength: 100))
+            }
+            limits[keyPath: setting.field] = value
+        }
+        return limits
+    }
+
+    /// A non-negative count with an optional binary suffix: "4096", "64Ki", "8Gi" (also "8G", "8GiB").
+    static func parseCount(_ text: String) -> Int? {
+        let units: [(suffix: String, scale: Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("TiB", 1 << 40),
+                                                     ("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40),
+                                                     ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)]
+        let unit = units.first { text.hasSuffix($0.suffix) }
+        guard let number = Int(text.dropLast(unit?.suffix.count ?? 0)), number >= 0 else { return nil }
+        let (value, overflow) = number.multipliedReportingOverflow(by: unit?.scale ?? 1)
+        return overflow ? nil : value
+    }
+}
+
+/// A PAELLA_CHECKPOINT_LIMITS value that cannot be used.
+public enum CheckpointLimitsError: Error, CustomStringConvertible, Equatable {
+    case unknownSetting(String)
+    case badValue(name: String, value: String)
+
+    public var description: String {
+        let names = CheckpointLimits.settings.map(\.name).joined(separator: ", ")
+        switch self {
+        case .unknownSetting(let pair):
+            return "\(CheckpointLimits.environmentVariable) holds \"\(pair)\", which is not name=value with a known name; the names are \(names)."
+        case .badValue(let name, let value):
+            return "\(CheckpointLimits.environmentVariable) sets \(name) to \"\(value)\", which is not a whole number of zero or more (with an optional Ki, Mi or Gi suffix)."
+        }
+    }
+}
+
+private extension String {
+    var trimmingSpaces: String {
+        String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+    }
+}
+
 /// What a checkpoint holds: per tensor its name, dtype, shape and size, and the totals.
 public struct CheckpointReport: Sendable {
     public struct Entry: Sendable, Equatable {
@@ -51,8 +146,9 @@ public struct CheckpointReport: Sendable {
     /// The safetensors `__metadata__` (empty for PyTorch files).
     public let metadata: [String: String]
 
-    public var totalParameters: Int { entries.reduce(0) { $0 + $1.parameters } }
-    public var totalBytes: Int { entries.reduce(0) { $0 + $1.bytes } }
+    // Saturating sums: each tensor fits, but many views of one large storage could add up past Int.max.
+    public var totalParameters: Int { entries.reduce(0) { $0.addingReportingOverflow($1.parameters).overflow ? Int.max : $0 + $1.parameters } }
+    public var totalBytes: Int { entries.reduce(0) { $0.addingReportingOverflow($1.bytes).overflow ? Int.max : $0 + $1.bytes } }
 
     public init(path: String, format: CheckpointFormat, tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:]) {
         self.path = path
@@ -63,10 +159,11 @@ public struct CheckpointReport: Sendable {
     }
 
     /// A readable table (name, dtype, shape, parameters) of the first `limit` tensors (all when nil), then the
-    /// totals over all tensors.
+    /// totals over all tensors. Names and metadata come from the file, so characters a terminal would act on
+    /// (escape sequences, carriage returns) are shown escaped (see `terminalSafe`).
     public func table(limit: Int? = nil) -> String {
         let shown = entries.prefix(max(limit ?? entries.count, 0))
-        let rows = shown.map { [$0.name, $0.dtype.rawValue, "\($0.shape)", CheckpointReport.grouped($0.parameters)] }
+        let rows = shown.map { [terminalSafe($0.name), $0.dtype.rawValue, "\($0.shape)", CheckpointReport.grouped($0.parameters)] }
         let titles = ["name", "dtype", "shape", "params"]
         var widths = titles.map(\.count)
         for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
@@ -82,7 +179,7 @@ public struct CheckpointReport: Sendable {
             let hidden = entries.count - shown.count
             lines.append("... \(hidden) more \(hidden == 1 ? "tensor" : "tensors") not shown")
         }
-        for key in metadata.keys.sorted() { lines.append("metadata \(key): \(metadata[key] ?? "")") }
+        for key in metadata.keys.sorted() { lines.append("metadata \(terminalSafe(key)): \(terminalSafe(metadata[key] ?? ""))") }
         lines.append("\(format.rawValue): \(entries.count) \(entries.count == 1 ? "tensor" : "tensors"), \(CheckpointReport.grouped(totalParameters)) parameters, "
                      + "\(CheckpointReport.grouped(totalBytes)) bytes (\(CheckpointReport.humanBytes(totalBytes)))")
         return lines.joined(separator: "\n")
@@ -135,7 +232,7 @@ public enum CheckpointInspector {
     /// The format of the file at `path`, from its first bytes (the `.safetensors` extension decides only for
     /// files too damaged to recognise, so that they get the safetensors reader's precise error).
     public static func detectFormat(path: String) throws -> CheckpointFormat {
-        let file = try MappedFile(path: path)
+        let file = try InputFile.map(path)
         let head = Array(file.bytes.prefix(32))
         if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .pytorch }
         if head.starts(with: legacyTorchMagic.prefix(3)) { throw CheckpointFormatError.legacyPyTorch(path: path) }
@@ -148,13 +245,15 @@ public enum CheckpointInspector {
     }
 
     /// Reads the checkpoint at `path` and lists what it holds; throws the reader's typed error on a bad file.
-    public static func inspect(path: String) throws -> CheckpointReport {
+    /// `limits` default to `CheckpointLimits.fromEnvironment()`.
+    public static func inspect(path: String, limits: CheckpointLimits? = nil) throws -> CheckpointReport {
+        let limits = try limits ?? CheckpointLimits.fromEnvironment()
         switch try detectFormat(path: path) {
         case .safetensors:
-            let file = try SafeTensors(path: path)
+            let file = try SafeTensors(path: path, limits: limits.safetensors)
             return CheckpointReport(path: path, format: .safetensors, tensors: file.tensors, metadata: file.metadata)
         case .pytorch:
-            let checkpoint = try PyTorchCheckpoint(path: path)
+            let checkpoint = try PyTorchCheckpoint(path: path, limits: limits)
             return CheckpointReport(path: path, format: .pytorch, tensors: checkpoint.tensors)
         }
     }

@@ -15,6 +15,10 @@ public enum PyTorchCheckpointError: Error, CustomStringConvertible, Equatable {
     case torchScript(path: String)
     /// Tensors saved in big-endian byte order.
     case bigEndian(path: String)
+    /// A `byteorder` record that says neither `little` nor `big` (`what` says what it holds instead).
+    case malformedByteOrder(path: String, what: String)
+    /// The nested dicts would give the tensors more bytes of dotted names than the limit allows.
+    case namesTooLong(path: String, limit: Int)
     /// A persistent id that is not `('storage', type, key, location, numel)`.
     case malformedPersistentID(path: String, what: String)
     /// A storage type this reader cannot represent (complex or quantized).
@@ -36,14 +40,18 @@ public enum PyTorchCheckpointError: Error, CustomStringConvertible, Equatable {
             return "\(path) is a TorchScript archive (torch.jit.save), which holds code; save the model's state_dict with `torch.save` instead."
         case .bigEndian(let path):
             return "\(path) stores its tensors big-endian, which this reader does not support; re-save it on a little-endian machine."
+        case .malformedByteOrder(let path, let what):
+            return "\(path) is corrupt: its byteorder record should say \"little\" or \"big\" but \(what)."
+        case .namesTooLong(let path, let limit):
+            return "Refusing to load \(path): its nested dicts would give its tensors more than \(limit) bytes of dotted names."
         case .malformedPersistentID(let path, let what):
             return "\(path) is corrupt: \(what)."
         case .unsupportedStorageType(let path, let name):
-            return "\(path) holds a tensor stored as \(name), a type this reader does not support (only real floating-point, integer and bool tensors are)."
+            return "\(path) holds a tensor stored as \(terminalSafe(name, maxLength: 200)), a type this reader does not support (only real floating-point, integer and bool tensors are)."
         case .missingStorage(let path, let key, let entry):
-            return "\(path) is corrupt: storage \(key) should be the archive entry \(entry), which does not exist."
+            return "\(path) is corrupt: storage \(terminalSafe(key, maxLength: 200)) should be the archive entry \(terminalSafe(entry, maxLength: 200)), which does not exist."
         case .storageTooSmall(let path, let key, let needed, let available):
-            return "\(path) is corrupt: storage \(key) needs \(needed) bytes but its archive entry holds \(available)."
+            return "\(path) is corrupt: storage \(terminalSafe(key, maxLength: 200)) needs \(needed) bytes but its archive entry holds \(available)."
         }
     }
 }
@@ -67,15 +75,20 @@ public struct PyTorchCheckpoint: Sendable {
     /// The magic number that starts a legacy (pre-1.6) checkpoint: PROTO 2, LONG1 of 10 bytes 0x1950a86a20f9469cfc6c.
     static let legacyMagic: [UInt8] = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]
 
-    /// Maps and decodes the checkpoint at `path`.
-    public init(path: String, limits: Unpickler.Limits = Unpickler.Limits()) throws {
-        let file = try MappedFile(path: path)
+    /// Longest `byteorder` record read: torch.save writes "little" or "big"; a longer one is refused unread.
+    static let maxByteOrderLength = 16
+
+    /// Maps and decodes the checkpoint at `path` (a regular file, see `InputFile`) within `limits` (by default
+    /// `CheckpointLimits.fromEnvironment()`: the defaults, or what PAELLA_CHECKPOINT_LIMITS raises).
+    public init(path: String, limits: CheckpointLimits? = nil) throws {
+        let limits = try limits ?? CheckpointLimits.fromEnvironment()
+        let file = try InputFile.map(path)
         self.path = path
         let head = Array(file.bytes.prefix(PyTorchCheckpoint.legacyMagic.count))
         if head == PyTorchCheckpoint.legacyMagic { throw PyTorchCheckpointError.legacyFormat(path: path) }
         if head.first == 0x80 { throw PyTorchCheckpointError.rawPickle(path: path) }
 
-        let archive = try ZipArchive(file: file)
+        let archive = try ZipArchive(file: file, limits: limits.zip)
         // torch.save writes `<name>/data.pkl` first; its directory names the archive (and prefixes every entry).
         let isTopLevelPickle = { (name: String, file: String) in
             name == file || (name.hasSuffix("/" + file) && name.dropLast(file.count + 1).firstIndex(of: "/") == nil)
@@ -89,8 +102,15 @@ public struct PyTorchCheckpoint: Sendable {
         let prefix = String(pickle.name.dropLast("data.pkl".count))  // "<name>/", or "" for a bare data.pkl
         archiveName = prefix.isEmpty ? "" : String(prefix.dropLast())
         if let order = archive.entry(named: prefix + "byteorder") {
-            let text = String(decoding: try archive.data(of: order).prefix(16), as: UTF8.self)
-            if text != "little" { throw PyTorchCheckpointError.bigEndian(path: path) }
+            guard order.uncompressedSize <= PyTorchCheckpoint.maxByteOrderLength else {
+                throw PyTorchCheckpointError.malformedByteOrder(path: path, what: "is \(order.uncompressedSize) bytes long")
+            }
+            let text = String(decoding: try archive.data(of: order), as: UTF8.self)
+            switch text {
+            case "little": break
+            case "big": throw PyTorchCheckpointError.bigEndian(path: path)
+            default: throw PyTorchCheckpointError.malformedByteOrder(path: path, what: "says \"\(terminalSafe(text))\"")
+            }
         }
 
         // Storages resolve through persistent ids; one TensorStorage per key, shared by every tensor viewing it.
@@ -114,7 +134,7 @@ public struct PyTorchCheckpoint: Sendable {
             }
             if let cached = storages[key] {
                 guard cached.dtype == dtype, cached.elementCount == numel else {
-                    throw bad("reuses storage \(key) with a different type or size")
+                    throw bad("reuses storage \(terminalSafe(key, maxLength: 200)) with a different type or size")
                 }
                 return cached
             }
@@ -133,33 +153,58 @@ public struct PyTorchCheckpoint: Sendable {
             return storage
         }
         root = try archive.withBytes(of: pickle) { bytes in
-            try Unpickler(limits: limits).load(bytes, persistentLoad: load)
+            try Unpickler(limits: limits.pickle).load(bytes, persistentLoad: load)
         }
 
         var stateDict = root
         if let inner = root["state_dict"], inner.dict != nil { stateDict = inner }
-        var flat: [(name: String, tensor: Tensor)] = []
-        PyTorchCheckpoint.flatten(stateDict, prefix: "", into: &flat)
-        tensors = flat
+        // Dotted names are built from the keys, so a deep chain of long keys above many tensors could spell
+        // out far more name bytes than the pickle holds; they may take twice the pickle plus 1 MiB.
+        var walk = Flattening(nameBudget: 2 * pickle.uncompressedSize + (1 << 20))
+        guard walk.flatten(stateDict, prefix: "") else {
+            throw PyTorchCheckpointError.namesTooLong(path: path, limit: walk.nameBudget)
+        }
+        tensors = walk.tensors
         var index: [String: Int] = [:]
-        for (i, t) in flat.enumerated() where index[t.name] == nil { index[t.name] = i }
+        for (i, t) in walk.tensors.enumerated() where index[t.name] == nil { index[t.name] = i }
         indexByName = index
     }
 
-    private static func flatten(_ value: PickleValue, prefix: String, into out: inout [(name: String, tensor: Tensor)]) {
-        guard let dict = value.dict else { return }
-        for (key, item) in dict.entries {
-            let name: String
-            switch key {
-            case .string(let s): name = prefix + s
-            case .int(let i): name = prefix + String(i)
-            default: continue
+    /// The walk from the state dict to its tensors. Each pickled dict is entered once: a dict the pickle
+    /// refers to from several places (through its memo) lists its tensors under the first name that reaches
+    /// it, so that a chain of dicts each referring twice to the next cannot make the walk exponential.
+    private struct Flattening {
+        let nameBudget: Int
+        var nameBytes = 0
+        var visited = Set<Int>()
+        var tensors: [(name: String, tensor: Tensor)] = []
+
+        /// Adds the tensors under `value`; false when the names would exceed the budget. Every name built, of a
+        /// tensor or of a nested dict, counts against the budget, so the work is bounded by it too.
+        mutating func flatten(_ value: PickleValue, prefix: String) -> Bool {
+            guard let dict = value.dict else { return true }
+            if let identity = dict.identity, !visited.insert(identity).inserted { return true }
+            for (key, item) in dict.entries {
+                switch item {
+                case .tensor: break
+                case .dict(let inner): if let identity = inner.identity, visited.contains(identity) { continue }
+                default: continue
+                }
+                let name: String
+                switch key {
+                case .string(let s): name = prefix + s
+                case .int(let i): name = prefix + String(i)
+                default: continue
+                }
+                nameBytes += name.utf8.count
+                guard nameBytes <= nameBudget else { return false }
+                if case .tensor(let t) = item {
+                    tensors.append((name, t))
+                } else if !flatten(item, prefix: name + ".") {
+                    return false
+                }
             }
-            switch item {
-            case .tensor(let t): out.append((name, t))
-            case .dict: flatten(item, prefix: name + ".", into: &out)
-            default: break
-            }
+            return true
         }
     }
 

@@ -12,8 +12,10 @@ import PaellaCore
 /// sentence naming the file and the problem, and saying what to do.
 public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
     case fileTooShort(path: String, byteCount: Int)
-    /// The 8-byte header length is larger than the rest of the file or than the 100 MB limit.
-    case invalidHeaderLength(path: String, headerLength: UInt64, fileSize: Int)
+    /// The 8-byte header length is larger than the rest of the file or than the limit (100 MB by default).
+    case invalidHeaderLength(path: String, headerLength: UInt64, fileSize: Int, limit: Int = SafeTensors.maxHeaderLength)
+    /// The header lists more tensors than `SafeTensors.Limits.maxTensors`.
+    case tooManyTensors(path: String, count: Int, limit: Int)
     /// The header is not UTF-8, not JSON, or has something after the JSON value other than padding.
     case invalidJSON(path: String, reason: String)
     case headerNotObject(path: String)
@@ -39,12 +41,14 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .fileTooShort(let path, let n):
             return "\(path) is only \(n) bytes long, too short to be a safetensors file (which starts with an 8-byte header length); \(corrupt)."
-        case .invalidHeaderLength(let path, let length, let size):
+        case .invalidHeaderLength(let path, let length, let size, let limit):
             let room = max(size - 8, 0)
-            let why = length > UInt64(SafeTensors.maxHeaderLength)
-                ? "larger than the \(SafeTensors.maxHeaderLength / 1_000_000) MB limit"
+            let why = length > UInt64(limit)
+                ? "larger than the limit of \(limit) bytes (raise `SafeTensors.Limits.maxHeaderBytes`, or max-safetensors-header-bytes in PAELLA_CHECKPOINT_LIMITS, if the file is trustworthy)"
                 : "but only \(room) bytes follow the length field"
             return "\(path) declares a \(length)-byte safetensors header, \(why); \(corrupt)."
+        case .tooManyTensors(let path, let count, let limit):
+            return "\(path) lists \(count) tensors, more than the limit of \(limit); if the file is trustworthy, raise max-safetensors-tensors in PAELLA_CHECKPOINT_LIMITS (or `SafeTensors.Limits.maxTensors`)."
         case .invalidJSON(let path, let reason):
             return "The header of \(path) is not valid JSON (\(reason)); \(corrupt)."
         case .headerNotObject(let path):
@@ -52,29 +56,29 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
         case .invalidMetadata(let path, let reason):
             return "The __metadata__ of \(path) \(reason) instead of mapping strings to strings; \(corrupt)."
         case .duplicateTensor(let path, let tensor):
-            return "\(path) lists the tensor \"\(tensor)\" twice; \(corrupt)."
+            return "\(path) lists the tensor \"\(terminalSafe(tensor, maxLength: 200))\" twice; \(corrupt)."
         case .invalidEntry(let path, let tensor, let reason):
-            return "The entry for tensor \"\(tensor)\" in \(path) \(reason); \(corrupt)."
+            return "The entry for tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) \(reason); \(corrupt)."
         case .missingField(let path, let tensor, let field):
-            return "The entry for tensor \"\(tensor)\" in \(path) has no \"\(field)\"; \(corrupt)."
+            return "The entry for tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) has no \"\(field)\"; \(corrupt)."
         case .invalidField(let path, let tensor, let field, let reason):
-            return "The \"\(field)\" of tensor \"\(tensor)\" in \(path) \(reason); \(corrupt)."
+            return "The \"\(field)\" of tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) \(reason); \(corrupt)."
         case .unsupportedDType(let path, let tensor, let dtype):
             let supported = SafeTensors.dtypeNames.map(\.name).joined(separator: ", ")
             let kind = SafeTensors.knownUnsupportedDTypes.contains(dtype)
                 ? "dtype \(dtype), which Paella cannot hold"
                 : "the unknown dtype \"\(dtype)\""
-            return "Tensor \"\(tensor)\" in \(path) has \(kind); convert the file to one of \(supported)."
+            return "Tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) has \(kind); convert the file to one of \(supported)."
         case .shapeTooLarge(let path, let tensor, let shape):
-            return "Tensor \"\(tensor)\" in \(path) has the absurd shape \(shape), whose size overflows a 64-bit count; \(corrupt)."
+            return "Tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) has the absurd shape \(SafeTensors.brief(shape)), whose size overflows a 64-bit count; \(corrupt)."
         case .byteCountMismatch(let path, let tensor, let dtype, let shape, let expected, let actual):
-            return "Tensor \"\(tensor)\" in \(path) has dtype \(dtype) and shape \(shape), which need \(expected) bytes, but its data_offsets span \(actual); \(corrupt)."
+            return "Tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) has dtype \(dtype) and shape \(SafeTensors.brief(shape)), which need \(expected) bytes, but its data_offsets span \(actual); \(corrupt)."
         case .offsetsOutOfBounds(let path, let tensor, let begin, let end, let size):
-            return "Tensor \"\(tensor)\" in \(path) claims bytes \(begin)..<\(end) of a data section that has only \(size) bytes; \(corrupt)."
+            return "Tensor \"\(terminalSafe(tensor, maxLength: 200))\" in \(path) claims bytes \(begin)..<\(end) of a data section that has only \(size) bytes; \(corrupt)."
         case .overlappingTensors(let path, let first, let second):
-            return "Tensors \"\(first)\" and \"\(second)\" in \(path) claim overlapping bytes; \(corrupt)."
+            return "Tensors \"\(terminalSafe(first, maxLength: 200))\" and \"\(terminalSafe(second, maxLength: 200))\" in \(path) claim overlapping bytes; \(corrupt)."
         case .missingTensor(let path, let tensor):
-            return "\(path) has no tensor named \"\(tensor)\"; check the name (`paella inspect \(path)` lists them)."
+            return "\(path) has no tensor named \"\(terminalSafe(tensor, maxLength: 200))\"; check the name (`paella inspect \(path)` lists them)."
         case .invalidWrite(let path, let reason):
             return "Cannot write \(path): \(reason)."
         }
@@ -105,8 +109,19 @@ public struct SafeTensors: Sendable {
     public let copiedForAlignment: [String]
     private let byName: [String: Tensor]
 
-    /// Headers larger than this are refused, like the reference implementation does (100 MB).
+    /// The default header cap, as in the reference implementation (100 MB).
     public static let maxHeaderLength = 100_000_000
+
+    /// Caps on the header, checked before it is parsed (its size) and before any tensor is made (the count).
+    /// Tensor bytes are never limited: they are views of the file, so a checkpoint of any size opens.
+    public struct Limits: Sendable, Equatable {
+        /// Largest JSON header accepted, in bytes (default 100,000,000, the reference implementation's cap).
+        public var maxHeaderBytes: Int = SafeTensors.maxHeaderLength
+        /// Most tensors a header may list (default 1,048,576; the largest released models have tens of
+        /// thousands). Each costs a few hundred bytes of index, so this bounds memory beyond the JSON itself.
+        public var maxTensors: Int = 1 << 20
+        public init() {}
+    }
 
     /// The safetensors dtype names Paella reads and writes.
     static let dtypeNames: [(name: String, dtype: DType)] = [
@@ -118,19 +133,27 @@ public struct SafeTensors: Sendable {
         "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "U16", "U32", "U64", "C64",
     ]
 
+    /// A shape for a message: in full up to 8 dimensions, else the first 8 and the count (a hostile header can
+    /// list millions).
+    static func brief(_ shape: [Int]) -> String {
+        shape.count <= 8 ? "\(shape)" : "[\(shape.prefix(8).map(String.init).joined(separator: ", ")), ...] (\(shape.count) dimensions)"
+    }
+
     /// The safetensors name of a dtype ("F32", "BF16", ...).
     public static func fileName(of dtype: DType) -> String {
         dtypeNames.first { $0.dtype == dtype }?.name ?? dtype.rawValue
     }
 
-    /// Opens and validates `path`; reads the header only.
-    public init(path: String) throws {
-        let file = try MappedFile(path: path)
+    /// Opens and validates `path` (a regular file, see `InputFile`) within `limits` (by default
+    /// `CheckpointLimits.fromEnvironment().safetensors`); reads the header only.
+    public init(path: String, limits: Limits? = nil) throws {
+        let limits = try limits ?? CheckpointLimits.fromEnvironment().safetensors
+        let file = try InputFile.map(path)
         let size = file.byteCount
         guard size >= 8 else { throw SafeTensorsError.fileTooShort(path: path, byteCount: size) }
         let declared = UInt64(littleEndian: file.base.loadUnaligned(as: UInt64.self))
-        guard declared <= UInt64(SafeTensors.maxHeaderLength), Int(declared) <= size - 8 else {
-            throw SafeTensorsError.invalidHeaderLength(path: path, headerLength: declared, fileSize: size)
+        guard declared <= UInt64(max(limits.maxHeaderBytes, 0)), Int(declared) <= size - 8 else {
+            throw SafeTensorsError.invalidHeaderLength(path: path, headerLength: declared, fileSize: size, limit: limits.maxHeaderBytes)
         }
         let headerLength = Int(declared)
         let dataStart = 8 + headerLength
@@ -144,6 +167,10 @@ public struct SafeTensors: Sendable {
             throw SafeTensorsError.invalidJSON(path: path, reason: error.reason)
         }
         guard case .object(let members) = root else { throw SafeTensorsError.headerNotObject(path: path) }
+        let listed = members.count - (members.contains { $0.key == "__metadata__" } ? 1 : 0)
+        guard listed <= limits.maxTensors else {
+            throw SafeTensorsError.tooManyTensors(path: path, count: listed, limit: limits.maxTensors)
+        }
 
         var entries: [Entry] = []
         var seen = Set<String>()
@@ -253,15 +280,10 @@ public struct SafeTensors: Sendable {
                                                     reason: "begins at \(offsets[0]), after its end \(offsets[1])")
             }
 
-            // Overflow-checked size: a hostile shape like [2^40, 2^40] must be refused, not wrap around.
-            var elements = 1
-            for dimension in shape {
-                let (product, overflow) = elements.multipliedReportingOverflow(by: dimension)
-                guard !overflow else { throw SafeTensorsError.shapeTooLarge(path: path, tensor: name, shape: shape) }
-                elements = product
+            // Overflow-checked size: a hostile shape like [2^40, 2^40] (or [0, 2^40, 2^40]) must be refused.
+            guard let (_, bytes) = checkedTensorSize(shape, elementSize: dtype.size) else {
+                throw SafeTensorsError.shapeTooLarge(path: path, tensor: name, shape: shape)
             }
-            let (bytes, overflow) = elements.multipliedReportingOverflow(by: dtype.size)
-            guard !overflow else { throw SafeTensorsError.shapeTooLarge(path: path, tensor: name, shape: shape) }
             guard offsets[1] - offsets[0] == bytes else {
                 throw SafeTensorsError.byteCountMismatch(path: path, tensor: name, dtype: dtypeName, shape: shape,
                                                          expected: bytes, actual: offsets[1] - offsets[0])
@@ -284,7 +306,7 @@ public struct SafeTensors: Sendable {
         var result: [String: String] = [:]
         for (key, item) in members {
             guard case .string(let text) = item else {
-                throw SafeTensorsError.invalidMetadata(path: path, reason: "has a non-string value for \"\(key)\"")
+                throw SafeTensorsError.invalidMetadata(path: path, reason: "has a non-string value for \"\(terminalSafe(key, maxLength: 200))\"")
             }
             result[key] = text
         }

@@ -49,12 +49,16 @@ public struct PickleDict: Sendable {
     public private(set) var entries: [(key: PickleValue, value: PickleValue)]
     /// Attributes set by BUILD (an `OrderedDict` state dict carries `_metadata` there), or nil.
     public let attributes: PickleValue?
+    /// Which pickled object this is: equal for every place the pickle refers to the same dict (through its
+    /// memo), so a walk can visit a shared dict once instead of once per path to it. Nil when built in code.
+    let identity: Int?
     /// The class when this is a dict subclass from the allow-list (e.g. Lightning's `AttributeDict`), else nil.
     public let className: String?
     private let stringIndex: [String: Int]
 
-    init(entries: [(key: PickleValue, value: PickleValue)], attributes: PickleValue?, className: String?) {
+    init(entries: [(key: PickleValue, value: PickleValue)], attributes: PickleValue?, className: String?, identity: Int? = nil) {
         self.entries = entries
+        self.identity = identity
         self.attributes = attributes
         self.className = className
         var index: [String: Int] = [:]
@@ -79,7 +83,8 @@ public struct PickleStorage: Sendable {
     public let storage: TensorStorage
 
     public init(typeName: String, dtype: DType, key: String, location: String, elementCount: Int, storage: TensorStorage) {
-        precondition(elementCount >= 0 && elementCount * dtype.size <= storage.byteCount,
+        let (byteCount, overflow) = elementCount.multipliedReportingOverflow(by: dtype.size)
+        precondition(elementCount >= 0 && !overflow && byteCount <= storage.byteCount,
                      "PickleStorage: \(elementCount) \(dtype) elements do not fit in \(storage.byteCount) bytes")
         self.typeName = typeName
         self.dtype = dtype
@@ -122,7 +127,7 @@ public enum PickleError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case .forbiddenGlobal(let module, let name):
-            return "Refusing to load the checkpoint: it references the Python global `\(module).\(name)`, which could run code; only tensors and plain containers are allowed."
+            return "Refusing to load the checkpoint: it references the Python global `\(terminalSafe(module, maxLength: 200)).\(terminalSafe(name, maxLength: 200))`, which could run code; only tensors and plain containers are allowed."
         case .unsupportedOpcode(let opcode, let offset):
             let printable = (0x21...0x7E).contains(opcode) ? " '\(Character(Unicode.Scalar(opcode)))'" : ""
             return "The checkpoint's pickle uses opcode 0x\(String(opcode, radix: 16))\(printable) at byte \(offset), which this restricted reader does not support."
@@ -218,17 +223,37 @@ enum AllowedGlobal: Equatable {
 /// Only the opcodes `torch.save` and ordinary containers use are implemented; globals resolve against a fixed
 /// allow-list (`collections.OrderedDict`, the `torch._utils._rebuild_*` tensor builders, typed storages, dtypes,
 /// `torch.Size`, sets, and the inert metadata classes `argparse.Namespace` and Lightning's `AttributeDict`);
-/// every other global throws `PickleError.forbiddenGlobal` naming it. Stack, memo and nesting are capped so
-/// that hostile input cannot exhaust memory or the call stack.
+/// every other global throws `PickleError.forbiddenGlobal` naming it. Stack, memo, nesting, objects created and
+/// storage copies are capped (`Limits`) so that hostile input cannot exhaust memory, time or the call stack.
 public struct Unpickler {
-    /// Resource caps. Everything else is naturally bounded by the input size (lengths are checked against it).
-    public struct Limits: Sendable {
-        /// Values on the stack (all MARK levels together).
-        public var maxStack: Int = 1 << 22
-        /// Memo entries.
+    /// Resource caps, so that memory and time stay proportional to the pickle's size and never reach gigabytes
+    /// or minutes. Strings and bytes are bounded by the input (lengths are checked against it); what a pickle can
+    /// multiply (shared containers expanded by allowed constructors, strided tensor copies, containers that are
+    /// made and dropped) is counted here.
+    ///
+    /// The defaults are far above what `torch.save` writes for any model: a state dict costs about ten objects
+    /// per tensor, a Lightning checkpoint with optimizer state about thirty, so a model with 100,000 tensors
+    /// needs about 3 million objects of the 4 million allowed. At the caps the unpickler holds under 1 GB.
+    public struct Limits: Sendable, Equatable {
+        /// Values on the stack (all MARK levels together); default 1,048,576 (torch.save's stack stays in the
+        /// thousands: it writes dict and list items in batches of 1,000).
+        public var maxStack: Int = 1 << 20
+        /// Memo entries; default 4,194,304.
         public var maxMemo: Int = 1 << 22
-        /// Nesting depth of containers in the result.
+        /// Nesting depth of containers in the result; default 200.
         public var maxNesting: Int = 200
+        /// Objects the pickle may create in all (default 4,194,304): one per container, one per element put into
+        /// a container (including the copies `set(...)` and `torch.Size(...)` make), one per tensor, and one
+        /// per 16 bytes of bytes made by `_codecs.encode` or of dict keys hashed. Containers are kept until the
+        /// end (the pickle may refer to them again), so this bounds memory even for containers dropped at once.
+        public var maxObjects: Int = 1 << 22
+        /// Objects the pickle may create per byte of pickle (default 16, on top of an allowance of 65,536), so
+        /// that a small pickle cannot expand a shared container or string many times over.
+        public var maxObjectsPerInputByte: Int = 16
+        /// How many times over the elements of one storage may be copied into tensors that cannot view it in
+        /// place (strided or misaligned ones; default 4), so many strided views of one storage cannot each
+        /// allocate a copy of it.
+        public var maxCopiesPerStorage: Int = 4
         public init() {}
     }
 
@@ -256,11 +281,14 @@ public struct Unpickler {
 /// A value on the machine's stack. Containers live in `nodes` and are referenced by index, so that a pickle
 /// can mutate them after memoizing them (as SETITEMS after BINPUT does), and so that nothing is recursive:
 /// deep nesting in hostile input can never overflow the call stack while building or freeing.
+///
+/// The stack, the memo and every container hold these by the million in a large pickle, so the rare large
+/// payloads are boxed (`indirect`), keeping each value at 17 bytes (a string's) instead of a storage's 80.
 private enum Obj {
     case none, bool(Bool), int(Int), bigInt([UInt8]), float(Double), string(String), bytes([UInt8])
-    case global(module: String, name: String, AllowedGlobal)
-    case tensor(Tensor)
-    case storage(PickleStorage)
+    indirect case global(module: String, name: String, AllowedGlobal)
+    indirect case tensor(Tensor)
+    indirect case storage(PickleStorage)
     case node(Int)
 }
 
@@ -275,10 +303,38 @@ private struct Node {
     var values: [Obj] = []
     /// Dict: position of string and int keys, so a repeated key replaces its value as in Python.
     var keyIndex: [HashKey: Int] = [:]
+    /// What only objects and dicts with a class or BUILD state have, boxed so that the millions of plain
+    /// containers a pickle may make stay small (see `Obj`).
+    private var details: Details?
+
+    final class Details {
+        var className: String?
+        var args: [Obj] = []
+        var state: Obj?
+    }
+
+    init(kind: Kind, items: [Obj] = [], className: String? = nil, args: [Obj] = []) {
+        self.kind = kind
+        self.items = items
+        if className != nil || !args.isEmpty {
+            let details = Details()
+            details.className = className
+            details.args = args
+            self.details = details
+        }
+    }
+
     /// Class of an object or dict subclass.
-    var className: String?
-    var args: [Obj] = []
-    var state: Obj?
+    var className: String? { details?.className }
+    var args: [Obj] { details?.args ?? [] }
+    /// State set by BUILD (each node owns its box, so setting it changes no other node).
+    var state: Obj? {
+        get { details?.state }
+        set {
+            if details == nil { details = Details() }
+            details?.state = newValue
+        }
+    }
 }
 
 private struct Machine {
@@ -293,12 +349,34 @@ private struct Machine {
     var stackTotal = 0
     var memo: [Int: Obj] = [:]
     var nodes: [Node] = []
+    /// Objects created so far and the most allowed (see `Unpickler.Limits.maxObjects`).
+    var objects = 0
+    let objectBudget: Int
+    /// Elements copied out of each storage (by key) into strided or misaligned tensors.
+    var copiedElements: [String: Int] = [:]
 
     init(input: UnsafeRawBufferPointer, limits: Unpickler.Limits, persistentLoad: Unpickler.PersistentLoader?) {
         self.input = input
         self.limits = limits
         self.persistentLoad = persistentLoad
+        let (perByte, overflow) = input.count.multipliedReportingOverflow(by: max(limits.maxObjectsPerInputByte, 0))
+        let scaled = overflow ? Int.max : perByte.addingReportingOverflow(1 << 16).partialValue
+        objectBudget = min(limits.maxObjects, scaled < 0 ? Int.max : scaled)
     }
+
+    /// Counts `count` new objects against the budget, before they are made.
+    mutating func charge(_ count: Int) throws {
+        objects += count  // count is at most the input size or a container's length, never near Int.max
+        guard objects <= objectBudget else {
+            let why = objectBudget == limits.maxObjects
+                ? "its pickle creates more than \(limits.maxObjects) objects"
+                : "its \(input.count)-byte pickle creates more than \(objectBudget) objects (at most \(limits.maxObjectsPerInputByte) per byte are allowed)"
+            throw PickleError.limitExceeded(what: why)
+        }
+    }
+
+    /// The cost of `byteCount` bytes made or hashed, in objects.
+    static func byteCost(_ byteCount: Int) -> Int { byteCount / 16 + 1 }
 
     // MARK: Reading
 
@@ -390,7 +468,8 @@ private struct Machine {
         return items
     }
 
-    mutating func newNode(_ node: Node) -> Obj {
+    mutating func newNode(_ node: Node) throws -> Obj {
+        try charge(1 + node.items.count + node.args.count)
         nodes.append(node)
         return .node(nodes.count - 1)
     }
@@ -460,25 +539,25 @@ private struct Machine {
             case 0x96: try push(.bytes(Array(try take(try length(try u64("BYTEARRAY8"), "BYTEARRAY8"), "BYTEARRAY8"))))
 
             // Containers.
-            case 0x29: try push(newNode(Node(kind: .tuple)))  // EMPTY_TUPLE
-            case 0x85: let a = try pop("TUPLE1"); try push(newNode(Node(kind: .tuple, items: [a])))
+            case 0x29: try push(try newNode(Node(kind: .tuple)))  // EMPTY_TUPLE
+            case 0x85: let a = try pop("TUPLE1"); try push(try newNode(Node(kind: .tuple, items: [a])))
             case 0x86:
                 let b = try pop("TUPLE2"), a = try pop("TUPLE2")
-                try push(newNode(Node(kind: .tuple, items: [a, b])))
+                try push(try newNode(Node(kind: .tuple, items: [a, b])))
             case 0x87:
                 let c = try pop("TUPLE3"), b = try pop("TUPLE3"), a = try pop("TUPLE3")
-                try push(newNode(Node(kind: .tuple, items: [a, b, c])))
-            case 0x74: let items = try popMark("TUPLE"); try push(newNode(Node(kind: .tuple, items: items)))
-            case 0x5D: try push(newNode(Node(kind: .list)))  // EMPTY_LIST
-            case 0x6C: let items = try popMark("LIST"); try push(newNode(Node(kind: .list, items: items)))
-            case 0x7D: try push(newNode(Node(kind: .dict)))  // EMPTY_DICT
+                try push(try newNode(Node(kind: .tuple, items: [a, b, c])))
+            case 0x74: let items = try popMark("TUPLE"); try push(try newNode(Node(kind: .tuple, items: items)))
+            case 0x5D: try push(try newNode(Node(kind: .list)))  // EMPTY_LIST
+            case 0x6C: let items = try popMark("LIST"); try push(try newNode(Node(kind: .list, items: items)))
+            case 0x7D: try push(try newNode(Node(kind: .dict)))  // EMPTY_DICT
             case 0x64:  // DICT
                 let items = try popMark("DICT")
-                let d = newNode(Node(kind: .dict))
+                let d = try newNode(Node(kind: .dict))
                 try setItems(d, items, "DICT")
                 try push(d)
-            case 0x8F: try push(newNode(Node(kind: .set)))  // EMPTY_SET
-            case 0x91: let items = try popMark("FROZENSET"); try push(newNode(Node(kind: .frozenset, items: items)))
+            case 0x8F: try push(try newNode(Node(kind: .set)))  // EMPTY_SET
+            case 0x91: let items = try popMark("FROZENSET"); try push(try newNode(Node(kind: .frozenset, items: items)))
             case 0x61:  // APPEND
                 let v = try pop("APPEND")
                 try append(to: try top("APPEND"), [v], "APPEND")
@@ -574,11 +653,12 @@ private struct Machine {
         switch o {
         case .none: return "None"
         case .bool: return "a bool"
-        case .int, .bigInt: return "an int"
+        case .int: return "an int"
+        case .bigInt: return "an integer wider than 64 bits"
         case .float: return "a float"
         case .string: return "a string"
         case .bytes: return "bytes"
-        case .global(let m, let n, _): return "`\(m).\(n)`"
+        case .global(let m, let n, _): return "`\(terminalSafe(m, maxLength: 200)).\(terminalSafe(n, maxLength: 200))`"
         case .tensor: return "a tensor"
         case .storage: return "a storage"
         case .node(let i):
@@ -596,6 +676,7 @@ private struct Machine {
         guard case .node(let i) = target, nodes[i].kind == .list else {
             throw PickleError.malformed(offset: opStart, what: "\(opcode) applies to \(describe(target)), not a list")
         }
+        try charge(values.count)
         nodes[i].items.append(contentsOf: values)
     }
 
@@ -603,6 +684,7 @@ private struct Machine {
         guard case .node(let i) = target, nodes[i].kind == .set else {
             throw PickleError.malformed(offset: opStart, what: "ADDITEMS applies to \(describe(target)), not a set")
         }
+        try charge(values.count)
         nodes[i].items.append(contentsOf: values)
     }
 
@@ -616,8 +698,11 @@ private struct Machine {
         for p in stride(from: 0, to: kvs.count, by: 2) {
             let key = kvs[p], value = kvs[p + 1]
             let hashKey: HashKey?
+            try charge(1)
             switch key {
-            case .string(let s): hashKey = .string(s)
+            case .string(let s):
+                try charge(Machine.byteCost(s.utf8.count))  // hashing reads the whole key, however often it is set
+                hashKey = .string(s)
             case .int(let v): hashKey = .int(v)
             default: hashKey = nil
             }
@@ -667,28 +752,29 @@ private struct Machine {
         }
         let qualified = "\(module).\(name)"
         func bad(_ why: String) -> PickleError {
-            .malformed(offset: opStart, what: "\(qualified) is called with \(why)")
+            .malformed(offset: opStart, what: "\(terminalSafe(qualified, maxLength: 200)) is called with \(why)")
         }
         switch kind {
         case .orderedDict:
             guard args.isEmpty else { throw bad("\(args.count) arguments instead of none") }
-            return newNode(Node(kind: .dict))
+            return try newNode(Node(kind: .dict))
         case .set, .frozenset:
             let setKind: Node.Kind = kind == .set ? .set : .frozenset
-            if args.isEmpty { return newNode(Node(kind: setKind)) }
+            if args.isEmpty { return try newNode(Node(kind: setKind)) }
             guard args.count == 1, case .node(let i) = args[0], nodes[i].kind == .list || nodes[i].kind == .tuple else {
                 throw bad("arguments other than one list")
             }
-            return newNode(Node(kind: setKind, items: nodes[i].items))
+            return try newNode(Node(kind: setKind, items: nodes[i].items))
         case .torchSize:
             guard args.count == 1 else { throw bad("\(args.count) arguments instead of one tuple") }
-            return newNode(Node(kind: .tuple, items: try tupleItems(args[0], "torch.Size's argument")))
+            return try newNode(Node(kind: .tuple, items: try tupleItems(args[0], "torch.Size's argument")))
         case .codecsEncode:
             // Protocol 2 writes bytes as _codecs.encode(text, 'latin1'): each code point below 256 is one byte.
             guard args.count == 2, case .string(let text) = args[0], case .string(let encoding) = args[1],
                   ["latin1", "latin-1", "iso-8859-1"].contains(encoding.lowercased()) else {
                 throw bad("arguments other than (text, 'latin1')")
             }
+            try charge(Machine.byteCost(text.utf8.count))
             var out: [UInt8] = []
             for scalar in text.unicodeScalars {
                 guard scalar.value < 256 else { throw bad("text that is not Latin-1") }
@@ -708,16 +794,17 @@ private struct Machine {
             var dtype = storage.dtype
             if v3 {
                 guard case .global(let m, let n, .dtype(let d)) = args[6] else { throw bad("a dtype that is \(describe(args[6]))") }
-                guard let d else { throw PickleError.invalidTensor(what: "a tensor has dtype \(m).\(n), which this reader does not support") }
+                guard let d else { throw PickleError.invalidTensor(what: "a tensor has dtype \(m).\(n), which this reader does not support") }  // an allow-listed name
                 dtype = d
             }
+            try charge(1)
             return .tensor(try rebuildTensor(storage, dtype: dtype, offset: offset, size: size, strides: strides))
         case .rebuildParameter, .rebuildParameterWithState:
             guard args.count == (kind == .rebuildParameter ? 3 : 4) else { throw bad("\(args.count) arguments") }
             guard case .tensor = args[0] else { throw bad("\(describe(args[0])) instead of a tensor") }
             return args[0]
         case .metadataClass(let isDict):
-            return newNode(Node(kind: isDict ? .dict : .object, className: qualified, args: args))
+            return try newNode(Node(kind: isDict ? .dict : .object, className: qualified, args: args))
         case .storageType, .dtype:
             throw bad("arguments, but this reader only accepts it as a value")
         }
@@ -736,6 +823,13 @@ private struct Machine {
         guard let persistentLoad else {
             throw PickleError.malformed(offset: opStart, what: "it uses a persistent id (BINPERSID) but no storages are available")
         }
+        // torch.save's ids are flat 5-tuples of scalars and a global; a container id that is anything else is
+        // refused before it is converted, so an id sharing a large structure costs nothing however often it is
+        // loaded. (Scalars go to the loader, which names what it expected.)
+        if case .node(let i) = pid, nodes[i].kind != .tuple || nodes[i].items.count > 8
+            || nodes[i].items.contains(where: { if case .node = $0 { return true } else { return false } }) {
+            throw PickleError.malformed(offset: opStart, what: "a persistent id is not a flat ('storage', type, key, location, numel) tuple")
+        }
         var cache: [Int: PickleValue] = [:]
         return .storage(try persistentLoad(try convert(pid, depth: 0, cache: &cache)))
     }
@@ -745,65 +839,79 @@ private struct Machine {
     /// `_rebuild_tensor_v2(storage, offset, size, stride, ...)`: offset and strides count elements. A row-major
     /// layout becomes a no-copy view of the storage; any other layout is copied into a contiguous tensor, as
     /// long as that copy is no larger than the storage (so a zero-stride "expanded" tensor cannot be used to
-    /// allocate far more memory than the file holds).
-    func rebuildTensor(_ storage: PickleStorage, dtype: DType, offset: Int, size: [Int], strides: [Int]) throws -> Tensor {
+    /// allocate far more memory than the file holds) and the storage has not been copied
+    /// `limits.maxCopiesPerStorage` times over already.
+    ///
+    /// Every number here comes from the file, so each product and sum is overflow-checked and turns into a
+    /// refusal, never a trap.
+    mutating func rebuildTensor(_ storage: PickleStorage, dtype: DType, offset: Int, size: [Int], strides: [Int]) throws -> Tensor {
         let elementSize = dtype.size
-        // The storage's declared size, in elements of the tensor's dtype (v3 views a byte storage as any dtype).
+        // The storage's declared size, in elements of the tensor's dtype (v3 views a byte storage as any dtype);
+        // PickleStorage guarantees that elementCount x its element size fits in its bytes.
         let available = storage.elementCount * storage.dtype.size / elementSize
+        let key = terminalSafe(storage.key)
         guard size.count == strides.count else {
             throw PickleError.invalidTensor(what: "a tensor has \(size.count) sizes but \(strides.count) strides")
         }
         guard offset >= 0, size.allSatisfy({ $0 >= 0 }), strides.allSatisfy({ $0 >= 0 }) else {
-            throw PickleError.invalidTensor(what: "a tensor in storage \(storage.key) has a negative offset, size or stride (\(offset), \(size), \(strides))")
+            throw PickleError.invalidTensor(what: "a tensor in storage \(key) has a negative offset, size or stride")
         }
-        // Element count and the largest index touched, with overflow checks (hostile sizes can be huge).
-        var count = 1
-        var lastIndex = offset
-        var overflow = false
-        for (n, s) in zip(size, strides) {
-            let (c, o1) = count.multipliedReportingOverflow(by: n)
-            count = c
-            overflow = overflow || o1
-            if n > 0 {
-                let (span, o2) = (n - 1).multipliedReportingOverflow(by: s)
-                let (l, o3) = lastIndex.addingReportingOverflow(span)
-                lastIndex = l
-                overflow = overflow || o2 || o3
-            }
+        guard let (count, _) = checkedTensorSize(size, elementSize: elementSize) else {
+            throw PickleError.invalidTensor(what: "a tensor in storage \(key) has \(size.count) sizes whose product overflows a 64-bit count")
         }
         if count == 0 {
             return Tensor(shape: size, dtype: dtype, storage: storage.storage, byteOffset: 0)
         }
-        guard !overflow, lastIndex < available else {
-            throw PickleError.invalidTensor(what: "a tensor of shape \(size) at offset \(offset) reaches past the end of storage \(storage.key), which holds \(available) elements")
+        // Size-1 dimensions never move the index, whatever their stride (which may be huge), so the layout is
+        // walked over the others only: at most 63 of them, since each is at least 2 and the count fits.
+        let layout = zip(size, strides).filter { $0.0 != 1 }
+        var lastIndex = offset
+        for (n, s) in layout {
+            let (span, o1) = (n - 1).multipliedReportingOverflow(by: s)
+            let (l, o2) = lastIndex.addingReportingOverflow(span)
+            guard !o1, !o2 else {
+                throw PickleError.invalidTensor(what: "a tensor in storage \(key) has strides whose offsets overflow a 64-bit index")
+            }
+            lastIndex = l
+        }
+        guard lastIndex < available else {
+            throw PickleError.invalidTensor(what: "a tensor of \(count) elements at offset \(offset) reaches past the end of storage \(key), which holds \(available) elements (its last element would be \(lastIndex))")
         }
         var contiguous = true
         var expected = 1
-        for d in stride(from: size.count - 1, through: 0, by: -1) where size[d] != 1 {
-            if strides[d] != expected { contiguous = false }
-            expected *= size[d]
+        for (n, s) in layout.reversed() {
+            if s != expected { contiguous = false }
+            expected *= n  // a partial product of the count, which fits
         }
-        let byteOffset = offset * elementSize
+        let byteOffset = offset * elementSize  // offset <= lastIndex < available: inside the storage
         let aligned = Int(bitPattern: storage.storage.pointer + byteOffset) % elementSize == 0
         if contiguous && aligned {
             return Tensor(shape: size, dtype: dtype, storage: storage.storage, byteOffset: byteOffset)
         }
         guard count <= max(available, 1) else {
-            throw PickleError.invalidTensor(what: "a tensor of shape \(size) with strides \(strides) would expand the \(available) elements of storage \(storage.key) into \(count)")
+            throw PickleError.invalidTensor(what: "a tensor of \(count) elements with strides \(layout.map(\.1)) would expand the \(available) elements of storage \(key)")
         }
-        // Gather element by element, walking the index like an odometer over the last dimension.
+        let copied = (copiedElements[storage.key] ?? 0) + count  // each term is at most `available`
+        let (allowed, overflow) = max(available, 1).multipliedReportingOverflow(by: max(limits.maxCopiesPerStorage, 0))
+        guard overflow || copied <= allowed else {
+            throw PickleError.limitExceeded(what: "its strided or misaligned tensors copy storage \(key) more than \(limits.maxCopiesPerStorage) times over")
+        }
+        copiedElements[storage.key] = copied
+        // Gather element by element, walking the index like an odometer over the last dimension. Every `src`
+        // stays within [offset, lastIndex + largest stride], which the checks above keep far from overflow.
         let copy = TensorStorage(uninitializedByteCount: count * elementSize)
         let source = UnsafeRawPointer(storage.storage.pointer)
-        var index = [Int](repeating: 0, count: size.count)
+        let sizes = layout.map(\.0), steps = layout.map(\.1)
+        var index = [Int](repeating: 0, count: layout.count)
         var src = offset
         for i in 0..<count {
             (copy.pointer + i * elementSize).copyMemory(from: source + src * elementSize, byteCount: elementSize)
-            var d = size.count - 1
+            var d = layout.count - 1
             while d >= 0 {
                 index[d] += 1
-                src += strides[d]
-                if index[d] < size[d] { break }
-                src -= strides[d] * size[d]
+                src += steps[d]
+                if index[d] < sizes[d] { break }
+                src -= steps[d] * sizes[d]
                 index[d] = 0
                 d -= 1
             }
@@ -843,7 +951,7 @@ private struct Machine {
                 let values = try node.values.map { try convert($0, depth: depth + 1, cache: &cache) }
                 let state = try node.state.map { try convert($0, depth: depth + 1, cache: &cache) }
                 value = .dict(PickleDict(entries: Array(zip(items, values).map { (key: $0.0, value: $0.1) }),
-                                         attributes: state, className: node.className))
+                                         attributes: state, className: node.className, identity: i))
             case .object:
                 let args = try node.args.map { try convert($0, depth: depth + 1, cache: &cache) }
                 let state = try node.state.map { try convert($0, depth: depth + 1, cache: &cache) }

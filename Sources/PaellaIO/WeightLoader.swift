@@ -144,8 +144,8 @@ public struct WeightLoadingError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         func list(_ names: [String]) -> String {
-            names.count <= 8 ? names.joined(separator: ", ")
-                : names.prefix(8).joined(separator: ", ") + " and \(names.count - 8) more"
+            let shown = names.prefix(8).map { terminalSafe($0, maxLength: 200) }  // keys come from the file
+            return names.count <= 8 ? shown.joined(separator: ", ") : shown.joined(separator: ", ") + " and \(names.count - 8) more"
         }
         var parts: [String] = []
         if !missing.isEmpty { parts.append("\(missing.count) missing (\(list(missing)))") }

@@ -19,6 +19,8 @@ public enum ZipError: Error, CustomStringConvertible, Equatable {
     case entryNotFound(path: String, name: String)
     /// A deflated entry did not inflate to its declared size and checksum.
     case decompressionFailed(path: String, name: String, reason: String)
+    /// The archive is well formed but exceeds a `ZipArchive.Limits` cap.
+    case limitExceeded(path: String, what: String)
 
     public var description: String {
         switch self {
@@ -33,9 +35,11 @@ public enum ZipError: Error, CustomStringConvertible, Equatable {
         case .unsupported(let path, let what):
             return "\(path) uses a ZIP feature this reader does not support: \(what)."
         case .entryNotFound(let path, let name):
-            return "\(path) has no entry named \(name)."
+            return "\(path) has no entry named \(terminalSafe(name))."
         case .decompressionFailed(let path, let name, let reason):
-            return "Entry \(name) of \(path) could not be decompressed: \(reason)."
+            return "Entry \(terminalSafe(name)) of \(path) could not be decompressed: \(reason)."
+        case .limitExceeded(let path, let what):
+            return "Refusing to read \(path): \(what); if the archive is trustworthy, raise the limit (see `ZipArchive.Limits`, or PAELLA_CHECKPOINT_LIMITS for the command line)."
         }
     }
 }
@@ -68,18 +72,37 @@ public struct ZipArchive: Sendable {
 
     public var path: String { file.path }
 
-    /// Largest deflated entry this reader will inflate (2 GiB), so a hostile archive cannot make it allocate
-    /// without bound. torch.save stores storages uncompressed (no limit applies to those); only an archive
-    /// re-zipped by another tool has deflated ones, and no single tensor of these models comes near the cap.
-    public static let maxInflatedBytes = 1 << 31
+    /// Caps on what deflated entries may inflate to, checked against the declared sizes when the archive is
+    /// opened (inflating checks that an entry yields exactly its declared size, so the declarations bind).
+    ///
+    /// torch.save stores entries uncompressed: those are views of the file, cost no memory, and no limit applies
+    /// to them, so a legitimate checkpoint of any size opens with the defaults. Only archives re-zipped by another
+    /// tool hold deflated entries; a deflate bomb (a few megabytes that inflate to gigabytes) is refused here.
+    public struct Limits: Sendable, Equatable {
+        /// Most bytes all deflated entries together may inflate to (default 512 MiB: with what the unpickler
+        /// may hold at its caps, a hostile archive stays well under 2 GB).
+        public var maxTotalInflatedBytes: Int = 1 << 29
+        /// Most bytes a deflated entry may inflate to per compressed byte (default 32; weights compress to
+        /// about 1.1:1 and pickles to under 10:1, so only long runs of one value come near it, while a bomb
+        /// needs a file a thirty-second of its inflated size). Entries that inflate to no more than
+        /// `ratioExemptBytes` are exempt, so tiny records with a fixed deflate overhead are not refused.
+        public var maxCompressionRatio: Int = 32
+        /// Inflated size below which the ratio is not checked (default 64 KiB).
+        public var ratioExemptBytes: Int = 1 << 16
+        public init() {}
+    }
 
-    /// Maps and indexes the archive at `path`.
-    public init(path: String) throws {
-        try self.init(file: MappedFile(path: path))
+    /// Maps and indexes the archive at `path` (a regular file; see `InputFile`).
+    public init(path: String, limits: Limits = Limits()) throws {
+        try self.init(file: InputFile.map(path), limits: limits)
     }
 
     /// Indexes an already mapped archive.
-    public init(file: MappedFile) throws {
+    ///
+    /// Besides each entry's own bounds this checks that no two entries share bytes of the file (several
+    /// central-directory records pointing at one local entry would be inflated once per record) and that the
+    /// deflated entries stay within `limits`.
+    public init(file: MappedFile, limits: Limits = Limits()) throws {
         self.file = file
         let reader = ZipByteReader(bytes: file.bytes, path: file.path)
         let directory = try reader.findCentralDirectory()
@@ -88,17 +111,46 @@ public struct ZipArchive: Sendable {
         var index: [String: Int] = [:]
         var p = directory.offset
         let end = directory.offset + directory.size
+        var totalInflated = 0
         for n in 0..<directory.count {
             let (entry, next) = try reader.centralEntry(at: p, end: end, number: n)
             if index[entry.name] != nil {
-                throw ZipError.malformed(path: file.path, what: "the entry name \(entry.name) appears twice")
+                throw ZipError.malformed(path: file.path, what: "the entry name \(terminalSafe(entry.name)) appears twice")
+            }
+            if entry.method == 8 {
+                try Self.checkInflation(of: entry, limits: limits, path: file.path)
+                // Each term is below the file size times the ratio (or the exemption), so the sum cannot overflow
+                // before it passes the limit.
+                totalInflated += entry.uncompressedSize
+                guard totalInflated <= limits.maxTotalInflatedBytes else {
+                    throw ZipError.limitExceeded(path: file.path, what: "its deflated entries inflate to more than \(limits.maxTotalInflatedBytes) bytes in total")
+                }
             }
             index[entry.name] = entries.count
             entries.append(entry)
             p = next
         }
+        try Self.checkDisjoint(entries, path: file.path)
         self.entries = entries
         indexByName = index
+    }
+
+    /// Refuses a deflated entry whose declared size is out of proportion to its compressed bytes.
+    private static func checkInflation(of entry: Entry, limits: Limits, path: String) throws {
+        guard entry.uncompressedSize > limits.ratioExemptBytes else { return }
+        let (allowed, overflow) = entry.compressedSize.multipliedReportingOverflow(by: limits.maxCompressionRatio)
+        if !overflow && entry.uncompressedSize > allowed {
+            throw ZipError.limitExceeded(path: path, what: "entry \(terminalSafe(entry.name)) inflates \(entry.compressedSize) bytes to \(entry.uncompressedSize), more than \(limits.maxCompressionRatio) times its compressed size")
+        }
+    }
+
+    /// Every entry (local header and data) must occupy its own bytes of the file.
+    private static func checkDisjoint(_ entries: [Entry], path: String) throws {
+        let spans = entries.map { (start: $0.localHeaderOffset, end: $0.dataOffset + $0.compressedSize, name: $0.name) }
+            .sorted { $0.start < $1.start }
+        for (previous, next) in zip(spans, spans.dropFirst()) where next.start < previous.end {
+            throw ZipError.malformed(path: path, what: "entries \(terminalSafe(previous.name)) and \(terminalSafe(next.name)) share bytes of the file")
+        }
     }
 
     /// The entry called `name`, if any.
@@ -321,8 +373,9 @@ private struct ZipByteReader {
             throw ZipError.outOfBounds(path: path, what: "central directory entry \(number) runs past the end of the central directory")
         }
         let name = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[(p + 46)..<(p + 46 + nameLength)]), as: UTF8.self)
+        let label = terminalSafe(name)  // for messages: the name is the file's, not ours
         if flags & 1 != 0 {
-            throw ZipError.unsupported(path: path, what: "entry \(name) is encrypted")
+            throw ZipError.unsupported(path: path, what: "entry \(label) is encrypted")
         }
 
         // ZIP64 extended information (header 0x0001): 64-bit values for exactly the fields saturated above, in order.
@@ -332,13 +385,13 @@ private struct ZipByteReader {
             let id = u16(e), length = Int(u16(e + 2))
             let dataStart = e + 4
             guard dataStart + length <= extraEnd else {
-                throw ZipError.malformed(path: path, what: "an extra field of entry \(name) runs past its end")
+                throw ZipError.malformed(path: path, what: "an extra field of entry \(label) runs past its end")
             }
             if id == 0x0001 {
                 var q = dataStart
                 func take() throws -> UInt64 {
                     guard q + 8 <= dataStart + length else {
-                        throw ZipError.malformed(path: path, what: "the ZIP64 extra field of entry \(name) is too short")
+                        throw ZipError.malformed(path: path, what: "the ZIP64 extra field of entry \(label) is too short")
                     }
                     defer { q += 8 }
                     return u64(q)
@@ -350,32 +403,32 @@ private struct ZipByteReader {
             e = dataStart + length
         }
 
-        let compressedSize = try fileRange(compressed, "the compressed size of entry \(name)")
-        let local = try fileRange(localOffset, "the local header offset of entry \(name)")
+        let compressedSize = try fileRange(compressed, "the compressed size of entry \(label)")
+        let local = try fileRange(localOffset, "the local header offset of entry \(label)")
         guard let uncompressedSize = Int(exactly: uncompressed) else {
-            throw ZipError.malformed(path: path, what: "entry \(name) declares an impossible size \(uncompressed)")
+            throw ZipError.malformed(path: path, what: "entry \(label) declares an impossible size \(uncompressed)")
         }
         if method == 0 && compressedSize != uncompressedSize {
-            throw ZipError.malformed(path: path, what: "stored entry \(name) has compressed size \(compressedSize) but uncompressed size \(uncompressedSize)")
+            throw ZipError.malformed(path: path, what: "stored entry \(label) has compressed size \(compressedSize) but uncompressed size \(uncompressedSize)")
         }
         if method == 8 {
-            // Deflate expands at most about 1032:1; anything beyond that (or beyond the allocation cap) is a lie.
-            let limit = min(ZipArchive.maxInflatedBytes, compressedSize.multipliedReportingOverflow(by: 1032).partialValue + 1024)
+            // Deflate expands at most about 1032:1; anything beyond that is a lie (`Limits` set the tighter caps).
+            let limit = compressedSize.multipliedReportingOverflow(by: 1032).partialValue + 1024
             guard uncompressedSize <= limit else {
-                throw ZipError.malformed(path: path, what: "deflated entry \(name) claims to inflate \(compressedSize) bytes to \(uncompressedSize)")
+                throw ZipError.malformed(path: path, what: "deflated entry \(label) claims to inflate \(compressedSize) bytes to \(uncompressedSize)")
             }
         }
 
         // The local header repeats the name and has its own extra field (torch.save pads it to align the data).
         guard let localFixedEnd = Self.add(local, 30), localFixedEnd <= size else {
-            throw ZipError.outOfBounds(path: path, what: "the local header of entry \(name) at offset \(local) runs past the end of the \(size)-byte file")
+            throw ZipError.outOfBounds(path: path, what: "the local header of entry \(label) at offset \(local) runs past the end of the \(size)-byte file")
         }
         guard u32(local) == Self.localHeader else {
-            throw ZipError.malformed(path: path, what: "entry \(name) points at offset \(local), where there is no local header")
+            throw ZipError.malformed(path: path, what: "entry \(label) points at offset \(local), where there is no local header")
         }
         let dataOffset = localFixedEnd + Int(u16(local + 26)) + Int(u16(local + 28))
         guard let dataEnd = Self.add(dataOffset, compressedSize), dataEnd <= size else {
-            throw ZipError.outOfBounds(path: path, what: "the \(compressedSize) bytes of entry \(name) at offset \(dataOffset) run past the end of the \(size)-byte file")
+            throw ZipError.outOfBounds(path: path, what: "the \(compressedSize) bytes of entry \(label) at offset \(dataOffset) run past the end of the \(size)-byte file")
         }
         let entry = ZipArchive.Entry(name: name, method: method, compressedSize: compressedSize,
                                      uncompressedSize: uncompressedSize, crc32: crc, localHeaderOffset: local,

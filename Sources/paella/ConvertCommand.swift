@@ -86,7 +86,7 @@ struct ConvertCommand: ParsableCommand {
     }
 
     func run() throws {
-        let folder = try reportingErrors {
+        let folder = try reportingErrors { try describingCheckpointErrors {
             var conversion = ModelConversion(downloadFolder: from ?? ".", output: output)
             if let denoiser { conversion.denoiser = denoiser }
             if let vqgan { conversion.vqgan = vqgan }
@@ -111,7 +111,7 @@ struct ConvertCommand: ParsableCommand {
             return try conversion.run(compute: try compute.makeCompute()) { line in
                 if !quiet { FileHandle.standardError.write(Data((line + "\n").utf8)) }
             }
-        }
+        } }
         print(folder.path)
     }
 }

@@ -25,17 +25,27 @@ struct InspectCommand: ParsableCommand {
 
     func run() throws {
         let report = try reportingErrors {
-            do {
-                return try CheckpointInspector.inspect(path: file)
-            } catch let error as PickleError {
-                // Pickle errors describe the stream, not the file; name the file for the user.
-                throw InspectFailure(description: "\(file): \(error)")
-            }
+            try describingCheckpointErrors(file: file) { try CheckpointInspector.inspect(path: file) }
         }
         print(json ? report.json(limit: limit) : report.table(limit: limit))
     }
 }
 
-private struct InspectFailure: Error, CustomStringConvertible {
+/// Runs `body`, which reads checkpoints, and rethrows its errors as one printable sentence: a pickle error
+/// (which describes the stream, not the file) is prefixed with `file` when one is given, and characters a
+/// terminal would act on are escaped, whatever part of the file they came from.
+func describingCheckpointErrors<T>(file: String? = nil, _ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as ExitCode {
+        throw error
+    } catch let error as PickleError {
+        throw CheckpointFailure(description: terminalSafe(file.map { "\($0): \(error)" } ?? "\(error)"))
+    } catch {
+        throw CheckpointFailure(description: terminalSafe("\(error)"))
+    }
+}
+
+private struct CheckpointFailure: Error, CustomStringConvertible {
     let description: String
 }

@@ -101,7 +101,7 @@ struct InspectTests {
         #expect(throws: CheckpointFormatError.unrecognized(path: empty, firstBytes: "(none, the file is empty)")) {
             try CheckpointInspector.inspect(path: empty)
         }
-        #expect(throws: MappedFile.Failure.self) { try CheckpointInspector.inspect(path: dir.path) }
+        #expect(throws: InputFileError.notARegularFile(path: dir.path, kind: "a directory")) { try CheckpointInspector.inspect(path: dir.path) }
     }
 
     @Test func damagedSafeTensorsGetTheReadersError() throws {

@@ -246,7 +246,7 @@ struct UnpicklerTests {
         let cases: [(String, (inout PickleBuilder) -> Void, String)] = [
             ("extent", { $0.tensor(key: "0", numel: 4, offset: 1, size: [4]) }, "reaches past the end of storage 0"),
             ("stride", { $0.tensor(key: "0", numel: 4, size: [2, 2], stride: [3, 1]) }, "reaches past the end"),
-            ("overflow", { $0.tensor(key: "0", numel: 4, size: [Int(Int32.max), Int(Int32.max), 4]) }, "reaches past the end"),
+            ("overflow", { $0.tensor(key: "0", numel: 4, size: [Int(Int32.max), Int(Int32.max), 4]) }, "overflows a 64-bit count"),
             ("negative", { $0.tensor(key: "0", numel: 4, size: [-1]) }, "negative"),
             ("rank", { $0.tensor(key: "0", numel: 4, size: [2, 2], stride: [2]) }, "2 sizes but 1 strides"),
             ("expand", { $0.tensor(key: "0", numel: 4, size: [1000], stride: [0]) }, "would expand the 4 elements"),

@@ -1,0 +1,103 @@
+// Opening a file that someone else supplied: only regular files are read. A FIFO would block `open` until a
+// writer appears (forever, for a path planted to hang the reader), a device such as /dev/zero or /dev/urandom
+// never ends, and a directory has no bytes; each is refused with one sentence before anything is mapped.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import PaellaCore
+
+/// An input path that exists but is not a regular file (a path that cannot be opened at all throws
+/// `MappedFile.Failure.cannotOpen`, as mapping it would).
+public enum InputFileError: Error, CustomStringConvertible, Equatable {
+    /// The path is a FIFO, socket, device or directory.
+    case notARegularFile(path: String, kind: String)
+
+    public var description: String {
+        switch self {
+        case .notARegularFile(let path, let kind):
+            return "\(terminalSafe(path)) is \(kind), not a regular file; give the path of the file itself."
+        }
+    }
+}
+
+/// Checked access to input files (checkpoints, archives): see the file comment for why only regular files.
+public enum InputFile {
+    /// What kind of non-regular file `mode` describes, as a phrase for `InputFileError.notARegularFile`; nil for
+    /// a regular file.
+    static func nonRegularKind(_ mode: mode_t) -> String? {
+        switch mode & S_IFMT {
+        case S_IFREG: return nil
+        case S_IFIFO: return "a named pipe (FIFO)"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFDIR: return "a directory"
+        case S_IFSOCK: return "a socket"
+        default: return "not a file"
+        }
+    }
+
+    /// Throws unless `path` names a regular file (following symbolic links, as `open` would).
+    ///
+    /// The check opens the path without blocking (`O_NONBLOCK` makes opening a FIFO return at once) and asks
+    /// the open descriptor, so a path swapped between a `stat` and the real `open` cannot slip a FIFO through
+    /// the check itself.
+    public static func requireRegularFile(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw MappedFile.Failure.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            throw MappedFile.Failure.cannotOpen(path: path, reason: String(cString: strerror(errno)))
+        }
+        if let kind = nonRegularKind(info.st_mode) { throw InputFileError.notARegularFile(path: path, kind: kind) }
+    }
+
+    /// Memory-maps the regular file at `path` (see `requireRegularFile`).
+    public static func map(_ path: String) throws -> MappedFile {
+        try requireRegularFile(path)
+        return try MappedFile(path: path)
+    }
+}
+
+/// `text` with every character that a terminal would interpret escaped as `\u{...}`: C0 and C1 control
+/// characters (ESC starts colour and cursor sequences, CR and BS overwrite what was printed), DEL, and the
+/// bidirectional overrides that reorder what follows them. Names from files go through this before they are
+/// shown in a table or an error message; JSON output has its own escaping. With `maxLength`, longer text is cut
+/// to that many characters and marked with "..." (error messages quote names, and a name can be megabytes).
+public func terminalSafe(_ text: String, maxLength: Int? = nil) -> String {
+    if let maxLength, text.unicodeScalars.count > maxLength {
+        return terminalSafe(String(String.UnicodeScalarView(text.unicodeScalars.prefix(maxLength)))) + "..."
+    }
+    func unsafe(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x00...0x1F, 0x7F...0x9F, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: return true
+        default: return false
+        }
+    }
+    guard text.unicodeScalars.contains(where: unsafe) else { return text }
+    var out = String.UnicodeScalarView()
+    for scalar in text.unicodeScalars {
+        if unsafe(scalar) {
+            out.append(contentsOf: "\\u{\(String(scalar.value, radix: 16, uppercase: true))}".unicodeScalars)
+        } else {
+            out.append(scalar)
+        }
+    }
+    return String(out)
+}
+
+/// The element count and byte size of a tensor of `shape` read from a file, or nil when they do not fit in
+/// an `Int`. The shape is kept as given and whatever multiplies it out later may do so in any order (strides
+/// from the right, counts from the left), so the product of its non-zero sizes times the element size must fit
+/// even when a zero size makes the count itself 0.
+func checkedTensorSize(_ shape: [Int], elementSize: Int) -> (elements: Int, bytes: Int)? {
+    var bytes = elementSize
+    for n in shape where n != 0 {
+        let (product, overflow) = bytes.multipliedReportingOverflow(by: n)
+        if overflow || n < 0 { return nil }
+        bytes = product
+    }
+    return shape.contains(0) ? (0, 0) : (bytes / elementSize, bytes)
+}
