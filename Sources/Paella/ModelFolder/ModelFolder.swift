@@ -19,6 +19,8 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
     case badConfigFile(path: String, reason: String)
     case missingFile(path: String, role: String)
     case noVisionTower(path: String)
+    /// A component's weights file does not hold the tensors its configuration in model.json describes.
+    case weightsDisagree(path: String, component: String, detail: String)
     /// A checkpoint given to a conversion that does not exist or cannot be read.
     case missingCheckpoint(path: String, role: String)
     /// The output of a write exists and overwriting was not asked for.
@@ -45,6 +47,9 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
             return "\(path) \(reason); pass an upstream-style JSON configuration."
         case .missingFile(let path, let role):
             return "\(path), the \(role) named in \(ModelManifest.fileName), does not exist; \(remake)."
+        case .weightsDisagree(let path, let component, let detail):
+            return "\(path) does not hold the weights that the \(component) config in \(ModelManifest.fileName) describes: "
+                + "\(detail); correct the config to match the weights or \(remake)."
         case .noVisionTower(let path):
             return "The model folder \(path) has no CLIP vision tower; rerun paella convert with --with-vision."
         case .missingCheckpoint(let path, let role):
@@ -89,6 +94,48 @@ public struct ModelFolder: Sendable {
             let full = self.file(file)
             guard FileManager.default.isReadableFile(atPath: full) else { throw ModelFolderError.missingFile(path: full, role: role) }
         }
+        try checkWeights()
+    }
+
+    /// Compares each component's safetensors header with the tensors its configuration needs (every one present
+    /// with the configured shape, none left over), so a config that disagrees with its weights is refused when the
+    /// folder is opened, before any layer is built. Only the headers are read; the data stays mapped, untouched.
+    func checkWeights() throws {
+        let m = manifest
+        let hasVision = hasVisionTower
+        try Self.compare(file(m.denoiser.file), component: "denoiser",
+                         needs: try Denoiser.parameterShapes(m.denoiser.config), skipping: { _ in false })
+        try Self.compare(file(m.vqgan.file), component: "vqgan",
+                         needs: try VQGAN.parameterShapes(m.vqgan.config), skipping: VQGAN.isTrainingOnlyKey)
+        // The vision tower's keys are needed only when the manifest says the file has it; `logit_scale` is
+        // training-only (as `CLIPModel` loads).
+        let clipShapes = try CLIPModel.parameterShapes(m.clip.config).filter { hasVision || !$0.name.hasPrefix("visual.") }
+        try Self.compare(file(m.clip.file), component: "clip", needs: clipShapes,
+                         skipping: { $0 == "logit_scale" || (!hasVision && $0.hasPrefix("visual.")) })
+    }
+
+    /// Throws `weightsDisagree` naming the first few tensors of `path` that are missing, misshapen or unexpected.
+    static func compare(_ path: String, component: String, needs: [(name: String, shape: [Int])],
+                        skipping: (String) -> Bool) throws {
+        let stored = try SafeTensors(path: path)
+        var problems: [String] = []
+        var needed = Set<String>()
+        for (name, shape) in needs {
+            needed.insert(name)
+            guard let found = stored[name] else {
+                problems.append("it has no tensor \"\(name)\" (the config needs \(shape))")
+                continue
+            }
+            if found.shape != shape {
+                problems.append("\"\(name)\" is \(found.shape) where the config needs \(shape)")
+            }
+        }
+        for name in stored.names where !needed.contains(name) && !skipping(name) {
+            problems.append("it holds \"\(name)\", which the config has no place for")
+        }
+        guard let first = problems.first else { return }
+        let more = problems.count > 1 ? " (and \(problems.count - 1) more tensors disagree)" : ""
+        throw ModelFolderError.weightsDisagree(path: path, component: component, detail: first + more)
     }
 
     /// The full path of a file inside the folder.

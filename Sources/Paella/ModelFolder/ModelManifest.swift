@@ -78,10 +78,11 @@ public struct ModelManifest: Codable, Sendable, Equatable {
         return try encoder.encode(self) + Data("\n".utf8)
     }
 
-    /// Every problem of the manifest alone (no file access), as phrases that follow "model.json ...":
-    /// dtypes, file names, towers, and whether the components fit together.
+    /// Every problem of the manifest alone (no file access), as phrases that follow "model.json ...": values
+    /// outside their bounds (`ModelManifestBounds`), dtypes, file names, towers, and whether the components fit together.
     public func problems() -> [String] {
-        var found: [String] = []
+        var found = boundsProblems()
+        if !found.isEmpty { return found }
         let files = [("denoiser", denoiser.file, denoiser.dtype), ("vqgan", vqgan.file, vqgan.dtype),
                      ("clip", clip.file, clip.dtype)]
         for (component, file, dtype) in files {

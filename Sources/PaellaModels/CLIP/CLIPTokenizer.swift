@@ -87,7 +87,9 @@ public final class CLIPTokenizer: @unchecked Sendable {  // mutable state: only 
     /// 256 byte symbols, the same with `</w>`, one entry per merge (the first 48894), `<start_of_text>` and
     /// `<end_of_text>` (49408 entries).
     public convenience init(openCLIPVocabulary path: String) throws {
-        let text = String(decoding: try Gzip.decompress(path: path), as: UTF8.self)
+        // The real vocabulary inflates to 1.4 MB; a model folder's file may come from anyone, so a gzip bomb in its
+        // place stops at 16 MiB instead of the general 1 GiB limit.
+        let text = String(decoding: try Gzip.decompress(path: path, limit: 16 << 20), as: UTF8.self)
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         let mergeCount = 49152 - 256 - 2  // as open_clip: merges[1:49152-256-2+1]
         guard lines.count > mergeCount else {

@@ -1,0 +1,117 @@
+import Foundation
+import Paella
+import PaellaCore
+import PaellaIO
+import PaellaTestSupport
+import Testing
+
+/// Model folders whose model.json was edited as an attacker would (zero, negative, huge or inconsistent values):
+/// each is refused when the folder is opened, with one sentence naming the field, the value and the allowed range,
+/// before any layer is built. The weights stay the tiny fixture's; only the manifest changes.
+@Suite struct HostileModelFolderTests {
+    /// Sets `value` at `path` (keys from the top of model.json) in a copy of the tiny folder and returns the
+    /// error that opening it throws (nil when it opens).
+    static func openError(_ path: [String], json value: String) throws -> String? {
+        let parsed = try JSONSerialization.jsonObject(with: Data(value.utf8), options: .fragmentsAllowed)
+        let copy = ModelFolderTests.scratch("hostile") + "/model"
+        try FileManager.default.copyItem(atPath: try Fixtures.tinyModelFolder(dtype: .float32), toPath: copy)
+        defer { try? FileManager.default.removeItem(atPath: (copy as NSString).deletingLastPathComponent) }
+        try ModelFolderTests.editManifest(copy) { setValue(&$0, path[...], parsed) }
+        do {
+            _ = try ModelFolder(path: copy)
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    static func setValue(_ object: inout [String: Any], _ path: ArraySlice<String>, _ value: Any) {
+        guard let key = path.first else { return }
+        if path.count == 1 {
+            object[key] = value
+        } else {
+            var inner = object[key] as? [String: Any] ?? [:]
+            setValue(&inner, path.dropFirst(), value)
+            object[key] = inner
+        }
+    }
+
+    /// The field, its new value as JSON, and what the refusal must say.
+    static let cases: [(path: [String], value: String, phrase: String)] = [
+        (["denoiser", "config", "c_hidden"], "0", "denoiser.config.c_hidden 0, outside the allowed 1...8192"),
+        (["denoiser", "config", "c_hidden"], "1099511627776", "denoiser.config.c_hidden 1099511627776, outside the allowed 1...8192"),
+        (["denoiser", "config", "c_hidden"], "66", "c_hidden 66, which must be a multiple of 4"),
+        (["denoiser", "config", "c_clip"], "-16", "denoiser.config.c_clip -16, outside the allowed 1...8192"),
+        (["denoiser", "config", "c_r"], "0", "denoiser.config.c_r 0, outside the allowed 4...4096"),
+        (["denoiser", "config", "num_labels"], "9223372036854775807", "denoiser.config.num_labels \(Int.max), outside the allowed 2...65536"),
+        (["denoiser", "config", "down_levels"], "[]", "denoiser.config.down_levels 0 entries, outside the allowed 1...8"),
+        (["denoiser", "config", "down_levels"], "[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]", "down_levels 64 entries, outside the allowed 1...8"),
+        (["denoiser", "config", "down_levels"], "[1, 1000000, 2]", "denoiser.config.down_levels[1] 1000000, outside the allowed 1...64"),
+        (["denoiser", "config", "up_levels"], "[2, 2]", "up_levels 2 entries but down_levels 3"),
+        (["vqgan", "config", "ch_mult"], "[]", "vqgan.config.ch_mult 0 entries, outside the allowed 1...6"),
+        (["vqgan", "config", "ch_mult"], "[1, 1, 2, 1048576]", "vqgan.config.ch_mult[3] 1048576, outside the allowed 1...16"),
+        (["vqgan", "config", "n_embed"], "0", "vqgan.config.n_embed 0, outside the allowed 2...65536"),
+        (["vqgan", "config", "in_channels"], "4", "vqgan.config.in_channels 4, outside the allowed 3...3"),
+        (["vqgan", "config", "attn_resolutions"], "[4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4]", "attn_resolutions 100 entries"),
+        (["clip", "config", "embed_dim"], "0", "clip.config.embed_dim 0, outside the allowed 1...8192"),
+        (["clip", "config", "text_cfg", "vocab_size"], "100", "clip.config.text_cfg.vocab_size 100, outside the allowed 49408...262144"),
+        (["clip", "config", "text_cfg", "context_length"], "1", "clip.config.text_cfg.context_length 1, outside the allowed 2...1024"),
+        (["clip", "config", "text_cfg", "heads"], "0", "clip.config.text_cfg.heads 0, outside the allowed 1...32"),
+        (["clip", "config", "text_cfg", "heads"], "3", "heads 3, which does not divide the width 32"),
+        (["clip", "config", "text_cfg", "layers"], "100000", "clip.config.text_cfg.layers 100000, outside the allowed 1...128"),
+        (["clip", "config", "text_cfg", "mlp_ratio"], "1e9", "clip.config.text_cfg.mlp_ratio 1000000000.0, outside the allowed 0.25...16.0"),
+        (["clip", "config", "vision_cfg", "patch_size"], "0", "clip.config.vision_cfg.patch_size 0, outside the allowed 1...28"),
+        (["clip", "config", "vision_cfg", "head_width"], "5", "head_width 5, which does not divide the width 32"),
+        (["defaults", "image_size"], "-64", "defaults.image_size -64, outside the allowed 1...4096"),
+        (["defaults", "edit_strength"], "7", "defaults.edit_strength 7.0, outside the allowed 0.0...1.0"),
+        (["defaults", "generate", "steps"], "0", "defaults.generate.steps 0, outside the allowed 1...1000"),
+        (["defaults", "vary", "steps"], "1000000000", "defaults.vary.steps 1000000000, outside the allowed 1...1000"),
+        (["defaults", "edit", "temperature_range"], "[1.0]", "defaults.edit.temperature_range 1 values"),
+        (["defaults", "inpaint", "temperature_range"], "[0.0, 1.0]", "defaults.inpaint.temperature_range[0] 0.0, outside the allowed 0.001...100.0"),
+        (["defaults", "compose", "typical_mass"], "0", "defaults.compose.typical_mass 0.0, outside the allowed 0.001...1.0"),
+        (["defaults", "outpaint", "typical_min_tokens"], "-1", "defaults.outpaint.typical_min_tokens -1, outside the allowed 1...48"),
+        (["defaults", "generate", "renoise_steps"], "99", "defaults.generate.renoise_steps 99, outside the allowed 0...4"),
+    ]
+
+    @Test(arguments: cases.indices)
+    func anOutOfBoundsValueIsRefusedByName(_ index: Int) throws {
+        let (path, value, phrase) = Self.cases[index]
+        let message = try #require(try Self.openError(path, json: value), "\(path) = \(value) was accepted")
+        #expect(message.contains(phrase), "\(path): \(message)")
+        #expect(message.contains("/model.json gives "), "\(message)")
+        #expect(message.hasSuffix(".") && !message.contains("\n"), "not one sentence: \(message)")
+    }
+
+    /// Values inside the bounds that the weights contradict: the tensor that disagrees is named at open.
+    @Test func aConfigTheWeightsContradictIsRefusedAtOpen() throws {
+        let wider = try #require(try Self.openError(["vqgan", "config", "ch"], json: "64"))
+        #expect(wider.contains("vqgan.safetensors does not hold the weights that the vqgan config in model.json describes"), "\(wider)")
+        #expect(wider.contains("where the config needs") && wider.contains("more tensors disagree"), "\(wider)")
+
+        let deeper = try #require(try Self.openError(["denoiser", "config", "down_levels"], json: "[1, 2, 3]"))
+        #expect(deeper.contains("denoiser.safetensors does not hold the weights that the denoiser config"), "\(deeper)")
+        #expect(deeper.contains("it has no tensor \"down_blocks.2."), "\(deeper)")
+
+        let fewerLayers = try #require(try Self.openError(["clip", "config", "text_cfg", "layers"], json: "1"))
+        #expect(fewerLayers.contains("which the config has no place for"), "\(fewerLayers)")
+        #expect(fewerLayers.hasSuffix(".") && !fewerLayers.contains("\n"))
+    }
+
+    @Test func theShippedAndTinyFoldersOpen() throws {
+        #expect(try Self.openError(["name"], json: "\"still tiny\"") == nil)
+        let shipped = try ModelFolder(path: BundledModelTests.folder)
+        #expect(shipped.manifest.name == "paella-small")
+    }
+
+    /// The CLI refuses such a folder with one line and status 1, no trap.
+    @Test func infoRefusesAHostileFolderWithOneLine() throws {
+        let copy = ModelFolderTests.scratch("hostile-cli") + "/model"
+        try FileManager.default.copyItem(atPath: try Fixtures.tinyModelFolder(dtype: .float32), toPath: copy)
+        defer { try? FileManager.default.removeItem(atPath: (copy as NSString).deletingLastPathComponent) }
+        try ModelFolderTests.editManifest(copy) { Self.setValue(&$0, ["denoiser", "config", "c_hidden"], 0) }
+        let result = try PaellaCLI.run(["info", "--model", copy, "--threads", "1"])
+        #expect(result.status == 1)
+        #expect(result.stderr.hasPrefix("error: ") && result.stderr.filter { $0 == "\n" }.count == 1, "\(result.stderr)")
+        #expect(result.stderr.contains("denoiser.config.c_hidden 0"), "\(result.stderr)")
+    }
+}
