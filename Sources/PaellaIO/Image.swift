@@ -181,21 +181,47 @@ public enum ImageFormat: String, Sendable, Equatable {
 }
 
 /// The largest image a reader accepts; checked against the header before any pixel memory is allocated.
+/// The codecs add limits of their own on what a file may make them do (text chunks, JPEG scans and memory:
+/// the IC_* constants of CImageCodecs).
 public struct ImageLimits: Sendable, Equatable {
+    /// The largest side and pixel count of the image as the file declares it.
     public var maxSide: Int
     public var maxPixels: Int
+    /// For callers that shrink the image anyway: the reader may decode it at 1/2, 1/4 or 1/8 of its size
+    /// (libjpeg's DCT scaling; averaged pixel blocks for a non-interlaced PNG) while both sides stay at least
+    /// this long. nil decodes at full size.
+    public var reduceKeepingSide: Int?
+    /// The most pixels the decoded image may have, after any reduction.
+    public var maxDecodedPixels: Int
 
     /// 16384 pixels per side and 2^28 pixels in all (768 MiB of RGB): far above anything Paella
     /// generates or trains on, low enough that a hostile header cannot exhaust memory.
     public static let `default` = ImageLimits(maxSide: 16384, maxPixels: 1 << 28)
 
-    public init(maxSide: Int, maxPixels: Int) {
+    /// For input images that a command resizes to the model's size (edit, vary, inpaint, outpaint,
+    /// dataset analyse): the default limits on the file, decoded reduced while both sides stay at least 2048
+    /// (above any size Paella generates), and at most 2^26 pixels decoded (192 MiB of RGB; an interlaced PNG, which
+    /// cannot be reduced while decoding, must fit in it).
+    public static let resizedAfterReading = ImageLimits(maxSide: 16384, maxPixels: 1 << 28, reduceKeepingSide: 2048,
+                                                        maxDecodedPixels: 1 << 26)
+
+    public init(maxSide: Int, maxPixels: Int, reduceKeepingSide: Int? = nil, maxDecodedPixels: Int? = nil) {
         self.maxSide = maxSide
         self.maxPixels = maxPixels
+        self.reduceKeepingSide = reduceKeepingSide
+        self.maxDecodedPixels = maxDecodedPixels ?? maxPixels
     }
 
     func allows(width: Int, height: Int) -> Bool {
         width <= maxSide && height <= maxSide && width.multipliedReportingOverflow(by: height).partialValue <= maxPixels
+    }
+
+    /// The largest of 1, 2, 4 and 8 that keeps both sides of a `width` x `height` image at least
+    /// `reduceKeepingSide` long (1 when no reduction is allowed).
+    func reductionFactor(width: Int, height: Int) -> Int {
+        guard let keep = reduceKeepingSide, keep > 0 else { return 1 }
+        let shorter = min(width, height)
+        return [8, 4, 2].first { (shorter + $0 - 1) / $0 >= keep } ?? 1
     }
 }
 
@@ -207,6 +233,8 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
     case truncated(path: String, format: ImageFormat)
     case unsupported(path: String, format: ImageFormat, reason: String)
     case tooLarge(path: String, width: Int, height: Int, limits: ImageLimits)
+    /// Within the file limits, but what it decodes to (after any reduction) is larger than the caller allows.
+    case tooLargeToDecode(path: String, width: Int, height: Int, decodedWidth: Int, decodedHeight: Int, maxPixels: Int)
     case cannotEncode(format: ImageFormat, reason: String)
     case invalidText(key: String, reason: String)
     case batchMismatch(String)
@@ -227,6 +255,11 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
             return "\(path) is a \(format.rawValue) file this reader cannot decode: \(reason)."
         case .tooLarge(let path, let width, let height, let limits):
             return "\(path) is \(width)x\(height) pixels, more than the limit of \(limits.maxSide) per side and \(limits.maxPixels) in all; shrink it first or raise ImageLimits."
+        case let .tooLargeToDecode(path, width, height, decodedWidth, decodedHeight, maxPixels):
+            let reduced = decodedWidth == width && decodedHeight == height ? "cannot be reduced while decoding"
+                : "would still decode to \(decodedWidth)x\(decodedHeight)"
+            return "\(path) is \(width)x\(height) pixels and \(reduced), more than the \(maxPixels) pixels this command "
+                + "decodes; shrink it first (or save a PNG without interlacing, which can be reduced while reading)."
         case .cannotEncode(let format, let reason):
             return "Cannot encode the image as \(format.rawValue): \(reason)."
         case .invalidText(let key, let reason):
@@ -311,6 +344,7 @@ extension PixelImage {
     static func decodeRaster(source: String, format: ImageFormat, limits: ImageLimits, library: String,
                              message: () -> String,
                              readHeader: (inout ic_image_info) -> Int32,
+                             reduce: (Int32, inout ic_image_info) -> Int32,
                              readPixels: (UnsafeMutablePointer<UInt8>?, Int) -> Int32) throws -> (PixelImage, ic_image_info) {
         func check(_ status: Int32) throws {
             guard status != Int32(IC_OK) else { return }
@@ -330,10 +364,17 @@ extension PixelImage {
         guard let layout = PixelImage.Layout(rawValue: Int(info.channels)) else {
             throw ImageError.unsupported(path: source, format: format, reason: "\(info.channels) channels per pixel")
         }
-        var pixels = [UInt8](repeating: 0, count: width * height * layout.channels)
-        try pixels.withUnsafeMutableBufferPointer { p in
-            try check(readPixels(p.baseAddress, width * layout.channels))
+        let factor = limits.reductionFactor(width: width, height: height)
+        if factor > 1 { _ = reduce(Int32(factor), &info) }  // the reader may decline (interlaced PNG): info says
+        let (outWidth, outHeight) = (Int(info.width), Int(info.height))
+        guard outWidth * outHeight <= limits.maxDecodedPixels else {
+            throw ImageError.tooLargeToDecode(path: source, width: width, height: height, decodedWidth: outWidth,
+                                              decodedHeight: outHeight, maxPixels: limits.maxDecodedPixels)
         }
-        return (PixelImage(width: width, height: height, layout: layout, pixels: pixels), info)
+        var pixels = [UInt8](repeating: 0, count: outWidth * outHeight * layout.channels)
+        try pixels.withUnsafeMutableBufferPointer { p in
+            try check(readPixels(p.baseAddress, outWidth * layout.channels))
+        }
+        return (PixelImage(width: outWidth, height: outHeight, layout: layout, pixels: pixels), info)
     }
 }

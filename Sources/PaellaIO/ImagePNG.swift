@@ -72,8 +72,11 @@ extension PixelImage {
             source: source, format: .png, limits: limits, library: "libpng",
             message: { String(cString: ic_png_reader_message(reader)) },
             readHeader: { ic_png_read_header(reader, &$0) },
+            reduce: { ic_png_set_reduction(reader, $0, &$1) },
             readPixels: { ic_png_read_pixels(reader, $0, $1) })
 
+        // Text entries as the codec kept them: at most IC_PNG_TEXT_MAX_ENTRIES, IC_PNG_TEXT_MAX_TOTAL bytes in
+        // all, none inflated past IC_PNG_TEXT_MAX_INFLATED (the rest are skipped, never an error).
         var text: [String: String] = [:]
         for i in 0 ..< ic_png_text_count(reader) {
             var key: UnsafePointer<CChar>?

@@ -157,9 +157,10 @@ struct OutputOptions: ParsableArguments {
     }
 }
 
-/// Reads an input image, or fails with one sentence.
+/// Reads an input image, or fails with one sentence. The pipeline resizes it to the model's size, so a large
+/// file is decoded reduced (`ImageLimits.resizedAfterReading`) instead of in full.
 func readImage(_ path: String) throws -> PixelImage {
-    try PixelImage(contentsOf: path)
+    try PixelImage(contentsOf: path, limits: .resizedAfterReading)
 }
 
 /// Runs one pipeline request with a progress bar and writes its images; every failure is one sentence and exit 1.
