@@ -51,17 +51,33 @@ static void install_errors(struct error_manager *e, struct jpeg_error_mgr **slot
 struct scan_limit {
     struct jpeg_progress_mgr pub;
     int too_many_scans;
+    int counted_scan;      // the last scan whose blocks were added
+    long long blocks;      // 8x8 blocks covered by the scans so far
 };
 
 static void count_scans(j_common_ptr cinfo) {
     if (!cinfo->is_decompressor) return;
     j_decompress_ptr d = (j_decompress_ptr)cinfo;
     struct scan_limit *limit = (struct scan_limit *)cinfo->progress;
+    struct error_manager *e = (struct error_manager *)cinfo->err;
+    if (d->input_scan_number > limit->counted_scan) {  // cur_comp_info is the scan just started
+        limit->counted_scan = d->input_scan_number;
+        for (int i = 0; i < d->comps_in_scan && i < MAX_COMPS_IN_SCAN; i++) {
+            const jpeg_component_info *c = d->cur_comp_info[i];
+            if (c) limit->blocks += (long long)c->width_in_blocks * (long long)c->height_in_blocks;
+        }
+    }
     if (d->input_scan_number > IC_JPEG_MAX_SCANS) {
         limit->too_many_scans = 1;
-        struct error_manager *e = (struct error_manager *)cinfo->err;
         snprintf(e->message, sizeof e->message, "it has more than %d scans, the most this reader decodes",
                  IC_JPEG_MAX_SCANS);
+        longjmp(e->jump, 1);
+    }
+    if (limit->blocks > IC_JPEG_MAX_SCAN_BLOCKS) {
+        limit->too_many_scans = 1;
+        snprintf(e->message, sizeof e->message,
+                 "its %d scans cover more than %d blocks in all, more than this reader decodes", d->input_scan_number,
+                 IC_JPEG_MAX_SCAN_BLOCKS);
         longjmp(e->jump, 1);
     }
 }

@@ -40,6 +40,7 @@ struct ic_png_reader {
     uint32_t *sums;     // one output row of per-sample sums, when reducing
     text_entry texts[IC_PNG_TEXT_MAX_ENTRIES + 1];  // + 1: room for "parameters" past the entry limit
     int text_count;
+    int text_attempts;  // keyword-valid text chunks seen: each may cost an inflate, so they count towards the limit
     size_t text_bytes;
     char message[256];
 };
@@ -134,8 +135,11 @@ static int read_text_chunk(png_structp png, png_unknown_chunkp chunk) {
     for (int i = 0; i < r->text_count; i++) {
         if (strlen(r->texts[i].key) == key_length && memcmp(r->texts[i].key, p, key_length) == 0) return 1;  // keep the first
     }
-    if (!wanted && (r->text_count >= IC_PNG_TEXT_MAX_ENTRIES || r->text_bytes >= IC_PNG_TEXT_MAX_TOTAL)) return 1;
+    // Chunks count when seen, kept or not: a file of a thousand chunks that each inflate just past the limit
+    // would otherwise cost a thousand inflates.
+    if (!wanted && (r->text_attempts >= IC_PNG_TEXT_MAX_ENTRIES || r->text_bytes >= IC_PNG_TEXT_MAX_TOTAL)) return 1;
     if (r->text_count >= IC_PNG_TEXT_MAX_ENTRIES + 1) return 1;
+    if (!wanted) r->text_attempts += 1;
 
     const uint8_t *value = key_end + 1;
     int compressed = 0, utf8 = 0;
@@ -258,10 +262,13 @@ static void read_reduced(ic_png_reader *r, uint8_t *pixels, size_t row_stride) {
         uint32_t y0 = oy * (uint32_t)f, rows = r->source_height - y0 < (uint32_t)f ? r->source_height - y0 : (uint32_t)f;
         for (uint32_t k = 0; k < rows; k++) {
             png_read_row(r->png, r->row, NULL);
-            for (uint32_t x = 0; x < r->source_width; x++) {
-                uint32_t *sum = r->sums + (size_t)(x / (uint32_t)f) * (size_t)channels;
-                const uint8_t *sample = r->row + (size_t)x * (size_t)channels;
-                for (int c = 0; c < channels; c++) sum[c] += sample[c];
+            const uint8_t *sample = r->row;
+            uint32_t *sum = r->sums;
+            for (uint32_t x0 = 0; x0 < r->source_width; x0 += (uint32_t)f, sum += channels) {
+                uint32_t cols = r->source_width - x0 < (uint32_t)f ? r->source_width - x0 : (uint32_t)f;
+                for (uint32_t x = 0; x < cols; x++) {
+                    for (int c = 0; c < channels; c++) sum[c] += *sample++;
+                }
             }
         }
         uint8_t *target = pixels + (size_t)oy * row_stride;

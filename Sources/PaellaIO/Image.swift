@@ -198,12 +198,12 @@ public struct ImageLimits: Sendable, Equatable {
     /// generates or trains on, low enough that a hostile header cannot exhaust memory.
     public static let `default` = ImageLimits(maxSide: 16384, maxPixels: 1 << 28)
 
-    /// For input images that a command resizes to the model's size (edit, vary, inpaint, outpaint,
-    /// dataset analyse): the default limits on the file, decoded reduced while both sides stay at least 2048
-    /// (above any size Paella generates), and at most 2^26 pixels decoded (192 MiB of RGB; an interlaced PNG, which
-    /// cannot be reduced while decoding, must fit in it).
-    public static let resizedAfterReading = ImageLimits(maxSide: 16384, maxPixels: 1 << 28, reduceKeepingSide: 2048,
-                                                        maxDecodedPixels: 1 << 26)
+    /// For input images that a command resizes to the model's size (edit, vary, inpaint, outpaint): the default
+    /// limits on the file, decoded reduced while both sides stay at least 1024 (four times the v1 model's 256),
+    /// further where needed to fit 2^24 decoded pixels (48 MiB of RGB). Only an interlaced PNG, which cannot be
+    /// reduced while decoding, can fail that budget: every other file within the file limits is reduced into it.
+    public static let resizedAfterReading = ImageLimits(maxSide: 16384, maxPixels: 1 << 28, reduceKeepingSide: 1024,
+                                                        maxDecodedPixels: 1 << 24)
 
     public init(maxSide: Int, maxPixels: Int, reduceKeepingSide: Int? = nil, maxDecodedPixels: Int? = nil) {
         self.maxSide = maxSide
@@ -216,12 +216,16 @@ public struct ImageLimits: Sendable, Equatable {
         width <= maxSide && height <= maxSide && width.multipliedReportingOverflow(by: height).partialValue <= maxPixels
     }
 
-    /// The largest of 1, 2, 4 and 8 that keeps both sides of a `width` x `height` image at least
-    /// `reduceKeepingSide` long (1 when no reduction is allowed).
+    /// How much a reader shrinks a `width` x `height` image (1, 2, 4 or 8; 1 when no reduction is allowed): the
+    /// largest factor that keeps both sides at least `reduceKeepingSide` long, or the smallest that brings the
+    /// pixels within `maxDecodedPixels` if that is larger (a long thin image).
     func reductionFactor(width: Int, height: Int) -> Int {
         guard let keep = reduceKeepingSide, keep > 0 else { return 1 }
-        let shorter = min(width, height)
-        return [8, 4, 2].first { (shorter + $0 - 1) / $0 >= keep } ?? 1
+        let factors = [1, 2, 4, 8]
+        func reduced(_ side: Int, _ f: Int) -> Int { (side + f - 1) / f }
+        let keeping = factors.last { min(reduced(width, $0), reduced(height, $0)) >= keep } ?? 1
+        let fitting = factors.first { reduced(width, $0) * reduced(height, $0) <= maxDecodedPixels } ?? 8
+        return max(keeping, fitting)
     }
 }
 
@@ -274,7 +278,11 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
 
 /// A decoded image with what its file said about itself.
 public struct DecodedImage: Sendable, Equatable {
+    /// The pixels, reduced when the limits allowed it (`ImageLimits.reduceKeepingSide`).
     public let image: PixelImage
+    /// The size the file declares; larger than the image's when it was decoded reduced.
+    public let sourceWidth: Int
+    public let sourceHeight: Int
     public let format: ImageFormat
     /// PNG text chunks (tEXt, zTXt, iTXt) by key; empty for JPEG.
     public let text: [String: String]
@@ -345,7 +353,8 @@ extension PixelImage {
                              message: () -> String,
                              readHeader: (inout ic_image_info) -> Int32,
                              reduce: (Int32, inout ic_image_info) -> Int32,
-                             readPixels: (UnsafeMutablePointer<UInt8>?, Int) -> Int32) throws -> (PixelImage, ic_image_info) {
+                             readPixels: (UnsafeMutablePointer<UInt8>?, Int) -> Int32) throws
+        -> (image: PixelImage, info: ic_image_info, sourceWidth: Int, sourceHeight: Int) {
         func check(_ status: Int32) throws {
             guard status != Int32(IC_OK) else { return }
             switch status {
@@ -375,6 +384,6 @@ extension PixelImage {
         try pixels.withUnsafeMutableBufferPointer { p in
             try check(readPixels(p.baseAddress, outWidth * layout.channels))
         }
-        return (PixelImage(width: outWidth, height: outHeight, layout: layout, pixels: pixels), info)
+        return (PixelImage(width: outWidth, height: outHeight, layout: layout, pixels: pixels), info, width, height)
     }
 }

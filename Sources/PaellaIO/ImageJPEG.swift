@@ -15,13 +15,14 @@ extension PixelImage {
             throw ImageError.cannotRead(path: source, reason: "out of memory")
         }
         defer { ic_jpeg_reader_destroy(reader) }
-        let (image, info) = try decodeRaster(
+        let raster = try decodeRaster(
             source: source, format: .jpeg, limits: limits, library: "libjpeg",
             message: { String(cString: ic_jpeg_reader_message(reader)) },
             readHeader: { ic_jpeg_read_header(reader, &$0) },
             reduce: { ic_jpeg_set_reduction(reader, $0, &$1) },
             readPixels: { ic_jpeg_read_pixels(reader, $0, $1) })
-        return DecodedImage(image: image, format: .jpeg, text: [:], sourceBitDepth: Int(info.source_bit_depth))
+        return DecodedImage(image: raster.image, sourceWidth: raster.sourceWidth, sourceHeight: raster.sourceHeight, format: .jpeg,
+                            text: [:], sourceBitDepth: Int(raster.info.source_bit_depth))
     }
 
     /// The image encoded as a baseline JPEG at `quality` (1...100). Gray and RGB only; alpha is dropped

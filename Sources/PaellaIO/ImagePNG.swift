@@ -68,7 +68,7 @@ extension PixelImage {
             throw ImageError.cannotRead(path: source, reason: "out of memory")
         }
         defer { ic_png_reader_destroy(reader) }
-        let (image, info) = try decodeRaster(
+        let raster = try decodeRaster(
             source: source, format: .png, limits: limits, library: "libpng",
             message: { String(cString: ic_png_reader_message(reader)) },
             readHeader: { ic_png_read_header(reader, &$0) },
@@ -88,7 +88,8 @@ extension PixelImage {
             let keyBytes = UnsafeRawBufferPointer(start: key, count: strlen(key))
             text[latin1String(keyBytes)] = utf8 != 0 ? String(decoding: valueBytes, as: UTF8.self) : latin1String(valueBytes)
         }
-        return DecodedImage(image: image, format: .png, text: text, sourceBitDepth: Int(info.source_bit_depth))
+        return DecodedImage(image: raster.image, sourceWidth: raster.sourceWidth, sourceHeight: raster.sourceHeight, format: .png,
+                            text: text, sourceBitDepth: Int(raster.info.source_bit_depth))
     }
 }
 

@@ -113,7 +113,6 @@ struct ImageHostileTests {
         let limits = ImageLimits(maxSide: 16384, maxPixels: 1 << 28, reduceKeepingSide: 100)
         #expect(limits.reductionFactor(width: 1000, height: 600) == 4)
         #expect(ImageLimits.default.reductionFactor(width: 16384, height: 16384) == 1)
-        #expect(ImageLimits.resizedAfterReading.reductionFactor(width: 16384, height: 16384) == 8)
 
         let jpeg = try PixelImage.decode(try image.encodeJPEG(quality: 95), limits: limits).image
         #expect(jpeg.width == 250 && jpeg.height == 150)
@@ -138,10 +137,15 @@ struct ImageHostileTests {
         #expect("\(refusal)".hasSuffix(".") && "\(refusal)".contains("1000 pixels this command decodes"))
     }
 
-    @Test("the editing preset keeps both sides at least 2048 and reads a PNG row by row")
+    @Test("the editing preset keeps both sides at least 1024, fits 2^24 pixels, and reads a PNG row by row")
     func editingPresetReducesLargePNGs() throws {
         let png = try PixelImage(width: 8192, height: 4096, layout: .gray, repeating: 200).encodePNG()
-        let decoded = try PixelImage.decode(png, limits: .resizedAfterReading).image
-        #expect(decoded.width == 4096 && decoded.height == 2048 && decoded.pixels.allSatisfy { $0 == 200 })
+        let decoded = try PixelImage.decode(png, limits: .resizedAfterReading)
+        #expect(decoded.image.width == 2048 && decoded.image.height == 1024 && decoded.image.pixels.allSatisfy { $0 == 200 })
+        #expect(decoded.sourceWidth == 8192 && decoded.sourceHeight == 4096)
+        // A long thin image is reduced below the kept side rather than decoded past the pixel budget.
+        #expect(ImageLimits.resizedAfterReading.reductionFactor(width: 16384, height: 2047) == 2)
+        #expect(ImageLimits.resizedAfterReading.reductionFactor(width: 16384, height: 16384) == 8)
+        #expect(ImageLimits.resizedAfterReading.reductionFactor(width: 640, height: 480) == 1)
     }
 }

@@ -43,13 +43,18 @@ enum {
     IC_PNG_CHUNK_CACHE_MAX = 128,
     /// PNG: a compressed text chunk (zTXt, compressed iTXt) that inflates past this is skipped.
     IC_PNG_TEXT_MAX_INFLATED = 1 << 20,
-    /// PNG: text entries kept, and their bytes in all; chunks past either are skipped (the "parameters"
-    /// entry, the one Paella reads, is kept regardless, subject to the per-chunk limit).
+    /// PNG: text chunks read (kept or skipped), and the bytes of the entries kept; chunks past either are
+    /// skipped unread (the first "parameters" entry, the one Paella reads, is read regardless, subject to the
+    /// per-chunk limit).
     IC_PNG_TEXT_MAX_ENTRIES = 64,
     IC_PNG_TEXT_MAX_TOTAL = 4 << 20,
     /// JPEG: the most scans a file may have (a progressive photo has about 10; libjpeg-turbo's own fuzzers
     /// stop at 500). Each scan is a pass over the image, so this bounds decoding time.
     IC_JPEG_MAX_SCANS = 100,
+    /// JPEG: the most 8x8 blocks all scans together may cover (each scan visits every block of its components):
+    /// 2^25, what libjpeg's standard 10-scan progression needs for the largest progressive image the memory
+    /// limit admits (about 2.7 times what a 100-megapixel photo needs); about 2 s of decoding.
+    IC_JPEG_MAX_SCAN_BLOCKS = 1 << 25,
 };
 
 /// JPEG: the most memory libjpeg may use for one image (a progressive or multi-scan file keeps every DCT
