@@ -2,6 +2,7 @@ import Foundation
 import Paella
 import PaellaCore
 import PaellaIO
+import PaellaModels
 import PaellaTestSupport
 import Testing
 
@@ -47,7 +48,7 @@ import Testing
         (["denoiser", "config", "down_levels"], "[]", "denoiser.config.down_levels 0 entries, outside the allowed 1...8"),
         (["denoiser", "config", "down_levels"], "[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]", "down_levels 64 entries, outside the allowed 1...8"),
         (["denoiser", "config", "down_levels"], "[1, 1000000, 2]", "denoiser.config.down_levels[1] 1000000, outside the allowed 1...64"),
-        (["denoiser", "config", "up_levels"], "[2, 2]", "up_levels 2 entries but down_levels 3"),
+        (["denoiser", "config", "up_levels"], "[2, 2]", "up_levels 2 levels but down_levels 3"),
         (["vqgan", "config", "ch_mult"], "[]", "vqgan.config.ch_mult 0 entries, outside the allowed 1...6"),
         (["vqgan", "config", "ch_mult"], "[1, 1, 2, 1048576]", "vqgan.config.ch_mult[3] 1048576, outside the allowed 1...16"),
         (["vqgan", "config", "n_embed"], "0", "vqgan.config.n_embed 0, outside the allowed 2...65536"),
@@ -62,11 +63,11 @@ import Testing
         (["clip", "config", "text_cfg", "mlp_ratio"], "1e9", "clip.config.text_cfg.mlp_ratio 1000000000.0, outside the allowed 0.25...16.0"),
         (["clip", "config", "vision_cfg", "patch_size"], "0", "clip.config.vision_cfg.patch_size 0, outside the allowed 1...28"),
         (["clip", "config", "vision_cfg", "head_width"], "5", "head_width 5, which does not divide the width 32"),
-        (["defaults", "image_size"], "-64", "defaults.image_size -64, outside the allowed 1...4096"),
+        (["defaults", "image_size"], "-64", "defaults.image_size -64, outside the allowed 1...2048"),
         (["defaults", "edit_strength"], "7", "defaults.edit_strength 7.0, outside the allowed 0.0...1.0"),
-        (["defaults", "generate", "steps"], "0", "defaults.generate.steps 0, outside the allowed 1...1000"),
-        (["defaults", "vary", "steps"], "1000000000", "defaults.vary.steps 1000000000, outside the allowed 1...1000"),
-        (["defaults", "edit", "temperature_range"], "[1.0]", "defaults.edit.temperature_range 1 values"),
+        (["defaults", "generate", "steps"], "0", "defaults.generate.steps 0, outside the allowed 1...250"),
+        (["defaults", "vary", "steps"], "1000000000", "defaults.vary.steps 1000000000, outside the allowed 1...250"),
+        (["defaults", "edit", "temperature_range"], "[1.0]", "defaults.edit.temperature_range 1 value (it takes a first and a last)"),
         (["defaults", "inpaint", "temperature_range"], "[0.0, 1.0]", "defaults.inpaint.temperature_range[0] 0.0, outside the allowed 0.001...100.0"),
         (["defaults", "compose", "typical_mass"], "0", "defaults.compose.typical_mass 0.0, outside the allowed 0.001...1.0"),
         (["defaults", "outpaint", "typical_min_tokens"], "-1", "defaults.outpaint.typical_min_tokens -1, outside the allowed 1...48"),
@@ -95,6 +96,48 @@ import Testing
         let fewerLayers = try #require(try Self.openError(["clip", "config", "text_cfg", "layers"], json: "1"))
         #expect(fewerLayers.contains("which the config has no place for"), "\(fewerLayers)")
         #expect(fewerLayers.hasSuffix(".") && !fewerLayers.contains("\n"))
+    }
+
+    /// A copy of the tiny folder changed by `damage`; the error opening it throws.
+    static func damagedOpenError(_ damage: (String) throws -> Void) throws -> String {
+        let copy = ModelFolderTests.scratch("hostile-files") + "/model"
+        try FileManager.default.copyItem(atPath: try Fixtures.tinyModelFolder(dtype: .float32), toPath: copy)
+        defer { try? FileManager.default.removeItem(atPath: (copy as NSString).deletingLastPathComponent) }
+        try damage(copy)
+        do {
+            _ = try ModelFolder(path: copy)
+        } catch {
+            return "\(error)"
+        }
+        Issue.record("the damaged folder opened")
+        return ""
+    }
+
+    @Test func filesFarLargerThanTheirKindAreRefusedUnread() throws {
+        let manifest = try Self.damagedOpenError { folder in
+            let path = folder + "/model.json"
+            let padded = try Data(contentsOf: URL(fileURLWithPath: path)) + Data(repeating: 0x20, count: 2 << 20)
+            try padded.write(to: URL(fileURLWithPath: path))
+        }
+        #expect(manifest.contains("model.json is 2.1 MB, more than the 1.0 MB a manifest may have"), "\(manifest)")
+        let vocabulary = try Self.damagedOpenError { folder in
+            try Data(count: 20 << 20).write(to: URL(fileURLWithPath: folder + "/" + CLIPTokenizer.vocabularyFileName))
+        }
+        #expect(vocabulary.contains("more than the 16.8 MB a tokenizer vocabulary may have"), "\(vocabulary)")
+        #expect(vocabulary.hasSuffix(".") && !vocabulary.contains("\n"))
+    }
+
+    @Test func weightsStoredAsIntegersAreRefusedByName() throws {
+        let message = try Self.damagedOpenError { folder in
+            let path = folder + "/vqgan.safetensors"
+            let stored = try SafeTensors(path: path).tensors.map { named -> (name: String, tensor: Tensor) in
+                guard named.name == "quant_conv.bias" else { return (named.name, named.tensor.toFloat32()) }
+                return (named.name, Tensor(int32: [Int32](repeating: 7, count: named.tensor.count), shape: named.tensor.shape))
+            }
+            try SafeTensors.write(stored, to: path + ".new")
+            _ = rename(path + ".new", path)
+        }
+        #expect(message.contains("\"quant_conv.bias\" is stored as int32, not as float32, float16 or bfloat16"), "\(message)")
     }
 
     @Test func theShippedAndTinyFoldersOpen() throws {

@@ -19,6 +19,8 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
     case badConfigFile(path: String, reason: String)
     case missingFile(path: String, role: String)
     case noVisionTower(path: String)
+    /// A file of the folder that is far larger than its kind ever is (read whole, it could exhaust memory).
+    case tooLarge(path: String, bytes: Int, limit: Int, what: String)
     /// A component's weights file does not hold the tensors its configuration in model.json describes.
     case weightsDisagree(path: String, component: String, detail: String)
     /// A checkpoint given to a conversion that does not exist or cannot be read.
@@ -47,6 +49,8 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
             return "\(path) \(reason); pass an upstream-style JSON configuration."
         case .missingFile(let path, let role):
             return "\(path), the \(role) named in \(ModelManifest.fileName), does not exist; \(remake)."
+        case let .tooLarge(path, bytes, limit, what):
+            return "\(path) is \(formatBytes(bytes)), more than the \(formatBytes(limit)) \(what) may have; \(remake)."
         case .weightsDisagree(let path, let component, let detail):
             return "\(path) does not hold the weights that the \(component) config in \(ModelManifest.fileName) describes: "
                 + "\(detail); correct the config to match the weights or \(remake)."
@@ -80,6 +84,8 @@ public struct ModelFolder: Sendable {
         }
         guard isFolder.boolValue else { throw ModelFolderError.notAFolder(path: path) }
         let manifestPath = (path as NSString).appendingPathComponent(ModelManifest.fileName)
+        // Sizes first: a manifest is a few kilobytes and CLIP's vocabulary 1.4 MB, and both are read whole.
+        try Self.checkSize(manifestPath, limit: ModelManifest.maxBytes, what: "a manifest")
         guard let data = FileManager.default.contents(atPath: manifestPath) else {
             throw ModelFolderError.missingManifest(path: path)
         }
@@ -94,7 +100,15 @@ public struct ModelFolder: Sendable {
             let full = self.file(file)
             guard FileManager.default.isReadableFile(atPath: full) else { throw ModelFolderError.missingFile(path: full, role: role) }
         }
+        try Self.checkSize(file(manifest.tokenizer), limit: CLIPTokenizer.maxVocabularyFileBytes, what: "a tokenizer vocabulary")
         try checkWeights()
+    }
+
+    /// Throws `tooLarge` when the file at `path` is larger than `limit` bytes (a missing file passes: the caller
+    /// reports it as missing).
+    static func checkSize(_ path: String, limit: Int, what: String) throws {
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > limit else { return }
+        throw ModelFolderError.tooLarge(path: path, bytes: size, limit: limit, what: what)
     }
 
     /// Compares each component's safetensors header with the tensors its configuration needs (every one present
@@ -128,6 +142,8 @@ public struct ModelFolder: Sendable {
             }
             if found.shape != shape {
                 problems.append("\"\(name)\" is \(found.shape) where the config needs \(shape)")
+            } else if !ModelManifest.storageDTypes.contains(found.dtype) {
+                problems.append("\"\(name)\" is stored as \(found.dtype.rawValue), not as float32, float16 or bfloat16")
             }
         }
         for name in stored.names where !needed.contains(name) && !skipping(name) {

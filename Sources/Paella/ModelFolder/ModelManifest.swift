@@ -10,6 +10,8 @@ public struct ModelManifest: Codable, Sendable, Equatable {
     public static let currentFormat = 1
     /// The name of the manifest file inside a model folder.
     public static let fileName = "model.json"
+    /// The largest model.json read (a real one is about 3 kB).
+    public static let maxBytes = 1 << 20
 
     /// Must equal `currentFormat`.
     public var format: Int

@@ -18,7 +18,8 @@ public enum ModelManifestBounds {
     public static let vqganBase = 32 ... 2048             // ch (a multiple of the 32 GroupNorm groups)
     public static let resBlocks = 1 ... 16                // num_res_blocks
     public static let attentionLevels = 0 ... 8           // entries of attn_resolutions
-    public static let resolution = 1 ... 4096             // VQGAN resolution, attention resolutions, default image size
+    public static let resolution = 1 ... 4096             // VQGAN resolution and attention resolutions
+    public static let defaultImageSize = 1 ... 2048       // v1 generates 256
     public static let imageChannels = 3 ... 3             // in_channels, out_ch: images are RGB
     public static let contextLength = 2 ... 1024          // room for the start and end tokens
     /// At least the 49408 tokens of CLIP's BPE vocabulary (what the tokenizer hands out): a smaller embedding
@@ -28,7 +29,7 @@ public enum ModelManifestBounds {
     public static let mlpRatio = 0.25 ... 16.0
     public static let clipImageSize = 1 ... 1024
     public static let patchGrid = 1 ... 64                // image_size / patch_size: at most 4097 vision tokens
-    public static let steps = 1 ... 1000
+    public static let steps = 1 ... 250                   // upstream's modes use 8 to 24
     public static let guidance = -100.0 ... 100.0
     public static let temperature = 0.001 ... 100.0
     public static let typicalMass = 0.001 ... 1.0
@@ -50,7 +51,8 @@ extension ModelManifest {
         }
         func check(_ field: String, list: [Int], count: ClosedRange<Int>, each: ClosedRange<Int>) {
             if !count.contains(list.count) {
-                found.append("gives \(field) \(list.count) entries, outside the allowed \(count.lowerBound)...\(count.upperBound)")
+                found.append("gives \(field) \(list.count) \(list.count == 1 ? "entry" : "entries"), outside the allowed "
+                             + "\(count.lowerBound)...\(count.upperBound)")
                 return
             }
             for (i, value) in list.enumerated() { check("\(field)[\(i)]", value, each) }
@@ -66,7 +68,7 @@ extension ModelManifest {
         check("denoiser.config.up_levels", list: d.upLevels, count: B.denoiserLevels, each: B.blocksPerLevel)
         if found.isEmpty {
             if d.upLevels.count != d.downLevels.count {
-                found.append("gives denoiser.config.up_levels \(d.upLevels.count) entries but down_levels \(d.downLevels.count) (they must be equal)")
+                found.append("gives denoiser.config.up_levels \(d.upLevels.count) levels but down_levels \(d.downLevels.count) (they must be equal)")
             }
             let halvings = 1 << (d.downLevels.count - 1)
             if d.cHidden % halvings != 0 {
@@ -117,7 +119,7 @@ extension ModelManifest {
         if s.patchSize >= 1 { check("clip.config.vision_cfg.image_size / patch_size", s.imageSize / s.patchSize, B.patchGrid) }
         checkTower("vision_cfg", width: s.width, split: ("head_width", s.headWidth), layers: s.layers, mlpRatio: s.mlpRatio)
 
-        check("defaults.image_size", defaults.imageSize, B.resolution)
+        check("defaults.image_size", defaults.imageSize, B.defaultImageSize)
         check("defaults.edit_strength", Double(defaults.editStrength), B.editStrength)
         let modes: [(String, SamplingSettings)] = [
             ("generate", defaults.generate), ("interpolate", defaults.interpolate), ("compose", defaults.compose),
@@ -127,7 +129,8 @@ extension ModelManifest {
             check("\(field).steps", settings.steps, B.steps)
             check("\(field).guidance_scale", Double(settings.guidanceScale), B.guidance)
             if settings.temperatureRange.count != 2 {
-                found.append("gives \(field).temperature_range \(settings.temperatureRange.count) values (it takes a first and a last)")
+                found.append("gives \(field).temperature_range \(settings.temperatureRange.count) "
+                             + "\(settings.temperatureRange.count == 1 ? "value" : "values") (it takes a first and a last)")
             } else {
                 for (i, value) in settings.temperatureRange.enumerated() {
                     check("\(field).temperature_range[\(i)]", Double(value), B.temperature)
