@@ -144,6 +144,55 @@ import Testing
         #expect(try Self.openError(["name"], json: "\"still tiny\"") == nil)
         let shipped = try ModelFolder(path: BundledModelTests.folder)
         #expect(shipped.manifest.name == "paella-small")
+        // The shipped weights are the ones its model.json records (22 MB: larger than what is checked on open).
+        #expect(shipped.weightBytes > ModelFolder.verifiedOnOpenBytes)
+        #expect(try shipped.verifyChecksums() == ["denoiser", "vqgan", "clip"])
+    }
+
+    // MARK: Checksums
+
+    @Test func writtenFoldersRecordEachWeightFilesChecksum() throws {
+        let folder = try ModelFolder(path: Fixtures.tinyModelFolder(dtype: .float32))
+        for (_, file, digest) in folder.manifest.weightFiles {
+            #expect(digest == (try SHA256.hex(ofFile: folder.file(file))))
+        }
+        let info = try PaellaCLI.run(["info", "--model", folder.path, "--verify", "--threads", "1"])
+        #expect(info.status == 0 && info.stdout.contains("SHA-256 verified for denoiser, vqgan, clip"), "\(info.stdout)\(info.stderr)")
+    }
+
+    /// The tiny float32 folder (12 MB) is above what every open hashes, so `paella info --verify` finds the flip.
+    @Test func aBitFlippedWeightFileIsRefusedByName() throws {
+        let copy = ModelFolderTests.scratch("flipped") + "/model"
+        try FileManager.default.copyItem(atPath: try Fixtures.tinyModelFolder(dtype: .float32), toPath: copy)
+        defer { try? FileManager.default.removeItem(atPath: (copy as NSString).deletingLastPathComponent) }
+        let path = copy + "/clip.safetensors"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes[bytes.count - 3] ^= 0x04  // inside the last tensor's data: the header still reads
+        try bytes.write(to: URL(fileURLWithPath: path))
+
+        let folder = try ModelFolder(path: copy)
+        #expect(folder.weightBytes > ModelFolder.verifiedOnOpenBytes)
+        #expect(throws: ModelFolderError.self) { try folder.verifyChecksums() }
+        let info = try PaellaCLI.run(["info", "--model", copy, "--verify", "--threads", "1"])
+        #expect(info.status == 1)
+        #expect(info.stderr.contains("clip.safetensors has the SHA-256 "), "\(info.stderr)")
+        #expect(info.stderr.contains("that model.json records, so it was damaged or replaced"), "\(info.stderr)")
+        #expect(info.stderr.filter { $0 == "\n" }.count == 1)
+    }
+
+    @Test func checksumsAreOptionalButMustBeWellFormed() throws {
+        let copy = ModelFolderTests.scratch("unrecorded") + "/model"
+        try FileManager.default.copyItem(atPath: try Fixtures.tinyModelFolder(dtype: .float32), toPath: copy)
+        defer { try? FileManager.default.removeItem(atPath: (copy as NSString).deletingLastPathComponent) }
+        try ModelFolderTests.editManifest(copy) { m in
+            for role in ["denoiser", "vqgan", "clip"] { Self.setValue(&m, [role, "sha256"], NSNull()) }
+        }
+        #expect(try ModelFolder(path: copy).verifyChecksums().isEmpty)
+        let info = try PaellaCLI.run(["info", "--model", copy, "--verify", "--threads", "1"])
+        #expect(info.status == 0 && info.stdout.contains("none recorded for denoiser, vqgan, clip"), "\(info.stdout)")
+
+        let malformed = try #require(try Self.openError(["vqgan", "sha256"], json: "\"ABC\""))
+        #expect(malformed.contains("gives the vqgan sha256 \"ABC\", which is not 64 lower-case hex digits"), "\(malformed)")
     }
 
     /// The CLI refuses such a folder with one line and status 1, no trap.

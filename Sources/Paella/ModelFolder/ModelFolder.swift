@@ -21,6 +21,8 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
     case noVisionTower(path: String)
     /// A file of the folder that is far larger than its kind ever is (read whole, it could exhaust memory).
     case tooLarge(path: String, bytes: Int, limit: Int, what: String)
+    /// A weights file whose SHA-256 is not the one model.json records: damaged (a bit flip, a cut) or replaced.
+    case checksumMismatch(path: String, expected: String, found: String)
     /// A component's weights file does not hold the tensors its configuration in model.json describes.
     case weightsDisagree(path: String, component: String, detail: String)
     /// A checkpoint given to a conversion that does not exist or cannot be read.
@@ -49,6 +51,9 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
             return "\(path) \(reason); pass an upstream-style JSON configuration."
         case .missingFile(let path, let role):
             return "\(path), the \(role) named in \(ModelManifest.fileName), does not exist; \(remake)."
+        case let .checksumMismatch(path, expected, found):
+            return "\(path) has the SHA-256 \(found), not the \(expected) that \(ModelManifest.fileName) records, so it "
+                + "was damaged or replaced since the folder was written; \(remake)."
         case let .tooLarge(path, bytes, limit, what):
             return "\(path) is \(formatBytes(bytes)), more than the \(formatBytes(limit)) \(what) may have; \(remake)."
         case .weightsDisagree(let path, let component, let detail):
@@ -102,6 +107,34 @@ public struct ModelFolder: Sendable {
         }
         try Self.checkSize(file(manifest.tokenizer), limit: CLIPTokenizer.maxVocabularyFileBytes, what: "a tokenizer vocabulary")
         try checkWeights()
+        if weightBytes <= Self.verifiedOnOpenBytes { try verifyChecksums() }
+    }
+
+    /// Folders whose weights add up to at most this many bytes have their checksums verified every time they are
+    /// opened; larger ones (the bundled paella-small is 22 MB, v1 several GB) by `paella info --verify`. Hashing runs
+    /// at about 4 MB/s in a debug build (hundreds in a release build), so this keeps every open under a second.
+    /// A truncated file is refused on every open regardless: its safetensors header claims bytes it lacks.
+    public static let verifiedOnOpenBytes = 4_000_000
+
+    /// The bytes of the three weight files together.
+    public var weightBytes: Int {
+        manifest.weightFiles.reduce(0) { total, entry in
+            total + ((try? FileManager.default.attributesOfItem(atPath: file(entry.file)))?[.size] as? Int ?? 0)
+        }
+    }
+
+    /// Compares each weight file with the SHA-256 model.json records for it, reading every byte; returns the roles
+    /// checked (a folder written before checksums were recorded has none to check).
+    @discardableResult
+    public func verifyChecksums() throws -> [String] {
+        var checked: [String] = []
+        for (role, name, expected) in manifest.weightFiles {
+            guard let expected else { continue }
+            let found = try SHA256.hex(ofFile: file(name))
+            guard found == expected else { throw ModelFolderError.checksumMismatch(path: file(name), expected: expected, found: found) }
+            checked.append(role)
+        }
+        return checked
     }
 
     /// Throws `tooLarge` when the file at `path` is larger than `limit` bytes (a missing file passes: the caller
@@ -208,13 +241,14 @@ public struct ModelFolder: Sendable {
 
     /// Writes a model folder at `path`: each component's tensors as safetensors in the dtype the manifest gives
     /// (tensors already in it are written as they are; others are converted, rounding to nearest even), the vocabulary
-    /// file copied from `vocabulary`, and `model.json`. Atomic: everything goes into a temporary sibling folder
+    /// file copied from `vocabulary`, and `model.json` with each weight file's SHA-256. Atomic: everything goes into a temporary sibling folder
     /// that is renamed into place at the end, so a failure leaves nothing behind and an existing folder is only
     /// replaced (with `overwrite`) by a complete new one.
-    public static func write(to path: String, manifest: ModelManifest, denoiser: NamedTensors, vqgan: NamedTensors,
+    public static func write(to path: String, manifest original: ModelManifest, denoiser: NamedTensors, vqgan: NamedTensors,
                              clip: NamedTensors, vocabulary: String, overwrite: Bool = false, compute: Compute,
                              progress: (String) -> Void = { _ in }) throws {
         let manifestName = ModelManifest.fileName
+        var manifest = original
         if let problem = manifest.problems().first {
             throw ModelFolderError.inconsistent(reason: problem)
         }
@@ -246,6 +280,7 @@ public struct ModelFolder: Sendable {
                 throw ModelFolderError.writeFailed(path: path, reason: "cannot read the vocabulary \(vocabulary)")
             }
             try AtomicFile.write(vocab, to: (temporary as NSString).appendingPathComponent(manifest.tokenizer))
+            try manifest.recordChecksums(in: temporary)
             try AtomicFile.write(try manifest.encoded(), to: (temporary as NSString).appendingPathComponent(manifestName))
             try moveIntoPlace(temporary, path, parent: parent, base: base)
         } catch {
