@@ -137,6 +137,18 @@ struct ImageHostileTests {
         #expect("\(refusal)".hasSuffix(".") && "\(refusal)".contains("1000 pixels this command decodes"))
     }
 
+    @Test("CLIP preprocessing cuts a long strip to 4:1 before resizing, so a 1 x 16384 image costs no more than a small one")
+    func clipPreprocessingOfAStrip() throws {
+        let strip = PixelImage(width: 1, height: 16384, layout: .rgb, repeating: 77)
+        let start = Date()
+        let square = strip.clipPreprocessed(size: 64)
+        #expect(Date().timeIntervalSince(start) < 2)
+        #expect(square.width == 64 && square.height == 64 && square.pixels.allSatisfy { $0 == 77 })
+        // Within 4:1 nothing changes: the same as resizing first.
+        let photo = Self.noise(width: 120, height: 40)
+        #expect(photo.clipPreprocessed(size: 32) == photo.resizedShortestSide(to: 32).centerCropped(width: 32, height: 32))
+    }
+
     @Test("the editing preset keeps both sides at least 1024, fits 2^24 pixels, and reads a PNG row by row")
     func editingPresetReducesLargePNGs() throws {
         let png = try PixelImage(width: 8192, height: 4096, layout: .gray, repeating: 200).encodePNG()
