@@ -19,7 +19,9 @@ public enum ModelManifestBounds {
     public static let resBlocks = 1 ... 16                // num_res_blocks
     public static let attentionLevels = 0 ... 8           // entries of attn_resolutions
     public static let resolution = 1 ... 4096             // VQGAN resolution and attention resolutions
-    public static let defaultImageSize = 1 ... 2048       // v1 generates 256
+    /// v1 generates 256; each doubling costs four times the time and memory of every step. (Not tied to the
+    /// VQGAN's `resolution`: `paella convert` pairs v1's defaults with VQGANs of any resolution.)
+    public static let defaultImageSize = 1 ... 1024
     public static let imageChannels = 3 ... 3             // in_channels, out_ch: images are RGB
     public static let contextLength = 2 ... 1024          // room for the start and end tokens
     /// At least the 49408 tokens of CLIP's BPE vocabulary (what the tokenizer hands out): a smaller embedding
@@ -29,7 +31,7 @@ public enum ModelManifestBounds {
     public static let mlpRatio = 0.25 ... 16.0
     public static let clipImageSize = 1 ... 1024
     public static let patchGrid = 1 ... 64                // image_size / patch_size: at most 4097 vision tokens
-    public static let steps = 1 ... 250                   // upstream's modes use 8 to 24
+    public static let steps = 1 ... 100                   // upstream's modes use 8 to 24
     public static let guidance = -100.0 ... 100.0
     public static let temperature = 0.001 ... 100.0
     public static let typicalMass = 0.001 ... 1.0
