@@ -44,7 +44,7 @@ let package = Package(
         .systemLibrary(name: "CJPEG", providers: [.apt(["libjpeg62-turbo-dev"]), .brew(["jpeg-turbo"])]),
         // libpng/libjpeg error handling needs setjmp/longjmp, which Swift cannot call: a thin C layer does it.
         .target(name: "CImageCodecs", dependencies: ["CPNG", "CJPEG"],
-                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
+                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg"), .linkedLibrary("z")]),
         // zlib for deflated zip entries in PyTorch checkpoints.
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         // Tensor, thread pool, run-time BLAS binding, ops.

@@ -46,9 +46,46 @@ static void install_errors(struct error_manager *e, struct jpeg_error_mgr **slot
 
 // MARK: Reader
 
+// Counts the scans libjpeg starts and stops at IC_JPEG_MAX_SCANS (libjpeg calls this between passes and
+// every so many rows; input_scan_number is the scan being read).
+struct scan_limit {
+    struct jpeg_progress_mgr pub;
+    int too_many_scans;
+    int counted_scan;      // the last scan whose blocks were added
+    long long blocks;      // 8x8 blocks covered by the scans so far
+};
+
+static void count_scans(j_common_ptr cinfo) {
+    if (!cinfo->is_decompressor) return;
+    j_decompress_ptr d = (j_decompress_ptr)cinfo;
+    struct scan_limit *limit = (struct scan_limit *)cinfo->progress;
+    struct error_manager *e = (struct error_manager *)cinfo->err;
+    if (d->input_scan_number > limit->counted_scan) {  // cur_comp_info is the scan just started
+        limit->counted_scan = d->input_scan_number;
+        for (int i = 0; i < d->comps_in_scan && i < MAX_COMPS_IN_SCAN; i++) {
+            const jpeg_component_info *c = d->cur_comp_info[i];
+            if (c) limit->blocks += (long long)c->width_in_blocks * (long long)c->height_in_blocks;
+        }
+    }
+    if (d->input_scan_number > IC_JPEG_MAX_SCANS) {
+        limit->too_many_scans = 1;
+        snprintf(e->message, sizeof e->message, "it has more than %d scans, the most this reader decodes",
+                 IC_JPEG_MAX_SCANS);
+        longjmp(e->jump, 1);
+    }
+    if (limit->blocks > IC_JPEG_MAX_SCAN_BLOCKS) {
+        limit->too_many_scans = 1;
+        snprintf(e->message, sizeof e->message,
+                 "its %d scans cover more than %d blocks in all, more than this reader decodes", d->input_scan_number,
+                 IC_JPEG_MAX_SCAN_BLOCKS);
+        longjmp(e->jump, 1);
+    }
+}
+
 struct ic_jpeg_reader {
     struct jpeg_decompress_struct cinfo;
     struct error_manager errors;
+    struct scan_limit scans;
     int created;
     int header_done;
     int pixels_done;
@@ -76,6 +113,15 @@ void ic_jpeg_reader_destroy(ic_jpeg_reader *r) {
 const char *ic_jpeg_reader_message(const ic_jpeg_reader *r) { return r->errors.message; }
 
 static int jpeg_failure(ic_jpeg_reader *r) {
+    if (r->scans.too_many_scans) return IC_ERR_UNSUPPORTED;
+    // libjpeg-turbo's memory manager has no backing store: an image whose coefficients need more than
+    // max_memory_to_use stops with JERR_NO_BACKING_STORE.
+    if (r->errors.pub.msg_code == JERR_NO_BACKING_STORE) {
+        snprintf(r->errors.message, sizeof r->errors.message,
+                 "decoding it would need more than the %ld MiB this reader allows a JPEG (a progressive or multi-scan "
+                 "JPEG keeps the whole image's coefficients in memory)", IC_JPEG_MAX_MEMORY >> 20);
+        return IC_ERR_UNSUPPORTED;
+    }
     if (r->errors.truncated) return IC_ERR_TRUNCATED;
     // A 12- or 16-bit JPEG is valid, just not something an 8-bit libjpeg build decodes.
     if (r->errors.pub.msg_code == JERR_BAD_PRECISION) return IC_ERR_UNSUPPORTED;
@@ -88,6 +134,9 @@ int ic_jpeg_read_header(ic_jpeg_reader *r, ic_image_info *out) {
     if (setjmp(r->errors.jump)) return jpeg_failure(r);
     jpeg_create_decompress(&r->cinfo);
     r->created = 1;
+    r->cinfo.mem->max_memory_to_use = IC_JPEG_MAX_MEMORY;
+    r->scans.pub.progress_monitor = count_scans;
+    r->cinfo.progress = &r->scans.pub;
     jpeg_mem_src(&r->cinfo, r->data, (unsigned long)r->size);
     jpeg_read_header(&r->cinfo, TRUE);
     // A stream cut inside the headers makes libjpeg's memory source insert an end-of-image marker and warn;
@@ -115,6 +164,22 @@ int ic_jpeg_read_header(ic_jpeg_reader *r, ic_image_info *out) {
     r->header_done = 1;
     *out = r->image;
     return IC_OK;
+}
+
+int ic_jpeg_set_reduction(ic_jpeg_reader *r, int factor, ic_image_info *out) {
+    if (!r->header_done || r->pixels_done) return IC_ERR_USAGE;
+    if (factor != 1 && factor != 2 && factor != 4 && factor != 8) factor = 1;
+    if (setjmp(r->errors.jump)) return 1;
+    r->cinfo.scale_num = 1;
+    r->cinfo.scale_denom = (unsigned int)factor;
+    // output_components depends on out_color_space: set it as read_pixels will before computing the size.
+    int cmyk = r->cinfo.jpeg_color_space == JCS_CMYK || r->cinfo.jpeg_color_space == JCS_YCCK;
+    r->cinfo.out_color_space = r->image.channels == 1 ? JCS_GRAYSCALE : (cmyk ? JCS_CMYK : JCS_RGB);
+    jpeg_calc_output_dimensions(&r->cinfo);
+    r->image.width = r->cinfo.output_width;
+    r->image.height = r->cinfo.output_height;
+    *out = r->image;
+    return factor;
 }
 
 // (a * b) / 255 with rounding, as PIL's MULDIV255 computes it.
@@ -174,9 +239,10 @@ struct jpeg_encoder {
 };
 
 int ic_jpeg_encode(const uint8_t *pixels, uint32_t width, uint32_t height, int channels, size_t row_stride,
-                   int quality, uint8_t **out, size_t *out_size, char *message, size_t message_capacity) {
+                   int quality, int progressive_bands, uint8_t **out, size_t *out_size, char *message,
+                   size_t message_capacity) {
     if ((channels != 1 && channels != 3 && channels != 4) || width == 0 || height == 0 ||
-        row_stride < (size_t)width * (size_t)channels) {
+        row_stride < (size_t)width * (size_t)channels || progressive_bands < 0 || progressive_bands > 63) {
         if (message_capacity) snprintf(message, message_capacity, "invalid JPEG encoder arguments");
         return IC_ERR_USAGE;
     }
@@ -201,6 +267,20 @@ int ic_jpeg_encode(const uint8_t *pixels, uint32_t width, uint32_t height, int c
     e->cinfo.in_color_space = channels == 1 ? JCS_GRAYSCALE : channels == 3 ? JCS_RGB : JCS_CMYK;
     jpeg_set_defaults(&e->cinfo);
     jpeg_set_quality(&e->cinfo, quality, TRUE);
+    jpeg_scan_info scans[1 + 4 * 63];
+    if (progressive_bands > 0) {
+        // One interleaved DC scan, then each component's AC coefficients 1...63 in `progressive_bands` bands.
+        int n = 0, components = e->cinfo.num_components;
+        scans[n++] = (jpeg_scan_info){.comps_in_scan = components, .component_index = {0, 1, 2, 3}, .Ss = 0, .Se = 0};
+        for (int c = 0; c < components; c++) {
+            for (int b = 0; b < progressive_bands; b++) {
+                int first = 1 + 63 * b / progressive_bands, last = 63 * (b + 1) / progressive_bands;
+                scans[n++] = (jpeg_scan_info){.comps_in_scan = 1, .component_index = {c}, .Ss = first, .Se = last};
+            }
+        }
+        e->cinfo.scan_info = scans;
+        e->cinfo.num_scans = n;
+    }
     jpeg_start_compress(&e->cinfo, TRUE);
     while (e->cinfo.next_scanline < e->cinfo.image_height) {
         JSAMPROW row = (JSAMPROW)(pixels + (size_t)e->cinfo.next_scanline * row_stride);

@@ -4,6 +4,7 @@
 
 #include <png.h>
 #include <setjmp.h>
+#include <zlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,15 @@
 void ic_free(void *pointer) { free(pointer); }
 
 // MARK: Reader
+
+// A text entry kept by this layer (libpng is told to pass text chunks to `read_text_chunk` instead of
+// storing them, so their size and number stay bounded).
+typedef struct {
+    char key[80];
+    char *text;
+    size_t length;
+    int utf8;
+} text_entry;
 
 struct ic_png_reader {
     jmp_buf jump;
@@ -22,8 +32,16 @@ struct ic_png_reader {
     int truncated;
     int header_done;
     int pixels_done;
+    int reduction;      // 1, or the side of the pixel blocks averaged into one output pixel
+    uint32_t source_width, source_height;
     ic_image_info image;
     png_bytep *rows;
+    uint8_t *row;       // one source row, when reducing
+    uint32_t *sums;     // one output row of per-sample sums, when reducing
+    text_entry texts[IC_PNG_TEXT_MAX_ENTRIES + 1];  // + 1: room for "parameters" past the entry limit
+    int text_count;
+    int text_attempts;  // keyword-valid text chunks seen: each may cost an inflate, so they count towards the limit
+    size_t text_bytes;
     char message[256];
 };
 
@@ -60,7 +78,109 @@ void ic_png_reader_destroy(ic_png_reader *r) {
     if (!r) return;
     if (r->png) png_destroy_read_struct(&r->png, r->info ? &r->info : NULL, NULL);
     free(r->rows);
+    free(r->row);
+    free(r->sums);
+    for (int i = 0; i < r->text_count; i++) free(r->texts[i].text);
     free(r);
+}
+
+// MARK: Text chunks
+
+// The zlib stream `in` inflated into a new buffer of at most IC_PNG_TEXT_MAX_INFLATED bytes; NULL when it is
+// larger, corrupt or memory runs out (the entry is then skipped: text is never worth failing an image for).
+static char *inflate_text(const uint8_t *in, size_t in_size, size_t *out_size) {
+    char *out = malloc(IC_PNG_TEXT_MAX_INFLATED + 1);
+    if (!out) return NULL;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit(&z) != Z_OK) {
+        free(out);
+        return NULL;
+    }
+    z.next_in = (Bytef *)in;
+    z.avail_in = (uInt)in_size;
+    z.next_out = (Bytef *)out;
+    z.avail_out = IC_PNG_TEXT_MAX_INFLATED;
+    int status = inflate(&z, Z_FINISH);
+    size_t produced = IC_PNG_TEXT_MAX_INFLATED - z.avail_out;
+    inflateEnd(&z);
+    if (status != Z_STREAM_END) {  // too large (Z_BUF_ERROR with no room left), truncated or corrupt
+        free(out);
+        return NULL;
+    }
+    out[produced] = 0;
+    *out_size = produced;
+    return out;
+}
+
+static const uint8_t *find_nul(const uint8_t *p, const uint8_t *end) {
+    const uint8_t *q = memchr(p, 0, (size_t)(end - p));
+    return q ? q : NULL;
+}
+
+// Parses a tEXt, zTXt or iTXt chunk and keeps it within the limits; returns 1 (handled) for those, 0 for other
+// chunks (which libpng then discards, as told by png_set_keep_unknown_chunks).
+static int read_text_chunk(png_structp png, png_unknown_chunkp chunk) {
+    ic_png_reader *r = (ic_png_reader *)png_get_user_chunk_ptr(png);
+    const char *name = (const char *)chunk->name;
+    int is_text = memcmp(name, "tEXt", 4) == 0, is_ztxt = memcmp(name, "zTXt", 4) == 0,
+        is_itxt = memcmp(name, "iTXt", 4) == 0;
+    if (!is_text && !is_ztxt && !is_itxt) return 0;
+    const uint8_t *p = chunk->data, *end = chunk->data + chunk->size;
+    if (!p) return 1;
+    const uint8_t *key_end = find_nul(p, end);
+    size_t key_length = key_end ? (size_t)(key_end - p) : 0;
+    if (key_length < 1 || key_length > 79) return 1;  // not a valid keyword: skip
+    int wanted = key_length == 10 && memcmp(p, "parameters", 10) == 0;
+    for (int i = 0; i < r->text_count; i++) {
+        if (strlen(r->texts[i].key) == key_length && memcmp(r->texts[i].key, p, key_length) == 0) return 1;  // keep the first
+    }
+    // Chunks count when seen, kept or not: a file of a thousand chunks that each inflate just past the limit
+    // would otherwise cost a thousand inflates.
+    if (!wanted && (r->text_attempts >= IC_PNG_TEXT_MAX_ENTRIES || r->text_bytes >= IC_PNG_TEXT_MAX_TOTAL)) return 1;
+    if (r->text_count >= IC_PNG_TEXT_MAX_ENTRIES + 1) return 1;
+    if (!wanted) r->text_attempts += 1;
+
+    const uint8_t *value = key_end + 1;
+    int compressed = 0, utf8 = 0;
+    if (is_ztxt) {
+        if (value >= end || *value != 0) return 1;  // compression method 0 (zlib) is the only one
+        value += 1;
+        compressed = 1;
+    } else if (is_itxt) {
+        if (end - value < 2 || value[1] != 0) return 1;
+        compressed = value[0] != 0;
+        const uint8_t *language_end = find_nul(value + 2, end);
+        if (!language_end) return 1;
+        const uint8_t *translated_end = find_nul(language_end + 1, end);
+        if (!translated_end) return 1;
+        value = translated_end + 1;
+        utf8 = 1;
+    }
+    size_t length = (size_t)(end - value);
+    char *text;
+    if (compressed) {
+        text = inflate_text(value, length, &length);
+        if (!text) return 1;
+    } else {
+        if (length > IC_PNG_TEXT_MAX_INFLATED) return 1;
+        text = malloc(length + 1);
+        if (!text) return 1;
+        memcpy(text, value, length);
+        text[length] = 0;
+    }
+    if (!wanted && r->text_bytes + length > IC_PNG_TEXT_MAX_TOTAL) {
+        free(text);
+        return 1;
+    }
+    text_entry *e = &r->texts[r->text_count++];
+    memcpy(e->key, p, key_length);
+    e->key[key_length] = 0;
+    e->text = text;
+    e->length = length;
+    e->utf8 = utf8;
+    r->text_bytes += length;
+    return 1;
 }
 
 const char *ic_png_reader_message(const ic_png_reader *r) { return r->message; }
@@ -83,6 +203,14 @@ int ic_png_read_header(ic_png_reader *r, ic_image_info *out) {
     // Size limits are the caller's policy, applied after this header is read; lift libpng's own default
     // (1e6 px per side) so a too-large image is reported as such rather than as a corrupt file.
     png_set_user_limits(r->png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
+    png_set_chunk_malloc_max(r->png, IC_PNG_CHUNK_MAX_BYTES);
+    png_set_chunk_cache_max(r->png, IC_PNG_CHUNK_CACHE_MAX);
+    // Text chunks come to read_text_chunk raw (libpng would inflate every compressed one whole, up to the chunk
+    // limit, and keep up to the cache limit of them); colour profiles and suggested palettes are never used, so
+    // they are dropped unparsed instead of inflated.
+    static const png_byte handled_here[] = "tEXt\0zTXt\0iTXt\0iCCP\0sPLT";
+    png_set_keep_unknown_chunks(r->png, PNG_HANDLE_CHUNK_NEVER, handled_here, 5);
+    png_set_read_user_chunk_fn(r->png, r, read_text_chunk);
     png_read_info(r->png, r->info);
 
     png_uint_32 width = 0, height = 0;
@@ -102,6 +230,9 @@ int ic_png_read_header(ic_png_reader *r, ic_image_info *out) {
     }
     r->image.width = width;
     r->image.height = height;
+    r->source_width = width;
+    r->source_height = height;
+    r->reduction = 1;
     r->image.channels = channels;
     r->image.source_bit_depth = bit_depth;
     r->image.source_channels = source_channels;
@@ -110,13 +241,61 @@ int ic_png_read_header(ic_png_reader *r, ic_image_info *out) {
     return IC_OK;
 }
 
+int ic_png_set_reduction(ic_png_reader *r, int factor, ic_image_info *out) {
+    if (!r->header_done || r->pixels_done) return IC_ERR_USAGE;
+    if (factor != 1 && factor != 2 && factor != 4 && factor != 8) factor = 1;
+    if (png_get_interlace_type(r->png, r->info) != PNG_INTERLACE_NONE) factor = 1;
+    r->reduction = factor;
+    r->image.width = (uint32_t)(((uint64_t)r->source_width + (uint64_t)factor - 1) / (uint64_t)factor);
+    r->image.height = (uint32_t)(((uint64_t)r->source_height + (uint64_t)factor - 1) / (uint64_t)factor);
+    *out = r->image;
+    return factor;
+}
+
+// Reads the image row by row, averaging each factor x factor block into one output pixel, so memory holds one
+// source row and one row of sums instead of the whole source image.
+static void read_reduced(ic_png_reader *r, uint8_t *pixels, size_t row_stride) {
+    const int f = r->reduction, channels = r->image.channels;
+    const size_t out_samples = (size_t)r->image.width * (size_t)channels;
+    for (uint32_t oy = 0; oy < r->image.height; oy++) {
+        memset(r->sums, 0, out_samples * sizeof *r->sums);
+        uint32_t y0 = oy * (uint32_t)f, rows = r->source_height - y0 < (uint32_t)f ? r->source_height - y0 : (uint32_t)f;
+        for (uint32_t k = 0; k < rows; k++) {
+            png_read_row(r->png, r->row, NULL);
+            const uint8_t *sample = r->row;
+            uint32_t *sum = r->sums;
+            for (uint32_t x0 = 0; x0 < r->source_width; x0 += (uint32_t)f, sum += channels) {
+                uint32_t cols = r->source_width - x0 < (uint32_t)f ? r->source_width - x0 : (uint32_t)f;
+                for (uint32_t x = 0; x < cols; x++) {
+                    for (int c = 0; c < channels; c++) sum[c] += *sample++;
+                }
+            }
+        }
+        uint8_t *target = pixels + (size_t)oy * row_stride;
+        for (uint32_t ox = 0; ox < r->image.width; ox++) {
+            uint32_t x0 = ox * (uint32_t)f, cols = r->source_width - x0 < (uint32_t)f ? r->source_width - x0 : (uint32_t)f;
+            uint32_t count = cols * rows;
+            for (int c = 0; c < channels; c++) {
+                size_t i = (size_t)ox * (size_t)channels + (size_t)c;
+                target[i] = (uint8_t)((r->sums[i] + count / 2) / count);
+            }
+        }
+    }
+}
+
 int ic_png_read_pixels(ic_png_reader *r, uint8_t *pixels, size_t row_stride) {
     if (!r->header_done || r->pixels_done) return IC_ERR_USAGE;
     const ic_image_info *im = &r->image;
     if (row_stride < (size_t)im->width * (size_t)im->channels) return IC_ERR_USAGE;
-    r->rows = malloc(sizeof(png_bytep) * (im->height ? im->height : 1));
-    if (!r->rows) return IC_ERR_NO_MEMORY;
-    for (uint32_t y = 0; y < im->height; y++) r->rows[y] = pixels + (size_t)y * row_stride;
+    if (r->reduction > 1) {
+        r->row = malloc((size_t)r->source_width * (size_t)im->channels);
+        r->sums = malloc((size_t)im->width * (size_t)im->channels * sizeof *r->sums);
+        if (!r->row || !r->sums) return IC_ERR_NO_MEMORY;
+    } else {
+        r->rows = malloc(sizeof(png_bytep) * (im->height ? im->height : 1));
+        if (!r->rows) return IC_ERR_NO_MEMORY;
+        for (uint32_t y = 0; y < im->height; y++) r->rows[y] = pixels + (size_t)y * row_stride;
+    }
     if (setjmp(r->jump)) return reader_failure(r);
 
     png_byte color_type = png_get_color_type(r->png, r->info);
@@ -127,34 +306,27 @@ int ic_png_read_pixels(ic_png_reader *r, uint8_t *pixels, size_t row_stride) {
     (void)png_set_interlace_handling(r->png);
     png_read_update_info(r->png, r->info);
     if (png_get_channels(r->png, r->info) != im->channels || png_get_bit_depth(r->png, r->info) != 8 ||
-        png_get_rowbytes(r->png, r->info) != (size_t)im->width * (size_t)im->channels) {
+        png_get_rowbytes(r->png, r->info) != (size_t)r->source_width * (size_t)im->channels) {
         snprintf(r->message, sizeof r->message, "libpng produced an unexpected row layout");
         return IC_ERR_UNSUPPORTED;
     }
-    png_read_image(r->png, r->rows);
+    if (r->reduction > 1) read_reduced(r, pixels, row_stride); else png_read_image(r->png, r->rows);
     // Text chunks may also follow the image data; passing the same info struct collects them with the rest.
     png_read_end(r->png, r->info);
     r->pixels_done = 1;
     return IC_OK;
 }
 
-int ic_png_text_count(const ic_png_reader *r) {
-    if (!r->png || !r->info) return 0;
-    png_textp text = NULL;
-    return png_get_text(r->png, r->info, &text, NULL);
-}
+int ic_png_text_count(const ic_png_reader *r) { return r->text_count; }
 
 int ic_png_text_at(const ic_png_reader *r, int index, const char **key, const char **text,
                    size_t *text_length, int *is_utf8) {
-    png_textp entries = NULL;
-    int count = (r->png && r->info) ? png_get_text(r->png, r->info, &entries, NULL) : 0;
-    if (index < 0 || index >= count) return IC_ERR_USAGE;
-    png_textp e = &entries[index];
+    if (index < 0 || index >= r->text_count) return IC_ERR_USAGE;
+    const text_entry *e = &r->texts[index];
     *key = e->key;
-    *text = e->text ? e->text : "";
-    int utf8 = e->compression == PNG_ITXT_COMPRESSION_NONE || e->compression == PNG_ITXT_COMPRESSION_zTXt;
-    *is_utf8 = utf8;
-    *text_length = e->text ? (utf8 ? e->itxt_length : e->text_length) : 0;
+    *text = e->text;
+    *text_length = e->length;
+    *is_utf8 = e->utf8;
     return IC_OK;
 }
 

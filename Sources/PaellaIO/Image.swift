@@ -181,21 +181,51 @@ public enum ImageFormat: String, Sendable, Equatable {
 }
 
 /// The largest image a reader accepts; checked against the header before any pixel memory is allocated.
+/// The codecs add limits of their own on what a file may make them do (text chunks, JPEG scans and memory:
+/// the IC_* constants of CImageCodecs).
 public struct ImageLimits: Sendable, Equatable {
+    /// The largest side and pixel count of the image as the file declares it.
     public var maxSide: Int
     public var maxPixels: Int
+    /// For callers that shrink the image anyway: the reader may decode it at 1/2, 1/4 or 1/8 of its size
+    /// (libjpeg's DCT scaling; averaged pixel blocks for a non-interlaced PNG) while both sides stay at least
+    /// this long. nil decodes at full size.
+    public var reduceKeepingSide: Int?
+    /// The most pixels the decoded image may have, after any reduction.
+    public var maxDecodedPixels: Int
 
     /// 16384 pixels per side and 2^28 pixels in all (768 MiB of RGB): far above anything Paella
     /// generates or trains on, low enough that a hostile header cannot exhaust memory.
     public static let `default` = ImageLimits(maxSide: 16384, maxPixels: 1 << 28)
 
-    public init(maxSide: Int, maxPixels: Int) {
+    /// For input images that a command resizes to the model's size (edit, vary, inpaint, outpaint): the default
+    /// limits on the file, decoded reduced while both sides stay at least 1024 (four times the v1 model's 256),
+    /// further where needed to fit 2^24 decoded pixels (48 MiB of RGB). Only an interlaced PNG, which cannot be
+    /// reduced while decoding, can fail that budget: every other file within the file limits is reduced into it.
+    public static let resizedAfterReading = ImageLimits(maxSide: 16384, maxPixels: 1 << 28, reduceKeepingSide: 1024,
+                                                        maxDecodedPixels: 1 << 24)
+
+    public init(maxSide: Int, maxPixels: Int, reduceKeepingSide: Int? = nil, maxDecodedPixels: Int? = nil) {
         self.maxSide = maxSide
         self.maxPixels = maxPixels
+        self.reduceKeepingSide = reduceKeepingSide
+        self.maxDecodedPixels = maxDecodedPixels ?? maxPixels
     }
 
     func allows(width: Int, height: Int) -> Bool {
         width <= maxSide && height <= maxSide && width.multipliedReportingOverflow(by: height).partialValue <= maxPixels
+    }
+
+    /// How much a reader shrinks a `width` x `height` image (1, 2, 4 or 8; 1 when no reduction is allowed): the
+    /// largest factor that keeps both sides at least `reduceKeepingSide` long, or the smallest that brings the
+    /// pixels within `maxDecodedPixels` if that is larger (a long thin image).
+    func reductionFactor(width: Int, height: Int) -> Int {
+        guard let keep = reduceKeepingSide, keep > 0 else { return 1 }
+        let factors = [1, 2, 4, 8]
+        func reduced(_ side: Int, _ f: Int) -> Int { (side + f - 1) / f }
+        let keeping = factors.last { min(reduced(width, $0), reduced(height, $0)) >= keep } ?? 1
+        let fitting = factors.first { reduced(width, $0) * reduced(height, $0) <= maxDecodedPixels } ?? 8
+        return max(keeping, fitting)
     }
 }
 
@@ -207,6 +237,8 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
     case truncated(path: String, format: ImageFormat)
     case unsupported(path: String, format: ImageFormat, reason: String)
     case tooLarge(path: String, width: Int, height: Int, limits: ImageLimits)
+    /// Within the file limits, but what it decodes to (after any reduction) is larger than the caller allows.
+    case tooLargeToDecode(path: String, width: Int, height: Int, decodedWidth: Int, decodedHeight: Int, maxPixels: Int)
     case cannotEncode(format: ImageFormat, reason: String)
     case invalidText(key: String, reason: String)
     case batchMismatch(String)
@@ -227,6 +259,11 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
             return "\(path) is a \(format.rawValue) file this reader cannot decode: \(reason)."
         case .tooLarge(let path, let width, let height, let limits):
             return "\(path) is \(width)x\(height) pixels, more than the limit of \(limits.maxSide) per side and \(limits.maxPixels) in all; shrink it first or raise ImageLimits."
+        case let .tooLargeToDecode(path, width, height, decodedWidth, decodedHeight, maxPixels):
+            let reduced = decodedWidth == width && decodedHeight == height ? "cannot be reduced while decoding"
+                : "would still decode to \(decodedWidth)x\(decodedHeight)"
+            return "\(path) is \(width)x\(height) pixels and \(reduced), more than the \(maxPixels) pixels this command "
+                + "decodes; shrink it first (or save a PNG without interlacing, which can be reduced while reading)."
         case .cannotEncode(let format, let reason):
             return "Cannot encode the image as \(format.rawValue): \(reason)."
         case .invalidText(let key, let reason):
@@ -241,7 +278,11 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
 
 /// A decoded image with what its file said about itself.
 public struct DecodedImage: Sendable, Equatable {
+    /// The pixels, reduced when the limits allowed it (`ImageLimits.reduceKeepingSide`).
     public let image: PixelImage
+    /// The size the file declares; larger than the image's when it was decoded reduced.
+    public let sourceWidth: Int
+    public let sourceHeight: Int
     public let format: ImageFormat
     /// PNG text chunks (tEXt, zTXt, iTXt) by key; empty for JPEG.
     public let text: [String: String]
@@ -311,7 +352,9 @@ extension PixelImage {
     static func decodeRaster(source: String, format: ImageFormat, limits: ImageLimits, library: String,
                              message: () -> String,
                              readHeader: (inout ic_image_info) -> Int32,
-                             readPixels: (UnsafeMutablePointer<UInt8>?, Int) -> Int32) throws -> (PixelImage, ic_image_info) {
+                             reduce: (Int32, inout ic_image_info) -> Int32,
+                             readPixels: (UnsafeMutablePointer<UInt8>?, Int) -> Int32) throws
+        -> (image: PixelImage, info: ic_image_info, sourceWidth: Int, sourceHeight: Int) {
         func check(_ status: Int32) throws {
             guard status != Int32(IC_OK) else { return }
             switch status {
@@ -330,10 +373,17 @@ extension PixelImage {
         guard let layout = PixelImage.Layout(rawValue: Int(info.channels)) else {
             throw ImageError.unsupported(path: source, format: format, reason: "\(info.channels) channels per pixel")
         }
-        var pixels = [UInt8](repeating: 0, count: width * height * layout.channels)
-        try pixels.withUnsafeMutableBufferPointer { p in
-            try check(readPixels(p.baseAddress, width * layout.channels))
+        let factor = limits.reductionFactor(width: width, height: height)
+        if factor > 1 { _ = reduce(Int32(factor), &info) }  // the reader may decline (interlaced PNG): info says
+        let (outWidth, outHeight) = (Int(info.width), Int(info.height))
+        guard outWidth * outHeight <= limits.maxDecodedPixels else {
+            throw ImageError.tooLargeToDecode(path: source, width: width, height: height, decodedWidth: outWidth,
+                                              decodedHeight: outHeight, maxPixels: limits.maxDecodedPixels)
         }
-        return (PixelImage(width: width, height: height, layout: layout, pixels: pixels), info)
+        var pixels = [UInt8](repeating: 0, count: outWidth * outHeight * layout.channels)
+        try pixels.withUnsafeMutableBufferPointer { p in
+            try check(readPixels(p.baseAddress, outWidth * layout.channels))
+        }
+        return (PixelImage(width: outWidth, height: outHeight, layout: layout, pixels: pixels), info, width, height)
     }
 }

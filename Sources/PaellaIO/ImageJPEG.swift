@@ -15,26 +15,32 @@ extension PixelImage {
             throw ImageError.cannotRead(path: source, reason: "out of memory")
         }
         defer { ic_jpeg_reader_destroy(reader) }
-        let (image, info) = try decodeRaster(
+        let raster = try decodeRaster(
             source: source, format: .jpeg, limits: limits, library: "libjpeg",
             message: { String(cString: ic_jpeg_reader_message(reader)) },
             readHeader: { ic_jpeg_read_header(reader, &$0) },
+            reduce: { ic_jpeg_set_reduction(reader, $0, &$1) },
             readPixels: { ic_jpeg_read_pixels(reader, $0, $1) })
-        return DecodedImage(image: image, format: .jpeg, text: [:], sourceBitDepth: Int(info.source_bit_depth))
+        return DecodedImage(image: raster.image, sourceWidth: raster.sourceWidth, sourceHeight: raster.sourceHeight, format: .jpeg,
+                            text: [:], sourceBitDepth: Int(raster.info.source_bit_depth))
     }
 
     /// The image encoded as a baseline JPEG at `quality` (1...100). Gray and RGB only; alpha is dropped
     /// first. Paella writes PNG; this exists to make JPEG input (tests, tools).
-    public func encodeJPEG(quality: Int = 90) throws -> [UInt8] {
+    /// With `progressiveBands` 1...63 the JPEG is progressive: a DC scan, then each component's AC coefficients in
+    /// that many scans (for tests of the scan limit).
+    public func encodeJPEG(quality: Int = 90, progressiveBands: Int = 0) throws -> [UInt8] {
         precondition((1 ... 100).contains(quality), "PixelImage.encodeJPEG: quality \(quality) outside 1...100")
+        precondition((0 ... 63).contains(progressiveBands), "PixelImage.encodeJPEG: \(progressiveBands) bands outside 0...63")
         let source = layout == .gray || layout == .rgb ? self : converted(to: layout == .grayAlpha ? .gray : .rgb)
         return try PixelImage.encodeJPEGSamples(source.pixels, width: width, height: height,
-                                                channels: source.channels, quality: quality)
+                                                channels: source.channels, quality: quality,
+                                                progressiveBands: progressiveBands)
     }
 
     /// Encodes raw 8-bit samples with 1 (gray), 3 (RGB) or 4 (CMYK, stored as given) channels as a JPEG.
     static func encodeJPEGSamples(_ samples: [UInt8], width: Int, height: Int, channels: Int,
-                                  quality: Int) throws -> [UInt8] {
+                                  quality: Int, progressiveBands: Int = 0) throws -> [UInt8] {
         precondition(samples.count == width * height * channels, "encodeJPEGSamples: \(samples.count) samples for \(width)x\(height)x\(channels)")
         guard width > 0 && height > 0 else {
             throw ImageError.cannotEncode(format: .jpeg, reason: "a JPEG cannot hold an empty \(width)x\(height) image")
@@ -44,7 +50,7 @@ extension PixelImage {
         var message = [CChar](repeating: 0, count: 256)
         let status = samples.withUnsafeBufferPointer { p in
             ic_jpeg_encode(p.baseAddress, UInt32(width), UInt32(height), Int32(channels), width * channels,
-                           Int32(quality), &out, &size, &message, message.count)
+                           Int32(quality), Int32(progressiveBands), &out, &size, &message, message.count)
         }
         guard status == Int32(IC_OK), let out else {
             let text = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

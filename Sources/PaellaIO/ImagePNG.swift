@@ -68,12 +68,15 @@ extension PixelImage {
             throw ImageError.cannotRead(path: source, reason: "out of memory")
         }
         defer { ic_png_reader_destroy(reader) }
-        let (image, info) = try decodeRaster(
+        let raster = try decodeRaster(
             source: source, format: .png, limits: limits, library: "libpng",
             message: { String(cString: ic_png_reader_message(reader)) },
             readHeader: { ic_png_read_header(reader, &$0) },
+            reduce: { ic_png_set_reduction(reader, $0, &$1) },
             readPixels: { ic_png_read_pixels(reader, $0, $1) })
 
+        // Text entries as the codec kept them: at most IC_PNG_TEXT_MAX_ENTRIES, IC_PNG_TEXT_MAX_TOTAL bytes in
+        // all, none inflated past IC_PNG_TEXT_MAX_INFLATED (the rest are skipped, never an error).
         var text: [String: String] = [:]
         for i in 0 ..< ic_png_text_count(reader) {
             var key: UnsafePointer<CChar>?
@@ -85,7 +88,8 @@ extension PixelImage {
             let keyBytes = UnsafeRawBufferPointer(start: key, count: strlen(key))
             text[latin1String(keyBytes)] = utf8 != 0 ? String(decoding: valueBytes, as: UTF8.self) : latin1String(valueBytes)
         }
-        return DecodedImage(image: image, format: .png, text: text, sourceBitDepth: Int(info.source_bit_depth))
+        return DecodedImage(image: raster.image, sourceWidth: raster.sourceWidth, sourceHeight: raster.sourceHeight, format: .png,
+                            text: text, sourceBitDepth: Int(raster.info.source_bit_depth))
     }
 }
 

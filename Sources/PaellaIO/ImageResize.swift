@@ -216,8 +216,16 @@ extension PixelImage {
     /// CLIP's image preprocessing up to normalisation (open_clip `image_transform` for evaluation):
     /// `Resize(size, BICUBIC)` on the shorter side, then `CenterCrop(size)`. On PIL images torchvision's
     /// `Resize(antialias=True)` calls PIL's resize, which `resized` reproduces bit-exactly.
+    ///
+    /// An image more than four times longer than wide (or the reverse) is first cut to its central 4:1 part: only
+    /// the central square survives the crop anyway, and a 1 x 16384 strip would otherwise be resized to
+    /// size x (size * 16384) pixels first. Images within 4:1, all that the parity tests compare, are untouched.
     public func clipPreprocessed(size: Int = 224) -> PixelImage {
-        resizedShortestSide(to: size, filter: .bicubic).centerCropped(width: size, height: size)
+        let (short, long) = (Swift.min(width, height), Swift.max(width, height))
+        let source = long / 4 > short
+            ? (width < height ? centerCropped(width: width, height: 4 * short) : centerCropped(width: 4 * short, height: height))
+            : self
+        return source.resizedShortestSide(to: size, filter: .bicubic).centerCropped(width: size, height: size)
     }
 }
 

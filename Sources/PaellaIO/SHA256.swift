@@ -1,3 +1,5 @@
+import PaellaCore
+
 /// SHA-256 (FIPS 180-4), streaming: feed bytes with `update`, read the digest with `finalize`. Used to verify
 /// downloaded weights against their published checksums without a cryptography dependency.
 public struct SHA256: Sendable {
@@ -8,6 +10,14 @@ public struct SHA256: Sendable {
     private var totalBytes: UInt64 = 0
 
     public init() {}
+
+    /// The hex digest of the file at `path`, read through a memory map (the page cache, no copy).
+    public static func hex(ofFile path: String) throws -> String {
+        let mapped = try MappedFile(path: path)
+        var hasher = SHA256()
+        hasher.update(mapped.bytes)
+        return hasher.finalizeHex()
+    }
 
     /// The hex digest of `bytes` in one call.
     public static func hex<C: Collection>(of bytes: C) -> String where C.Element == UInt8 {

@@ -154,7 +154,11 @@ struct DatasetAnalyseCommand: ParsableCommand {
         let parsed = prompt.flatMap(ShapeCaptions.parse)
         var tally = ShapeScoreTally()
         for path in images {
-            let image = try reportingErrors { try PixelImage(contentsOf: path) }
+            // The analyser measures shapes relative to the image (the dataset's are 64 to 256 pixels), so a large
+            // file is decoded reduced, and its memory grows with the pixels it gets: at most 2^24.
+            let limits = ImageLimits(maxSide: ImageLimits.default.maxSide, maxPixels: ImageLimits.default.maxPixels,
+                                     reduceKeepingSide: 512, maxDecodedPixels: 1 << 24)
+            let image = try reportingErrors { try PixelImage(contentsOf: path, limits: limits) }
             let analysis = analyser.analyse(image)
             let found = analysis.objects.map { "\($0.size.rawValue) \($0.color.rawValue) \($0.shape.rawValue) at \($0.position.rawValue)" }
             let background = analysis.backgroundName?.rawValue ?? "unknown (\(analysis.background.r), \(analysis.background.g), \(analysis.background.b))"

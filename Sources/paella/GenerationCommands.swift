@@ -139,7 +139,8 @@ struct InpaintCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (picture, maskValue) = try reportingErrors { () throws -> (PixelImage, InpaintMask) in
-            (try readImage(image), try rectangle() ?? .image(try readImage(mask ?? "")))
+            let decoded = try readDecodedImage(image)  // --rect is in the file's pixels; the image may be decoded reduced
+            return (decoded.image, try rectangle()?.scaled(to: decoded) ?? .image(try readImage(mask ?? "")))
         }
         try await runRequest(.inpaint(InpaintRequest(image: picture, mask: maskValue, prompt: prompt, size: size,
                                                      settings: sampling.settings())),

@@ -179,9 +179,34 @@ struct OutputOptions: ParsableArguments {
     }
 }
 
-/// Reads an input image, or fails with one sentence.
+/// Reads an input image, or fails with one sentence. The pipeline resizes it to the model's size, so a large
+/// file is decoded reduced (`ImageLimits.resizedAfterReading`) instead of in full.
 func readImage(_ path: String) throws -> PixelImage {
-    try PixelImage(contentsOf: path)
+    try readDecodedImage(path).image
+}
+
+/// `readImage` with the size the file declares, for pixel coordinates given in it (`inpaint --rect`).
+func readDecodedImage(_ path: String) throws -> DecodedImage {
+    try PixelImage.decodeFile(path, limits: .resizedAfterReading)
+}
+
+extension InpaintMask {
+    /// A rectangle given in the pixels of the file, moved to the pixels of the image as decoded (reduced or not):
+    /// corners scaled and rounded outwards, so the area to repaint never shrinks.
+    func scaled(to decoded: DecodedImage) -> InpaintMask {
+        guard case let .rectangle(x, y, width, height) = self,
+              decoded.sourceWidth != decoded.image.width || decoded.sourceHeight != decoded.image.height else { return self }
+        // In Double, so no value given on the command line can overflow; clamped far outside any image (the
+        // pipeline clips the rectangle to the image).
+        func scale(_ v: Double, _ from: Int, _ to: Int, roundingUp: Bool) -> Int {
+            Int(max(-1e15, min(1e15, (v * Double(to) / Double(from)).rounded(roundingUp ? .up : .down))))
+        }
+        let (w, h) = ((decoded.sourceWidth, decoded.image.width), (decoded.sourceHeight, decoded.image.height))
+        let left = scale(Double(x), w.0, w.1, roundingUp: false), top = scale(Double(y), h.0, h.1, roundingUp: false)
+        let right = scale(Double(x) + Double(width), w.0, w.1, roundingUp: true)
+        let bottom = scale(Double(y) + Double(height), h.0, h.1, roundingUp: true)
+        return .rectangle(x: left, y: top, width: max(1, right - left), height: max(1, bottom - top))
+    }
 }
 
 /// Runs one pipeline request with a progress bar and writes its images; every failure is one sentence and exit 1.

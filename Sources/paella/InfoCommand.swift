@@ -14,7 +14,14 @@ struct InfoCommand: ParsableCommand {
     @Option(help: "A model folder to describe (made by `paella convert` or `paella download v1`).")
     var model: String?
 
+    @Flag(help: "With --model: read every weight file and check it against the SHA-256 that model.json records (done on every open for folders up to 4 MB).")
+    var verify = false
+
     @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        if verify && model == nil { throw ValidationError("--verify checks a model folder: give it with --model.") }
+    }
 
     func run() throws {
         try reportingErrors {
@@ -28,7 +35,11 @@ struct InfoCommand: ParsableCommand {
                 ("mpi", Self.mpiSummary(ProcessInfo.processInfo.environment)),
             ]
             if let warning = (ctx.gemm as? BLASLibrary)?.warning { rows.append(("gemm warning", warning)) }
-            if let model { rows += try Self.describe(ModelFolder(path: model)) }
+            if let model {
+                let folder = try ModelFolder(path: model)
+                rows += try Self.describe(folder)
+                if verify { rows.append(("checksums", try Self.verification(folder))) }
+            }
             let width = rows.map(\.0.count).max() ?? 0
             for (key, value) in rows {
                 print(key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value)
@@ -49,6 +60,15 @@ struct InfoCommand: ParsableCommand {
         } catch {
             return "unusable: \(error)"
         }
+    }
+
+    /// Reads every weight file of `folder` against model.json's checksums (a mismatch throws, naming the file).
+    static func verification(_ folder: ModelFolder) throws -> String {
+        let checked = try folder.verifyChecksums()
+        let unrecorded = folder.manifest.weightFiles.filter { $0.sha256 == nil }.map(\.role)
+        let verified = checked.isEmpty ? "none verified" : "SHA-256 verified for " + checked.joined(separator: ", ")
+        return unrecorded.isEmpty ? verified
+            : verified + "; none recorded for " + unrecorded.joined(separator: ", ") + " (written before checksums were recorded)"
     }
 
     /// Rows for a model folder: name, each component's file, dtype, parameters and size, the towers, the defaults.

@@ -214,6 +214,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             if fm.fileExists(atPath: target) { continue }
             do { try fm.linkItem(atPath: source.file(file), toPath: target) } catch { try fm.copyItem(atPath: source.file(file), toPath: target) }
         }
+        try manifest.recordChecksums(in: output)
         try AtomicFile.write(try manifest.encoded(), to: (output as NSString).appendingPathComponent(ModelManifest.fileName))
     }
 }

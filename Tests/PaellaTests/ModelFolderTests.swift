@@ -166,7 +166,7 @@ import Testing
         ("mismatched components", "pairs a denoiser of", { try editManifest($0) { m in
             var d = m["denoiser"] as? [String: Any] ?? [:]; var c = d["config"] as? [String: Any] ?? [:]
             c["num_labels"] = 1000; d["config"] = c; m["denoiser"] = d } }),
-        ("misshapen weights", "do not fit this model", { try editManifest($0) { m in
+        ("misshapen weights", "does not hold the weights that the vqgan config in model.json describes", { try editManifest($0) { m in
             var v = m["vqgan"] as? [String: Any] ?? [:]; var c = v["config"] as? [String: Any] ?? [:]
             c["ch"] = 64; v["config"] = c; m["vqgan"] = v } }),
         ("truncated weights", "denoiser.safetensors", { folder in

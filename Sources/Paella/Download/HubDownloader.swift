@@ -151,7 +151,7 @@ public struct HubDownloader: Sendable {
             throw DownloadError.sizeMismatch(file: name, expected: expected, found: size)
         }
         if let expected = file.sha256?.lowercased() {
-            let found = try sha256(ofFile: path)
+            let found = try SHA256.hex(ofFile: path)
             if found != expected {
                 unlink(path)
                 throw DownloadError.checksumMismatch(file: name, expected: expected, found: found)
@@ -159,12 +159,6 @@ public struct HubDownloader: Sendable {
         }
     }
 
-    private func sha256(ofFile path: String) throws -> String {
-        let mapped = try MappedFile(path: path)
-        var hasher = SHA256()
-        hasher.update(mapped.bytes)
-        return hasher.finalizeHex()
-    }
 }
 
 private func fileSize(_ path: String) -> Int? {

@@ -19,6 +19,12 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
     case badConfigFile(path: String, reason: String)
     case missingFile(path: String, role: String)
     case noVisionTower(path: String)
+    /// A file of the folder that is far larger than its kind ever is (read whole, it could exhaust memory).
+    case tooLarge(path: String, bytes: Int, limit: Int, what: String)
+    /// A weights file whose SHA-256 is not the one model.json records: damaged (a bit flip, a cut) or replaced.
+    case checksumMismatch(path: String, expected: String, found: String)
+    /// A component's weights file does not hold the tensors its configuration in model.json describes.
+    case weightsDisagree(path: String, component: String, detail: String)
     /// A checkpoint given to a conversion that does not exist or cannot be read.
     case missingCheckpoint(path: String, role: String)
     /// The output of a write exists and overwriting was not asked for.
@@ -45,6 +51,14 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
             return "\(path) \(reason); pass an upstream-style JSON configuration."
         case .missingFile(let path, let role):
             return "\(path), the \(role) named in \(ModelManifest.fileName), does not exist; \(remake)."
+        case let .checksumMismatch(path, expected, found):
+            return "\(path) has the SHA-256 \(found), not the \(expected) that \(ModelManifest.fileName) records, so it "
+                + "was damaged or replaced since the folder was written; \(remake)."
+        case let .tooLarge(path, bytes, limit, what):
+            return "\(path) is \(formatBytes(bytes)), more than the \(formatBytes(limit)) \(what) may have; \(remake)."
+        case .weightsDisagree(let path, let component, let detail):
+            return "\(path) does not hold the weights that the \(component) config in \(ModelManifest.fileName) describes: "
+                + "\(detail); correct the config to match the weights or \(remake)."
         case .noVisionTower(let path):
             return "The model folder \(path) has no CLIP vision tower; rerun paella convert with --with-vision."
         case .missingCheckpoint(let path, let role):
@@ -75,6 +89,8 @@ public struct ModelFolder: Sendable {
         }
         guard isFolder.boolValue else { throw ModelFolderError.notAFolder(path: path) }
         let manifestPath = (path as NSString).appendingPathComponent(ModelManifest.fileName)
+        // Sizes first: a manifest is a few kilobytes and CLIP's vocabulary 1.4 MB, and both are read whole.
+        try Self.checkSize(manifestPath, limit: ModelManifest.maxBytes, what: "a manifest")
         guard let data = FileManager.default.contents(atPath: manifestPath) else {
             throw ModelFolderError.missingManifest(path: path)
         }
@@ -89,6 +105,86 @@ public struct ModelFolder: Sendable {
             let full = self.file(file)
             guard FileManager.default.isReadableFile(atPath: full) else { throw ModelFolderError.missingFile(path: full, role: role) }
         }
+        try Self.checkSize(file(manifest.tokenizer), limit: CLIPTokenizer.maxVocabularyFileBytes, what: "a tokenizer vocabulary")
+        try checkWeights()
+        if weightBytes <= Self.verifiedOnOpenBytes { try verifyChecksums() }
+    }
+
+    /// Folders whose weights add up to at most this many bytes have their checksums verified every time they are
+    /// opened; larger ones (the bundled paella-small is 22 MB, v1 several GB) by `paella info --verify`. Hashing runs
+    /// at about 4 MB/s in a debug build (hundreds in a release build), so this keeps every open under a second.
+    /// A truncated file is refused on every open regardless: its safetensors header claims bytes it lacks.
+    public static let verifiedOnOpenBytes = 4_000_000
+
+    /// The bytes of the three weight files together.
+    public var weightBytes: Int {
+        manifest.weightFiles.reduce(0) { total, entry in
+            total + ((try? FileManager.default.attributesOfItem(atPath: file(entry.file)))?[.size] as? Int ?? 0)
+        }
+    }
+
+    /// Compares each weight file with the SHA-256 model.json records for it, reading every byte; returns the roles
+    /// checked (a folder written before checksums were recorded has none to check).
+    @discardableResult
+    public func verifyChecksums() throws -> [String] {
+        var checked: [String] = []
+        for (role, name, expected) in manifest.weightFiles {
+            guard let expected else { continue }
+            let found = try SHA256.hex(ofFile: file(name))
+            guard found == expected else { throw ModelFolderError.checksumMismatch(path: file(name), expected: expected, found: found) }
+            checked.append(role)
+        }
+        return checked
+    }
+
+    /// Throws `tooLarge` when the file at `path` is larger than `limit` bytes (a missing file passes: the caller
+    /// reports it as missing).
+    static func checkSize(_ path: String, limit: Int, what: String) throws {
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > limit else { return }
+        throw ModelFolderError.tooLarge(path: path, bytes: size, limit: limit, what: what)
+    }
+
+    /// Compares each component's safetensors header with the tensors its configuration needs (every one present
+    /// with the configured shape, none left over), so a config that disagrees with its weights is refused when the
+    /// folder is opened, before any layer is built. Only the headers are read; the data stays mapped, untouched.
+    func checkWeights() throws {
+        let m = manifest
+        let hasVision = hasVisionTower
+        try Self.compare(file(m.denoiser.file), component: "denoiser",
+                         needs: try Denoiser.parameterShapes(m.denoiser.config), skipping: { _ in false })
+        try Self.compare(file(m.vqgan.file), component: "vqgan",
+                         needs: try VQGAN.parameterShapes(m.vqgan.config), skipping: VQGAN.isTrainingOnlyKey)
+        // The vision tower's keys are needed only when the manifest says the file has it; `logit_scale` is
+        // training-only (as `CLIPModel` loads).
+        let clipShapes = try CLIPModel.parameterShapes(m.clip.config).filter { hasVision || !$0.name.hasPrefix("visual.") }
+        try Self.compare(file(m.clip.file), component: "clip", needs: clipShapes,
+                         skipping: { $0 == "logit_scale" || (!hasVision && $0.hasPrefix("visual.")) })
+    }
+
+    /// Throws `weightsDisagree` naming the first few tensors of `path` that are missing, misshapen or unexpected.
+    static func compare(_ path: String, component: String, needs: [(name: String, shape: [Int])],
+                        skipping: (String) -> Bool) throws {
+        let stored = try SafeTensors(path: path)
+        var problems: [String] = []
+        var needed = Set<String>()
+        for (name, shape) in needs {
+            needed.insert(name)
+            guard let found = stored[name] else {
+                problems.append("it has no tensor \"\(name)\" (the config needs \(shape))")
+                continue
+            }
+            if found.shape != shape {
+                problems.append("\"\(name)\" is \(found.shape) where the config needs \(shape)")
+            } else if !ModelManifest.storageDTypes.contains(found.dtype) {
+                problems.append("\"\(name)\" is stored as \(found.dtype.rawValue), not as float32, float16 or bfloat16")
+            }
+        }
+        for name in stored.names where !needed.contains(name) && !skipping(name) {
+            problems.append("it holds \"\(name)\", which the config has no place for")
+        }
+        guard let first = problems.first else { return }
+        let more = problems.count > 1 ? " (and \(problems.count - 1) more tensors disagree)" : ""
+        throw ModelFolderError.weightsDisagree(path: path, component: component, detail: first + more)
     }
 
     /// The full path of a file inside the folder.
@@ -145,13 +241,14 @@ public struct ModelFolder: Sendable {
 
     /// Writes a model folder at `path`: each component's tensors as safetensors in the dtype the manifest gives
     /// (tensors already in it are written as they are; others are converted, rounding to nearest even), the vocabulary
-    /// file copied from `vocabulary`, and `model.json`. Atomic: everything goes into a temporary sibling folder
+    /// file copied from `vocabulary`, and `model.json` with each weight file's SHA-256. Atomic: everything goes into a temporary sibling folder
     /// that is renamed into place at the end, so a failure leaves nothing behind and an existing folder is only
     /// replaced (with `overwrite`) by a complete new one.
-    public static func write(to path: String, manifest: ModelManifest, denoiser: NamedTensors, vqgan: NamedTensors,
+    public static func write(to path: String, manifest original: ModelManifest, denoiser: NamedTensors, vqgan: NamedTensors,
                              clip: NamedTensors, vocabulary: String, overwrite: Bool = false, compute: Compute,
                              progress: (String) -> Void = { _ in }) throws {
         let manifestName = ModelManifest.fileName
+        var manifest = original
         if let problem = manifest.problems().first {
             throw ModelFolderError.inconsistent(reason: problem)
         }
@@ -183,6 +280,7 @@ public struct ModelFolder: Sendable {
                 throw ModelFolderError.writeFailed(path: path, reason: "cannot read the vocabulary \(vocabulary)")
             }
             try AtomicFile.write(vocab, to: (temporary as NSString).appendingPathComponent(manifest.tokenizer))
+            try manifest.recordChecksums(in: temporary)
             try AtomicFile.write(try manifest.encoded(), to: (temporary as NSString).appendingPathComponent(manifestName))
             try moveIntoPlace(temporary, path, parent: parent, base: base)
         } catch {

@@ -2,6 +2,7 @@
 // the tokenizer vocabulary and the sampling defaults. The format is described in docs/model-folder.md.
 import Foundation
 import PaellaCore
+import PaellaIO
 import PaellaModels
 
 /// The contents of a model folder's `model.json`.
@@ -10,6 +11,8 @@ public struct ModelManifest: Codable, Sendable, Equatable {
     public static let currentFormat = 1
     /// The name of the manifest file inside a model folder.
     public static let fileName = "model.json"
+    /// The largest model.json read (a real one is about 3 kB).
+    public static let maxBytes = 1 << 20
 
     /// Must equal `currentFormat`.
     public var format: Int
@@ -78,10 +81,11 @@ public struct ModelManifest: Codable, Sendable, Equatable {
         return try encoder.encode(self) + Data("\n".utf8)
     }
 
-    /// Every problem of the manifest alone (no file access), as phrases that follow "model.json ...":
-    /// dtypes, file names, towers, and whether the components fit together.
+    /// Every problem of the manifest alone (no file access), as phrases that follow "model.json ...": values
+    /// outside their bounds (`ModelManifestBounds`), dtypes, file names, towers, and whether the components fit together.
     public func problems() -> [String] {
-        var found: [String] = []
+        var found = boundsProblems()
+        if !found.isEmpty { return found }
         let files = [("denoiser", denoiser.file, denoiser.dtype), ("vqgan", vqgan.file, vqgan.dtype),
                      ("clip", clip.file, clip.dtype)]
         for (component, file, dtype) in files {
@@ -93,6 +97,11 @@ public struct ModelManifest: Codable, Sendable, Equatable {
             }
         }
         if Set(files.map(\.1)).count != files.count { found.append("names the same file for two components") }
+        for (role, _, digest) in weightFiles {
+            if let digest, !(digest.count == 64 && digest.allSatisfy({ $0.isHexDigit && !$0.isUppercase })) {
+                found.append("gives the \(role) sha256 \"\(digest.prefix(80))\", which is not 64 lower-case hex digits")
+            }
+        }
         if !ModelManifest.isPlainFileName(tokenizer) {
             found.append("names the tokenizer file \"\(tokenizer)\", which is not a plain file name inside the folder")
         }
@@ -114,6 +123,19 @@ public struct ModelManifest: Codable, Sendable, Equatable {
                          + "\(tokenSideMultiple))")
         }
         return found
+    }
+
+    /// Each component's role, file name and recorded checksum, in the order the folder lists them.
+    public var weightFiles: [(role: String, file: String, sha256: String?)] {
+        [("denoiser", denoiser.file, denoiser.sha256), ("vqgan", vqgan.file, vqgan.sha256), ("clip", clip.file, clip.sha256)]
+    }
+
+    /// Records the SHA-256 of each component's file as it is now in `folder` (after writing or replacing them).
+    public mutating func recordChecksums(in folder: String) throws {
+        func digest(_ file: String) throws -> String { try SHA256.hex(ofFile: (folder as NSString).appendingPathComponent(file)) }
+        denoiser.sha256 = try digest(denoiser.file)
+        vqgan.sha256 = try digest(vqgan.file)
+        clip.sha256 = try digest(clip.file)
     }
 
     /// Token grid sides must be multiples of this (the denoiser halves the grid once per level below the first).
@@ -152,11 +174,15 @@ public struct ModelComponent<Config: Codable & Sendable & Equatable>: Codable, S
     /// "float32", "float16" or "bfloat16"; weights are widened to float32 when loaded.
     public var dtype: String
     public var config: Config
+    /// The file's SHA-256 (64 lower-case hex digits), recorded when the folder is written; nil in folders written
+    /// before checksums were recorded.
+    public var sha256: String?
 
-    public init(file: String, dtype: String, config: Config) {
+    public init(file: String, dtype: String, config: Config, sha256: String? = nil) {
         self.file = file
         self.dtype = dtype
         self.config = config
+        self.sha256 = sha256
     }
 }
 
@@ -168,11 +194,14 @@ public struct CLIPComponent: Codable, Sendable, Equatable {
     public var config: CLIPConfig
     /// "text" (always) and "vision" (only when converted with `--with-vision`; needed for variations).
     public var towers: [String]
+    /// As `ModelComponent.sha256`.
+    public var sha256: String?
 
-    public init(file: String, dtype: String, config: CLIPConfig, towers: [String]) {
+    public init(file: String, dtype: String, config: CLIPConfig, towers: [String], sha256: String? = nil) {
         self.file = file
         self.dtype = dtype
         self.config = config
         self.towers = towers
+        self.sha256 = sha256
     }
 }

@@ -87,7 +87,9 @@ public final class CLIPTokenizer: @unchecked Sendable {  // mutable state: only 
     /// 256 byte symbols, the same with `</w>`, one entry per merge (the first 48894), `<start_of_text>` and
     /// `<end_of_text>` (49408 entries).
     public convenience init(openCLIPVocabulary path: String) throws {
-        let text = String(decoding: try Gzip.decompress(path: path), as: UTF8.self)
+        // The real vocabulary is 1.4 MB inflated; a model folder's file may come from anyone, so a gzip bomb in its
+        // place stops at the limit instead of the general 1 GiB.
+        let text = String(decoding: try Gzip.decompress(path: path, limit: Self.maxVocabularyFileBytes), as: UTF8.self)
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         let mergeCount = 49152 - 256 - 2  // as open_clip: merges[1:49152-256-2+1]
         guard lines.count > mergeCount else {
@@ -321,6 +323,8 @@ public final class CLIPTokenizer: @unchecked Sendable {  // mutable state: only 
 
     /// File name of OpenCLIP's vocabulary.
     public static let vocabularyFileName = "bpe_simple_vocab_16e6.txt.gz"
+    /// The most bytes a vocabulary file may hold, compressed or inflated (the real one: 1.4 MB inflated).
+    public static let maxVocabularyFileBytes = 16 << 20
 
     /// Where the OpenCLIP vocabulary is found: `PAELLA_CLIP_VOCAB` (a file) when set; else, in order,
     /// `directory` (e.g. a model folder), `vocab/` next to the executable or one level up (an installed layout),
