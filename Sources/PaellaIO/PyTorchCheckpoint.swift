@@ -69,7 +69,12 @@ public struct PyTorchCheckpoint: Sendable {
 
     /// Maps and decodes the checkpoint at `path`.
     public init(path: String, limits: Unpickler.Limits = Unpickler.Limits()) throws {
-        let file = try MappedFile(path: path)
+        try self.init(file: MappedFile(path: path), limits: limits)
+    }
+
+    /// Decodes a checkpoint already mapped (or copied into memory); its `path` names it in errors.
+    public init(file: MappedFile, limits: Unpickler.Limits = Unpickler.Limits()) throws {
+        let path = file.path
         self.path = path
         let head = Array(file.bytes.prefix(PyTorchCheckpoint.legacyMagic.count))
         if head == PyTorchCheckpoint.legacyMagic { throw PyTorchCheckpointError.legacyFormat(path: path) }

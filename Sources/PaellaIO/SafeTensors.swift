@@ -125,7 +125,12 @@ public struct SafeTensors: Sendable {
 
     /// Opens and validates `path`; reads the header only.
     public init(path: String) throws {
-        let file = try MappedFile(path: path)
+        try self.init(file: MappedFile(path: path))
+    }
+
+    /// Validates a file already mapped (or copied into memory); its `path` names it in errors.
+    public init(file: MappedFile) throws {
+        let path = file.path
         let size = file.byteCount
         guard size >= 8 else { throw SafeTensorsError.fileTooShort(path: path, byteCount: size) }
         let declared = UInt64(littleEndian: file.base.loadUnaligned(as: UInt64.self))
