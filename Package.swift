@@ -22,6 +22,8 @@ let package = Package(
         // The layers under Paella are part of its API (a Pipeline takes a PaellaCore Compute, returns PaellaIO images).
         .library(name: "Paella", targets: ["PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaTraining"]),
         .executable(name: "paella", targets: ["paella"]),
+        // The HTTP server on its own, for the fuzz package (Fuzz/) to reach its request parsing; kept out of `Paella`.
+        .library(name: "PaellaServer", targets: ["PaellaServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -193,6 +193,21 @@ int ic_png_read_header(ic_png_reader *r, ic_image_info *out) {
         snprintf(r->message, sizeof r->message, "the PNG signature is missing");
         return r->size < 8 ? IC_ERR_TRUNCATED : IC_ERR_CORRUPT;
     }
+    // libpng allocates an ancillary chunk's declared length before reading its data, so a header claiming 2 GB
+    // of text would be allocated from a tiny file (found by fuzzing: Tests/Fixtures/hostile/fuzz-png-huge-chunk.png).
+    // The whole file is in memory: every chunk up to IEND must fit in what is left of it.
+    for (size_t at = 8; at < r->size;) {
+        if (r->size - at < 12) break;  // a cut chunk header: libpng reports the truncation
+        const uint8_t *c = r->data + at;
+        size_t length = (size_t)c[0] << 24 | (size_t)c[1] << 16 | (size_t)c[2] << 8 | c[3];
+        if (length > r->size - at - 12) {
+            snprintf(r->message, sizeof r->message, "the chunk at byte %zu claims %zu bytes, more than the file holds",
+                     at, length);
+            return IC_ERR_TRUNCATED;
+        }
+        if (memcmp(c + 4, "IEND", 4) == 0) break;
+        at += 12 + length;
+    }
     r->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, r, reader_error, quiet_warning);
     if (!r->png) return IC_ERR_NO_MEMORY;
     r->info = png_create_info_struct(r->png);

@@ -34,23 +34,35 @@ public final class MappedFile: @unchecked Sendable {
         if byteCount == 0 {
             // mmap refuses length 0; an empty file is a valid (if useless) input for the parsers to reject.
             base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
-            isEmptyPlaceholder = true
+            ownsAllocation = true
             return
         }
         guard let p = mmap(nil, byteCount, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
             throw Failure.cannotMap(path: path, reason: String(cString: strerror(errno)))
         }
         base = UnsafeRawPointer(p)
-        isEmptyPlaceholder = false
+        ownsAllocation = false
     }
 
-    private var isEmptyPlaceholder = false
+    /// A copy of bytes held in memory, read through the same code as a mapped file (`name` stands for the path in
+    /// errors): how the fuzz targets and other in-memory callers reach the parsers that take a `MappedFile`.
+    public init(copying bytes: UnsafeRawBufferPointer, name: String) {
+        path = name
+        byteCount = bytes.count
+        let copy = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 64)
+        if let source = bytes.baseAddress { copy.copyMemory(from: source, byteCount: bytes.count) }
+        base = UnsafeRawPointer(copy)
+        ownsAllocation = true
+    }
+
+    /// Whether `base` is memory this object allocated (an empty file or an in-memory copy) rather than a map.
+    private var ownsAllocation = false
 
     /// The mapped bytes as a buffer.
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: byteCount) }
 
     deinit {
-        if isEmptyPlaceholder {
+        if ownsAllocation {
             UnsafeMutableRawPointer(mutating: base).deallocate()
         } else {
             munmap(UnsafeMutableRawPointer(mutating: base), byteCount)

@@ -41,10 +41,12 @@ public enum Gzip {
                     stream.avail_out = UInt32(dst.count)
                     return inflate(&stream, Z_NO_FLUSH)
                 }
-                output.append(contentsOf: chunk[0 ..< (chunk.count - Int(stream.avail_out))])
-                guard output.count <= limit else {
+                let produced = chunk.count - Int(stream.avail_out)
+                // Checked before the output grows, so the limit bounds the memory as well as the result.
+                guard produced <= limit - output.count else {
                     throw GzipError(path: source, reason: "it inflates to more than \(limit) bytes")
                 }
+                output.append(contentsOf: chunk[0 ..< produced])
                 switch status {
                 case Z_STREAM_END:
                     // Concatenated members: start over on what is left.

@@ -81,8 +81,13 @@ public struct PyTorchCheckpoint: Sendable {
     /// Maps and decodes the checkpoint at `path` (a regular file, see `InputFile`) within `limits` (by default
     /// `CheckpointLimits.fromEnvironment()`: the defaults, or what PAELLA_CHECKPOINT_LIMITS raises).
     public init(path: String, limits: CheckpointLimits? = nil) throws {
+        try self.init(file: InputFile.map(path), limits: limits)
+    }
+
+    /// Decodes a checkpoint already mapped (or copied into memory) within `limits`; its `path` names it in errors.
+    public init(file: MappedFile, limits: CheckpointLimits? = nil) throws {
         let limits = try limits ?? CheckpointLimits.fromEnvironment()
-        let file = try InputFile.map(path)
+        let path = file.path
         self.path = path
         let head = Array(file.bytes.prefix(PyTorchCheckpoint.legacyMagic.count))
         if head == PyTorchCheckpoint.legacyMagic { throw PyTorchCheckpointError.legacyFormat(path: path) }

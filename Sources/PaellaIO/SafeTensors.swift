@@ -147,8 +147,13 @@ public struct SafeTensors: Sendable {
     /// Opens and validates `path` (a regular file, see `InputFile`) within `limits` (by default
     /// `CheckpointLimits.fromEnvironment().safetensors`); reads the header only.
     public init(path: String, limits: Limits? = nil) throws {
+        try self.init(file: InputFile.map(path), limits: limits)
+    }
+
+    /// Validates a file already mapped (or copied into memory) within `limits`; its `path` names it in errors.
+    public init(file: MappedFile, limits: Limits? = nil) throws {
         let limits = try limits ?? CheckpointLimits.fromEnvironment().safetensors
-        let file = try InputFile.map(path)
+        let path = file.path
         let size = file.byteCount
         guard size >= 8 else { throw SafeTensorsError.fileTooShort(path: path, byteCount: size) }
         let declared = UInt64(littleEndian: file.base.loadUnaligned(as: UInt64.self))

@@ -6,6 +6,7 @@ public enum TarError: Error, CustomStringConvertible, Equatable {
     case entryTooLarge(name: String, size: Int)
     case corrupt(source: String, offset: Int, reason: String)
     case truncated(source: String, name: String)
+    case memberTooLarge(source: String, name: String, size: Int, limit: Int)
 
     public var description: String {
         switch self {
@@ -17,6 +18,8 @@ public enum TarError: Error, CustomStringConvertible, Equatable {
             return "\(source) is not a valid tar archive at byte \(offset): \(reason)."
         case .truncated(let source, let name):
             return "\(source) ends inside the data of its entry \(name); the file was probably cut short."
+        case .memberTooLarge(let source, _, _, _):
+            return "\(source) has \(problem)."
         }
     }
 
@@ -25,6 +28,9 @@ public enum TarError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .corrupt(_, let offset, let reason): return "not a valid tar archive at byte \(offset): \(reason)"
         case .truncated(_, let name): return "it ends inside the data of its entry \(name); the file was probably cut short"
+        case .memberTooLarge(_, let name, let size, let limit):
+            return "an entry \(name) of \(size) bytes, more than the limit of \(limit) bytes for one member; "
+                + "pass a larger maxMemberBytes to read it"
         case .nameTooLong, .entryTooLarge: return description
         }
     }
@@ -113,10 +119,16 @@ public enum TarArchive {
         }
     }
 
+    /// The largest entry a reader accepts by default (1 GiB, as much as `Gzip` inflates): readers copy a member's
+    /// bytes into memory whole (an image, a caption), so a member above this is refused from its header, before
+    /// anything is read or allocated. Extended headers (long names, pax records) count as entries.
+    public static let defaultMaxMemberBytes = 1 << 30
+
     /// The regular files of an archive held in memory, in archive order, with every header's checksum checked;
-    /// `source` names the archive in errors. A size that is negative, does not fit an `Int` or runs past the end
-    /// of the bytes is refused with a `TarError`.
-    public static func entries(in bytes: UnsafeRawBufferPointer, source: String = "tar data") throws -> [TarEntry] {
+    /// `source` names the archive in errors. A size that is negative, does not fit an `Int`, runs past the end
+    /// of the bytes or exceeds `maxMemberBytes` is refused with a `TarError`.
+    public static func entries(in bytes: UnsafeRawBufferPointer, source: String = "tar data",
+                               maxMemberBytes: Int = defaultMaxMemberBytes) throws -> [TarEntry] {
         var result: [TarEntry] = []
         var offset = 0
         // Set by GNU `L` and pax `x` entries; they describe the next real entry only.
@@ -146,6 +158,9 @@ public enum TarArchive {
             let size = try isExtension ? number(124, 12, "size") : paxSize ?? number(124, 12, "size")
             let start = offset + block
             guard size <= bytes.count - start else { throw TarError.truncated(source: source, name: longName ?? name) }
+            guard size <= maxMemberBytes else {
+                throw TarError.memberTooLarge(source: source, name: longName ?? name, size: size, limit: maxMemberBytes)
+            }
             let data = UnsafeRawBufferPointer(rebasing: bytes[start ..< start + size])
             switch type {
             case UInt8(ascii: "0"), 0:  // a regular file
@@ -233,10 +248,10 @@ public enum TarArchive {
         return records
     }
 
-    /// The regular files of the archive at `path`, with their bytes.
-    public static func read(contentsOf path: String) throws -> [(name: String, bytes: [UInt8])] {
+    /// The regular files of the archive at `path`, with their bytes (none larger than `maxMemberBytes`).
+    public static func read(contentsOf path: String, maxMemberBytes: Int = defaultMaxMemberBytes) throws -> [(name: String, bytes: [UInt8])] {
         let file = try MappedFile(path: path)
-        let list = try entries(in: file.bytes, source: path)
+        let list = try entries(in: file.bytes, source: path, maxMemberBytes: maxMemberBytes)
         return list.map { ($0.name, Array(file.bytes[$0.data])) }
     }
 }

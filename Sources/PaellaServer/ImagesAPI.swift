@@ -56,7 +56,7 @@ extension PaellaServer {
     // MARK: Endpoints
 
     func generations(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        let body: GenerationBody = try decodeJSON(try await collect(request))
+        let body: GenerationBody = try Self.decodeJSON(try await collect(request))
         let prompt = try checkPrompt(body.prompt, param: "prompt")
         let negative = try body.negativePrompt.map { try checkPrompt($0, param: "negative_prompt") }
         let options = try imageOptions(n: body.n, size: body.size, responseFormat: body.responseFormat, seed: body.seed,
@@ -117,7 +117,7 @@ extension PaellaServer {
     }
 
     /// Decodes a JSON body; a malformed body or a field of the wrong type is a 400 naming the field.
-    func decodeJSON<T: Decodable>(_ buffer: ByteBuffer) throws -> T {
+    static func decodeJSON<T: Decodable>(_ buffer: ByteBuffer) throws -> T {
         do {
             return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
         } catch let DecodingError.typeMismatch(type, context) {

@@ -39,7 +39,7 @@ extension PaellaServer {
 
     /// Checks the body, queues the job and answers 202 with its state, or 429 when the queue is full.
     func createJob(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        let body: JobBody = try decodeJSON(try await collect(request))
+        let body: JobBody = try Self.decodeJSON(try await collect(request))
         let (mode, pipelineRequest) = try pipelineRequest(body)
         let job = Job(id: configuration.makeID(), mode: mode)
         try await start(job, pipelineRequest)

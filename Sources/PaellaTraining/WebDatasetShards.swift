@@ -17,21 +17,12 @@ public struct WebDatasetShards: TrainingSamples {
     public let shards: [String]
     let samples: [Sample]
 
-    public init(shards: [String]) throws {
+    /// Indexes `shards`; a member larger than `maxMemberBytes` (default `TarArchive.defaultMaxMemberBytes`) is
+    /// refused before anything is read, since each image and caption is read into memory whole.
+    public init(shards: [String], maxMemberBytes: Int = TarArchive.defaultMaxMemberBytes) throws {
         var samples: [Sample] = []
         for (index, shard) in shards.enumerated() {
-            var images: [String: Member] = [:], captions: [String: Member] = [:], keys: [String] = []
-            for (name, member) in try Self.members(of: shard, index: index) {
-                let file = (name as NSString).lastPathComponent
-                guard let dot = file.firstIndex(of: ".") else { continue }
-                let key = (name as NSString).deletingLastPathComponent + "/" + file[..<dot]
-                switch file[file.index(after: dot)...].lowercased() {
-                case "jpg", "jpeg", "png": if images[key] == nil { keys.append(key) }; images[key] = member
-                case "txt": captions[key] = member
-                default: continue
-                }
-            }
-            samples += keys.compactMap { key in images[key].map { Sample(key: key, image: $0, caption: captions[key]) } }
+            samples += Self.samples(of: try Self.members(of: shard, index: index, maxMemberBytes: maxMemberBytes))
         }
         guard !samples.isEmpty else { throw TrainingDataError.empty(path: shards.joined(separator: ", ")) }
         self.shards = shards
@@ -65,19 +56,41 @@ public struct WebDatasetShards: TrainingSamples {
         return [UInt8](data)
     }
 
+    /// A shard's samples from its members: those sharing a key (the path up to the first dot of the file name)
+    /// in archive order of their first image.
+    static func samples(of members: [(String, Member)]) -> [Sample] {
+        var images: [String: Member] = [:], captions: [String: Member] = [:], keys: [String] = []
+        for (name, member) in members {
+            let file = (name as NSString).lastPathComponent
+            guard let dot = file.firstIndex(of: ".") else { continue }
+            let key = (name as NSString).deletingLastPathComponent + "/" + file[..<dot]
+            switch file[file.index(after: dot)...].lowercased() {
+            case "jpg", "jpeg", "png": if images[key] == nil { keys.append(key) }; images[key] = member
+            case "txt": captions[key] = member
+            default: continue
+            }
+        }
+        return keys.compactMap { key in images[key].map { Sample(key: key, image: $0, caption: captions[key]) } }
+    }
+
     /// The regular files of a shard with the offsets of their data, in archive order (the headers are read by
     /// `TarArchive`, the one tar reader).
-    static func members(of path: String, index: Int) throws -> [(String, Member)] {
+    static func members(of path: String, index: Int, maxMemberBytes: Int) throws -> [(String, Member)] {
         let file: MappedFile
         do { file = try MappedFile(path: path) } catch {
             throw TrainingDataError.unreadable(path: path, reason: "it cannot be opened")
         }
+        return try members(in: file.bytes, source: path, index: index, maxMemberBytes: maxMemberBytes)
+    }
+
+    /// `members(of:)` for a shard's bytes; `source` names it in errors.
+    static func members(in bytes: UnsafeRawBufferPointer, source: String, index: Int, maxMemberBytes: Int) throws -> [(String, Member)] {
         do {
-            return try TarArchive.entries(in: file.bytes, source: path).map {
+            return try TarArchive.entries(in: bytes, source: source, maxMemberBytes: maxMemberBytes).map {
                 ($0.name, Member(shard: index, offset: UInt64($0.data.lowerBound), size: $0.data.count))
             }
         } catch let error as TarError {
-            throw TrainingDataError.unreadable(path: path, reason: error.problem)
+            throw TrainingDataError.unreadable(path: source, reason: error.problem)
         }
     }
 }

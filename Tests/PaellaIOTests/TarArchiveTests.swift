@@ -95,6 +95,22 @@ struct TarArchiveTests {
         #expect(throws: TarError.self) { _ = try list(badRecord + header("p") + end) }
     }
 
+    @Test func membersOverTheLimitAreRefusedFromTheirHeader() throws {
+        let bytes = entry("big.png", [UInt8](repeating: 7, count: 600)) + entry("pax", Array("12 path=a.b\n".utf8), type: "x")
+            + entry("b.txt", [1]) + end
+        let refusal = TarError.memberTooLarge(source: "t.tar", name: "big.png", size: 600, limit: 599)
+        #expect(throws: refusal) { _ = try bytes.withUnsafeBytes { try TarArchive.entries(in: $0, source: "t.tar", maxMemberBytes: 599) } }
+        #expect(refusal.description == "t.tar has an entry big.png of 600 bytes, more than the limit of 599 bytes for one member; "
+                + "pass a larger maxMemberBytes to read it.")
+        // Extended headers count as members too; at the limit every member is listed.
+        #expect(throws: TarError.memberTooLarge(source: "t.tar", name: "pax", size: 12, limit: 11)) {
+            _ = try Array(bytes[1536...]).withUnsafeBytes { try TarArchive.entries(in: $0, source: "t.tar", maxMemberBytes: 11) }
+        }
+        let listed = try bytes.withUnsafeBytes { try TarArchive.entries(in: $0, source: "t.tar", maxMemberBytes: 600) }
+        #expect(listed.map(\.name) == ["big.png", "a.b"])
+        #expect(TarArchive.defaultMaxMemberBytes == 1 << 30)
+    }
+
     @Test func errorsReadAsOneSentence() {
         let error = TarError.corrupt(source: "t.tar", offset: 124, reason: "the size field holds a negative number")
         #expect(error.description == "t.tar is not a valid tar archive at byte 124: the size field holds a negative number.")

@@ -62,5 +62,11 @@ import Testing
         broken[130] = UInt8(ascii: "7")
         try Data(broken).write(to: URL(fileURLWithPath: folder + "/c.tar"))
         #expect(throws: TrainingDataError.self) { _ = try WebDatasetShards(shards: [folder + "/c.tar"]) }
+        // A member above the size limit is refused from its header, naming the shard, the member and the way out.
+        let image = try png(40, width: 11)
+        let refusal = TrainingDataError.unreadable(path: folder + "/b.tar", reason: TarError.memberTooLarge(
+            source: folder + "/b.tar", name: "003.png", size: image.count, limit: image.count - 1).problem)
+        #expect(throws: refusal) { _ = try WebDatasetShards(shards: [folder + "/b.tar"], maxMemberBytes: image.count - 1) }
+        #expect(try WebDatasetShards(shards: [folder + "/b.tar"], maxMemberBytes: image.count).count == 1)
     }
 }

@@ -102,17 +102,20 @@ public struct ModelConversion: Sendable {
     }
 }
 
-/// Reading model configurations from JSON files in the formats upstream writes them.
+/// Reading model configurations from JSON files in the formats upstream writes them. Each reader of a file has
+/// an in-memory twin (`contents:`, with `source` naming the bytes in errors) that the file version goes through.
 public enum ModelConfigFile {
     /// `DenoiseUNet`'s constructor arguments (`{"num_labels": ..., "c_hidden": ..., ...}`).
-    public static func denoiser(_ path: String) throws -> DenoiserConfig {
-        try decode(path, "denoiser") { try JSONDecoder().decode(DenoiserConfig.self, from: $0) }
+    public static func denoiser(_ path: String) throws -> DenoiserConfig { try denoiser(contents: read(path, "denoiser"), source: path) }
+    public static func denoiser(contents: Data, source: String) throws -> DenoiserConfig {
+        try decode(contents, source, "denoiser") { try JSONDecoder().decode(DenoiserConfig.self, from: $0) }
     }
 
     /// A taming/ruDALL-E `model.params` block (`{"ddconfig": {...}, "n_embed": ..., "embed_dim": ...}`) or the
     /// flat form a model folder's manifest stores.
-    public static func vqgan(_ path: String) throws -> VQGANConfig {
-        try decode(path, "VQGAN") { data in
+    public static func vqgan(_ path: String) throws -> VQGANConfig { try vqgan(contents: read(path, "VQGAN"), source: path) }
+    public static func vqgan(contents: Data, source: String) throws -> VQGANConfig {
+        try decode(contents, source, "VQGAN") { data in
             let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
             if object?["ddconfig"] != nil { return try VQGANConfig(tamingParams: data) }
             return try JSONDecoder().decode(VQGANConfig.self, from: data)
@@ -120,19 +123,27 @@ public enum ModelConfigFile {
     }
 
     /// An OpenCLIP model config (`{"embed_dim": ..., "text_cfg": {...}, "vision_cfg": {...}}`).
-    public static func clip(_ path: String) throws -> CLIPConfig {
-        try decode(path, "CLIP") { try JSONDecoder().decode(CLIPConfig.self, from: $0) }
+    public static func clip(_ path: String) throws -> CLIPConfig { try clip(contents: read(path, "CLIP"), source: path) }
+    public static func clip(contents: Data, source: String) throws -> CLIPConfig {
+        try decode(contents, source, "CLIP") { try JSONDecoder().decode(CLIPConfig.self, from: $0) }
     }
 
     /// `PipelineDefaults` as a manifest stores them.
     public static func defaults(_ path: String) throws -> PipelineDefaults {
-        try decode(path, "pipeline defaults") { try JSONDecoder().decode(PipelineDefaults.self, from: $0) }
+        try defaults(contents: read(path, "pipeline defaults"), source: path)
+    }
+    public static func defaults(contents: Data, source: String) throws -> PipelineDefaults {
+        try decode(contents, source, "pipeline defaults") { try JSONDecoder().decode(PipelineDefaults.self, from: $0) }
     }
 
-    private static func decode<T>(_ path: String, _ what: String, _ body: (Data) throws -> T) throws -> T {
+    private static func read(_ path: String, _ what: String) throws -> Data {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ModelFolderError.badConfigFile(path: path, reason: "cannot be read as a \(what) configuration")
         }
+        return data
+    }
+
+    private static func decode<T>(_ data: Data, _ path: String, _ what: String, _ body: (Data) throws -> T) throws -> T {
         do {
             return try body(data)
         } catch let error as DecodingError {
