@@ -24,7 +24,9 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
+        // O_NONBLOCK: opening a FIFO would otherwise wait for a writer, forever; it changes nothing for a regular
+        // file, and anything else is refused below.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { throw Failure.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         var info = stat()

@@ -47,6 +47,31 @@ struct ImageHostileTests {
         makePNG(width: 2, height: 2, bitDepth: 8, colorType: 0, rows: [[1, 2], [3, 4]], chunks: chunks)
     }
 
+    @Test("a FIFO given as an image or a tar shard is refused at once instead of waiting for a writer")
+    func fifosAreRefusedWithoutBlocking() throws {
+        let folder = try PaellaCLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let fifo = folder + "/picture.png"
+        try #require(mkfifo(fifo, 0o600) == 0)
+        // A watchdog: should a reader block on the FIFO, a writer opens it after 5 s (and every second after), so
+        // the test fails instead of hanging the suite.
+        let done = ManagedAtomicFlag()
+        let watchdog = Thread {
+            Thread.sleep(forTimeInterval: 5)
+            while !done.isSet {
+                let fd = open(fifo, O_WRONLY | O_NONBLOCK)
+                if fd >= 0 { close(fd) }
+                Thread.sleep(forTimeInterval: 1)
+            }
+        }
+        watchdog.start()
+        defer { done.set() }
+        let start = Date()
+        #expect(throws: (any Error).self) { try PixelImage(contentsOf: fifo) }
+        #expect(throws: (any Error).self) { try TarArchive.read(contentsOf: fifo) }
+        #expect(Date().timeIntervalSince(start) < 4, "reading the FIFO waited for a writer")
+    }
+
     @Test("a text chunk that inflates past the limit is skipped; the image and its parameters still read")
     func textChunkBomb() throws {
         // 7 MiB of zeros in ~45 kB: under libpng's own 8 MB limit on an inflated chunk, so without this layer's
@@ -160,4 +185,12 @@ struct ImageHostileTests {
         #expect(ImageLimits.resizedAfterReading.reductionFactor(width: 16384, height: 16384) == 8)
         #expect(ImageLimits.resizedAfterReading.reductionFactor(width: 640, height: 480) == 1)
     }
+}
+
+/// A flag one thread sets and another reads.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+    func set() { lock.lock(); value = true; lock.unlock() }
 }
