@@ -11,14 +11,30 @@ public final class MappedFile: @unchecked Sendable {
     public let base: UnsafeRawPointer
     public let byteCount: Int
 
-    public enum Failure: Error, CustomStringConvertible {
+    public enum Failure: Error, CustomStringConvertible, Equatable {
         case cannotOpen(path: String, reason: String)
         case cannotMap(path: String, reason: String)
+        /// The path is a FIFO, socket, device or directory (`kind` says which, as a phrase).
+        case notARegularFile(path: String, kind: String)
         public var description: String {
             switch self {
             case .cannotOpen(let path, let reason): return "Cannot open \(path): \(reason)."
             case .cannotMap(let path, let reason): return "Cannot memory-map \(path): \(reason)."
+            case .notARegularFile(let path, let kind): return "\(path) is \(kind), not a regular file; give the path of the file itself."
             }
+        }
+    }
+
+    /// What kind of non-regular file `mode` describes, as a phrase; nil for a regular file.
+    static func nonRegularKind(_ mode: mode_t) -> String? {
+        switch mode & S_IFMT {
+        case S_IFREG: return nil
+        case S_IFIFO: return "a named pipe (FIFO)"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFDIR: return "a directory"
+        case S_IFSOCK: return "a socket"
+        default: return "not a file"
         }
     }
 
@@ -31,7 +47,7 @@ public final class MappedFile: @unchecked Sendable {
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw Failure.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw Failure.cannotOpen(path: path, reason: "not a regular file") }
+        if let kind = Self.nonRegularKind(info.st_mode) { throw Failure.notARegularFile(path: path, kind: kind) }
         byteCount = Int(info.st_size)
         if byteCount == 0 {
             // mmap refuses length 0; an empty file is a valid (if useless) input for the parsers to reject.

@@ -149,7 +149,7 @@ public enum AtomicFile {
     static func write(to path: String, writeSyscall: @escaping WriteSyscall, _ body: (inout Sink) throws -> Void) throws {
         let folder = directory(of: path)
         let base = (path as NSString).lastPathComponent
-        var template = Array("\(folder)/.\(base).tmp-XXXXXX".utf8CString)
+        var template = Array("\(folder)/.\(base)\(temporaryMarker)XXXXXX".utf8CString)
         let fd: Int32 = template.withUnsafeMutableBufferPointer { buffer in
             guard let p = buffer.baseAddress else { return -1 }
             return mkstemp(p)
@@ -205,10 +205,13 @@ public enum AtomicFile {
         return abandoned
     }
 
+    /// What separates the destination's name from mkstemp's six characters in a temporary file's name.
+    static let temporaryMarker = ".tmp-"
+
     /// Whether `name` is one of this type's temporary file names: a dot, the destination's name, `.tmp-` and
     /// mkstemp's six characters.
     static func isTemporaryName(_ name: String) -> Bool {
-        guard name.hasPrefix("."), let marker = name.range(of: ".tmp-", options: .backwards) else { return false }
+        guard name.hasPrefix("."), let marker = name.range(of: temporaryMarker, options: .backwards) else { return false }
         return name.distance(from: marker.upperBound, to: name.endIndex) == 6 && marker.lowerBound > name.index(after: name.startIndex)
     }
 

@@ -305,6 +305,7 @@ extension PixelImage {
         } catch let failure as MappedFile.Failure {
             switch failure {
             case .cannotOpen(_, let reason), .cannotMap(_, let reason): throw ImageError.cannotRead(path: path, reason: reason)
+            case .notARegularFile(_, let kind): throw ImageError.cannotRead(path: path, reason: "it is \(kind), not a regular file")
             }
         }
         return try decode(file.bytes, source: path, limits: limits)

@@ -9,7 +9,8 @@ import Darwin
 import PaellaCore
 
 /// An input path that exists but is not a regular file (a path that cannot be opened at all throws
-/// `MappedFile.Failure.cannotOpen`, as mapping it would).
+/// `MappedFile.Failure.cannotOpen`, as mapping it would). `MappedFile` itself finds this out without blocking;
+/// this type says it with the path made safe for a terminal.
 public enum InputFileError: Error, CustomStringConvertible, Equatable {
     /// The path is a FIFO, socket, device or directory.
     case notARegularFile(path: String, kind: String)
@@ -24,40 +25,13 @@ public enum InputFileError: Error, CustomStringConvertible, Equatable {
 
 /// Checked access to input files (checkpoints, archives): see the file comment for why only regular files.
 public enum InputFile {
-    /// What kind of non-regular file `mode` describes, as a phrase for `InputFileError.notARegularFile`; nil for
-    /// a regular file.
-    static func nonRegularKind(_ mode: mode_t) -> String? {
-        switch mode & S_IFMT {
-        case S_IFREG: return nil
-        case S_IFIFO: return "a named pipe (FIFO)"
-        case S_IFCHR: return "a character device"
-        case S_IFBLK: return "a block device"
-        case S_IFDIR: return "a directory"
-        case S_IFSOCK: return "a socket"
-        default: return "not a file"
-        }
-    }
-
-    /// Throws unless `path` names a regular file (following symbolic links, as `open` would).
-    ///
-    /// The check opens the path without blocking (`O_NONBLOCK` makes opening a FIFO return at once) and asks
-    /// the open descriptor, so a path swapped between a `stat` and the real `open` cannot slip a FIFO through
-    /// the check itself.
-    public static func requireRegularFile(_ path: String) throws {
-        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { throw MappedFile.Failure.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            throw MappedFile.Failure.cannotOpen(path: path, reason: String(cString: strerror(errno)))
-        }
-        if let kind = nonRegularKind(info.st_mode) { throw InputFileError.notARegularFile(path: path, kind: kind) }
-    }
-
-    /// Memory-maps the regular file at `path` (see `requireRegularFile`).
+    /// Memory-maps the regular file at `path`; anything else is refused with `InputFileError`.
     public static func map(_ path: String) throws -> MappedFile {
-        try requireRegularFile(path)
-        return try MappedFile(path: path)
+        do {
+            return try MappedFile(path: path)
+        } catch MappedFile.Failure.notARegularFile(let path, let kind) {
+            throw InputFileError.notARegularFile(path: path, kind: kind)
+        }
     }
 }
 

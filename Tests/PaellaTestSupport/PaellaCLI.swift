@@ -29,6 +29,13 @@ public enum PaellaCLI {
         try finish(try start(arguments, in: directory, ranks: ranks, environment: changes))
     }
 
+    /// Exit status, stdout and stderr of `program arguments...`, started the way `run` starts paella (no
+    /// `PAELLA_MODEL`, `environment`'s changes applied): for tools that wrap the executable (`unshare`, `sh`).
+    public static func run(program: String, _ arguments: [String], in directory: String? = nil,
+                           environment changes: [String: String?] = [:]) throws -> Output {
+        try finish(try launch(program, arguments: arguments, in: directory, environment: changes))
+    }
+
     /// One `mpirun` job whose rank `i` runs `paella eachRank[i]...` (Open MPI's colon-separated form).
     public static func run(eachRank: [[String]], in directory: String? = nil) throws -> Output {
         guard let executable else { throw NotBuilt() }

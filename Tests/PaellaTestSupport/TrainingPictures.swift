@@ -16,4 +16,12 @@ extension Fixtures {
                 .write(toFile: "\(folder)/\(name).txt", atomically: true, encoding: .utf8)
         }
     }
+
+    /// A fresh temporary folder (`work`) with `writeSquarePictures` in its `data` subfolder: the workspace of the
+    /// training command-line tests.
+    public static func squarePicturesWorkspace() throws -> (work: String, data: String) {
+        let work = try PaellaCLI.temporaryDirectory()
+        try writeSquarePictures(to: work + "/data")
+        return (work, work + "/data")
+    }
 }

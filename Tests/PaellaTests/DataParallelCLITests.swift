@@ -15,9 +15,7 @@ struct DataParallelCLITests {
     let data: String
 
     init() throws {
-        work = try PaellaCLI.temporaryDirectory()
-        data = work + "/data"
-        try Fixtures.writeSquarePictures(to: data)
+        (work, data) = try Fixtures.squarePicturesWorkspace()
     }
 
     /// How two safetensors files of the same weights differ: the share of elements that differ by more than

@@ -3,16 +3,8 @@ import PaellaTestSupport
 import Testing
 
 /// Whether `unshare -Urm` may mount a tmpfs here.
-private let canMountPrivateTmpfs: Bool = {
-    let probe = Process()
-    probe.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-    probe.arguments = ["-Urm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"]
-    probe.standardOutput = FileHandle.nullDevice
-    probe.standardError = FileHandle.nullDevice
-    guard (try? probe.run()) != nil else { return false }
-    probe.waitUntilExit()
-    return probe.terminationStatus == 0
-}()
+private let canMountPrivateTmpfs: Bool =
+    (try? PaellaCLI.run(program: "/usr/bin/unshare", ["-Urm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"]))?.status == 0
 
 /// A full disk (ENOSPC) and a read-only folder, on a real file system: a small tmpfs mounted in a private mount
 /// namespace (`unshare -Urm`, which needs no privileges where the kernel allows user namespaces; the suite is
@@ -22,28 +14,13 @@ private let canMountPrivateTmpfs: Bool = {
 struct DiskFaultTests {
     /// Runs `script` with `sh -eu` in a private mount namespace where `$DISK` is a fresh tmpfs of `kilobytes`,
     /// `$PAELLA` the built executable and `$WORK` a folder outside the tmpfs (on the real disk) for results.
-    func inPrivateTmpfs(kilobytes: Int, work: String, _ script: String) throws -> (status: Int32, stderr: String) {
+    func inPrivateTmpfs(kilobytes: Int, work: String, _ script: String) throws -> PaellaCLI.Output {
         let executable = try #require(PaellaCLI.executable)
         let disk = work + "/disk"
         try FileManager.default.createDirectory(atPath: disk, withIntermediateDirectories: true)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-        process.arguments = ["-Urm", "sh", "-eu", "-c", "mount -t tmpfs -o size=\(kilobytes)k tmpfs \"$DISK\"\n" + script]
-        var environment = ProcessInfo.processInfo.environment
-        environment["PAELLA_MODEL"] = nil
-        environment["DISK"] = disk
-        environment["WORK"] = work
-        environment["PAELLA"] = executable
-        process.environment = environment
-        process.currentDirectoryURL = URL(fileURLWithPath: work)
-        let (out, err) = (Pipe(), Pipe())
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        _ = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stderr, as: UTF8.self))
+        return try PaellaCLI.run(program: "/usr/bin/unshare",
+                                 ["-Urm", "sh", "-eu", "-c", "mount -t tmpfs -o size=\(kilobytes)k tmpfs \"$DISK\"\n" + script],
+                                 in: work, environment: ["DISK": disk, "WORK": work, "PAELLA": executable])
     }
 
     /// What `run NAME command...` in a script recorded: its exit status and stderr.

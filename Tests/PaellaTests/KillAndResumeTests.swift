@@ -15,9 +15,7 @@ struct KillAndResumeTests {
     let data: String
 
     init() throws {
-        work = try PaellaCLI.temporaryDirectory()
-        data = work + "/data"
-        try Fixtures.writeSquarePictures(to: data)
+        (work, data) = try Fixtures.squarePicturesWorkspace()
     }
 
     func arguments(_ output: String, resume: Bool) -> [String] {

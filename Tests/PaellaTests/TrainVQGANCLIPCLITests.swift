@@ -14,9 +14,7 @@ struct TrainVQGANCLIPCLITests {
     let data: String
 
     init() throws {
-        work = try PaellaCLI.temporaryDirectory()
-        data = work + "/data"
-        try Fixtures.writeSquarePictures(to: data)
+        (work, data) = try Fixtures.squarePicturesWorkspace()
     }
 
     func records(_ path: String) throws -> [[String: Any]] {
