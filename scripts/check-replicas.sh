@@ -40,7 +40,7 @@ for port in 8081 8082 8080; do
 done
 
 python3 - <<'PY'
-import json, urllib.request
+import json, time, urllib.request
 BASE = "http://127.0.0.1:8080"
 
 def call(path, body=None, method=None):
@@ -70,11 +70,13 @@ for i in range(4):
     ids.append(json.loads(body)["id"])
 assert {i[0] for i in ids} == {"a", "b"}, ids
 for job in ids:
-    state = {}
-    for _ in range(600):
+    # A deadline in seconds, not a count of polls: a debug build on a loaded CI machine decodes slowly.
+    state, deadline = {}, time.monotonic() + 300
+    while time.monotonic() < deadline:
         state = json.loads(call(f"/api/jobs/{job}")[1])
         if state["state"] in ("succeeded", "failed", "cancelled"):
             break
+        time.sleep(0.2)
     assert state["state"] == "succeeded", state
     events = call(f"/api/jobs/{job}/events")[1].decode()
     # A stream opened after the job ended carries its final state.
