@@ -46,14 +46,20 @@ public struct CLIPStepResult: Codable, Sendable {
     public var logitScale: Double
     public var gradientNorm: Double
     public var learningRate: Double
+    /// With a label head: its weighted loss, and the share of images and captions whose every label it got right.
+    public var labelLoss: Double?
+    public var labelAccuracy: Double?
 }
 
 /// The loss, gradients and retrieval accuracies of one batch.
 public struct CLIPBatchLoss: Sendable {
+    /// The contrastive loss (the label loss is apart, in `labels`).
     public var loss: Double
     public var imageToTextAccuracy: Double
     public var textToImageAccuracy: Double
     public var gradients: TrainableParameters
+    /// With a label head and labels: what the head made of the batch, its gradients included.
+    public var labels: CLIPLabelHead.Evaluation?
 }
 
 /// Trains both towers of a `CLIPModel` and `logit_scale` on float32 master weights (OpenCLIP names).
@@ -66,6 +72,14 @@ public struct CLIPTrainer: Sendable {
     public internal(set) var step = 0
     /// Initialisation and, for the CLI, batch order.
     public var random: TrainingRandom
+    /// An auxiliary label classifier on both towers' embeddings (`CLIPLabelHead`), when the run has one.
+    public internal(set) var labelHead: CLIPLabelHead?
+
+    /// Adds a label head for `count` labels whose loss is weighted `lossWeight` (a new run; a resumed run gets
+    /// its head back from the checkpoint).
+    public mutating func addLabelHead(count: Int, lossWeight: Double) {
+        labelHead = CLIPLabelHead(labelCount: count, embedDim: config.embedDim, lossWeight: lossWeight, recipe: recipe)
+    }
 
     /// The tower parameters (OpenCLIP order) and `logit_scale`, as training holds them.
     public static func parameterShapes(_ config: CLIPConfig) throws -> [(name: String, shape: [Int])] {
@@ -129,8 +143,10 @@ public struct CLIPTrainer: Sendable {
 
     /// The loss, accuracies and gradients of a batch of matching pairs: `images` `[B, S, S, 3]` normalised as
     /// the vision tower expects (`CLIPImagePreprocessing.normalized`) and `tokens` `[B, L]`
-    /// (`CLIPTokenizer.contextTokens`); item i of each is a pair. `backward: false` only evaluates the loss.
-    public func lossAndGradients(images: Tensor, tokens: Tensor, backward: Bool = true) throws -> CLIPBatchLoss {
+    /// (`CLIPTokenizer.contextTokens`); item i of each is a pair. With a label head, `labels` `[B, K]` (0 or 1) says
+    /// what each pair shows, and the head's loss on both embeddings of a pair joins the towers' gradients.
+    /// `backward: false` only evaluates the loss.
+    public func lossAndGradients(images: Tensor, tokens: Tensor, labels: Tensor? = nil, backward: Bool = true) throws -> CLIPBatchLoss {
         let model = try model()
         guard let text = model.text, let vision = model.vision, let logScale = parameters["logit_scale"]?.floats.first else {
             preconditionFailure("CLIPTrainer: both towers and logit_scale are needed")
@@ -158,16 +174,27 @@ public struct CLIPTrainer: Sendable {
                 }
             }
         }
+        // The label head sees the image rows then the caption rows, each pair with its labels twice.
+        var labelEvaluation: CLIPLabelHead.Evaluation?
+        if let labelHead, let labels {
+            precondition(labels.shape == [batch, labelHead.labelCount], "CLIPTrainer: labels of shape \(labels.shape) for \(batch) pairs and \(labelHead.labelCount) labels")
+            labelEvaluation = labelHead.evaluate(rows: u.floats + t.floats, labels: labels.floats + labels.floats)
+        }
         let result = { (g: TrainableParameters) in
             CLIPBatchLoss(loss: loss, imageToTextAccuracy: Double(imageCorrect) / Double(batch),
-                          textToImageAccuracy: Double(textCorrect) / Double(batch), gradients: g)
+                          textToImageAccuracy: Double(textCorrect) / Double(batch), gradients: g, labels: labelEvaluation)
         }
         if !backward { return result(TrainableParameters([])) }
         // d logit_scale = scale * sum(dLogits * similarity); du = scale dLogits t; dt = scale dLogitsᵀ u.
         let dLogitScale = Double(scale) * zip(dLogits, similarity).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
         let dl = compute.scale(Tensor(dLogits, shape: [batch, batch]), by: scale)
-        let du = compute.linear(dl, LinearWeights(weight: t, layout: .inOut, bias: nil))                     // [B, E]
-        let dt = compute.linear(dl.permuted([1, 0]), LinearWeights(weight: u, layout: .inOut, bias: nil))     // [B, E]
+        var du = compute.linear(dl, LinearWeights(weight: t, layout: .inOut, bias: nil))                     // [B, E]
+        var dt = compute.linear(dl.permuted([1, 0]), LinearWeights(weight: u, layout: .inOut, bias: nil))     // [B, E]
+        if let dLabels = labelEvaluation?.inputGradient {
+            let half = dLabels.count / 2
+            du = compute.add(du, Tensor(Array(dLabels[..<half]), shape: du.shape))
+            dt = compute.add(dt, Tensor(Array(dLabels[half...]), shape: dt.shape))
+        }
         var grads = vision.backward(visionRecord, outputGradient: normalizedRowsBackward(u, imageNorms, du), compute: compute)
         grads.merge(text.backward(textRecord, outputGradient: normalizedRowsBackward(t, textNorms, dt), compute: compute)) { a, _ in a }
         grads["logit_scale"] = Tensor([Float(dLogitScale)], shape: [])
@@ -199,11 +226,12 @@ public struct CLIPTrainer: Sendable {
     // MARK: Training
 
     /// One step on a batch of pairs: loss, backward, clipping, weight decay on the matrices, AdamW, and the
-    /// logit-scale clamp.
-    public mutating func train(images: Tensor, tokens: Tensor) throws -> CLIPStepResult {
+    /// logit-scale clamp; with a label head and `labels`, an AdamW step of the head too (unclipped).
+    public mutating func train(images: Tensor, tokens: Tensor, labels: Tensor? = nil) throws -> CLIPStepResult {
         let lr = learningRate
         let logitScale = Double(parameters["logit_scale"]?.floats.first ?? 0)
-        let batch = try lossAndGradients(images: images, tokens: tokens)
+        let batch = try lossAndGradients(images: images, tokens: tokens, labels: labels)
+        if let evaluation = batch.labels { labelHead?.update(evaluation.gradients, lr: lr) }
         var gradients = batch.gradients
         let norm = gradients.clipNorm(recipe.gradientClipNorm)
         let decay = Float(1 - lr * recipe.weightDecay)
@@ -218,14 +246,16 @@ public struct CLIPTrainer: Sendable {
         defer { step += 1 }
         return CLIPStepResult(step: step, loss: batch.loss, imageToTextAccuracy: batch.imageToTextAccuracy,
                               textToImageAccuracy: batch.textToImageAccuracy, logitScale: exp(logitScale),
-                              gradientNorm: norm, learningRate: lr)
+                              gradientNorm: norm, learningRate: lr, labelLoss: batch.labels?.loss,
+                              labelAccuracy: batch.labels.map { Double($0.exactRows) / Double(2 * images.shape[0]) })
     }
 
     // MARK: Checkpoints
 
-    public var checkpointExtra: NoCheckpointExtra? { nil }
-    public mutating func restore(_ state: ResumedTraining<NoCheckpointExtra>) throws {
+    public var checkpointExtra: CLIPCheckpointExtra? { labelHead.map { CLIPCheckpointExtra(labelHead: CLIPLabelHeadState($0)) } }
+    public mutating func restore(_ state: ResumedTraining<CLIPCheckpointExtra>) throws {
         (optimizer, step, random) = (state.optimizer, state.step, state.random)
+        labelHead = try state.extra?.labelHead?.head(recipe: recipe, path: state.statePath)
     }
 }
 

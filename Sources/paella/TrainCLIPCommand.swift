@@ -60,6 +60,10 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                                valueName: "attributes"))
     var twinChanges = "color,shape,position"
 
+    @Option(help: ArgumentHelp("Shapes data only: weight of an auxiliary loss that asks both embeddings to name what the scene holds (which shapes, colours, cells, sizes and background, and which shape and colour sit in each cell), through a linear head that the model file leaves out. 0: off.",
+                               valueName: "weight"))
+    var labelWeight = 0.0
+
     @OptionGroup var compute: ComputeOptions
 
     mutating func run() async throws {
@@ -86,6 +90,8 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                                              patchSize: patch))
                 trainer = try CLIPTrainer(config: config, recipe: CLIPTrainingRecipe(totalSteps: options.steps ?? 1000, maxLR: options.lr ?? 5e-4),
                                           compute: compute, seed: options.seed)
+                guard labelWeight >= 0, labelWeight.isFinite else { throw ValidationError("--label-weight must be 0 or more, got \(labelWeight).") }
+                if labelWeight > 0 { trainer.addLabelHead(count: ShapeLabels.count, lossWeight: labelWeight) }
             }
             let config = trainer.config
             let total = try options.stopStep(scheduled: trainer.recipe.schedule.totalSteps)
@@ -94,12 +100,14 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                 + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")
             let side = config.vision.imageSize
             guard (0...1).contains(twins) else { throw ValidationError("--twins must be between 0 and 1, got \(twins).") }
-            let scenes = twins > 0 ? try Self.scenes(of: folder, data: options.data) : []
+            let labelled = trainer.labelHead != nil
+            let scenes = twins > 0 || labelled ? try Self.scenes(of: folder, data: options.data, option: twins > 0 ? "--twins" : "--label-weight") : []
             let changes = try Self.twinChanges(twinChanges)
             let renderer = ShapeRenderer(side: folder.width)
             try await options.trainLoop(logFile: "train-clip.jsonl", total: total, parallel: parallel, currentStep: { trainer.step }, step: {
                 let indices = trainer.random.randint(folder.count, [options.batchSize]).integers()
                 var images = indices.map { folder.images[$0] }, captions = indices.map { folder.captions[$0] }
+                var batchScenes = labelled ? indices.map { scenes[$0] } : []
                 if twins > 0 {
                     // Pairs (2k, 2k + 1): sample 2k's scene and its twin, both captioned with one template and words.
                     var random = SplitMix64(seed: options.seed ^ (UInt64(trainer.step) &* 0x9E37_79B9_7F4A_7C15))
@@ -109,16 +117,19 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                         guard let twin = ShapeTwins.twin(of: scene, changing: change, random: &random) else { continue }
                         (captions[2 * k], captions[2 * k + 1]) = ShapeTwins.captions(scene, twin, seed: random.next())
                         images[2 * k + 1] = renderer.render(twin)
+                        if labelled { batchScenes[2 * k + 1] = twin }
                     }
                 }
                 images = images.map { $0.width == side && $0.height == side ? $0 : $0.resized(width: side, height: side) }
                 let pixels = CLIPImagePreprocessing.normalized(try PixelImage.batchTensor(images))
                 let tokens = tokenizer.contextTokens(captions, contextLength: config.text.contextLength)
-                return try trainer.train(images: pixels, tokens: tokens)
+                let labels = labelled ? Tensor(batchScenes.flatMap(ShapeLabels.labels), shape: [batchScenes.count, ShapeLabels.count]) : nil
+                return try trainer.train(images: pixels, tokens: tokens, labels: labels)
             }, line: { (result: CLIPStepResult, perStep: Double) in
                 String(format: "step %d/%d  loss %.4f  acc i->t %.3f t->i %.3f  scale %.1f  |g| %.3f  lr %.2e  %.2f s/step",
                        trainer.step, total, result.loss, result.imageToTextAccuracy, result.textToImageAccuracy,
                        result.logitScale, result.gradientNorm, result.learningRate, perStep)
+                    + (result.labelLoss.map { String(format: "  labels %.4f (%.3f all right)", $0, result.labelAccuracy ?? 0) } ?? "")
             }, weights: { trainer.parameters }, save: { try trainer.saveCheckpoint(to: options.output) })
         }
     }
@@ -134,10 +145,10 @@ struct TrainCLIPCommand: AsyncParsableCommand {
     }
 
     /// The scene of each training sample, from the shapes dataset's metadata.jsonl, in the folder's order.
-    static func scenes(of folder: TrainPairFolder, data: String) throws -> [ShapeScene] {
+    static func scenes(of folder: TrainPairFolder, data: String, option: String) throws -> [ShapeScene] {
         let path = (data as NSString).appendingPathComponent("metadata.jsonl")
         guard FileManager.default.fileExists(atPath: path) else {
-            throw ValidationError("--twins needs the shapes dataset's metadata.jsonl in \(data) (made by `paella dataset shapes`).")
+            throw ValidationError("\(option) needs the shapes dataset's metadata.jsonl in \(data) (made by `paella dataset shapes`).")
         }
         let records = Dictionary(try ShapeDatasetWriter.readMetadata(path).map { ($0.key, $0.scene) }) { first, _ in first }
         return try folder.keys.map { key in

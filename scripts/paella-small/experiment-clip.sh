@@ -8,6 +8,8 @@
 #                (shape told apart 81%, shape-caption cosine 0.94, but position collapsed: 60%, cosine 1.00)
 #   shape-twins  --twin-changes shape,shape,shape,color,position
 #                (shape told apart 75%, cosine 0.95; colour 0.83, position 0.77: no better than the recipe's)
+#   labels       --label-weight 0.1
+#                (a label head on both embeddings naming each scene's shapes, colours, cells and what sits in each cell)
 set -eu
 RUN=$1
 NAME=$2
