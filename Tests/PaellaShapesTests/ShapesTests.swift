@@ -98,6 +98,25 @@ import PaellaShapes
         #expect(made > 250)
     }
 
+    /// Each label says one true thing: a scene sets one shape, colour, cell and size label per object, its
+    /// background, the two-object flag when it has two, and for each object the shape and colour of its cell.
+    @Test func labelsSayWhatTheSceneHolds() throws {
+        #expect(ShapeLabels.names.count == ShapeLabels.count && Set(ShapeLabels.names).count == ShapeLabels.count)
+        let circle = ShapeObject(shape: .circle, color: .red, position: .topLeft, size: .large)
+        let star = ShapeObject(shape: .star, color: .blue, position: .bottomRight, size: .small)
+        func on(_ scene: ShapeScene) -> Set<String> {
+            Set(zip(ShapeLabels.names, ShapeLabels.labels(of: scene)).filter { $0.1 == 1 }.map(\.0))
+        }
+        let one = ShapeScene(background: .white, objects: [circle])
+        #expect(on(one) == ["shape circle", "color red", "position top left", "size large", "background white",
+                            "top left: circle", "top left: red"])
+        let two = ShapeScene(background: .black, objects: [circle, star])
+        #expect(on(two) == ["shape circle", "shape star", "color red", "color blue", "position top left",
+                            "position bottom right", "size large", "size small", "background black", "two objects",
+                            "top left: circle", "top left: red", "bottom right: star", "bottom right: blue"])
+        #expect(ShapeLabels.labels(of: two).allSatisfy { $0 == 0 || $0 == 1 })
+    }
+
     @Test func captionsParseBackToTheirScenes() throws {
         let sampler = ShapeSampler(seed: 6)
         for index in 0 ..< 1000 {

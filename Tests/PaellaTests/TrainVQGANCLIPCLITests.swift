@@ -80,6 +80,15 @@ struct TrainVQGANCLIPCLITests {
         #expect(badChange.status != 0 && badChange.stderr.contains("--twin-changes takes"), "\(badChange.stderr)")
         let refused = try PaellaCLI.run(["train", "clip", "--data", data, "--output", work + "/nometa"] + small, in: work)
         #expect(refused.status != 0 && refused.stderr.contains("--twins needs the shapes dataset's metadata.jsonl"), "\(refused.stderr)")
+        // The label head: its loss is reported, it resumes from the checkpoint, and it needs the scenes too.
+        let labelled = small.filter { $0 != "--twins" && $0 != "0.5" }.replacing(["--steps", "2"], with: ["--steps", "4"])
+        let head = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/labels", "--label-weight", "0.1",
+                                      "--twins", "0.5", "--stop-at", "2"] + labelled, in: work)
+        #expect(head.status == 0 && head.stdout.contains("step 2/2") && head.stdout.contains("labels "), "\(head.stdout) \(head.stderr)")
+        let more = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/labels", "--resume", "--twins", "0.5"] + labelled, in: work)
+        #expect(more.status == 0 && more.stdout.contains("step 4/4") && more.stdout.contains("labels "), "\(more.stdout) \(more.stderr)")
+        let unlabelled = try PaellaCLI.run(["train", "clip", "--data", data, "--output", work + "/nometa-labels", "--label-weight", "0.1"] + labelled, in: work)
+        #expect(unlabelled.status != 0 && unlabelled.stderr.contains("--label-weight needs the shapes dataset's metadata.jsonl"), "\(unlabelled.stderr)")
     }
 
     @Test func missingCaptionIsOneSentence() throws {

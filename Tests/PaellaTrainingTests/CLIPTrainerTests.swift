@@ -97,26 +97,124 @@ import Testing
         #expect(!CLIPTrainingRecipe.decays("transformer.resblocks.0.ln_1.weight", shape: [16]))
     }
 
-    @Test func resumeIsBitIdentical() throws {
+    /// Labels for `batch` pairs: `count` random yes/no values each.
+    static func labels(_ batch: Int, count: Int, seed: UInt64) -> Tensor {
+        var rng = TestRandom(seed: seed)
+        return Tensor((0..<(batch * count)).map { _ in Float(rng.int(0...1)) }, shape: [batch, count])
+    }
+
+    /// The label head's part of the gradients, against central differences of contrastive + label loss: the
+    /// head's own weights, and tower parameters that reach it only through the embeddings. The head starts from
+    /// random weights (at zero its gradient reaches no tower).
+    @Test func labelHeadGradientsMatchFiniteDifferences() throws {
+        var trainer = try CLIPTrainer(config: Self.config, recipe: CLIPTrainingRecipe(totalSteps: 10), compute: Self.compute(), seed: 11)
+        trainer.addLabelHead(count: 5, lossWeight: 0.7)
+        var rng = TestRandom(seed: 12)
+        trainer.labelHead?.parameters.tensors = [rng.tensor([5, 8], -0.3, 0.3), rng.tensor([5], -0.5, 0.5)]
+        let (images, tokens) = Self.pairs(4, seed: 13)
+        let labels = Self.labels(4, count: 5, seed: 14)
+        let batch = try trainer.lossAndGradients(images: images, tokens: tokens, labels: labels)
+        let evaluation = try #require(batch.labels)
+        #expect(evaluation.loss > 0 && evaluation.gradients.names == ["weight", "bias"])
+        func total(_ t: CLIPTrainer) throws -> Double {
+            let b = try t.lossAndGradients(images: images, tokens: tokens, labels: labels, backward: false)
+            return b.loss + (b.labels?.loss ?? .nan)
+        }
+        let h: Float = 1e-2
+        for (i, name) in trainer.parameters.names.enumerated() where ["text_projection", "visual.proj", "ln_final.weight"].contains(name) {
+            let g = batch.gradients.tensors[i].floats
+            for j in [0, g.count / 2, g.count - 1] {
+                var plus = trainer, minus = trainer
+                plus.parameters.tensors[i].withMutableFloats { $0[j] += h }
+                minus.parameters.tensors[i].withMutableFloats { $0[j] -= h }
+                let fd = (try total(plus) - total(minus)) / Double(2 * h)
+                #expect(abs(fd - Double(g[j])) <= 1e-4 + 2e-2 * abs(Double(g[j])), "\(name)[\(j)]: finite difference \(fd), backward \(g[j])")
+            }
+        }
+        for (i, name) in ["weight", "bias"].enumerated() {
+            let g = evaluation.gradients.tensors[i].floats
+            for j in [0, g.count - 1] {
+                var plus = trainer, minus = trainer
+                plus.labelHead?.parameters.tensors[i].withMutableFloats { $0[j] += h }
+                minus.labelHead?.parameters.tensors[i].withMutableFloats { $0[j] -= h }
+                let fd = (try total(plus) - total(minus)) / Double(2 * h)
+                #expect(abs(fd - Double(g[j])) <= 1e-4 + 2e-2 * abs(Double(g[j])), "head \(name)[\(j)]: finite difference \(fd), backward \(g[j])")
+            }
+        }
+    }
+
+    /// On labels that a linear function of the embeddings can tell (each pair's labels are its own index bits),
+    /// training with the head learns them, and the step reports the head's loss and accuracy.
+    @Test func aLabelHeadLearnsItsLabels() throws {
+        var trainer = try CLIPTrainer(config: Self.config, recipe: CLIPTrainingRecipe(totalSteps: 40, maxLR: 3e-3),
+                                      compute: Self.compute(), seed: 15)
+        trainer.addLabelHead(count: 3, lossWeight: 1)
+        let (images, tokens) = Self.pairs(6, seed: 16)
+        let labels = Tensor((0..<6).flatMap { b in (0..<3).map { Float((b >> $0) & 1) } }, shape: [6, 3])
+        var results: [CLIPStepResult] = []
+        for _ in 0..<40 { results.append(try trainer.train(images: images, tokens: tokens, labels: labels)) }
+        let first = try #require(results.first?.labelLoss), last = try #require(results.last?.labelLoss)
+        print("CLIP label head: loss \(first) -> \(last), all right \(results.last?.labelAccuracy ?? 0)")
+        #expect(last < 0.7 * first)
+        #expect(results.last?.labelAccuracy == 1)
+    }
+
+    @Test(arguments: [false, true]) func resumeIsBitIdentical(labelHead: Bool) throws {
         let batches = (0..<4).map { Self.pairs(3, seed: 30 + UInt64($0)) }
+        let labels = (0..<4).map { Self.labels(3, count: 4, seed: 40 + UInt64($0)) }
         let recipe = CLIPTrainingRecipe(totalSteps: 4)
-        var straight = try CLIPTrainer(config: Self.config, recipe: recipe, compute: Self.compute(), seed: 10)
-        for b in batches { _ = try straight.train(images: b.images, tokens: b.tokens) }
+        func start() throws -> CLIPTrainer {
+            var trainer = try CLIPTrainer(config: Self.config, recipe: recipe, compute: Self.compute(), seed: 10)
+            if labelHead { trainer.addLabelHead(count: 4, lossWeight: 0.5) }
+            return trainer
+        }
+        func train(_ trainer: inout CLIPTrainer, _ range: Range<Int>) throws {
+            for k in range { _ = try trainer.train(images: batches[k].images, tokens: batches[k].tokens, labels: labelHead ? labels[k] : nil) }
+        }
+        var straight = try start()
+        try train(&straight, 0..<4)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("clip-resume-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        var first = try CLIPTrainer(config: Self.config, recipe: recipe, compute: Self.compute(), seed: 10)
-        for b in batches.prefix(2) { _ = try first.train(images: b.images, tokens: b.tokens) }
+        var first = try start()
+        try train(&first, 0..<2)
         try first.saveCheckpoint(to: directory)
         var resumed = try CLIPTrainer(resumingFrom: directory, compute: Self.compute())
-        for b in batches.suffix(2) { _ = try resumed.train(images: b.images, tokens: b.tokens) }
+        #expect((resumed.labelHead != nil) == labelHead)
+        try train(&resumed, 2..<4)
         #expect(resumed.step == 4 && resumed.parameters.names == straight.parameters.names)
         for (a, b) in zip(resumed.parameters.tensors, straight.parameters.tensors) { #expect(a.floats == b.floats) }
         for (a, b) in zip(resumed.optimizer.expAvg.tensors, straight.optimizer.expAvg.tensors) { #expect(a.floats == b.floats) }
-        // The model file loads into CLIPModel as it is, logit_scale included.
+        if let a = resumed.labelHead, let b = straight.labelHead {
+            #expect(a.lossWeight == b.lossWeight && a.optimizer.step == b.optimizer.step)
+            for (x, y) in zip(a.parameters.tensors + a.optimizer.expAvgSq.tensors, b.parameters.tensors + b.optimizer.expAvgSq.tensors) {
+                #expect(x.floats == y.floats)
+            }
+        }
+        // The model file loads into CLIPModel as it is, logit_scale included and the label head left out.
         let weights = try SafeTensors(path: directory + "/clip.safetensors")
         #expect(weights.names.contains("logit_scale"))
+        #expect(Set(weights.names) == Set(try CLIPTrainer.parameterShapes(Self.config).map(\.name)))
         _ = try CLIPModel(path: directory + "/clip.safetensors", config: Self.config)
         let config = try JSONDecoder().decode(CLIPConfig.self, from: Data(contentsOf: URL(fileURLWithPath: directory + "/clip.json")))
         #expect(config == Self.config)
+    }
+
+    /// A checkpoint whose label head was cut short is refused by name, not trapped on.
+    @Test func aDamagedLabelHeadIsRefused() throws {
+        var trainer = try CLIPTrainer(config: Self.config, recipe: CLIPTrainingRecipe(totalSteps: 4), compute: Self.compute(), seed: 17)
+        trainer.addLabelHead(count: 4, lossWeight: 0.5)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("clip-head-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try trainer.saveCheckpoint(to: directory)
+        let path = directory + "/trainer.json"
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        var extra = try #require(json["extra"] as? [String: Any]), head = try #require(extra["labelHead"] as? [String: Any])
+        head["bias"] = [0.0]
+        extra["labelHead"] = head
+        json["extra"] = extra
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+        #expect {
+            _ = try CLIPTrainer(resumingFrom: directory, compute: Self.compute())
+        } throws: { "\($0)".contains("label head has inconsistent sizes") }
     }
 }
