@@ -121,6 +121,17 @@ public enum AtomicFile {
         }
     }
 
+    /// The process's file-mode creation mask. POSIX has no call that only reads it, so it is set and put back
+    /// once, at the first write (a file another thread creates in that instant gets 022 at worst).
+    static let processUmask: mode_t = {
+        let mask = umask(0o022)
+        umask(mask)
+        return mask
+    }()
+
+    /// The mode every file Paella writes gets: rw-r--r-- less the umask.
+    public static var newFileMode: mode_t { 0o644 & ~processUmask }
+
     /// The system call used to write bytes; tests replace it to simulate a full disk.
     typealias WriteSyscall = (Int32, UnsafeRawPointer, Int) -> Int
 
@@ -164,10 +175,10 @@ public enum AtomicFile {
             if !renamed { unlink(temporary) }
         }
 
-        // Keep the permissions of the file being replaced; otherwise rw-r--r-- (mkstemp creates 0600).
-        var existing = stat()
-        let mode: mode_t = stat(path, &existing) == 0 ? existing.st_mode & 0o7777 : 0o644
-        _ = fchmod(fd, mode)
+        // Every file gets rw-r--r-- less the umask (mkstemp creates 0600), whatever the path held before: copying
+        // the mode of what is replaced would hand a new PNG the setuid bit of an executable that the path was a
+        // symbolic link to (stat follows links), or the group-write bit of someone else's file.
+        _ = fchmod(fd, newFileMode)
 
         var sink = Sink(path: path, fd: fd, writeSyscall: writeSyscall)
         try body(&sink)

@@ -174,11 +174,17 @@ public struct ShapeDatasetWriter: Sendable {
         return try text.split(separator: "\n").map { try decoder.decode(ShapeDatasetRecord.self, from: Data($0.utf8)) }
     }
 
-    /// Writes `bytes` to `path` (created or truncated), without the temporary file and fsync of `AtomicFile`.
+    /// Writes `bytes` to `path` (created or truncated), without the temporary file and fsync of `AtomicFile`. A
+    /// symbolic link at `path` is refused rather than followed, and the file gets `AtomicFile.newFileMode`
+    /// whatever it had (no special bits survive).
     static func writePlain(_ bytes: [UInt8], to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ShapeDatasetError.cannotWrite(path: path, reason: String(cString: strerror(errno))) }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        guard fd >= 0 else {
+            let reason = errno == ELOOP ? "it is a symbolic link, which the dataset writer does not follow" : String(cString: strerror(errno))
+            throw ShapeDatasetError.cannotWrite(path: path, reason: reason)
+        }
         defer { close(fd) }
+        _ = fchmod(fd, AtomicFile.newFileMode)
         try bytes.withUnsafeBytes { buffer in
             guard var p = buffer.baseAddress else { return }
             var left = buffer.count

@@ -144,15 +144,26 @@ struct AtomicFileTests {
         #expect(dir.contents == ["sub"])
     }
 
-    @Test func keepsPermissionsOfTheReplacedFile() throws {
+    /// New files are rw-r--r-- less the umask, whatever the path held: not the mode of a replaced file, and never
+    /// the setuid bit of an executable that the path was a symbolic link to (the link itself is replaced).
+    @Test func newFilesGetAFixedModeWhateverThePathHeld() throws {
         let dir = try TemporaryDirectory()
-        let path = dir.file("script.sh")
+        let expected = 0o644 & ~AtomicFile.processUmask
+        let path = dir.file("image.png")
         try AtomicFile.write([1], to: path)
         var info = stat()
-        #expect(stat(path, &info) == 0 && info.st_mode & 0o777 == 0o644)
-        #expect(chmod(path, 0o750) == 0)
+        #expect(stat(path, &info) == 0 && info.st_mode & 0o7777 == expected)
+        #expect(chmod(path, 0o770) == 0)
         try AtomicFile.write([2], to: path)
-        #expect(stat(path, &info) == 0 && info.st_mode & 0o777 == 0o750)
+        #expect(stat(path, &info) == 0 && info.st_mode & 0o7777 == expected)
+        let program = dir.file("program")
+        try AtomicFile.write([0x7F, 0x45], to: program)
+        #expect(chmod(program, 0o4755) == 0)
+        let link = dir.file("out.png")
+        #expect(symlink(program, link) == 0)
+        try AtomicFile.write([3], to: link)
+        #expect(lstat(link, &info) == 0 && info.st_mode & S_IFMT == S_IFREG && info.st_mode & 0o7777 == expected)
+        #expect(stat(program, &info) == 0 && info.st_mode & 0o7777 == 0o4755, "the link's old target is left alone")
     }
 
     /// A real ENOSPC: a 64 KiB tmpfs, mounted only when the tests run as root with `mount` installed; where the
