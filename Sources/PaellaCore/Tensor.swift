@@ -207,6 +207,35 @@ public struct Tensor: @unchecked Sendable {
         }
     }
 
+    /// How many elements are NaN or infinite (0 for integer dtypes). Half-precision elements are tested on their
+    /// bits (every exponent bit set), without converting them.
+    public var nonFiniteCount: Int {
+        if storage.isReadOnlyZeros { return 0 }
+        let src = storage.pointer + byteOffset
+        let n = count
+        func halves(_ exponent: UInt16) -> Int {
+            let s = src.assumingMemoryBound(to: UInt16.self)
+            var found = 0
+            for i in 0..<n where s[i] & exponent == exponent { found += 1 }
+            return found
+        }
+        switch dtype {
+        case .float32:
+            let s = src.assumingMemoryBound(to: Float.self)
+            var found = 0
+            for i in 0..<n where !s[i].isFinite { found += 1 }
+            return found
+        case .float64:
+            let s = src.assumingMemoryBound(to: Double.self)
+            var found = 0
+            for i in 0..<n where !s[i].isFinite { found += 1 }
+            return found
+        case .float16: return halves(0x7C00)
+        case .bfloat16: return halves(0x7F80)
+        case .int64, .int32, .int16, .int8, .uint8, .bool: return 0
+        }
+    }
+
     /// The elements as [Float] (converted from any dtype).
     public var floats: [Float] {
         let f = dtype == .float32 ? self : toFloat32()

@@ -88,6 +88,10 @@ extension APIError {
                                                  code: "model_not_supported")
             case .invalidOption, .incompatibleModels: return .invalid(e.description)
             case .outOfRange(let field, _): return .invalid(e.description, param: parameter[field] ?? field.rawValue)
+            case .nonFiniteModelOutput:  // not the request's fault: the operator's model folder is damaged
+                return APIError(.internalServerError, "The server's model computed values that are not finite numbers; its "
+                                + "operator should check the model folder with `paella info --model DIR --verify`.",
+                                type: "server_error", code: "model_damaged")
             }
         case let e as ImageError: return .invalid(e.description)
         case is NIOTooManyBytesError:

@@ -14,7 +14,7 @@ struct InfoCommand: ParsableCommand {
     @Option(help: "A model folder to describe (made by `paella convert` or `paella download v1`).")
     var model: String?
 
-    @Flag(help: "With --model: read every weight file and check it against the SHA-256 that model.json records (done on every open for folders up to 4 MB).")
+    @Flag(help: "With --model: read every weight file, check it against the SHA-256 that model.json records (done on every open for folders up to 4 MB) and check that every weight is a finite number.")
     var verify = false
 
     @OptionGroup var compute: ComputeOptions
@@ -38,7 +38,10 @@ struct InfoCommand: ParsableCommand {
             if let model {
                 let folder = try ModelFolder(path: model)
                 rows += try Self.describe(folder)
-                if verify { rows.append(("checksums", try Self.verification(folder))) }
+                if verify {
+                    rows.append(("checksums", try Self.verification(folder)))
+                    rows.append(("weight values", "all \(formatCount(try folder.checkWeightValues())) finite, none bfloat16 read as float16"))
+                }
             }
             let width = rows.map(\.0.count).max() ?? 0
             for (key, value) in rows {

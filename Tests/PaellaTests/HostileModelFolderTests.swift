@@ -196,6 +196,118 @@ import Testing
         #expect(malformed.contains("gives the vqgan sha256 \"ABC\", which is not 64 lower-case hex digits"), "\(malformed)")
     }
 
+    // MARK: Weight contents
+
+    /// A copy of the tiny float32 folder whose `file` has one value of the first tensor that `which` picks set to
+    /// `value`, with the checksums dropped (so that only the contents can give the damage away).
+    static func folderWithWeight(_ file: String, _ which: (String) -> Bool, set value: Float) throws -> String {
+        let copy = ModelFolderTests.scratch("nonfinite") + "/model"
+        try FileManager.default.copyItem(atPath: try Fixtures.tinyModelFolder(dtype: .float32), toPath: copy)
+        let path = copy + "/" + file
+        var changed = false
+        let stored = try SafeTensors(path: path).tensors.map { named -> (name: String, tensor: Tensor) in
+            var t = named.tensor.toFloat32()
+            if !changed && which(named.name) {
+                t.withMutableFloats { $0[$0.count / 2] = value }
+                changed = true
+            }
+            return (named.name, t)
+        }
+        #expect(changed, "no tensor of \(file) was picked")
+        try SafeTensors.write(stored, to: path + ".new")
+        _ = rename(path + ".new", path)
+        try ModelFolderTests.editManifest(copy) { m in
+            for role in ["denoiser", "vqgan", "clip"] { Self.setValue(&m, [role, "sha256"], NSNull()) }
+        }
+        return copy
+    }
+
+    /// A NaN in the denoiser: `info --verify` names the tensor, generating is refused with one sentence (not a
+    /// flat image), and the server-facing error says it is the model, not the request.
+    @Test func nonFiniteDenoiserWeightsAreFoundByVerifyAndByGenerating() async throws {
+        let copy = try Self.folderWithWeight("denoiser.safetensors", { $0.hasSuffix(".weight") }, set: .nan)
+        defer { try? FileManager.default.removeItem(atPath: (copy as NSString).deletingLastPathComponent) }
+        let info = try PaellaCLI.run(["info", "--model", copy, "--verify", "--threads", "1"])
+        #expect(info.status == 1, "\(info.stdout)")
+        #expect(info.stderr.contains("denoiser.safetensors holds weights that are not finite numbers ("), "\(info.stderr)")
+        #expect(info.stderr.contains(": 1 of "), "\(info.stderr)")
+        #expect(info.stderr.filter { $0 == "\n" }.count == 1, "\(info.stderr)")
+
+        let pipeline = try Pipeline(folder: ModelFolder(path: copy), compute: Compute(pool: ThreadPool(threads: 2), gemm: BuiltinGEMM()))
+        await #expect(throws: PipelineError.nonFiniteModelOutput(part: "denoiser")) {
+            _ = try await pipeline.generate(GenerateRequest(prompt: "a red circle", settings: CommonSettings(seed: 1)))
+        }
+        let generated = try PaellaCLI.run(["generate", "a red circle", "--model", copy, "--output", copy + "/out.png", "--threads", "1"])
+        #expect(generated.status == 1 && generated.stderr.contains("computed values that are not finite numbers"), "\(generated.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: copy + "/out.png"))
+    }
+
+    /// An infinity in the VQGAN's decoder: the tokens are fine, the pixels are not, and that is refused too.
+    @Test func nonFiniteDecoderWeightsAreRefusedWhenDecoding() async throws {
+        let copy = try Self.folderWithWeight("vqgan.safetensors", { $0.hasPrefix("decoder.") && $0.hasSuffix(".weight") }, set: .infinity)
+        defer { try? FileManager.default.removeItem(atPath: (copy as NSString).deletingLastPathComponent) }
+        #expect(throws: ModelFolderError.self) { try ModelFolder(path: copy).checkWeightValues() }
+        let pipeline = try Pipeline(folder: ModelFolder(path: copy), compute: Compute(pool: ThreadPool(threads: 2), gemm: BuiltinGEMM()))
+        await #expect(throws: PipelineError.nonFiniteModelOutput(part: "VQGAN decoder")) {
+            _ = try await pipeline.generate(GenerateRequest(prompt: "a red circle", settings: CommonSettings(seed: 1)))
+        }
+    }
+
+    /// `t` (float32) rounded to bfloat16 and labelled float16, as a file written with the wrong dtype holds it.
+    static func bfloat16BitsLabelledFloat16(_ t: Tensor) -> Tensor {
+        let bits = t.converted(to: .bfloat16)
+        var out = Tensor(uninitialized: t.shape, dtype: .float16)
+        bits.withUnsafeBufferPointer(as: UInt16.self) { src in
+            out.withUnsafeMutableBufferPointer(as: UInt16.self) { dst in for i in 0..<src.count { dst[i] = src[i] } }
+        }
+        return out
+    }
+
+    /// A folder whose float16 denoiser file holds bfloat16 bits (finite values, garbage images) is caught by
+    /// `info --verify`; honest float16 matrices and norm gains near 1 are not.
+    @Test func bfloat16DataLabelledFloat16IsFoundByVerify() throws {
+        var random = TestRandom(seed: 5)
+        let weights = random.tensor([64, 48], -0.2, 0.2)
+        #expect(ModelFolder.looksLikeBFloat16(Self.bfloat16BitsLabelledFloat16(weights)))
+        #expect(!ModelFolder.looksLikeBFloat16(weights.converted(to: .float16)))
+        #expect(!ModelFolder.looksLikeBFloat16(Self.bfloat16BitsLabelledFloat16(random.tensor([4096], -0.2, 0.2))))
+        // One honest value outside the band is enough (a genuine matrix with every value between 0.5 and 2 in
+        // size would be taken for bfloat16 data; trained weights do not look like that).
+        var mostlyNearOne = random.tensor([64, 48], 0.9, 1.1)
+        mostlyNearOne.withMutableFloats { $0[17] = 0.01 }
+        #expect(!ModelFolder.looksLikeBFloat16(mostlyNearOne.converted(to: .float16)))
+
+        let copy = ModelFolderTests.scratch("bf16-as-f16") + "/model"
+        try FileManager.default.copyItem(atPath: try Fixtures.tinyModelFolder(dtype: .float16), toPath: copy)
+        defer { try? FileManager.default.removeItem(atPath: (copy as NSString).deletingLastPathComponent) }
+        let path = copy + "/denoiser.safetensors"
+        let stored = try SafeTensors(path: path).tensors.map { named in
+            (name: named.name, tensor: named.tensor.rank >= 2 ? Self.bfloat16BitsLabelledFloat16(named.tensor.toFloat32()) : named.tensor)
+        }
+        try SafeTensors.write(stored, to: path + ".new")
+        _ = rename(path + ".new", path)
+        try ModelFolderTests.editManifest(copy) { m in
+            for role in ["denoiser", "vqgan", "clip"] { Self.setValue(&m, [role, "sha256"], NSNull()) }
+        }
+        let info = try PaellaCLI.run(["info", "--model", copy, "--verify", "--threads", "1"])
+        #expect(info.status == 1, "\(info.stdout)")
+        #expect(info.stderr.contains("denoiser.safetensors labels ") && info.stderr.contains("float16, but its values look like bfloat16 data"),
+                "\(info.stderr)")
+        let honest = try PaellaCLI.run(["info", "--model", try Fixtures.tinyModelFolder(dtype: .float16), "--verify", "--threads", "1"])
+        #expect(honest.status == 0 && honest.stdout.contains("none bfloat16 read as float16"), "\(honest.stdout)\(honest.stderr)")
+    }
+
+    /// Half-precision values are judged on their bits; the shipped folder is finite throughout.
+    @Test func nonFiniteValuesAreCountedInEveryFloatDtype() throws {
+        let values: [Float] = [1, .nan, -.infinity, 65504, .infinity]
+        let wide = Tensor(values, shape: [5])
+        #expect(wide.nonFiniteCount == 3)
+        #expect(wide.converted(to: .float16).nonFiniteCount == 3)
+        #expect(wide.converted(to: .bfloat16).nonFiniteCount == 3)
+        #expect(Tensor(int32: [1, 2], shape: [2]).nonFiniteCount == 0)
+        #expect(try ModelFolder(path: BundledModelTests.folder).checkWeightValues() > 10_000_000)
+    }
+
     /// The CLI refuses such a folder with one line and status 1, no trap.
     @Test func infoRefusesAHostileFolderWithOneLine() throws {
         let copy = ModelFolderTests.scratch("hostile-cli") + "/model"

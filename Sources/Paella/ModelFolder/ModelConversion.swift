@@ -94,6 +94,7 @@ public struct ModelConversion: Sendable {
         try load(loader)
         let used = Set(loader.requested.map(\.name))
         let kept = tensors.filter { used.contains($0.name) }
+        try ModelFolder.checkValues(kept, path: path)
         let parameters = kept.reduce(0) { $0 + $1.tensor.count }
         let dropped = tensors.count - kept.count
         progress("\(role): \(kept.count) tensors, \(formatCount(parameters)) parameters checked"

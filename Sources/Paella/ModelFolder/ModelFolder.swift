@@ -30,6 +30,11 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
     /// The output of a write exists and overwriting was not asked for.
     case outputExists(path: String)
     case writeFailed(path: String, reason: String)
+    /// Weights that hold NaN or infinite values (damaged, or stored in another dtype than their header says):
+    /// `tensors` names the first few, each with its count.
+    case nonFiniteWeights(path: String, tensors: [String], total: Int)
+    /// A float16 matrix whose values all look like bfloat16 bits read as float16 (see `ModelFolder.looksLikeBFloat16`).
+    case bfloat16StoredAsFloat16(path: String, tensor: String)
 
     public var description: String {
         let remake = "make the folder again with `paella convert` (or `paella download v1`)"
@@ -66,6 +71,13 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
                 + "(`paella download v1 --no-convert` fetches the released files)."
         case .outputExists(let path):
             return "\(path) already exists; choose another output folder or pass --force to replace it."
+        case let .nonFiniteWeights(path, tensors, total):
+            let named = tensors.joined(separator: ", ") + (total > tensors.count ? " and \(total - tensors.count) more tensors" : "")
+            return "\(path) holds weights that are not finite numbers (\(named)), so the file is damaged or its data is "
+                + "not in the dtype its header gives; convert the original checkpoint again."
+        case let .bfloat16StoredAsFloat16(path, tensor):
+            return "\(path) labels \(tensor) float16, but its values look like bfloat16 data (every one between 0.5 and 2 in "
+                + "size, as bfloat16 weights read as float16 come out); convert the original checkpoint again."
         case .writeFailed(let path, let reason):
             return "Writing the model folder \(path) failed (\(reason)); nothing was left behind, fix the cause and try again."
         }
@@ -234,6 +246,49 @@ public struct ModelFolder: Sendable {
             let bytes = (try? FileManager.default.attributesOfItem(atPath: full)[.size] as? Int) ?? 0
             return StoredComponent(role: role, file: name, dtype: dtype, tensors: contents.count,
                                    parameters: contents.reduce(0) { $0 + $1.tensor.count }, bytes: bytes)
+        }
+    }
+
+    /// Reads every weight of the folder and throws for the first file whose values are damaged (`checkValues`);
+    /// returns how many values were checked.
+    @discardableResult
+    public func checkWeightValues() throws -> Int {
+        try manifest.weightFiles.reduce(0) { checked, entry in
+            let path = file(entry.file)
+            let tensors = try SafeTensors(path: path).tensors
+            try Self.checkValues(tensors, path: path)
+            return checked + tensors.reduce(0) { $0 + $1.tensor.count }
+        }
+    }
+
+    /// Throws `nonFiniteWeights` when any of `tensors` (from the file at `path`) holds a NaN or an infinity, and
+    /// `bfloat16StoredAsFloat16` for a float16 matrix that `looksLikeBFloat16`.
+    public static func checkValues(_ tensors: NamedTensors, path: String) throws {
+        let damaged = tensors.compactMap { named -> String? in
+            let count = named.tensor.nonFiniteCount
+            return count == 0 ? nil : "\(terminalSafe(named.name, maxLength: 80)): \(count) of \(named.tensor.count) values"
+        }
+        guard damaged.isEmpty else { throw ModelFolderError.nonFiniteWeights(path: path, tensors: Array(damaged.prefix(3)), total: damaged.count) }
+        if let mislabelled = tensors.first(where: { looksLikeBFloat16($0.tensor) }) {
+            throw ModelFolderError.bfloat16StoredAsFloat16(path: path, tensor: terminalSafe(mislabelled.name, maxLength: 80))
+        }
+    }
+
+    /// Whether a float16 tensor holds bfloat16 bits. A bfloat16 weight of size 2^-13 to 1 has a biased exponent of
+    /// 114 to 127, whose top five bits (01110 or 01111) land in float16's exponent field as 14 or 15: read as
+    /// float16 it is between 0.5 and 2 in size. Trained matrices (rank 2 or more) are mostly far smaller than 0.5,
+    /// so a matrix of at least 1,024 values with every non-zero one in that band is taken for bfloat16 data. Norm
+    /// gains, which do sit near 1, are vectors and are not judged.
+    public static func looksLikeBFloat16(_ t: Tensor) -> Bool {
+        guard t.dtype == .float16, t.rank >= 2, t.count >= 1024 else { return false }
+        return t.withUnsafeBufferPointer(as: UInt16.self) { bits in
+            var nonZero = 0
+            for b in bits where b & 0x7FFF != 0 {
+                let exponent = (b >> 10) & 0x1F
+                if exponent != 14 && exponent != 15 { return false }
+                nonZero += 1
+            }
+            return nonZero >= 1024
         }
     }
 

@@ -276,7 +276,9 @@ extension Pipeline {
         run.report(.decoding)
         return try (0..<tokens.shape[0]).flatMap { i -> [PixelImage] in
             try run.checkCancelled()
-            return try models.vqgan.decodeImages(tokens.slice(i..<i + 1))
+            let pixels = try models.vqgan.decode(tokens.slice(i..<i + 1))
+            if pixels.nonFiniteCount > 0 { throw PipelineError.nonFiniteModelOutput(part: "VQGAN decoder") }
+            return PixelImage.images(from: pixels)
         }
     }
 

@@ -288,6 +288,9 @@ public enum PipelineError: Error, CustomStringConvertible, Equatable {
     case emptyMask
     case noVisionTower
     case incompatibleModels(String)
+    /// A model part computed NaN or infinite values: its weights (or those of a part feeding it) are damaged or
+    /// stored in another dtype than their file says. `part` is "denoiser" or "VQGAN decoder".
+    case nonFiniteModelOutput(part: String)
 
     public var description: String {
         switch self {
@@ -303,6 +306,9 @@ public enum PipelineError: Error, CustomStringConvertible, Equatable {
         case .noVisionTower:
             return "This model folder has no CLIP vision tower, which variations need; convert it again with --with-vision."
         case .incompatibleModels(let message): return message + "."
+        case .nonFiniteModelOutput(let part):
+            return "The \(part) computed values that are not finite numbers, so this model's weights are damaged or not "
+                + "stored in the dtype their files give; check the folder with `paella info --model DIR --verify`."
         }
     }
 

@@ -54,6 +54,9 @@ public struct Sampler: Sendable {
             if Task.isCancelled { throw CancellationError() }
             let logits = guidedLogits(x, conditioning: c, unconditional: unconditional, r: noiseLevels[i],
                                       scale: settings.guidanceScale).logits
+            // Damaged weights (NaN, or bfloat16 bits read as float16) show at once; sampling from NaN logits would
+            // draw arbitrary tokens and decode to a flat image. One pass over the first step's logits finds them.
+            if i == startingStep && logits.nonFiniteCount > 0 { throw PipelineError.nonFiniteModelOutput(part: "denoiser") }
             x = update(logits: logits, tokens: x, initial: initial, mask: mask, step: i, temperature: temperatures[i],
                        settings: settings, random: &random).tokens
             if !progress(SamplingProgress(step: i, tokens: x)) { break }
