@@ -8,12 +8,45 @@ import PaellaIO
 public enum TrainingDataError: Error, CustomStringConvertible, Equatable {
     case empty(path: String)
     case unreadable(path: String, reason: String)
+    /// A caption longer than `TrainingSampleLimits.captionBytes`.
+    case captionTooLong(path: String, bytes: Int)
 
     public var description: String {
         switch self {
         case .empty(let path): return "\(path) holds no .png, .jpg or .jpeg images to train on."
         case .unreadable(let path, let reason): return "\(path) cannot be read: \(reason)."
+        case let .captionTooLong(path, bytes):
+            return "The caption \(path) is \(bytes) bytes, more than the \(TrainingSampleLimits.captionBytes) a caption may have "
+                + "(CLIP reads at most 77 tokens of it); shorten it."
         }
+    }
+
+    /// `MappedFile`'s failure to open `path`, as the reason this data cannot be read.
+    static func unmappable(_ path: String, _ error: any Error) -> TrainingDataError {
+        switch error {
+        case MappedFile.Failure.notARegularFile(_, let kind): return .unreadable(path: path, reason: "it is \(kind), not a regular file")
+        case MappedFile.Failure.cannotOpen(_, let reason), MappedFile.Failure.cannotMap(_, let reason): return .unreadable(path: path, reason: reason)
+        default: return .unreadable(path: path, reason: "\(error)")
+        }
+    }
+}
+
+/// What one training sample may make a reader hold. Training data comes from anywhere (a downloaded shard, a
+/// scraped folder): a 2 MB PNG can declare 16384x16384 pixels and a caption file can be any size, while every
+/// trainer here crops or resizes to at most 1024 pixels and reads at most a CLIP context of text.
+public enum TrainingSampleLimits {
+    /// Images are read as edit inputs are (`ImageLimits.resizedAfterReading`): decoded at 1/2, 1/4 or 1/8 scale
+    /// while both sides stay at least 1024, and within 2^24 decoded pixels (48 MiB of RGB). An image whose shorter
+    /// side is under 2048 is decoded whole, as before; larger ones come out at most 2x larger than the 1024 a
+    /// trainer's crop needs, and their crops see the same content resized.
+    public static let image = ImageLimits.resizedAfterReading
+    /// The longest caption read, in bytes (1 MiB: thousands of times what a CLIP context holds).
+    public static let captionBytes = 1 << 20
+
+    /// The caption in `bytes` from `source`, whitespace trimmed; too long a caption is refused.
+    static func caption(_ bytes: UnsafeRawBufferPointer, source: String) throws -> String {
+        guard bytes.count <= captionBytes else { throw TrainingDataError.captionTooLong(path: source, bytes: bytes.count) }
+        return String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
 
@@ -86,20 +119,19 @@ public struct ImageCaptionFolder: TrainingSamples {
 
     public var count: Int { images.count }
 
-    /// The caption of sample `i` (the `.txt` beside its image, whitespace trimmed), or "" when there is none.
+    /// The caption of sample `i` (the `.txt` beside its image, whitespace trimmed), or "" when there is none. Only
+    /// a regular file is read (a FIFO would block forever), and at most `TrainingSampleLimits.captionBytes` of it.
     public func caption(_ i: Int) throws -> String {
         let file = (images[i] as NSString).deletingPathExtension + ".txt"
         guard FileManager.default.fileExists(atPath: file) else { return "" }
-        do {
-            return try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        } catch {
-            throw TrainingDataError.unreadable(path: file, reason: "\(error.localizedDescription)")
-        }
+        let mapped: MappedFile
+        do { mapped = try MappedFile(path: file) } catch { throw TrainingDataError.unmappable(file, error) }
+        return try TrainingSampleLimits.caption(mapped.bytes, source: file)
     }
 
-    /// The decoded image of sample `i`, as RGB.
+    /// The decoded image of sample `i`, as RGB, within `TrainingSampleLimits.image`.
     public func image(_ i: Int) throws -> PixelImage {
-        try PixelImage(contentsOf: images[i]).rgb()
+        try PixelImage(contentsOf: images[i], limits: TrainingSampleLimits.image).rgb()
     }
 }
 

@@ -36,12 +36,15 @@ public struct WebDatasetShards: TrainingSamples {
 
     public func caption(_ i: Int) throws -> String {
         guard let member = samples[i].caption else { return "" }
-        return String(decoding: try read(member), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let source = "\(shards[member.shard]) (\(samples[i].key).txt)"
+        guard member.size <= TrainingSampleLimits.captionBytes else { throw TrainingDataError.captionTooLong(path: source, bytes: member.size) }
+        return try read(member).withUnsafeBytes { try TrainingSampleLimits.caption($0, source: source) }
     }
 
     public func image(_ i: Int) throws -> PixelImage {
         let member = samples[i].image
-        return try PixelImage.decode(try read(member), source: "\(shards[member.shard]) (\(samples[i].key))").image.rgb()
+        return try PixelImage.decode(try read(member), source: "\(shards[member.shard]) (\(samples[i].key))",
+                                     limits: TrainingSampleLimits.image).image.rgb()
     }
 
     func read(_ member: Member) throws -> [UInt8] {
@@ -77,9 +80,7 @@ public struct WebDatasetShards: TrainingSamples {
     /// `TarArchive`, the one tar reader).
     static func members(of path: String, index: Int, maxMemberBytes: Int) throws -> [(String, Member)] {
         let file: MappedFile
-        do { file = try MappedFile(path: path) } catch {
-            throw TrainingDataError.unreadable(path: path, reason: "it cannot be opened")
-        }
+        do { file = try MappedFile(path: path) } catch { throw TrainingDataError.unmappable(path, error) }
         return try members(in: file.bytes, source: path, index: index, maxMemberBytes: maxMemberBytes)
     }
 

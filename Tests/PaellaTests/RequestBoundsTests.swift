@@ -234,4 +234,19 @@ struct RequestBoundsTests {
         let threads = try PaellaCLI.run(["generate", "a cat", "--threads", "100000", "--steps", "1", "--model", model, "-o", "t.png", "--quiet"], in: work)
         #expect(threads.status == 0 && threads.stderr.contains("100000 threads asked for"), "\(threads.stderr)")
     }
+
+    /// The exit statuses the README documents: 1 for a request or a file that cannot be used, 64 (sysexits'
+    /// EX_USAGE, the argument parser's) for a command line that does not parse.
+    @Test func usageErrorsExitWith64AndRefusalsWith1() throws {
+        let model = try Fixtures.tinyModelFolder(withVision: false)
+        let work = try PaellaCLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        for arguments in [["generate", "a cat", "--steps", "many"], ["generate", "a cat", "--no-such-option"], ["no-such-command"]] {
+            let run = try PaellaCLI.run(arguments, in: work)
+            #expect(run.status == 64, "\(arguments): \(run.stderr)")
+        }
+        let refused = try PaellaCLI.run(["generate", "a cat", "--size", "7", "--model", model, "-o", "out.png"], in: work)
+        #expect(refused.status == 1, "\(refused.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work).isEmpty)
+    }
 }

@@ -46,6 +46,28 @@ import Testing
         #expect(try (0..<3).map { try data.image($0).width }.sorted() == [10, 11, 12])
     }
 
+    /// A caption that is a FIFO is refused at once instead of blocking, one over 1 MiB by its size, and an image
+    /// far larger than any trainer's crop is decoded reduced (its shorter side kept at 1024 or more).
+    @Test func hostileSamplesAreBoundedInFolders() throws {
+        let path = try Self.folder(images: 3)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let data = try ImageCaptionFolder(path: path)
+        let captions = data.images.map { ($0 as NSString).deletingPathExtension + ".txt" }
+        try? FileManager.default.removeItem(atPath: captions[1])
+        #expect(mkfifo(captions[1], 0o644) == 0)
+        #expect(throws: TrainingDataError.unreadable(path: captions[1], reason: "it is a named pipe (FIFO), not a regular file")) {
+            _ = try data.caption(1)
+        }
+        let long = Data(repeating: UInt8(ascii: "a"), count: TrainingSampleLimits.captionBytes + 1)
+        try long.write(to: URL(fileURLWithPath: captions[2]))
+        #expect(throws: TrainingDataError.captionTooLong(path: captions[2], bytes: long.count)) { _ = try data.caption(2) }
+        #expect(TrainingDataError.captionTooLong(path: "c.txt", bytes: 5_000_000).description.hasSuffix("shorten it."))
+
+        try PixelImage(width: 2304, height: 4100, layout: .rgb, repeating: 90).write(to: data.images[0])
+        let reduced = try data.image(0)
+        #expect(reduced.width == 1152 && reduced.height == 2050 && reduced.pixels.allSatisfy { $0 == 90 })
+    }
+
     @Test func trainingCropResizesTheShorterSideThenCrops() {
         var random = SplitMix64(seed: 3)
         let image = PixelImage(width: 30, height: 20, layout: .rgb, repeating: 7)

@@ -69,4 +69,23 @@ import Testing
         #expect(throws: refusal) { _ = try WebDatasetShards(shards: [folder + "/b.tar"], maxMemberBytes: image.count - 1) }
         #expect(try WebDatasetShards(shards: [folder + "/b.tar"], maxMemberBytes: image.count).count == 1)
     }
+
+    /// Bounds on what a sample may make the reader hold: a caption member over 1 MiB is refused by name before it
+    /// is read, and a shard that is a FIFO is refused at once (it would block).
+    @Test func hostileSamplesAreBoundedInShards() throws {
+        let folder = NSTemporaryDirectory() + "paella-wds-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let longCaption = [UInt8](repeating: UInt8(ascii: "a"), count: TrainingSampleLimits.captionBytes + 1)
+        let shard = member("000.png", try png(10, width: 8)) + member("000.txt", longCaption) + [UInt8](repeating: 0, count: 1024)
+        try Data(shard).write(to: URL(fileURLWithPath: folder + "/a.tar"))
+        let data = try WebDatasetShards(shards: [folder + "/a.tar"])
+        #expect(throws: TrainingDataError.captionTooLong(path: folder + "/a.tar (/000.txt)", bytes: longCaption.count)) {
+            _ = try data.caption(0)
+        }
+        #expect(mkfifo(folder + "/pipe.tar", 0o644) == 0)
+        #expect(throws: TrainingDataError.unreadable(path: folder + "/pipe.tar", reason: "it is a named pipe (FIFO), not a regular file")) {
+            _ = try WebDatasetShards(shards: [folder + "/pipe.tar"])
+        }
+    }
 }
