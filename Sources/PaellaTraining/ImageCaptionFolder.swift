@@ -55,11 +55,14 @@ public protocol TrainingSamples: Sendable {
     var count: Int { get }
     /// The caption of sample `i` ("" when it has none).
     func caption(_ i: Int) throws -> String
-    /// The decoded image of sample `i`, as RGB.
-    func image(_ i: Int) throws -> PixelImage
+    /// The decoded image of sample `i`, as RGB, within `limits`.
+    func image(_ i: Int, limits: ImageLimits) throws -> PixelImage
 }
 
 extension TrainingSamples {
+    /// The decoded image of sample `i`, as RGB, within `TrainingSampleLimits.image`.
+    public func image(_ i: Int) throws -> PixelImage { try image(i, limits: TrainingSampleLimits.image) }
+
     /// What to call sample `i` in a message (a file path where there is one).
     public func sampleName(_ i: Int) -> String {
         if let folder = self as? ImageCaptionFolder { return folder.images[i] }
@@ -129,9 +132,8 @@ public struct ImageCaptionFolder: TrainingSamples {
         return try TrainingSampleLimits.caption(mapped.bytes, source: file)
     }
 
-    /// The decoded image of sample `i`, as RGB, within `TrainingSampleLimits.image`.
-    public func image(_ i: Int) throws -> PixelImage {
-        try PixelImage(contentsOf: images[i], limits: TrainingSampleLimits.image).rgb()
+    public func image(_ i: Int, limits: ImageLimits) throws -> PixelImage {
+        try PixelImage(contentsOf: images[i], limits: limits).rgb()
     }
 }
 

@@ -41,10 +41,10 @@ public struct WebDatasetShards: TrainingSamples {
         return try read(member).withUnsafeBytes { try TrainingSampleLimits.caption($0, source: source) }
     }
 
-    public func image(_ i: Int) throws -> PixelImage {
+    public func image(_ i: Int, limits: ImageLimits) throws -> PixelImage {
         let member = samples[i].image
         return try PixelImage.decode(try read(member), source: "\(shards[member.shard]) (\(samples[i].key))",
-                                     limits: TrainingSampleLimits.image).image.rgb()
+                                     limits: limits).image.rgb()
     }
 
     func read(_ member: Member) throws -> [UInt8] {

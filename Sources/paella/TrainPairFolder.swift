@@ -9,6 +9,11 @@ import PaellaTraining
 /// images with `.txt` captions, or WebDataset shards; see `openTrainingSamples`), decoded once, all of one size
 /// (8-bit pixels: a 64x64 image takes 12 KB).
 struct TrainPairFolder {
+    /// Both trainers train at the data's own size and keep every image: a side is at most 1024 pixels (checked
+    /// on the file's header, before decoding) and all images together at most 4 GiB decoded.
+    static let imageLimits = ImageLimits(maxSide: 1024, maxPixels: 1 << 20)
+    static let maxHeldBytes = 4 << 30
+
     let images: [PixelImage]
     /// One caption per image ("" where there is none and captions were not required).
     let captions: [String]
@@ -24,8 +29,14 @@ struct TrainPairFolder {
         let samples = try openTrainingSamples(path: path)
         guard samples.count > 0 else { throw ValidationError("The training data \(path) holds no images.") }
         var images: [PixelImage] = [], captions: [String] = [], keys: [String] = []
+        var held = 0
         for i in 0..<samples.count {
-            let image = try samples.image(i)
+            let image = try samples.image(i, limits: Self.imageLimits)
+            held += image.pixels.count
+            guard held <= Self.maxHeldBytes else {
+                throw ValidationError("The training data \(path) decodes to more than \(Self.maxHeldBytes >> 30) GiB by its image \(i + 1) of \(samples.count), "
+                                      + "and train vqgan and train clip hold every image in memory: use smaller images or fewer of them.")
+            }
             if let first = images.first, first.width != image.width || first.height != image.height {
                 throw ValidationError("\(samples.sampleName(i)) is \(image.width)x\(image.height), but \(samples.sampleName(0)) is " +
                                       "\(first.width)x\(first.height): training images must share one size.")

@@ -91,6 +91,18 @@ struct TrainVQGANCLIPCLITests {
         #expect(unlabelled.status != 0 && unlabelled.stderr.contains("--label-weight needs the shapes dataset's metadata.jsonl"), "\(unlabelled.stderr)")
     }
 
+    /// An image larger than these trainers take is refused from its header, by name, before any pixel is decoded.
+    @Test func anOversizedImageIsRefusedFromItsHeader() throws {
+        try PixelImage(width: 1100, height: 40, layout: .rgb, repeating: 50).write(to: data + "/000002.png")
+        for trainer in ["vqgan", "clip"] {
+            let run = try PaellaCLI.run(["train", trainer, "--data", data, "--output", work + "/big-" + trainer, "--steps", "1"], in: work)
+            #expect(run.status == 1, "\(run.stderr)")
+            #expect(run.stderr.contains("000002.png is 1100x40 pixels, more than the limit of 1024 per side"), "\(run.stderr)")
+            #expect(run.stderr.split(separator: "\n").count == 1, "\(run.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: work + "/big-" + trainer))
+        }
+    }
+
     @Test func missingCaptionIsOneSentence() throws {
         try FileManager.default.removeItem(atPath: data + "/000003.txt")
         let run = try PaellaCLI.run(["train", "clip", "--data", data, "--output", work + "/bad", "--steps", "1"], in: work)
