@@ -85,6 +85,7 @@ typedef struct {
     double worst_ratio;
     size_t at;
     double got, want, tolerance, input;
+    size_t row_length;    // when not 0, elements are named [row][column] of rows this long (a matrix with padding)
     const char *problem;  // a failed check that is not an element-wise tolerance
 } case_check;
 
@@ -151,8 +152,10 @@ static void case_end(case_check *c) {
         if (!isnan(c->input)) printf(" (input %.9g)", c->input);
         printf("\n");
     } else {
-        printf("FAIL %s %s %s: worst error %.3g at element %zu (got %.9g, reference %.9g, tolerance %.3g",
-               level_name, c->kernel, c->shape, fabs(c->got - c->want), c->at, c->got, c->want, c->tolerance);
+        printf("FAIL %s %s %s: worst error %.3g at element ", level_name, c->kernel, c->shape, fabs(c->got - c->want));
+        if (c->row_length) printf("[%zu][%zu]", c->at / c->row_length, c->at % c->row_length);
+        else printf("%zu", c->at);
+        printf(" (got %.9g, reference %.9g, tolerance %.3g", c->got, c->want, c->tolerance);
         if (!isnan(c->input)) printf(", input %.9g", c->input);
         printf(")\n");
     }
@@ -606,6 +609,7 @@ static void gemm_case(rng_t *r, int ta, int tb, size_t m, size_t n, size_t k, fl
     case_check cc;
     case_begin(&cc, "pk_sgemm", "%c%c m=%zu n=%zu k=%zu alpha=%g beta=%g lda=%zu ldb=%zu ldc=%zu", ta ? 'T' : 'N',
                tb ? 'T' : 'N', m, n, k, alpha, beta, lda, ldb, ldc);
+    cc.row_length = ldc;
     pk_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, workspace);
     pk_sgemm_ref(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, ref, ldc);
     if (!large) pk_sgemm_ref(ta, tb, m, n, k, 1, abs_a, lda, abs_b, ldb, 0, scale, ldc);
@@ -643,7 +647,7 @@ static void test_sgemm(rng_t *r) {
                       scalars[(i + j) % 5][0], scalars[(i + j) % 5][1], (size_t)rng_int(r, 0, 2), (int)j % 2, 0);
     // Larger than every cache block of every level: m = 965 > mc = 960 (two row blocks); k = 400 > kc_max of 256
     // and 384 (two k blocks of 200); n = 333 is more than the columns a B block holds at that depth on NEON (324),
-    // portable and AVX2 (320), so there are two column blocks there (AVX-512 holds 1308).
+    // portable and AVX2 (320), so there are two column blocks there (AVX-512 holds 1280).
     gemm_case(r, 0, 0, 965, 333, 400, 0.5f, -1, 1, 1, 1);
     gemm_case(r, 1, 1, 965, 333, 400, 0.5f, -1, 1, 0, 1);
 }
