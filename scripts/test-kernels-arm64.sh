@@ -51,7 +51,9 @@ run_driver() {
 QEMU="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 run_driver native-gcc-O2 "" cc -O2
 if [ -n "$NATIVE_CLANG" ]; then run_driver native-clang-O0 "" clang -O0; fi
-run_driver arm64-gcc-O2 "$QEMU" aarch64-linux-gnu-gcc -O2
+# GCC's build on an emulated Cortex-A53, a plain ARMv8.0-A core, shows that the kernels need nothing newer; the
+# others run on qemu's default CPU, which has every extension qemu knows.
+run_driver arm64-gcc-O2-cortex-a53 "qemu-aarch64 -cpu cortex-a53 -L /usr/aarch64-linux-gnu" aarch64-linux-gnu-gcc -O2
 if [ -n "$NATIVE_CLANG" ]; then
     for opt in -O0 -O2; do run_driver "arm64-clang$opt" "$QEMU" clang --target=aarch64-linux-gnu "$opt"; done
 fi
