@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Paella
+import PaellaCore
 import PaellaServer
 
 /// `paella serve`: the images API over one loaded model, until SIGINT or SIGTERM.
@@ -61,6 +62,8 @@ struct ServeCommand: AsyncParsableCommand {
                                                 replica: replica)
         // Refuse an unsafe or impossible setting before spending seconds on loading the model.
         try reportingErrors { try configuration.validate() }
+        // A request thread per job would otherwise spread freed memory over up to eight arenas per core.
+        HeapMemory.limitArenas(to: max(2, ThreadPool.coreCount))
         let server = try reportingErrors { () throws -> PaellaServer in
             let folder = try ModelFolder(path: try model.folderPath())
             let pipeline = try Pipeline(folder: folder, compute: try compute.makeCompute(), loadVision: folder.hasVisionTower)

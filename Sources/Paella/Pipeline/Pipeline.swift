@@ -172,12 +172,16 @@ public final class Pipeline: Sendable {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<PipelineResult, Error>) in
                 let thread = Thread {
-                    continuation.resume(with: Result {
+                    let outcome = Result {
                         try run.checkCancelled()
                         var result = try mode(run)
                         result.warnings = run.warnings
                         return result
-                    })
+                    }
+                    // The request's activations are freed by now; hand the pages back so that a server's resident
+                    // size stays at what one request needs (see HeapMemory).
+                    HeapMemory.releaseFreedMemory()
+                    continuation.resume(with: outcome)
                 }
                 thread.stackSize = 16 << 20
                 thread.start()
