@@ -241,6 +241,16 @@ import Testing
         swapped.clip = Fixtures.path("vqgan_tiny.ckpt")
         #expect(throws: WeightLoadingError.self) { try swapped.run(compute: Self.compute) }
         #expect(!FileManager.default.fileExists(atPath: output))
+        // A checkpoint its reader refuses without naming it (here a pickle that calls os.system) is named, with its role.
+        let hostile = parent + "/hostile.pt"
+        let pickle: [UInt8] = [0x80, 0x02, UInt8(ascii: "c")] + Array("os\nsystem\n".utf8) + [UInt8(ascii: "."),]
+        try Data(TestZip.stored([("archive/data.pkl", pickle)]).build().bytes).write(to: URL(fileURLWithPath: hostile))
+        var refused = try Fixtures.tinyModelConversion(output: output, denoiser: Fixtures.tinyPipelineDenoiser(in: parent))
+        refused.vqgan = hostile
+        let named = #expect(throws: ModelFolderError.self) { try refused.run(compute: Self.compute) }
+        #expect(named?.description.hasPrefix("The VQGAN checkpoint \(hostile) cannot be used: ") == true, "\(named.map { "\($0)" } ?? "")")
+        #expect(named?.description.contains("`os.system`") == true)
+        #expect(!FileManager.default.fileExists(atPath: output))
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: parent).filter { $0.hasPrefix(".") }
         #expect(leftovers.isEmpty)
     }

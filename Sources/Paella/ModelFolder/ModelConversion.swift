@@ -86,9 +86,16 @@ public struct ModelConversion: Sendable {
                          _ load: (WeightLoader) throws -> Void) throws -> ModelFolder.NamedTensors {
         progress("\(role): reading \(path)")
         let tensors: ModelFolder.NamedTensors
-        switch try CheckpointInspector.detectFormat(path: path) {
-        case .safetensors: tensors = try SafeTensors(path: path).tensors
-        case .pytorch: tensors = try PyTorchCheckpoint(path: path).tensors
+        do {
+            switch try CheckpointInspector.detectFormat(path: path) {
+            case .safetensors: tensors = try SafeTensors(path: path).tensors
+            case .pytorch: tensors = try PyTorchCheckpoint(path: path).tensors
+            }
+        } catch {
+            // Three checkpoints go in; a reader's message that does not name its file must say which one failed.
+            let message = "\(error)"
+            guard !message.contains(path) else { throw error }
+            throw ModelFolderError.unusableCheckpoint(path: path, role: ["vqgan": "VQGAN", "clip": "CLIP"][role] ?? role, reason: message)
         }
         let loader = WeightLoader(tensors: tensors, origin: path)
         try load(loader)

@@ -27,6 +27,9 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
     case weightsDisagree(path: String, component: String, detail: String)
     /// A checkpoint given to a conversion that does not exist or cannot be read.
     case missingCheckpoint(path: String, role: String)
+    /// A checkpoint given to a conversion that its reader refused, with the reader's sentence (which did not
+    /// name the file).
+    case unusableCheckpoint(path: String, role: String, reason: String)
     /// The output of a write exists and overwriting was not asked for.
     case outputExists(path: String)
     case writeFailed(path: String, reason: String)
@@ -69,6 +72,9 @@ public enum ModelFolderError: Error, CustomStringConvertible, Equatable {
         case .missingCheckpoint(let path, let role):
             return "The \(role) checkpoint \(path) does not exist or cannot be read; check the path "
                 + "(`paella download v1 --no-convert` fetches the released files)."
+        case let .unusableCheckpoint(path, role, reason):
+            let sentence = reason.hasSuffix(".") ? String(reason.dropLast()) : reason
+            return "The \(role) checkpoint \(path) cannot be used: " + sentence.prefix(1).lowercased() + sentence.dropFirst() + "."
         case .outputExists(let path):
             return "\(path) already exists; choose another output folder or pass --force to replace it."
         case let .nonFiniteWeights(path, tensors, total):
