@@ -74,6 +74,16 @@ public struct CLIPTrainer: Sendable {
     public var random: TrainingRandom
     /// An auxiliary label classifier on both towers' embeddings (`CLIPLabelHead`), when the run has one.
     public internal(set) var labelHead: CLIPLabelHead?
+    /// The ranks this trainer shares each batch with (`join`).
+    public private(set) var parallel = DataParallel.single
+
+    /// Trains as one of `parallel`'s ranks from now on, from rank 0's weights and optimizer moments. The contrastive
+    /// loss compares every image of the global batch with every caption, so the ranks exchange their embeddings
+    /// (a few kilobytes), not only their gradients.
+    public mutating func join(_ parallel: DataParallel) {
+        self.parallel = parallel
+        parallel.broadcast(&parameters, &optimizer)
+    }
 
     /// Adds a label head for `count` labels whose loss is weighted `lossWeight` (a new run; a resumed run gets
     /// its head back from the checkpoint).
@@ -146,16 +156,26 @@ public struct CLIPTrainer: Sendable {
     /// (`CLIPTokenizer.contextTokens`); item i of each is a pair. With a label head, `labels` `[B, K]` (0 or 1) says
     /// what each pair shows, and the head's loss on both embeddings of a pair joins the towers' gradients.
     /// `backward: false` only evaluates the loss.
-    public func lossAndGradients(images: Tensor, tokens: Tensor, labels: Tensor? = nil, backward: Bool = true) throws -> CLIPBatchLoss {
+    ///
+    /// Data-parallel, `images` and `tokens` are the pairs `share.range` of the global batch (`labels` stays the
+    /// global batch's): the ranks gather their normalised embeddings, every rank computes the whole batch's loss
+    /// and the gradient of its own embeddings, and backpropagates through its own pairs only. The tower gradients
+    /// are then this rank's part of the sum (`train` adds the parts up); `logit_scale`'s and the label head's,
+    /// which come from the gathered batch, are whole on every rank.
+    public func lossAndGradients(images: Tensor, tokens: Tensor, labels: Tensor? = nil, share: BatchShare? = nil,
+                                 backward: Bool = true) throws -> CLIPBatchLoss {
         let model = try model()
         guard let text = model.text, let vision = model.vision, let logScale = parameters["logit_scale"]?.floats.first else {
             preconditionFailure("CLIPTrainer: both towers and logit_scale are needed")
         }
-        let batch = images.shape[0]
-        precondition(tokens.shape.first == batch, "CLIPTrainer: \(batch) images but \(tokens.shape.first ?? 0) captions")
-        let (imageEmbeddings, visionRecord) = vision.forwardForTraining(images, compute: compute)  // [B, E]
-        let (textEmbeddings, textRecord) = text.forwardForTraining(tokens, compute: compute)      // [B, E]
-        let (u, imageNorms) = normalizedRows(imageEmbeddings), (t, textNorms) = normalizedRows(textEmbeddings)
+        let part = share ?? .whole(images.shape[0])
+        precondition(images.shape[0] == part.range.count && tokens.shape.first == part.range.count,
+                     "CLIPTrainer: \(images.shape[0]) images and \(tokens.shape.first ?? 0) captions for a share of \(part.range.count)")
+        let batch = part.total
+        let (imageEmbeddings, visionRecord) = vision.forwardForTraining(images, compute: compute)  // [b, E]
+        let (textEmbeddings, textRecord) = text.forwardForTraining(tokens, compute: compute)      // [b, E]
+        let (ownU, imageNorms) = normalizedRows(imageEmbeddings), (ownT, textNorms) = normalizedRows(textEmbeddings)
+        let u = parallel.gather(ownU, share: part), t = parallel.gather(ownT, share: part)        // [B, E]
         let scale = Foundation.exp(logScale)
         // logits[i, j] = scale * u_i · t_j  [B, B]
         let similarity = compute.linear(u, LinearWeights(weight: t, layout: .outIn, bias: nil)).floats
@@ -195,9 +215,13 @@ public struct CLIPTrainer: Sendable {
             du = compute.add(du, Tensor(Array(dLabels[..<half]), shape: du.shape))
             dt = compute.add(dt, Tensor(Array(dLabels[half...]), shape: dt.shape))
         }
-        var grads = vision.backward(visionRecord, outputGradient: normalizedRowsBackward(u, imageNorms, du), compute: compute)
-        grads.merge(text.backward(textRecord, outputGradient: normalizedRowsBackward(t, textNorms, dt), compute: compute)) { a, _ in a }
-        grads["logit_scale"] = Tensor([Float(dLogitScale)], shape: [])
+        // This rank's rows: the gradient of its own embeddings through the whole batch's loss.
+        let own = part.range
+        (du, dt) = (du.slice(own.lowerBound..<own.upperBound), dt.slice(own.lowerBound..<own.upperBound))
+        var grads = vision.backward(visionRecord, outputGradient: normalizedRowsBackward(ownU, imageNorms, du), compute: compute)
+        grads.merge(text.backward(textRecord, outputGradient: normalizedRowsBackward(ownT, textNorms, dt), compute: compute)) { a, _ in a }
+        // Whole on every rank: rank 0 alone contributes it to the sum over ranks (x + 0 = x exactly).
+        grads["logit_scale"] = Tensor([parallel.isMain ? Float(dLogitScale) : 0], shape: [])
         let tensors = zip(parameters.names, parameters.tensors).map { name, p in grads[name] ?? Tensor(zeros: p.shape) }
         return result(TrainableParameters(names: parameters.names, tensors: tensors))
     }
@@ -225,14 +249,16 @@ public struct CLIPTrainer: Sendable {
 
     // MARK: Training
 
-    /// One step on a batch of pairs: loss, backward, clipping, weight decay on the matrices, AdamW, and the
-    /// logit-scale clamp; with a label head and `labels`, an AdamW step of the head too (unclipped).
-    public mutating func train(images: Tensor, tokens: Tensor, labels: Tensor? = nil) throws -> CLIPStepResult {
+    /// One step on a batch of pairs: loss, backward, the sum over ranks, clipping, weight decay on the matrices,
+    /// AdamW, and the logit-scale clamp; with a label head and `labels`, an AdamW step of the head too (unclipped).
+    /// Data-parallel, `images` and `tokens` are the pairs `share.range` of the global batch (see `lossAndGradients`).
+    public mutating func train(images: Tensor, tokens: Tensor, labels: Tensor? = nil, share: BatchShare? = nil) throws -> CLIPStepResult {
         let lr = learningRate
         let logitScale = Double(parameters["logit_scale"]?.floats.first ?? 0)
-        let batch = try lossAndGradients(images: images, tokens: tokens, labels: labels)
+        let batch = try lossAndGradients(images: images, tokens: tokens, labels: labels, share: share)
         if let evaluation = batch.labels { labelHead?.update(evaluation.gradients, lr: lr) }
         var gradients = batch.gradients
+        parallel.sum(&gradients, weight: 1)
         let norm = gradients.clipNorm(recipe.gradientClipNorm)
         let decay = Float(1 - lr * recipe.weightDecay)
         for (i, name) in parameters.names.enumerated() where CLIPTrainingRecipe.decays(name, shape: parameters.tensors[i].shape) {
@@ -247,7 +273,7 @@ public struct CLIPTrainer: Sendable {
         return CLIPStepResult(step: step, loss: batch.loss, imageToTextAccuracy: batch.imageToTextAccuracy,
                               textToImageAccuracy: batch.textToImageAccuracy, logitScale: exp(logitScale),
                               gradientNorm: norm, learningRate: lr, labelLoss: batch.labels?.loss,
-                              labelAccuracy: batch.labels.map { Double($0.exactRows) / Double(2 * images.shape[0]) })
+                              labelAccuracy: batch.labels.map { Double($0.exactRows) / Double(2 * (share?.total ?? images.shape[0])) })
     }
 
     // MARK: Checkpoints

@@ -161,14 +161,11 @@ public struct DataParallel: Sendable {
 /// Why a data-parallel run stopped.
 public enum DataParallelError: Error, CustomStringConvertible, Equatable {
     case diverged(ranks: [Int], step: Int)
-    case unsupported(trainer: String)
 
     public var description: String {
         switch self {
         case .diverged(let ranks, let step):
             return "The weights of rank\(ranks.count == 1 ? "" : "s") \(ranks.map(String.init).joined(separator: ", ")) differ from rank 0's after batch \(step), so the ranks no longer train one model; the job stops (resume from the last checkpoint)."
-        case .unsupported(let trainer):
-            return "\(trainer) cannot train data-parallel yet; start it without mpirun or srun."
         }
     }
 }

@@ -68,10 +68,8 @@ struct TrainCLIPCommand: AsyncParsableCommand {
 
     mutating func run() async throws {
         try await trainingRanks { parallel in
-            guard parallel.size == 1 else {
-                // Its contrastive loss compares every image with every caption of the batch: the ranks would have
-                // to exchange their embeddings, not only sum gradients.
-                throw DataParallelError.unsupported(trainer: "paella train clip")
+            guard options.batchSize >= parallel.size else {
+                throw ValidationError("--batch-size \(options.batchSize) is below the \(parallel.size) processes: each trains on part of every batch.")
             }
             let compute = try compute.makeCompute()
             let folder = try TrainPairFolder(path: options.data, captions: true)
@@ -95,9 +93,11 @@ struct TrainCLIPCommand: AsyncParsableCommand {
             }
             let config = trainer.config
             let total = try options.stopStep(scheduled: trainer.recipe.schedule.totalSteps)
-            printFlushed("CLIP, \(trainer.parameters.scalarCount) parameters (text \(config.text.width)x\(config.text.layers), vision "
+            trainer.join(parallel)
+            let share = parallel.share(of: options.batchSize)
+            if parallel.isMain { printFlushed("CLIP, \(trainer.parameters.scalarCount) parameters (text \(config.text.width)x\(config.text.layers), vision "
                 + "\(config.vision.width)x\(config.vision.layers), patch \(config.vision.patchSize)); \(folder.count) pairs; "
-                + "steps \(trainer.step)..<\(total), batch \(options.batchSize)")
+                + "steps \(trainer.step)..<\(total), batch \(options.batchSize)") }
             let side = config.vision.imageSize
             guard (0...1).contains(twins) else { throw ValidationError("--twins must be between 0 and 1, got \(twins).") }
             let labelled = trainer.labelHead != nil
@@ -120,11 +120,12 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                         if labelled { batchScenes[2 * k + 1] = twin }
                     }
                 }
-                images = images.map { $0.width == side && $0.height == side ? $0 : $0.resized(width: side, height: side) }
-                let pixels = CLIPImagePreprocessing.normalized(try PixelImage.batchTensor(images))
-                let tokens = tokenizer.contextTokens(captions, contextLength: config.text.contextLength)
+                // Every rank draws the same global batch (same seed and step) and computes its own pairs.
+                let own = Array(images[share.range]).map { $0.width == side && $0.height == side ? $0 : $0.resized(width: side, height: side) }
+                let pixels = CLIPImagePreprocessing.normalized(try PixelImage.batchTensor(own))
+                let tokens = tokenizer.contextTokens(Array(captions[share.range]), contextLength: config.text.contextLength)
                 let labels = labelled ? Tensor(batchScenes.flatMap(ShapeLabels.labels), shape: [batchScenes.count, ShapeLabels.count]) : nil
-                return try trainer.train(images: pixels, tokens: tokens, labels: labels)
+                return try trainer.train(images: pixels, tokens: tokens, labels: labels, share: share)
             }, line: { (result: CLIPStepResult, perStep: Double) in
                 String(format: "step %d/%d  loss %.4f  acc i->t %.3f t->i %.3f  scale %.1f  |g| %.3f  lr %.2e  %.2f s/step",
                        trainer.step, total, result.loss, result.imageToTextAccuracy, result.textToImageAccuracy,

@@ -63,6 +63,17 @@ struct DataParallelCLITests {
         }
     }
 
+    /// Runs `paella` with `arguments` once as one process (output `work/one`) and once as two ranks (`work/two`),
+    /// expects both to succeed, and returns the two runs' records of `log` (a JSONL file in each output folder).
+    func oneProcessAndTwoRanks(_ arguments: [String], log: String) throws -> (single: [[String: Any]], parallel: [[String: Any]]) {
+        let one = try PaellaCLI.run(arguments + ["--output", work + "/one"], in: work)
+        #expect(one.status == 0, "\(one.stderr)")
+        let two = try PaellaCLI.run(arguments + ["--output", work + "/two"], in: work, ranks: 2)
+        #expect(two.status == 0, "\(two.stdout)\n\(two.stderr)")
+        #expect(two.stdout.contains("Data-parallel over 2 processes"), "\(two.stdout)")
+        return (try records(work + "/one/" + log), try records(work + "/two/" + log))
+    }
+
     func expectSameWeights(_ a: String, _ b: String) throws {
         let result = try Self.compare(a, b, tolerance: Self.tolerance)
         #expect(result.share <= Self.allowedShare,
@@ -98,23 +109,37 @@ struct DataParallelCLITests {
         defer { try? FileManager.default.removeItem(atPath: work) }
         // Restarts every 2 steps: the dead codes are re-initialised from the whole batch's encoder outputs, which
         // the ranks gather.
-        func train(_ output: String, ranks: Int?) throws -> PaellaCLI.Output {
-            try PaellaCLI.run(["train", "vqgan", "--data", data, "--output", work + "/" + output, "--steps", "5",
-                               "--batch-size", "4", "--threads", "1", "--log-every", "1", "--checkpoint-every", "5",
-                               "--ch", "32", "--ch-mult", "1,2", "--embed-dim", "4", "--codebook", "16",
-                               "--restart-window", "2", "--seed", "3"], in: work, ranks: ranks)
-        }
-        let one = try train("one", ranks: nil)
-        #expect(one.status == 0, "\(one.stderr)")
-        let two = try train("two", ranks: 2)
-        #expect(two.status == 0, "\(two.stdout)\n\(two.stderr)")
-        let single = try records(work + "/one/train-vqgan.jsonl"), parallel = try records(work + "/two/train-vqgan.jsonl")
+        let (single, parallel) = try oneProcessAndTwoRanks(
+            ["train", "vqgan", "--data", data, "--steps", "5", "--batch-size", "4", "--threads", "1", "--log-every", "1",
+             "--checkpoint-every", "5", "--ch", "32", "--ch-mult", "1,2", "--embed-dim", "4", "--codebook", "16",
+             "--restart-window", "2", "--seed", "3"], log: "train-vqgan.jsonl")
         #expect(parallel.count == 5)
         expectSameSteps(single, parallel, normKey: "gradientNorm")
         for key in ["codesInBatch", "codesInWindow", "restarted"] {
             #expect(single.map { $0[key] as? Int } == parallel.map { $0[key] as? Int }, "\(key)")
         }
         try expectSameWeights(work + "/one/vqgan.safetensors", work + "/two/vqgan.safetensors")
+    }
+
+    /// CLIP's contrastive loss compares every image with every caption of the global batch: the ranks gather their
+    /// embeddings, each backpropagates its own pairs, and the run ends where one process's does (shapes data with
+    /// twins and the label head, so every part of the batch assembly is split too).
+    @Test func clipTwoRanksMatchOneProcess() throws {
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let shapes = work + "/shapes"
+        let made = try PaellaCLI.run(["dataset", "shapes", "--output", shapes, "--count", "16", "--seed", "2"], in: work)
+        #expect(made.status == 0, "\(made.stderr)")
+        let (single, parallel) = try oneProcessAndTwoRanks(
+            ["train", "clip", "--data", shapes, "--steps", "5", "--batch-size", "8", "--embed-dim", "8", "--text-width", "16",
+             "--text-layers", "1", "--text-heads", "2", "--vision-width", "16", "--vision-layers", "1", "--head-width", "8",
+             "--patch", "16", "--threads", "1", "--log-every", "1", "--checkpoint-every", "5", "--twins", "0.5",
+             "--label-weight", "0.1"], log: "train-clip.jsonl")
+        #expect(parallel.count == 5)
+        expectSameSteps(single, parallel, normKey: "gradientNorm")
+        for key in ["imageToTextAccuracy", "textToImageAccuracy"] {
+            #expect(single.map { $0[key] as? Double } == parallel.map { $0[key] as? Double }, "\(key)")
+        }
+        try expectSameWeights(work + "/one/clip.safetensors", work + "/two/clip.safetensors")
     }
 
     /// Ranks started with different settings (here another learning rate) no longer hold the same weights: the
