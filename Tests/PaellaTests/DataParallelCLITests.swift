@@ -105,6 +105,23 @@ struct DataParallelCLITests {
         try expectSameWeights(work + "/one/denoiser.safetensors", work + "/two/denoiser.safetensors")
     }
 
+    /// Gradient accumulation under two ranks: each batch is split over the ranks, the windows close together, and
+    /// the run ends where one process's does.
+    @Test func accumulationUnderTwoRanksMatchesOneProcess() throws {
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let model = try Fixtures.tinyModelFolder(withVision: false)
+        let side = try ModelFolder(path: model).manifest.defaults.imageSize
+        let (single, parallel) = try oneProcessAndTwoRanks(
+            ["train", "denoiser", "--model", model, "--data", data, "--steps", "3", "--accumulate", "2", "--batch-size", "4",
+             "--checkpoint-every", "3", "--log-every", "1", "--threads", "1", "--seed", "7", "--samples", "0",
+             "--image-size", "\(side)"], log: "train.jsonl")
+        #expect(single.count == 6, "one record per batch: \(single.count)")
+        #expect(single.map { $0["updated"] as? Bool } == [false, true, false, true, false, true])
+        #expect(parallel.map { $0["updated"] as? Bool } == single.map { $0["updated"] as? Bool })
+        expectSameSteps(single, parallel, normKey: "grad_norm")
+        try expectSameWeights(work + "/one/denoiser.safetensors", work + "/two/denoiser.safetensors")
+    }
+
     @Test func vqganTwoRanksMatchOneProcess() throws {
         defer { try? FileManager.default.removeItem(atPath: work) }
         // Restarts every 2 steps: the dead codes are re-initialised from the whole batch's encoder outputs, which
