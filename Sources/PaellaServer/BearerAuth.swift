@@ -17,7 +17,8 @@ struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
             throw APIError(.unauthorized, "This server needs an API key: send it as 'Authorization: Bearer KEY'.", code: "invalid_api_key")
         }
         guard let presented = Self.presentedKey(header), constantTimeEquals(presented, key) else {
-            throw APIError(.unauthorized, "The API key is wrong; send the server's key as 'Authorization: Bearer KEY'.", code: "invalid_api_key")
+            throw APIError(.unauthorized, "The API key is wrong; send the server's key as 'Authorization: Bearer KEY' (or as the password of " +
+                           "HTTP Basic credentials).", code: "invalid_api_key")
         }
         return try await next(request, context)
     }
