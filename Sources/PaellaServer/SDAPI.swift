@@ -127,7 +127,7 @@ extension PaellaServer {
     func addSDAPIRoutes(to router: Router<BasicRequestContext>) {
         router.post("/sdapi/v1/txt2img") { request, _ in try await self.sdTxt2img(request) }
         router.post("/sdapi/v1/img2img") { request, _ in try await self.sdImg2img(request) }
-        router.get("/sdapi/v1/progress") { request, _ in self.sdProgress(request) }
+        router.get("/sdapi/v1/progress") { request, _ in try self.sdProgress(request) }
         router.post("/sdapi/v1/interrupt") { _, _ in
             self.sdapi.interrupt()
             return Self.sdJSON(.object([]))
@@ -179,7 +179,8 @@ extension PaellaServer {
         var body = try SDAPIBody(try await collect(request))
         let initImages = body.strings("init_images")
         let strength = body.float("denoising_strength") ?? Self.a1111DenoisingStrength
-        let maskText = body.string("mask")
+        // A1111 reads an empty mask as none.
+        let maskText = body.string("mask").flatMap { $0.isEmpty ? nil : $0 }
         let invert = body.int("inpainting_mask_invert") ?? 0
         // Read for their types only: Paella repaints whole tokens (a token is repainted when any of its pixels is
         // masked, the others keep their exact values), so a blurred edge or a fill has nothing to change.
@@ -191,6 +192,8 @@ extension PaellaServer {
         guard invert == 0 || invert == 1 else {
             throw FastAPIError.invalid("inpainting_mask_invert", "inpainting_mask_invert must be 0 (white repaints) or 1 (black repaints).")
         }
+        // Checked with a mask too, where Paella does not use it: a value out of range is refused in either mode.
+        try requestLimits.check(strength: strength)
         let image = try base64Image(first, field: "init_images").rgb()
         // Edits keep the image's proportions: the smaller of width and height becomes its shorter side.
         let side = [common.width, common.height].compactMap { $0 }.min()
@@ -200,7 +203,6 @@ extension PaellaServer {
                 .inpaint(InpaintRequest(image: image, mask: .image(mask), prompt: common.prompt, size: side, settings: settings))
             }
         }
-        try requestLimits.check(strength: strength)
         return try await sdRun(job: "img2img", common, body: body, defaults: pipeline.defaults.edit, strength: strength) { settings in
             .edit(EditRequest(image: image, prompt: common.prompt, strength: strength, size: side, settings: settings))
         }
@@ -346,8 +348,14 @@ extension PaellaServer {
 
     /// A1111's progress: the current job's share done (batches before it and steps of this one), the seconds
     /// left at the rate so far, its state, and a preview of its first image at the last step.
-    func sdProgress(_ request: Request) -> Response {
-        let skipImage = ["true", "1"].contains(request.uri.queryParameters.get("skip_current_image")?.lowercased() ?? "")
+    func sdProgress(_ request: Request) throws -> Response {
+        let skipImage = try request.uri.queryParameters.getAll("skip_current_image").reduce(false) { skip, text in
+            guard let value = SDAPIBody.boolean(.string(text)) else {
+                throw FastAPIError.invalid([.init(loc: ["query", "skip_current_image"], msg: "value could not be parsed to a boolean",
+                                                  type: "type_error.bool")])
+            }
+            return skip || value
+        }
         guard let run = sdapi.current else {
             return Self.sdJSON(.object([("progress", .int(0)), ("eta_relative", .int(0)), ("state", Self.sdState(nil)),
                                         ("current_image", .null), ("textinfo", .null)]))

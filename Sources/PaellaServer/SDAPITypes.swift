@@ -30,9 +30,9 @@ struct FastAPIError: Error, Equatable {
         FastAPIError(status: .unprocessableContent, items: items, message: items.first?.msg ?? "", retryAfter: nil)
     }
 
-    /// 422 for one field, with the library's (or our) one sentence.
-    static func invalid(_ field: String, _ message: String) -> FastAPIError {
-        invalid([Item(loc: ["body", field], msg: message, type: "value_error")])
+    /// 422 for one field (nil: the body as a whole), with the library's (or our) one sentence.
+    static func invalid(_ field: String?, _ message: String) -> FastAPIError {
+        invalid([Item(loc: ["body"] + (field.map { [$0] } ?? []), msg: message, type: "value_error")])
     }
 
     /// The sdapi name of each field the library bounds.
@@ -61,7 +61,7 @@ struct FastAPIError: Error, Equatable {
         default:
             let api = APIError.from(error)
             if api.status == .badRequest {
-                return invalid(api.param.map { openAIField[$0] ?? $0 } ?? "body", api.message)
+                return invalid(api.param.map { openAIField[$0] ?? $0 }, api.message)
             }
             return FastAPIError(status: api.status, items: [], message: api.message, retryAfter: api.retryAfter)
         }
@@ -120,15 +120,15 @@ struct SDAPIBody {
 
     mutating func int(_ key: String) -> Int? {
         guard let value = present(key) else { return nil }
-        let text: String
         switch value {
-        case .number(let t): text = t
-        case .string(let s): text = s.trimmingCharacters(in: .whitespaces)
-        default: text = ""
+        case .number(let text):
+            if let exact = Int(text) { return exact }
+            // 20.0 is an integer to pydantic; 20.5 is not.
+            if let real = Double(text), real.rounded() == real, let exact = Int(exactly: real) { return exact }
+        case .string(let text):
+            if let exact = Int(text.trimmingCharacters(in: .whitespaces)) { return exact }
+        default: break
         }
-        if let exact = Int(text) { return exact }
-        // 20.0 is an integer to pydantic; 20.5 is not.
-        if let real = Double(text), real.rounded() == real, let exact = Int(exactly: real) { return exact }
         problem(key, "value is not a valid integer", "type_error.integer")
         return nil
     }
@@ -155,6 +155,13 @@ struct SDAPIBody {
 
     mutating func bool(_ key: String) -> Bool? {
         guard let value = present(key) else { return nil }
+        if let b = Self.boolean(value) { return b }
+        problem(key, "value could not be parsed to a boolean", "type_error.bool")
+        return nil
+    }
+
+    /// What pydantic reads as a boolean: true, false, 0, 1, and those words, yes, no, on and off as strings.
+    static func boolean(_ value: JSONValue) -> Bool? {
         switch value {
         case .bool(let b): return b
         case .number("0"): return false
@@ -163,12 +170,10 @@ struct SDAPIBody {
             switch s.lowercased() {
             case "true", "yes", "on", "1": return true
             case "false", "no", "off", "0": return false
-            default: break
+            default: return nil
             }
-        default: break
+        default: return nil
         }
-        problem(key, "value could not be parsed to a boolean", "type_error.bool")
-        return nil
     }
 
     mutating func strings(_ key: String) -> [String]? {

@@ -187,7 +187,7 @@ struct SDAPITests {
         let encoded = try SD.base64PNG(picture)
         try await Serve.test(server) { client in
             let response = try await SD.post(client, "img2img", ["prompt": "a green star", "init_images": ["data:image/png;base64," + encoded],
-                                                                 "denoising_strength": 0.5, "seed": 3, "steps": 4, "resize_mode": 0,
+                                                                 "denoising_strength": 0.5, "seed": 3, "steps": 4, "resize_mode": 0, "mask": "",
                                                                  "mask_blur": 4, "inpainting_fill": 1])
             #expect(response.status == .ok, "\(String(buffer: response.body))")
             let images = try SD.images(response)
@@ -293,6 +293,10 @@ struct SDAPITests {
                                         "sampling_step", "sampling_steps"])
             let interrupt = try await SD.post(client, "interrupt", [:])
             #expect(interrupt.status == .ok && String(buffer: interrupt.body) == "{}")
+            let skipping = try await client.execute(uri: "/sdapi/v1/progress?skip_current_image=true", method: .get)
+            #expect(skipping.status == .ok)
+            let unclear = try await client.execute(uri: "/sdapi/v1/progress?skip_current_image=maybe", method: .get)
+            #expect(try SD.problems(unclear).map(\.loc) == [["query", "skip_current_image"]])
         }
     }
 
