@@ -36,10 +36,10 @@ public final class PaellaServer: Sendable {
     }
 
     /// The routes: the web page at /, OpenAI's images API under /v1, the native jobs API and stored images under /api,
-    /// the health check.
+    /// A1111's under /sdapi, the health check.
     public func router() -> Router<BasicRequestContext> {
         let router = Router()
-        // Outermost: every error below, authentication's included, leaves in OpenAI's error shape.
+        // Outermost: every error below, authentication's included, leaves in OpenAI's error shape (FastAPI's under /sdapi).
         router.add(middleware: OpenAIErrorMiddleware())
         router.add(middleware: LogRequestsMiddleware(.info))
         router.add(middleware: RequestTimingMiddleware(metrics: metrics))
