@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Paella
+import PaellaCore
 import PaellaIO
 @testable import PaellaServer
 import PaellaTestSupport
@@ -336,6 +337,37 @@ struct SDAPITests {
             #expect(try SD.info(answer)["all_seeds"] as? [Int] == [5, 5, 6, 6])
             let after = try #require(try await SD.get(client, "progress") as? [String: Any])
             #expect((after["state"] as? [String: Any])?["job_count"] as? Int == 0)
+        }
+    }
+
+    /// The bundled model (models/paella-small) behind sdapi, as a front-end uses it: the model list, txt2img with the
+    /// fields SillyTavern sends, img2img with and without a mask.
+    @Test func theBundledModelServesA1111sCalls() async throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("models/paella-small").path
+        let pipeline = try Pipeline(folder: ModelFolder(path: folder), compute: Compute(pool: ThreadPool(threads: 2), gemm: BuiltinGEMM()))
+        let server = try PaellaServer(pipeline: pipeline, configuration: ServerConfiguration())
+        let side = pipeline.defaults.imageSize
+        try await Serve.test(server) { client in
+            let models = try #require(try await SD.get(client, "sd-models") as? [[String: Any]])
+            #expect(models.first?["title"] as? String == "paella-small")
+            let generated = try await SD.post(client, "txt2img", [
+                "url": "http://127.0.0.1:8080", "auth": "", "prompt": "a large red circle at the top left on a white background",
+                "negative_prompt": "lowres", "sampler_name": "Euler a", "steps": 2, "cfg_scale": 7, "width": side, "height": side,
+                "restore_faces": false, "enable_hr": false, "hr_scale": 2, "denoising_strength": 0.7, "seed": -1, "save_images": true,
+                "send_images": true, "override_settings": ["CLIP_stop_at_last_layers": 1] as [String: any Sendable],
+            ])
+            let image = try #require(try SD.images(generated).first)
+            #expect(image.width == side && image.height == side)
+            var mask = PixelImage(width: side, height: side, layout: .gray, repeating: 0)
+            for i in 0..<side * side / 2 { mask.pixels[i] = 255 }
+            for extra in [[:], ["mask": try SD.base64PNG(mask)]] as [[String: any Sendable]] {
+                var fields: [String: any Sendable] = ["prompt": "a blue square", "init_images": [try SD.base64PNG(image)], "steps": 2,
+                                                      "denoising_strength": 0.6, "seed": 4]
+                fields.merge(extra) { _, new in new }
+                let changed = try await SD.post(client, "img2img", fields)
+                #expect(try SD.images(changed).map { [$0.width, $0.height] } == [[side, side]])
+            }
         }
     }
 
