@@ -17,6 +17,8 @@ def _small_size(value):
 
 
 def _cap(value, top):
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # sdapi takes numbers as strings too, as A1111 does
+        return str(min(int(value), top))
     return min(value, top) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
@@ -25,7 +27,7 @@ def map_body(context, body):
     if not isinstance(body, dict):
         return body
     body = dict(body)
-    for key, top in (("n", 1), ("steps", 2), ("width", SIDE), ("height", SIDE), ("frames", 2)):
+    for key, top in (("n", 1), ("batch_size", 1), ("n_iter", 1), ("steps", 2), ("width", SIDE), ("height", SIDE), ("frames", 2)):
         if key in body:
             body[key] = _cap(body[key], top)
     if "size" in body:

@@ -382,8 +382,9 @@ public struct SafeTensors: Sendable {
 // MARK: - A small strict JSON parser
 
 /// A parsed JSON value. Objects keep their members in document order (tensor order matters), and numbers keep
-/// their text so that integers are read exactly, never through a Double.
-enum JSONValue {
+/// their text so that integers are read exactly, never through a Double. Public for the server's sdapi, which
+/// reads request bodies with the same parser.
+public enum JSONValue: Sendable {
     case object([(key: String, value: JSONValue)])
     case array([JSONValue])
     case string(String)
@@ -418,8 +419,8 @@ enum JSONValue {
 
 /// Recursive-descent parser for RFC 8259 JSON over UTF-8 bytes, with a nesting limit so that a hostile
 /// header of a million "[" cannot overflow the stack.
-struct JSONParser {
-    struct Failure: Error { let reason: String }
+public struct JSONParser {
+    public struct Failure: Error { public let reason: String }
 
     static let maxDepth = 64
 
@@ -427,7 +428,7 @@ struct JSONParser {
     private var index = 0
 
     /// Parses a whole document; only whitespace (the format's padding) may follow the value.
-    static func parse(_ bytes: UnsafeRawBufferPointer) throws -> JSONValue {
+    public static func parse(_ bytes: UnsafeRawBufferPointer) throws -> JSONValue {
         guard String(validating: bytes, as: UTF8.self) != nil else { throw Failure(reason: "it is not valid UTF-8") }
         var parser = JSONParser(bytes: bytes)
         parser.skipWhitespace()

@@ -120,9 +120,11 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let api = APIError.from(error)
-            if api.status == .internalServerError && !(error is APIError) {
+            if api.status == .internalServerError && !(error is APIError) && !(error is FastAPIError) {
                 context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             }
+            // A1111's clients read FastAPI's error shape.
+            if request.uri.path.hasPrefix("/sdapi/") { return FastAPIError.from(error).response() }
             return try api.response(from: request, context: context)
         }
     }

@@ -1,9 +1,10 @@
+import Foundation
 import HTTPTypes
 import Hummingbird
 
-/// Requires `Authorization: Bearer <key>` on every request but the public ones: health checks, which a load
-/// balancer probes without credentials, stored images, whose random ids are their own permission, and the web page
-/// with its assets, where the key is typed in (the page's own requests carry it).
+/// Requires `Authorization: Bearer <key>` (or HTTP Basic with the key as password) on every request but the public
+/// ones: health checks, which a load balancer probes without credentials, stored images, whose random ids are their
+/// own permission, and the web page with its assets, where the key is typed in (the page's own requests carry it).
 struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let key: [UInt8]
 
@@ -15,12 +16,25 @@ struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
         guard let header = request.headers[.authorization] else {
             throw APIError(.unauthorized, "This server needs an API key: send it as 'Authorization: Bearer KEY'.", code: "invalid_api_key")
         }
-        let scheme = "bearer "
-        guard header.count > scheme.count, header.prefix(scheme.count).lowercased() == scheme,
-              constantTimeEquals(Array(header.dropFirst(scheme.count).utf8), key) else {
-            throw APIError(.unauthorized, "The API key is wrong; send the server's key as 'Authorization: Bearer KEY'.", code: "invalid_api_key")
+        guard let presented = Self.presentedKey(header), constantTimeEquals(presented, key) else {
+            throw APIError(.unauthorized, "The API key is wrong; send the server's key as 'Authorization: Bearer KEY' (or as the password of " +
+                           "HTTP Basic credentials).", code: "invalid_api_key")
         }
         return try await next(request, context)
+    }
+
+    /// The key an `Authorization` header carries: a bearer token, or the password of HTTP Basic credentials
+    /// (any user name), which is how A1111's clients (Open WebUI, SillyTavern) send their `user:password`.
+    static func presentedKey(_ header: String) -> [UInt8]? {
+        guard let space = header.firstIndex(of: " ") else { return nil }
+        let scheme = header[..<space].lowercased(), credentials = header[space...].dropFirst()
+        switch scheme {
+        case "bearer": return credentials.isEmpty ? nil : Array(credentials.utf8)
+        case "basic":
+            guard let decoded = Data(base64Encoded: String(credentials)), let colon = decoded.firstIndex(of: UInt8(ascii: ":")) else { return nil }
+            return Array(decoded[decoded.index(after: colon)...])
+        default: return nil
+        }
     }
 }
 

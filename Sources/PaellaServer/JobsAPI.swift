@@ -101,13 +101,17 @@ extension PaellaServer {
 
     /// The first image of `tokens` `[N, h, w]` decoded, at most `previewSide` pixels a side, as a PNG `data:` URL.
     func preview(_ tokens: Tensor) -> String? {
+        previewPNG(tokens).map { "data:image/png;base64," + Data($0).base64EncodedString() }
+    }
+
+    /// The first image of `tokens` `[N, h, w]` decoded, at most `previewSide` pixels a side, as PNG bytes.
+    func previewPNG(_ tokens: Tensor) -> [UInt8]? {
         guard let image = try? pipeline.models.vqgan.decodeImages(tokens.slice(0..<1)).first else { return nil }
         let scale = min(1, Double(Self.previewSide) / Double(max(image.width, image.height)))
         let small = scale < 1
             ? image.resized(width: max(1, Int(Double(image.width) * scale)), height: max(1, Int(Double(image.height) * scale)), filter: .bilinear)
             : image
-        guard let png = try? small.encodePNG(compressionLevel: 1) else { return nil }
-        return "data:image/png;base64," + Data(png).base64EncodedString()
+        return try? small.encodePNG(compressionLevel: 1)
     }
 
     /// Previews are for watching, not keeping: 128 pixels keep an event under about 50 KB.
@@ -211,7 +215,7 @@ extension PaellaServer {
 
     /// An image sent as base64 (optionally a `data:` URL), under the same limits as an upload, as decoded: a mask
     /// keeps its alpha, whose fully transparent pixels are the ones to repaint (a browser canvas draws masks so).
-    private func base64Image(_ text: String?, field: String) throws -> PixelImage {
+    func base64Image(_ text: String?, field: String) throws -> PixelImage {
         guard let text else { throw APIError.invalid("The \(field) is missing; send it as base64 PNG or JPEG.", param: field) }
         let payload = text.hasPrefix("data:") ? String(text.drop { $0 != "," }.dropFirst()) : text
         guard let data = Data(base64Encoded: payload, options: .ignoreUnknownCharacters) else {

@@ -19,6 +19,8 @@ public final class PaellaServer: Sendable {
     public let images: ImageStore
     /// The jobs of the native API, kept as long as the images.
     let jobs: JobStore
+    /// The A1111 (sdapi) requests computing, for its progress and interrupt endpoints.
+    let sdapi = SDAPIActivity()
     let metrics = ServerMetrics()
     public let logger: Logger
 
@@ -34,10 +36,10 @@ public final class PaellaServer: Sendable {
     }
 
     /// The routes: the web page at /, OpenAI's images API under /v1, the native jobs API and stored images under /api,
-    /// the health check.
+    /// A1111's under /sdapi, the health check.
     public func router() -> Router<BasicRequestContext> {
         let router = Router()
-        // Outermost: every error below, authentication's included, leaves in OpenAI's error shape.
+        // Outermost: every error below, authentication's included, leaves in OpenAI's error shape (FastAPI's under /sdapi).
         router.add(middleware: OpenAIErrorMiddleware())
         router.add(middleware: LogRequestsMiddleware(.info))
         router.add(middleware: RequestTimingMiddleware(metrics: metrics))
@@ -66,6 +68,7 @@ public final class PaellaServer: Sendable {
         router.get("/api/jobs/{id}") { _, context in try await self.getJob(context) }
         router.get("/api/jobs/{id}/events") { _, context in try await self.jobEvents(context) }
         router.delete("/api/jobs/{id}") { _, context in try await self.deleteJob(context) }
+        addSDAPIRoutes(to: router)
         router.get("/healthz") { _, _ in try await self.health() }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

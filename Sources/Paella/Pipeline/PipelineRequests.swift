@@ -50,7 +50,7 @@ public struct CommonSettings: Codable, Sendable, Equatable {
     }
 
     /// A seed for a request that gives none (31 bits, like upstream's examples).
-    static func randomSeed() -> UInt64 { UInt64.random(in: 0 ..< (1 << 31)) }
+    public static func randomSeed() -> UInt64 { UInt64.random(in: 0 ..< (1 << 31)) }
 }
 
 /// Text to image.
