@@ -1,4 +1,5 @@
 import Foundation
+import Paella
 
 /// How big a request may be. Every limit is checked before the work it guards: sizes and counts before a job is
 /// queued, upload bytes while the body is read, image pixels from the file's header before any pixel memory.
@@ -104,6 +105,13 @@ public struct ServerConfiguration: Sendable, Equatable {
         let l = limits
         guard l.maxPromptLength >= 1, l.maxImages >= 1, l.maxSide >= 1, l.maxUploadBytes >= 1, l.maxInputPixels >= 1, l.maxSteps >= 1, l.maxFrames >= 2 else {
             throw ServerConfigurationError("Every server limit must be at least 1.")
+        }
+        // The server's limits narrow the library's, never widen them (a step count past the library's bound would
+        // pass here and then be refused mid-request).
+        let library = RequestLimits()
+        guard l.maxSteps <= library.maxSteps, l.maxImages <= library.maxCount, l.maxFrames <= library.maxFrames else {
+            throw ServerConfigurationError("The server's step, image and frame limits may not exceed the library's (\(library.maxSteps) steps, "
+                                           + "\(library.maxCount) images, \(library.maxFrames) frames).")
         }
     }
 
