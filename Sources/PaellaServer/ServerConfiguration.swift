@@ -1,4 +1,5 @@
 import Foundation
+import Paella
 
 /// How big a request may be. Every limit is checked before the work it guards: sizes and counts before a job is
 /// queued, upload bytes while the body is read, image pixels from the file's header before any pixel memory.
@@ -34,6 +35,15 @@ public struct ServerLimits: Sendable, Equatable {
         self.maxInputPixels = maxInputPixels
         self.maxSteps = maxSteps
         self.maxFrames = maxFrames
+    }
+}
+
+extension ServerLimits {
+    /// These limits as the pipeline's: this policy (images, side, steps, frames, prompt length) within the memory
+    /// bound of the loaded `pipeline`. Every number of a request is checked against them by the library.
+    public func requestLimits(for pipeline: Pipeline) -> RequestLimits {
+        RequestLimits(memoryBytes: pipeline.limits.memoryBytes, maxCount: maxImages, maxSteps: maxSteps, maxFrames: maxFrames,
+                      maxRegions: maxFrames, maxSide: maxSide, maxPromptCharacters: maxPromptLength)
     }
 }
 
