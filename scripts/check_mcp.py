@@ -1,8 +1,9 @@
-"""Drives `paella mcp` over stdio with the official MCP Python SDK (PyPI `mcp`), as a desktop agent does:
-initialize, tools/list, tools/call generate_image with a progress token, a bad argument, resources/list and
-resources/read. Checks one progress notification per sampling step and that the returned PNG decodes.
+"""Drives Paella's MCP server with the official MCP Python SDK (PyPI `mcp`), as an agent does: initialize,
+tools/list, tools/call generate_image with a progress token, a bad argument, resources/list and resources/read.
+Checks one progress notification per sampling step and that the returned PNG decodes.
 
-    python check_mcp.py PAELLA_EXECUTABLE MODEL_FOLDER
+    python check_mcp.py stdio PAELLA_EXECUTABLE MODEL_FOLDER     # starts `paella mcp` and talks on its stdin/stdout
+    python check_mcp.py http URL API_KEY                         # the streamable HTTP transport of `paella serve`
 """
 import asyncio
 import base64
@@ -12,6 +13,8 @@ import zlib
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+import httpx2
 
 
 def decode_png(data: bytes) -> tuple[int, int]:
@@ -36,47 +39,59 @@ def decode_png(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-async def main(paella: str, model: str) -> None:
+async def check(session: ClientSession, transport: str) -> None:
+    hello = await session.initialize()
+    print(f"{transport} initialize:", hello.server_info.name, hello.server_info.version, "protocol", hello.protocol_version)
+
+    tools = sorted(tool.name for tool in (await session.list_tools()).tools)
+    assert tools == ["edit_image", "generate_image", "interpolate", "vary_image"], tools
+    print("tools/list:", ", ".join(tools))
+
+    progress = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, total, message))
+
+    result = await session.call_tool(
+        "generate_image", {"prompt": "a large red circle at the top left on a white background", "seed": 3,
+                           "steps": 4, "size": "64x64"}, progress_callback=on_progress)
+    assert not result.is_error, result
+    images = [item for item in result.content if item.type == "image"]
+    texts = [item.text for item in result.content if item.type == "text"]
+    assert len(images) == 1 and images[0].mime_type == "image/png", result.content
+    width, height = decode_png(base64.b64decode(images[0].data))
+    assert (width, height) == (64, 64), (width, height)
+    assert '"seed":3' in texts[0], texts
+    assert [done for done, _, _ in progress] == [1, 2, 3, 4] and all(total == 4 for _, total, _ in progress), progress
+    print(f"tools/call generate_image: a {width}x{height} PNG that decodes; progress {[int(d) for d, _, _ in progress]} of 4;",
+          texts[0].splitlines()[0])
+
+    refused = await session.call_tool("generate_image", {"prompt": "x", "steps": 100000})
+    assert refused.is_error and refused.content[0].text.startswith("The step count 100000 is out of range"), refused
+    print("tools/call with steps 100000: tool error:", refused.content[0].text)
+
+    resources = (await session.list_resources()).resources
+    assert [str(r.uri) for r in resources] == ["paella://images/1.png"], resources
+    contents = (await session.read_resource("paella://images/1.png")).contents
+    assert base64.b64decode(contents[0].blob) == base64.b64decode(images[0].data)
+    print("resources/list and resources/read: paella://images/1.png, the same PNG")
+
+
+async def over_stdio(paella: str, model: str) -> None:
     server = StdioServerParameters(command=paella, args=["mcp", "--model", model])
     async with stdio_client(server) as (read, write):
         async with ClientSession(read, write) as session:
-            hello = await session.initialize()
-            print("initialize:", hello.server_info.name, hello.server_info.version, "protocol", hello.protocol_version)
+            await check(session, "stdio")
 
-            tools = sorted(tool.name for tool in (await session.list_tools()).tools)
-            assert tools == ["edit_image", "generate_image", "interpolate", "vary_image"], tools
-            print("tools/list:", ", ".join(tools))
 
-            progress = []
-
-            async def on_progress(done: float, total: float | None, message: str | None) -> None:
-                progress.append((done, total, message))
-
-            result = await session.call_tool(
-                "generate_image", {"prompt": "a large red circle at the top left on a white background", "seed": 3,
-                                   "steps": 4, "size": "64x64"}, progress_callback=on_progress)
-            assert not result.is_error, result
-            images = [item for item in result.content if item.type == "image"]
-            texts = [item.text for item in result.content if item.type == "text"]
-            assert len(images) == 1 and images[0].mime_type == "image/png", result.content
-            width, height = decode_png(base64.b64decode(images[0].data))
-            assert (width, height) == (64, 64), (width, height)
-            assert '"seed":3' in texts[0], texts
-            assert [done for done, _, _ in progress] == [1, 2, 3, 4] and all(total == 4 for _, total, _ in progress), progress
-            print(f"tools/call generate_image: a {width}x{height} PNG that decodes; progress {[int(d) for d, _, _ in progress]} of 4;",
-                  texts[0].splitlines()[0])
-
-            refused = await session.call_tool("generate_image", {"prompt": "x", "steps": 100000})
-            assert refused.is_error and refused.content[0].text.startswith("The step count 100000 is out of range"), refused
-            print("tools/call with steps 100000: tool error:", refused.content[0].text)
-
-            resources = (await session.list_resources()).resources
-            assert [str(r.uri) for r in resources] == ["paella://images/1.png"], resources
-            contents = (await session.read_resource("paella://images/1.png")).contents
-            assert base64.b64decode(contents[0].blob) == base64.b64decode(images[0].data)
-            print("resources/list and resources/read: paella://images/1.png, the same PNG")
+async def over_http(url: str, key: str) -> None:
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await check(session, "http")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
-    print("check-mcp: all checks passed")
+    transport, *arguments = sys.argv[1:]
+    asyncio.run({"stdio": over_stdio, "http": over_http}[transport](*arguments))
+    print(f"check-mcp ({transport}): all checks passed")
