@@ -16,7 +16,8 @@ MODEL="$(pwd)/models/paella-small"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 python3 -m venv "$WORK/venv"
-"$WORK/venv/bin/pip" install -q mcp
+# The version check_mcp.py was written against (the 2.x client API: streamable_http_client, snake_case fields).
+"$WORK/venv/bin/pip" install -q "mcp==2.3.0"
 PYTHON="$WORK/venv/bin/python"
 CHECK="$(dirname "$0")/check_mcp.py"
 

@@ -297,6 +297,42 @@ struct MCPSession {
         }
     }
 
+    /// Sessions that are never ended make room: past the capacity the least recently used one ends (its id then
+    /// answers 404, which tells a client to initialize again); after `closeAll` (graceful shutdown) none starts.
+    @Test func sessionsAreBoundedAndCloseOnShutdown() async throws {
+        let sessions = MCPSessions(loopbackOnly: true, capacity: 2, logger: MCPSession.quietLogger)
+        let mcp = PaellaMCP(pipeline: try TinyPipeline.get(), logger: MCPSession.quietLogger)
+        let headers = ["Content-Type": "application/json", "Accept": "application/json, text/event-stream", "Host": "127.0.0.1:8080"]
+        let initialize = try JSONSerialization.data(withJSONObject: [
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": ["protocolVersion": "2025-06-18", "capabilities": [String: String](), "clientInfo": ["name": "t", "version": "1"]]])
+        func start() async throws -> String {
+            let answer = await sessions.handle(MCP.HTTPRequest(method: "POST", headers: headers, body: initialize), makeServer: { await mcp.makeServer() })
+            return try #require(answer.headers[HTTPHeaderName.sessionID], "status \(answer.statusCode)")
+        }
+        func ping(_ id: String) async -> Int {
+            let body = Data(#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#.utf8)
+            return await sessions.handle(MCP.HTTPRequest(method: "POST", headers: headers.merging([HTTPHeaderName.sessionID: id]) { $1 }, body: body),
+                                         makeServer: { await mcp.makeServer() }).statusCode
+        }
+        let first = try await start()
+        let second = try await start()
+        #expect(await ping(first) == 200)   // now the second is the least recently used
+        let third = try await start()
+        #expect(await sessions.count == 2)
+        #expect(await ping(second) == 404)
+        #expect(await ping(first) == 200)
+        #expect(await ping(third) == 200)
+        // A request from a web page of another site (DNS rebinding) is refused on a loopback server.
+        let foreign = await sessions.handle(MCP.HTTPRequest(method: "POST", headers: headers.merging(["Host": "evil.example:8080"]) { $1 },
+                                                            body: initialize), makeServer: { await mcp.makeServer() })
+        #expect(foreign.statusCode == 421)
+
+        await sessions.closeAll()
+        #expect(await sessions.count == 0)
+        #expect(await ping(first) == 503)
+    }
+
     /// The `result` of the JSON-RPC answer in a server-sent-event body.
     static func sseResult(_ response: TestResponse) throws -> [String: Any] {
         let lines = String(buffer: response.body).split(separator: "\n").filter { $0.hasPrefix("data: {") }
