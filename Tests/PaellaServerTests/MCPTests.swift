@@ -207,6 +207,24 @@ struct MCPSession {
             let text = MCPSession.errorText(answer)
             #expect(text?.hasPrefix(expected) == true, "\(tool) \(arguments.keys.sorted()): \(text ?? "no tool error: \(answer)")")
         }
+        // Extreme numbers are refused with a sentence before anything is allocated, never a trap.
+        let extremes: [(String, [String: Value])] = [
+            ("generate_image", ["prompt": "x", "size": "1000000x1000000"]),
+            ("generate_image", ["prompt": "x", "size": "99999999999999999999x64"]),
+            ("generate_image", ["prompt": "x", "seed": .int(Int.max), "steps": .int(Int.min)]),
+            ("generate_image", ["prompt": "x", "n": .int(Int.max)]),
+            ("generate_image", ["prompt": "x", "guidance": 1e300]),
+            ("generate_image", ["prompt": "x", "steps": 1e300]),
+            ("edit_image", ["image": image, "prompt": "x", "short_side": .int(Int.max)]),
+            ("edit_image", ["image": image, "prompt": "x", "short_side": -5]),
+            ("edit_image", ["image": image, "prompt": "x", "rectangle": ["x": .int(Int.max), "y": .int(Int.max), "width": .int(Int.max), "height": 1]]),
+            ("edit_image", ["image": image, "prompt": "x", "rectangle": ["x": -8, "y": 0, "width": 8, "height": 8]]),
+            ("interpolate", ["from": "a", "to": "b", "frames": .int(Int.max)]),
+        ]
+        for (tool, arguments) in extremes {
+            let answer = try await session.call(tool, arguments)
+            #expect(MCPSession.errorText(answer)?.hasSuffix(".") == true, "\(tool) \(arguments): \(answer)")
+        }
         // No tool of that name is a protocol error, not a tool result.
         await #expect(throws: MCPError.self) { _ = try await session.call("draw", ["prompt": "x"]) }
         #expect(try await session.client.listResources().resources.isEmpty)
