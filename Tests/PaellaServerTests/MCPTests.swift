@@ -315,6 +315,51 @@ struct MCPSession {
         }
     }
 
+    /// `paella mcp` as a desktop agent runs it: JSON-RPC lines in on stdin, only JSON-RPC lines out on stdout (logs go
+    /// to stderr), and it exits with status 0 when the client closes stdin.
+    @Test func paellaMCPCommandSpeaksOnlyTheProtocolOnStdout() async throws {
+        let input = Pipe()
+        let model = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("models/paella-small").path
+        let (process, stdout, stderr) = try PaellaCLI.start(["mcp", "--model", model, "--threads", "1"], input: input)
+        let requests = [
+            #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+            #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            #"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"generate_image","arguments":{"prompt":"a red circle","seed":5,"steps":2},"_meta":{"progressToken":"p"}}}"#,
+        ]
+        // A server that never answers is stopped, so the reads below end instead of blocking the suite.
+        let watchdog = DispatchWorkItem { if process.isRunning { process.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + TimeGuard.seconds(120), execute: watchdog)
+        defer { watchdog.cancel() }
+        for request in requests { input.fileHandleForWriting.write(Data((request + "\n").utf8)) }
+        // Read answers until the tool call's; the progress notifications come before it.
+        var lines: [[String: Any]] = []
+        var pending = Data()
+        let reader = stdout.fileHandleForReading
+        while !lines.contains(where: { $0["id"] as? Int == 2 }) {
+            let chunk = reader.availableData
+            if chunk.isEmpty { break }
+            pending += chunk
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = pending[pending.startIndex..<newline]
+                pending = Data(pending[(newline + 1)...])
+                let message = try #require(try JSONSerialization.jsonObject(with: line) as? [String: Any], "not JSON-RPC: \(String(decoding: line, as: UTF8.self))")
+                #expect(message["jsonrpc"] as? String == "2.0")
+                lines.append(message)
+            }
+        }
+        try input.fileHandleForWriting.close()
+        process.waitUntilExit()
+        let log = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 0, "\(log)")
+        #expect(log.contains("serving MCP on standard input and output"))
+        #expect(lines.first?["id"] as? Int == 1 && (lines.first?["result"] as? [String: Any])?["serverInfo"] != nil)
+        #expect(lines.filter { $0["method"] as? String == "notifications/progress" }.count == 2)
+        let result = try #require(lines.last?["result"] as? [String: Any])
+        let content = try #require(result["content"] as? [[String: Any]])
+        #expect(content.first?["type"] as? String == "image" && result["isError"] as? Bool == false)
+    }
+
     /// Sessions that are never ended make room: past the capacity the least recently used one ends (its id then
     /// answers 404, which tells a client to initialize again); after `closeAll` (graceful shutdown) none starts.
     @Test func sessionsAreBoundedAndCloseOnShutdown() async throws {
