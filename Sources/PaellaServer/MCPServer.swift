@@ -85,11 +85,12 @@ public struct PaellaMCP: Sendable {
             throw MCPError.invalidParams("There is no tool '\(parameters.name.prefix(40))'; this server has " +
                                          "\(MCPTool.allCases.map(\.rawValue).joined(separator: ", ")).")
         }
-        let progress = server.flatMap { server in parameters._meta?.progressToken.map { ProgressForwarder(server: server, token: $0) } }
         do {
             let arguments = try ToolArguments(parameters.arguments ?? [:], allowed: tool.argumentNames, owner: tool.rawValue)
             let request = try tool.request(arguments, maxInputPixels: maxInputPixels, limits: limits)
             try pipeline.validate(request, limits: limits)
+            // Made only for a request that runs: its sending task lives until `finish`.
+            let progress = server.flatMap { server in parameters._meta?.progressToken.map { ProgressForwarder(server: server, token: $0) } }
             let result: PipelineResult
             do {
                 result = try await compute(request, progress?.handler)
