@@ -1,7 +1,7 @@
 #!/bin/sh
 # Drives Paella's MCP server with the official MCP Python SDK from PyPI, as agents do (scripts/check_mcp.py:
 # initialize, tools/list, tools/call generate_image receiving a progress notification per step and a PNG that
-# decodes, a tool error, resources/list and resources/read):
+# decodes, a tool error, resources/list and resources/read, a call abandoned mid-run that the server cancels):
 #   1. `paella mcp` over stdio, started by the SDK's stdio client as a desktop agent starts it;
 #   2. /mcp of the real `paella serve` on loopback with an API key, through the SDK's streamable HTTP client,
 #      then SIGTERM and a clean exit.
@@ -21,13 +21,13 @@ python3 -m venv "$WORK/venv"
 PYTHON="$WORK/venv/bin/python"
 CHECK="$(dirname "$0")/check_mcp.py"
 
-"$PYTHON" "$CHECK" stdio "$P" "$MODEL"
+"$PYTHON" "$CHECK" stdio "$WORK/mcp.log" "$P" "$MODEL" || { tail -20 "$WORK/mcp.log" >&2; exit 1; }
 
 "$P" serve --model "$MODEL" --port "$PORT" --api-key "$KEY" >"$WORK/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.2; done
-"$PYTHON" "$CHECK" http "http://127.0.0.1:$PORT/mcp" "$KEY" || { tail -20 "$WORK/serve.log" >&2; exit 1; }
+"$PYTHON" "$CHECK" http "$WORK/serve.log" "http://127.0.0.1:$PORT/mcp" "$KEY" || { tail -20 "$WORK/serve.log" >&2; exit 1; }
 kill -TERM "$SERVER"
 STATUS=0
 wait "$SERVER" || STATUS=$?

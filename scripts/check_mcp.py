@@ -1,15 +1,20 @@
 """Drives Paella's MCP server with the official MCP Python SDK (PyPI `mcp`), as an agent does: initialize,
-tools/list, tools/call generate_image with a progress token, a bad argument, resources/list and resources/read.
-Checks one progress notification per sampling step and that the returned PNG decodes.
+tools/list, tools/call generate_image with a progress token, a bad argument, resources/list and resources/read,
+then a long call abandoned after its first step (the SDK sends notifications/cancelled). Checks one progress
+notification per sampling step, that the returned PNG decodes, and that the server's log (SERVER_LOG) says the
+abandoned call was cancelled.
 
-    python check_mcp.py stdio PAELLA_EXECUTABLE MODEL_FOLDER     # starts `paella mcp` and talks on its stdin/stdout
-    python check_mcp.py http URL API_KEY                         # the streamable HTTP transport of `paella serve`
+    python check_mcp.py stdio SERVER_LOG PAELLA_EXECUTABLE MODEL_FOLDER   # starts `paella mcp`, its stderr to SERVER_LOG
+    python check_mcp.py http SERVER_LOG URL API_KEY                       # /mcp of a running `paella serve`
 """
 import asyncio
 import base64
 import struct
 import sys
+import time
 import zlib
+
+import anyio
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -39,7 +44,7 @@ def decode_png(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-async def check(session: ClientSession, transport: str) -> None:
+async def check(session: ClientSession, transport: str, server_log: str) -> None:
     hello = await session.initialize()
     print(f"{transport} initialize:", hello.server_info.name, hello.server_info.version, "protocol", hello.protocol_version)
 
@@ -76,19 +81,43 @@ async def check(session: ClientSession, transport: str) -> None:
     assert base64.b64decode(contents[0].blob) == base64.b64decode(images[0].data)
     print("resources/list and resources/read: paella://images/1.png, the same PNG")
 
+    # Abandoning a call makes the SDK send notifications/cancelled; the server stops before its next step.
+    started = anyio.Event()
 
-async def over_stdio(paella: str, model: str) -> None:
+    async def first_step(done: float, total: float | None, message: str | None) -> None:
+        started.set()
+
+    async def long_call() -> None:
+        await session.call_tool("generate_image", {"prompt": "a blue star", "steps": 100, "size": "256x256", "n": 4},
+                                progress_callback=first_step)
+
+    async with anyio.create_task_group() as calls:
+        calls.start_soon(long_call)
+        await started.wait()
+        calls.cancel_scope.cancel()
+    deadline = time.monotonic() + 30
+    while "tool call cancelled" not in open(server_log).read():
+        assert time.monotonic() < deadline, "the server did not report the abandoned call as cancelled"
+        await asyncio.sleep(0.1)
+    began = time.monotonic()
+    after = await session.call_tool("generate_image", {"prompt": "a red circle", "steps": 2, "size": "64x64"})
+    assert not after.is_error, after
+    print(f"notifications/cancelled: the server cancelled the abandoned 100-step call; the next call took {time.monotonic() - began:.1f} s")
+
+
+async def over_stdio(server_log: str, paella: str, model: str) -> None:
     server = StdioServerParameters(command=paella, args=["mcp", "--model", model])
-    async with stdio_client(server) as (read, write):
-        async with ClientSession(read, write) as session:
-            await check(session, "stdio")
+    with open(server_log, "w") as log:
+        async with stdio_client(server, errlog=log) as (read, write):
+            async with ClientSession(read, write) as session:
+                await check(session, "stdio", server_log)
 
 
-async def over_http(url: str, key: str) -> None:
+async def over_http(server_log: str, url: str, key: str) -> None:
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
         async with streamable_http_client(url, http_client=http) as (read, write):
             async with ClientSession(read, write) as session:
-                await check(session, "http")
+                await check(session, "http", server_log)
 
 
 if __name__ == "__main__":
