@@ -11,7 +11,8 @@
 //   PaellaTraining     <- PaellaCore, PaellaIO, PaellaModels      trainers, optimizers, training data
 //   PaellaShapes       <- PaellaCore, PaellaIO, PaellaModels, Paella         a tool, not the library: the synthetic shapes
 //                                                                  dataset, its analyser and the shapes evaluation
-//   PaellaServer       <- PaellaCore, PaellaIO, PaellaModels, Paella, Hummingbird, MultipartKit   `paella serve`: HTTP API
+//   PaellaServer       <- PaellaCore, PaellaIO, PaellaModels, Paella, Hummingbird, MultipartKit, MCP   `paella serve`: HTTP API;
+//                                                                  `paella mcp`: Model Context Protocol
 //   paella             <- the seven above, ArgumentParser         the command-line tool
 //   PaellaTestSupport  <- PaellaCore, PaellaIO, PaellaModels, Paella; then one test target per library.
 import PackageDescription
@@ -36,6 +37,8 @@ let package = Package(
         // Already under Hummingbird; named because the server's files use their types directly.
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // `paella mcp` and the server's /mcp: the Model Context Protocol (tools, progress, cancellation, transports).
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
     targets: [
         // Hot loops in C with run-time ISA dispatch (AVX-512 / AVX2 / NEON / portable). No model knowledge.
@@ -73,6 +76,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "MCP", package: "swift-sdk"),
         ]),
         .executableTarget(name: "paella", dependencies: [
             "PaellaCore", "PaellaIO", "PaellaModels", "Paella", "PaellaTraining", "PaellaShapes", "PaellaServer",
@@ -94,6 +98,7 @@ let package = Package(
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "MultipartKit", package: "multipart-kit"),
+            .product(name: "MCP", package: "swift-sdk"),
         ]),
         .testTarget(name: "PaellaTrainingTests", dependencies: ["PaellaCore", "PaellaIO", "PaellaModels", "PaellaTraining",
                                                           "PaellaTestSupport"]),

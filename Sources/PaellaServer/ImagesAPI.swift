@@ -39,6 +39,12 @@ struct GenerationBody: Decodable {
     }
 }
 
+/// An image a client sent that does not decode or is too large, as one sentence.
+struct ImageInputError: Error {
+    var message: String
+    var tooLarge: Bool
+}
+
 /// What the images endpoints answer: OpenAI's `{"created", "data": [{"url"} or {"b64_json"}]}` plus the
 /// parameters that made the images (the seed drawn when none was given, among them).
 struct ImagesResponse: Encodable {
@@ -144,11 +150,7 @@ extension PaellaServer {
 
     /// This server's limits as the pipeline's: its policy (images, side, steps, frames, prompt length) within
     /// the memory bound of the loaded pipeline. Every number of a request is checked against them by the library.
-    var requestLimits: RequestLimits {
-        let l = configuration.limits
-        return RequestLimits(memoryBytes: pipeline.limits.memoryBytes, maxCount: l.maxImages, maxSteps: l.maxSteps, maxFrames: l.maxFrames,
-                             maxRegions: l.maxFrames, maxSide: l.maxSide, maxPromptCharacters: l.maxPromptLength)
-    }
+    var requestLimits: RequestLimits { configuration.limits.requestLimits(for: pipeline) }
 
     /// A prompt that is present, not blank and within the length limit (the library's check, under `param`).
     func checkPrompt(_ prompt: String?, param: String) throws -> String {
@@ -180,11 +182,10 @@ extension PaellaServer {
     func imageOptions(n: Int?, size: String?, responseFormat: String?, seed: Int64?, steps: Int?, guidance: Float?) throws -> ImageOptions {
         var width: Int?, height: Int?
         if let size, size != "auto" {
-            let parts = size.lowercased().split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
-            guard parts.count == 2, let w = parts[0], let h = parts[1] else {
+            guard let parsed = Self.parseSize(size) else {
                 throw APIError.invalid("size must be WIDTHxHEIGHT in pixels, e.g. 256x256, got '\(size.prefix(40))'.", param: "size")
             }
-            (width, height) = (w, h)
+            (width, height) = parsed
         }
         guard let format = ResponseFormat(rawValue: responseFormat ?? "url") else {
             throw APIError.invalid("response_format must be url or b64_json, got '\((responseFormat ?? "").prefix(40))'.", param: "response_format")
@@ -194,6 +195,14 @@ extension PaellaServer {
                                       sampling: SamplingOverrides(steps: steps, guidanceScale: guidance))
         try requestLimits.check(settings)
         return ImageOptions(width: width, height: height, format: format, settings: settings)
+    }
+
+    /// `WIDTHxHEIGHT` (either case of x) as numbers; nil when it is not that form. The numbers are bounded later, with
+    /// the whole request.
+    static func parseSize(_ size: String) -> (width: Int, height: Int)? {
+        let parts = size.lowercased().split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
+        guard parts.count == 2, let w = parts[0], let h = parts[1] else { return nil }
+        return (w, h)
     }
 
     /// Edits keep the input's shape, so `size` must be square: its side becomes the image's shorter side (the
@@ -210,14 +219,23 @@ extension PaellaServer {
     func uploadedImage(_ bytes: [UInt8]?, field: String) throws -> PixelImage {
         guard let bytes else { throw APIError.invalid("The \(field) file is missing; send it as a multipart file field named \(field).", param: field) }
         guard !bytes.isEmpty else { throw APIError.invalid("The \(field) file is empty.", param: field) }
-        let maxPixels = configuration.limits.maxInputPixels
         do {
-            return try PixelImage.decode(bytes, source: "The uploaded \(field)", limits: ImageLimits(maxSide: maxPixels, maxPixels: maxPixels)).image
+            return try Self.decodeImage(bytes, what: "The uploaded \(field)", maxPixels: configuration.limits.maxInputPixels)
+        } catch let error as ImageInputError {
+            throw APIError.invalid(error.message, param: field, code: error.tooLarge ? "image_too_large" : nil)
+        }
+    }
+
+    /// Decodes a PNG or JPEG a client sent (`what` names it in the sentence); its pixel count is checked from the
+    /// header, before any pixel memory.
+    static func decodeImage(_ bytes: [UInt8], what: String, maxPixels: Int) throws -> PixelImage {
+        do {
+            return try PixelImage.decode(bytes, source: what, limits: ImageLimits(maxSide: maxPixels, maxPixels: maxPixels)).image
         } catch let ImageError.tooLarge(_, width, height, _) {
-            throw APIError.invalid("The \(field) is \(width)x\(height) pixels, more than this server's limit of \(maxPixels) pixels; " +
-                                   "send a smaller image.", param: field, code: "image_too_large")
+            throw ImageInputError(message: "\(what) is \(width)x\(height) pixels, more than this server's limit of \(maxPixels) pixels; " +
+                                  "send a smaller image.", tooLarge: true)
         } catch let error as ImageError {
-            throw APIError.invalid(error.description, param: field)
+            throw ImageInputError(message: error.description, tooLarge: false)
         }
     }
 

@@ -22,6 +22,8 @@ public final class PaellaServer: Sendable {
     /// The A1111 (sdapi) requests computing, for its progress and interrupt endpoints.
     let sdapi = SDAPIActivity()
     let metrics = ServerMetrics()
+    /// The sessions of the MCP endpoint, /mcp.
+    public let mcpSessions: MCPSessions
     public let logger: Logger
 
     /// Checks `configuration` (a non-loopback host needs an API key) before anything is built.
@@ -32,11 +34,12 @@ public final class PaellaServer: Sendable {
         self.queue = JobQueue(maxRunning: configuration.maxConcurrentJobs, maxWaiting: configuration.maxQueuedJobs)
         self.images = ImageStore(capacity: configuration.keptImages, makeID: configuration.makeID)
         self.jobs = JobStore(capacity: configuration.keptImages)
+        self.mcpSessions = MCPSessions(loopbackOnly: ServerConfiguration.isLoopback(configuration.host), logger: logger)
         self.logger = logger
     }
 
     /// The routes: the web page at /, OpenAI's images API under /v1, the native jobs API and stored images under /api,
-    /// A1111's under /sdapi, the health check.
+    /// A1111's under /sdapi, MCP at /mcp, the health check.
     public func router() -> Router<BasicRequestContext> {
         let router = Router()
         // Outermost: every error below, authentication's included, leaves in OpenAI's error shape (FastAPI's under /sdapi).
@@ -69,6 +72,7 @@ public final class PaellaServer: Sendable {
         router.get("/api/jobs/{id}/events") { _, context in try await self.jobEvents(context) }
         router.delete("/api/jobs/{id}") { _, context in try await self.deleteJob(context) }
         addSDAPIRoutes(to: router)
+        addMCPRoutes(to: router)
         router.get("/healthz") { _, _ in try await self.health() }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
@@ -90,7 +94,8 @@ public final class PaellaServer: Sendable {
     public func run() async throws {
         // The group shuts services down in reverse order: the drain first, the HTTP server once it is done.
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [application(), JobDrainService(queue: queue, grace: configuration.shutdownGraceSeconds, logger: logger)],
+            services: [application(), JobDrainService(queue: queue, grace: configuration.shutdownGraceSeconds, logger: logger),
+                       MCPSessionsShutdownService(sessions: mcpSessions)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         logger.info("serving", metadata: ["model": "\(pipeline.modelName)", "address": "\(configuration.host):\(configuration.port)",
                                           "auth": "\(configuration.apiKey == nil ? "none" : "bearer")"])

@@ -38,6 +38,15 @@ public struct ServerLimits: Sendable, Equatable {
     }
 }
 
+extension ServerLimits {
+    /// These limits as the pipeline's: this policy (images, side, steps, frames, prompt length) within the memory
+    /// bound of the loaded `pipeline`. Every number of a request is checked against them by the library.
+    public func requestLimits(for pipeline: Pipeline) -> RequestLimits {
+        RequestLimits(memoryBytes: pipeline.limits.memoryBytes, maxCount: maxImages, maxSteps: maxSteps, maxFrames: maxFrames,
+                      maxRegions: maxFrames, maxSide: maxSide, maxPromptCharacters: maxPromptLength)
+    }
+}
+
 /// Everything `paella serve` is told on its command line, checked once before anything binds.
 public struct ServerConfiguration: Sendable, Equatable {
     public var host: String

@@ -9,5 +9,5 @@ struct PaellaCommand: AsyncParsableCommand {
         subcommands: [GenerateCommand.self, InterpolateCommand.self, ComposeCommand.self, InpaintCommand.self,
                       OutpaintCommand.self, EditCommand.self, VaryCommand.self, InfoCommand.self, InspectCommand.self,
                       DownloadCommand.self, ConvertCommand.self, DatasetCommand.self, TrainCommand.self, EvalCommand.self, BenchCommand.self,
-                      ServeCommand.self])
+                      ServeCommand.self, MCPCommand.self])
 }

@@ -44,11 +44,12 @@ public enum PaellaCLI {
         return try finish(try launch(mpirun, arguments: mpirunOptions + ranks, in: directory))
     }
 
-    /// `run`'s process, started, with its stdout and stderr pipes.
+    /// `run`'s process, started, with its stdout and stderr pipes; its stdin is `input` when given (a command that
+    /// reads a protocol there, `paella mcp`), else the test's.
     public static func start(_ arguments: [String], in directory: String? = nil, ranks: Int? = nil,
-                             environment changes: [String: String?] = [:]) throws -> (process: Process, stdout: Pipe, stderr: Pipe) {
+                             environment changes: [String: String?] = [:], input: Pipe? = nil) throws -> (process: Process, stdout: Pipe, stderr: Pipe) {
         guard let executable else { throw NotBuilt() }
-        guard let ranks else { return try launch(executable, arguments: arguments, in: directory, environment: changes) }
+        guard let ranks else { return try launch(executable, arguments: arguments, in: directory, environment: changes, input: input) }
         guard let mpirun else { throw MPIRunMissing() }
         return try launch(mpirun, arguments: mpirunOptions + ["-np", "\(ranks)", executable] + arguments, in: directory,
                           environment: changes)
@@ -59,7 +60,7 @@ public enum PaellaCLI {
     static let mpirunOptions = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none"]
 
     private static func launch(_ program: String, arguments: [String], in directory: String?,
-                               environment changes: [String: String?] = [:]) throws -> (process: Process, stdout: Pipe, stderr: Pipe) {
+                               environment changes: [String: String?] = [:], input: Pipe? = nil) throws -> (process: Process, stdout: Pipe, stderr: Pipe) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: program)
         process.arguments = arguments
@@ -71,6 +72,7 @@ public enum PaellaCLI {
         let (out, err) = (Pipe(), Pipe())
         process.standardOutput = out
         process.standardError = err
+        if let input { process.standardInput = input }
         try process.run()
         return (process, out, err)
     }
