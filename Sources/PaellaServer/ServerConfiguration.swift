@@ -117,7 +117,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         }
         // The server's limits narrow the library's, never widen them (a step count past the library's bound would
         // pass here and then be refused mid-request).
-        let library = RequestLimits()
+        let library = RequestLimits.default
         guard l.maxSteps <= library.maxSteps, l.maxImages <= library.maxCount, l.maxFrames <= library.maxFrames else {
             throw ServerConfigurationError("The server's step, image and frame limits may not exceed the library's (\(library.maxSteps) steps, "
                                            + "\(library.maxCount) images, \(library.maxFrames) frames).")

@@ -66,7 +66,8 @@ struct ServeCommand: AsyncParsableCommand {
         HeapMemory.limitArenas(to: max(2, ThreadPool.coreCount))
         let server = try reportingErrors { () throws -> PaellaServer in
             let folder = try ModelFolder(path: try model.folderPath())
-            let pipeline = try Pipeline(folder: folder, compute: try compute.makeCompute(), loadVision: folder.hasVisionTower)
+            let pipeline = try Pipeline(folder: folder, compute: try compute.makeCompute(), loadVision: folder.hasVisionTower,
+                                        limits: try model.limits())
             return try PaellaServer(pipeline: pipeline, configuration: configuration)
         }
         try await reportingErrorsAsync { try await server.run() }
