@@ -31,15 +31,15 @@ import PaellaIO
     }
 }
 
-/// The quickselect of `typicalFilterMask` against the plain definition (upstream's full sort, cumulative sum
-/// in double) on rows with many tied logits, where the order among equal scores decides.
+/// The bucketed selection of `typicalFilterMask` against the plain definition (upstream's full sort, cumulative
+/// sum in double) on rows with many tied logits, where the order among equal scores decides.
 @Suite struct TypicalFilterTests {
     /// Upstream's steps literally: sort by score (stable), cumulative softmax, threshold, min tokens.
     static func reference(_ row: [Float], mass: Float, minTokens: Int) -> [UInt8] {
         let m = row.max()!
         let logSum = Float(log(Double(row.reduce(Float(0)) { $0 + expf($1 - m) })))
         let logp = row.map { ($0 - m) - logSum }
-        let entropy = -zip(logp, logp.map { expf($0) }).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+        let entropy = -zip(logp, logp.map { expf($0) }).reduce(Float(0)) { $1.0 * $1.1 == $1.0 * $1.1 ? $0 + $1.0 * $1.1 : $0 }  // nansum
         let score = logp.map { abs(-$0 - entropy) }
         let order = row.indices.sorted { (score[$0], $0) < (score[$1], $1) }
         let total = row.reduce(Float(0)) { $0 + expf($1 - m) }
@@ -67,6 +67,28 @@ import PaellaIO
                 mismatches += (0..<n).filter { Int(expected[$0]) != removed[r * n + $0] }.count
             }
             #expect(mismatches == 0, "n \(n), mass \(mass), min tokens \(minTokens)")
+        }
+    }
+
+    /// Masses at and past the ends (0: only the best-scoring entries stay; above 1: never reached, nothing is
+    /// removed), masked (-inf) logits, and rows of v1's width whose scores spread over many buckets.
+    @Test func edgeMassesMaskedLogitsAndWideRowsAgreeWithTheFullSort() {
+        var random = TestRandom(seed: 22)
+        let compute = Compute(pool: ThreadPool(threads: 2), gemm: BuiltinGEMM())
+        // (A mass of exactly 1 is left out: whether the last entries reach it depends on how each side rounds the
+        // softmax, not on the selection.)
+        for (n, mass) in [(50, Float(0)), (50, 1.5), (8192, 0.2), (8192, 0.9), (513, 0.05)] {
+            var values = (0..<(3 * n)).map { _ in Float(random.int(-4000...4000)) / 500 }
+            for k in stride(from: 0, to: values.count, by: 7) { values[k] = -.infinity }
+            let filtered = compute.typicalFilter(Tensor(values, shape: [3, n]), mass: mass, minTokens: 1).floats
+            var mismatches = 0
+            for r in 0..<3 {
+                let row = Array(values[r * n..<(r + 1) * n])
+                let expected = Self.reference(row, mass: mass, minTokens: 1)
+                mismatches += (0..<n).filter { (expected[$0] == 1 ? -Float.infinity : row[$0]) != filtered[r * n + $0] }.count
+            }
+            #expect(mismatches == 0, "n \(n), mass \(mass)")
+            if mass > 1 { #expect(filtered.filter { $0 == -.infinity }.count == values.filter { $0 == -.infinity }.count) }
         }
     }
 }
