@@ -69,6 +69,11 @@ struct BenchDenoiserCommand: ParsableCommand, BenchDefaults {
             rows.append(BenchmarkRow(name: "typical filter + draw", medianMs: drawMs, gflops: nil,
                                      backend: "-", threads: compute.pool.threadCount,
                                      extra: [("batch", String(b)), ("min ms", String(format: "%.1f", fastestDraw))]))
+            // The draw alone (sampling without the filter, as the bundled model's defaults do).
+            let (gumbelMs, fastestGumbel) = bench.time { _ = compute.gumbelArgmax(logits: flat, uniforms: uniforms, temperature: 1) }
+            rows.append(BenchmarkRow(name: "draw only", medianMs: gumbelMs, gflops: nil,
+                                     backend: "-", threads: compute.pool.threadCount,
+                                     extra: [("batch", String(b)), ("min ms", String(format: "%.1f", fastestGumbel))]))
         }
         BenchmarkReport.print(rows, json: bench.json)
         if !bench.json { print(memoryReport()) }
