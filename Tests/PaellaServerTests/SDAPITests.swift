@@ -324,7 +324,9 @@ struct SDAPITests {
             #expect(state["job"] as? String == "txt2img" && state["job_count"] as? Int == 2 && state["job_no"] as? Int == 0)
             #expect(state["sampling_steps"] as? Int == 1000 && (progress["eta_relative"] as? Double ?? 0) > 0)
             let share = try #require(progress["progress"] as? Double)
-            #expect(share > 0 && share < 0.5)
+            // Still in the first of two batches (job_no 0): at most half done, exactly half when the poll came at its
+            // last step (a loaded machine can be that slow to poll).
+            #expect(share > 0 && share <= 0.5)
             let preview = try #require(progress["current_image"] as? String)
             let image = try PixelImage.decode(Array(try #require(Data(base64Encoded: preview))), source: "preview").image
             #expect(image.width == side && image.height == side)

@@ -225,7 +225,9 @@ import Testing
     /// A NaN in the denoiser: `info --verify` names the tensor, generating is refused with one sentence (not a
     /// flat image), and the server-facing error says it is the model, not the request.
     @Test func nonFiniteDenoiserWeightsAreFoundByVerifyAndByGenerating() async throws {
-        let copy = try Self.folderWithWeight("denoiser.safetensors", { $0.hasSuffix(".weight") }, set: .nan)
+        // A convolution of the first block, which every position goes through (a row of the token embedding would
+        // only matter where the random start drew that token).
+        let copy = try Self.folderWithWeight("denoiser.safetensors", { $0.hasPrefix("down_blocks.0.0.depthwise") && $0.hasSuffix(".weight") }, set: .nan)
         defer { try? FileManager.default.removeItem(atPath: (copy as NSString).deletingLastPathComponent) }
         let info = try PaellaCLI.run(["info", "--model", copy, "--verify", "--threads", "1"])
         #expect(info.status == 1, "\(info.stdout)")
@@ -237,7 +239,7 @@ import Testing
         await #expect(throws: PipelineError.nonFiniteModelOutput(part: "denoiser")) {
             _ = try await pipeline.generate(GenerateRequest(prompt: "a red circle", settings: CommonSettings(seed: 1)))
         }
-        let generated = try PaellaCLI.run(["generate", "a red circle", "--model", copy, "--output", copy + "/out.png", "--threads", "1"])
+        let generated = try PaellaCLI.run(["generate", "a red circle", "--model", copy, "--output", copy + "/out.png", "--threads", "1", "--seed", "3"])
         #expect(generated.status == 1 && generated.stderr.contains("computed values that are not finite numbers"), "\(generated.stderr)")
         #expect(!FileManager.default.fileExists(atPath: copy + "/out.png"))
     }
