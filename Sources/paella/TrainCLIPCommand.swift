@@ -68,9 +68,7 @@ struct TrainCLIPCommand: AsyncParsableCommand {
 
     mutating func run() async throws {
         try await trainingRanks { parallel in
-            guard options.batchSize >= parallel.size else {
-                throw ValidationError("--batch-size \(options.batchSize) is below the \(parallel.size) processes: each trains on part of every batch.")
-            }
+            try checkBatchSize(options.batchSize, covers: parallel)
             let compute = try compute.makeCompute()
             let folder = try TrainPairFolder(path: options.data, captions: true)
             let tokenizer = try CLIPTokenizer(openCLIPVocabulary: try CLIPTokenizer.locateVocabulary())

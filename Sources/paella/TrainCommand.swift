@@ -76,9 +76,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
     }
 
     func train(_ parallel: DataParallel) async throws {
-        guard batchSize >= parallel.size else {
-            throw ValidationError("--batch-size \(batchSize) is below the \(parallel.size) processes: each trains on part of every batch.")
-        }
+        try checkBatchSize(batchSize, covers: parallel)
         let compute = try compute.makeCompute()
         let folder = try ModelFolder(path: model.folderPath())
         let data = try openTrainingSamples(path: data)

@@ -143,6 +143,13 @@ func trainingRanks(_ body: (DataParallel) async throws -> Void) async throws {
     parallel.finish()
 }
 
+/// Each rank trains on its part of every batch, so a batch needs at least one item per rank.
+func checkBatchSize(_ batchSize: Int, covers parallel: DataParallel) throws {
+    guard batchSize >= parallel.size else {
+        throw ValidationError("--batch-size \(batchSize) is below the \(parallel.size) processes: each trains on part of every batch.")
+    }
+}
+
 /// Writes a line to stdout unbuffered, so progress lines reach a log file or pipe as they happen.
 func printFlushed(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
