@@ -35,25 +35,18 @@ public enum InputFile {
     }
 }
 
-/// `text` with every character that a terminal would interpret escaped as `\u{...}`: C0 and C1 control
-/// characters (ESC starts colour and cursor sequences, CR and BS overwrite what was printed), DEL, and the
-/// bidirectional overrides that reorder what follows them. Names from files go through this before they are
-/// shown in a table or an error message; JSON output has its own escaping. With `maxLength`, longer text is cut
+/// `text` with every character that a terminal would interpret (`isTerminalControl`) escaped as `\u{...}`.
+/// Names from files go through this before they are shown in a table or an error message; JSON output has its
+/// own escaping. With `maxLength`, longer text is cut
 /// to that many characters and marked with "..." (error messages quote names, and a name can be megabytes).
 public func terminalSafe(_ text: String, maxLength: Int? = nil) -> String {
     if let maxLength, text.unicodeScalars.count > maxLength {
         return terminalSafe(String(String.UnicodeScalarView(text.unicodeScalars.prefix(maxLength)))) + "..."
     }
-    func unsafe(_ scalar: Unicode.Scalar) -> Bool {
-        switch scalar.value {
-        case 0x00...0x1F, 0x7F...0x9F, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: return true
-        default: return false
-        }
-    }
-    guard text.unicodeScalars.contains(where: unsafe) else { return text }
+    guard text.unicodeScalars.contains(where: isTerminalControl) else { return text }
     var out = String.UnicodeScalarView()
     for scalar in text.unicodeScalars {
-        if unsafe(scalar) {
+        if isTerminalControl(scalar) {
             out.append(contentsOf: "\\u{\(String(scalar.value, radix: 16, uppercase: true))}".unicodeScalars)
         } else {
             out.append(scalar)

@@ -331,11 +331,18 @@ struct HostileCheckpointTests {
             #expect(table.contains("w\\u{1B}]0;pwned\\u{7}\\u{D}\\u{202E}x"), "\(table)")
             #expect(!table.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" } && !table.contains("\u{202E}"))
             #expect(report.json().contains("\\u001b]0;pwned"))  // JSON keeps the name, escaped its own way
+            #expect(report.json().contains("\\u0007\\r\\u202ex") && !report.json().contains("\u{202E}"))
         }
         // Error messages quoting a name escape it too.
         let forbidden = PickleError.forbiddenGlobal(module: "os\u{1B}[31m", name: "system")
         #expect(forbidden.description.contains("os\\u{1B}[31m.system"))
         #expect(terminalSafe("plain name.weight") == "plain name.weight")
+        // JSON escapes every terminal control and the JavaScript line separators, and stays the same string.
+        let tricky = "a\u{7F}b\u{9B}c\u{2028}d\u{2066}e\u{1B}"
+        let literal = jsonStringLiteral(tricky)
+        #expect(literal == #""a\u007fb\u009bc\u2028d\u2066e\u001b""#)
+        #expect(try JSONDecoder().decode(String.self, from: Data(literal.utf8)) == tricky)
+        #expect(jsonStringLiteral("plain \u{e9}t\u{e9} \u{1F600}") == "\"plain \u{e9}t\u{e9} \u{1F600}\"")
         #expect(terminalSafe(String(repeating: "y", count: 500), maxLength: 10) == "yyyyyyyyyy...")
     }
 
