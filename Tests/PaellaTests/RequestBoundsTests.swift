@@ -69,6 +69,18 @@ struct RequestBoundsTests {
         }
     }
 
+    /// An input image's shape sets the size of an edit: a long strip over the budget is answered with "crop it",
+    /// since no size the request can name would make it fit.
+    @Test func aLongInputImageIsAskedToBeCropped() throws {
+        let budget = RequestLimits(memoryBytes: pipeline.estimatedBytes(width: 3 * side, height: 3 * side, batch: 1, images: 1))
+        let strip = TinyPipeline.picture(width: 16 * side, height: side)
+        let refused = try #require(refusal(.edit(EditRequest(image: strip, prompt: "a red circle")), limits: budget))
+        #expect(refused.field == .size)
+        #expect(refused.message.contains("crop the input image closer to a square or ask for a smaller size (the largest square size that fits is"),
+                "\(refused.message)")
+        try pipeline.validate(.edit(EditRequest(image: picture, prompt: "a red circle")), limits: budget)  // a square fits
+    }
+
     @Test func countsStepsAndSamplingNumbersAreBounded() throws {
         for count in [0, -1, 100_000, Int.max] { #expect(refusal(generate(count: count))?.message.contains("\(count)") == true) }
         #expect(refusal(generate(count: 100_000))?.message == "The image count 100000 is out of range; give 1 to 1000")

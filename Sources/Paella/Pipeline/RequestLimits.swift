@@ -221,9 +221,10 @@ extension Pipeline {
 
     /// Checks the shape of a `width` x `height` output (multiples, minimum, `maxSide`) and that `images` of
     /// them, sampled `batch` at a time, fit the memory limit; `what` starts the sentence ("The image size
-    /// 512x512", "The 8064x64 outpainting canvas").
+    /// 512x512", "The 8064x64 outpainting canvas"). `fromInputImage`: the size follows an input image's shape,
+    /// which the advice then asks to crop (a long strip can be over the limit at any size the request may name).
     func checkMemory(width: Int, height: Int, batch: Int, images: Int, extra: Int = 0, limits: RequestLimits,
-                     field: RequestField, what: String) throws -> RequestEstimate {
+                     field: RequestField, what: String, fromInputImage: Bool = false) throws -> RequestEstimate {
         if let maxSide = limits.maxSide, width > maxSide || height > maxSide {
             throw PipelineError.outOfRange(field: field, message: "\(what) is out of range; at most \(maxSide) pixels a side are allowed here")
         }
@@ -231,9 +232,10 @@ extension Pipeline {
         guard bytes <= limits.memoryBytes else {
             let largest = largestSquareSide(limits)
             let single = estimatedBytes(width: width, height: height, batch: 1, images: 1) <= limits.memoryBytes
-            let advice = images > 1 && single
-                ? "ask for fewer images at this size"
-                : largest > 0 ? "the largest square size that fits is \(largest)x\(largest)" : "no image size fits this limit"
+            let square = largest > 0 ? "the largest square size that fits is \(largest)x\(largest)" : "no image size fits this limit"
+            let advice = images > 1 && single ? "ask for fewer images at this size"
+                : fromInputImage && largest > 0 ? "crop the input image closer to a square or ask for a smaller size (\(square))"
+                : square
             let need = bytes == .max ? "more than 9 EB" : "about \(formattedBytes(bytes))"
             throw PipelineError.outOfRange(field: field, message: "\(what)\(images > 1 ? " for \(images) images" : "") would need \(need) " +
                 "of memory, more than the \(formattedBytes(limits.memoryBytes)) a request may use; \(advice)")
@@ -286,7 +288,8 @@ extension Pipeline {
             let (w, h) = canvas(fit.cropped.width, fit.cropped.height)
             // The resized input and its gray mask, held while the image is encoded.
             let input = SaturatingSize.product(fit.resized.width, fit.resized.height, 4)
-            return try checkMemory(width: w, height: h, batch: count, images: count, extra: input, limits: limits, field: field, what: what(w, h))
+            return try checkMemory(width: w, height: h, batch: count, images: count, extra: input, limits: limits, field: field,
+                                   what: what(w, h), fromInputImage: true)
         }
         /// Outpainting rounds its canvas up to the token grid.
         func roundedUp(_ side: Int) -> Int {
