@@ -198,27 +198,36 @@ import Testing
 
     // MARK: Weight contents
 
-    /// A copy of the tiny float32 folder whose `file` has one value of the first tensor that `which` picks set to
-    /// `value`, with the checksums dropped (so that only the contents can give the damage away).
-    static func folderWithWeight(_ file: String, _ which: (String) -> Bool, set value: Float) throws -> String {
-        let copy = ModelFolderTests.scratch("nonfinite") + "/model"
-        try FileManager.default.copyItem(atPath: try Fixtures.tinyModelFolder(dtype: .float32), toPath: copy)
+    /// A copy of the tiny folder in `dtype` whose `file` holds what `rewrite` makes of its tensors, with the
+    /// checksums dropped (so that only the contents can give the damage away).
+    static func folderWithRewrittenWeights(_ file: String, dtype: DType = .float32,
+                                           _ rewrite: ([(name: String, tensor: Tensor)]) -> [(name: String, tensor: Tensor)]) throws -> String {
+        let copy = ModelFolderTests.scratch("weights") + "/model"
+        try FileManager.default.copyItem(atPath: try Fixtures.tinyModelFolder(dtype: dtype), toPath: copy)
         let path = copy + "/" + file
-        var changed = false
-        let stored = try SafeTensors(path: path).tensors.map { named -> (name: String, tensor: Tensor) in
-            var t = named.tensor.toFloat32()
-            if !changed && which(named.name) {
-                t.withMutableFloats { $0[$0.count / 2] = value }
-                changed = true
-            }
-            return (named.name, t)
-        }
-        #expect(changed, "no tensor of \(file) was picked")
-        try SafeTensors.write(stored, to: path + ".new")
+        try SafeTensors.write(rewrite(try SafeTensors(path: path).tensors), to: path + ".new")
         _ = rename(path + ".new", path)
         try ModelFolderTests.editManifest(copy) { m in
             for role in ["denoiser", "vqgan", "clip"] { Self.setValue(&m, [role, "sha256"], NSNull()) }
         }
+        return copy
+    }
+
+    /// A copy of the tiny float32 folder whose `file` has one value of the first tensor that `which` picks set to
+    /// `value`.
+    static func folderWithWeight(_ file: String, _ which: (String) -> Bool, set value: Float) throws -> String {
+        var changed = false
+        let copy = try folderWithRewrittenWeights(file) { tensors in
+            tensors.map { named in
+                var t = named.tensor.toFloat32()
+                if !changed && which(named.name) {
+                    t.withMutableFloats { $0[$0.count / 2] = value }
+                    changed = true
+                }
+                return (named.name, t)
+            }
+        }
+        #expect(changed, "no tensor of \(file) was picked")
         return copy
     }
 
@@ -279,18 +288,10 @@ import Testing
         mostlyNearOne.withMutableFloats { $0[17] = 0.01 }
         #expect(!ModelFolder.looksLikeBFloat16(mostlyNearOne.converted(to: .float16)))
 
-        let copy = ModelFolderTests.scratch("bf16-as-f16") + "/model"
-        try FileManager.default.copyItem(atPath: try Fixtures.tinyModelFolder(dtype: .float16), toPath: copy)
+        let copy = try Self.folderWithRewrittenWeights("denoiser.safetensors", dtype: .float16) { tensors in
+            tensors.map { ($0.name, $0.tensor.rank >= 2 ? Self.bfloat16BitsLabelledFloat16($0.tensor.toFloat32()) : $0.tensor) }
+        }
         defer { try? FileManager.default.removeItem(atPath: (copy as NSString).deletingLastPathComponent) }
-        let path = copy + "/denoiser.safetensors"
-        let stored = try SafeTensors(path: path).tensors.map { named in
-            (name: named.name, tensor: named.tensor.rank >= 2 ? Self.bfloat16BitsLabelledFloat16(named.tensor.toFloat32()) : named.tensor)
-        }
-        try SafeTensors.write(stored, to: path + ".new")
-        _ = rename(path + ".new", path)
-        try ModelFolderTests.editManifest(copy) { m in
-            for role in ["denoiser", "vqgan", "clip"] { Self.setValue(&m, [role, "sha256"], NSNull()) }
-        }
         let info = try PaellaCLI.run(["info", "--model", copy, "--verify", "--threads", "1"])
         #expect(info.status == 1, "\(info.stdout)")
         #expect(info.stderr.contains("denoiser.safetensors labels ") && info.stderr.contains("float16, but its values look like bfloat16 data"),
