@@ -49,6 +49,8 @@ struct FuzzRegressionTests {
             #expect(path == "padded.jpg")
             #expect(reason.contains("premature end of data segment"), "\(reason)")
         }
-        #expect(Date().timeIntervalSince(started) < TimeGuard.seconds(1))
+        // The refusal above is the proof (the old decoder succeeded); this only guards against a hang. It takes
+        // milliseconds alone, but over a second was seen with the whole suite running beside it on 2 cores.
+        #expect(Date().timeIntervalSince(started) < TimeGuard.seconds(5))
     }
 }

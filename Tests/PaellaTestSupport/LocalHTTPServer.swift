@@ -21,9 +21,8 @@ public final class LocalHTTPServer: @unchecked Sendable {
     private var thread: Thread?
 
     /// - Parameter cutFirstTransferAfter: send only this many body bytes in the first answer, then close.
-    public init(files: [String: [UInt8]], cutFirstTransferAfter: Int? = nil) throws {
-        self.files = files
-        cutFirstAfter = cutFirstTransferAfter
+    /// A listening TCP socket on 127.0.0.1 at a port the kernel picked, and that port.
+    public static func loopbackListener() throws -> (socket: Int32, port: Int) {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard listener >= 0 else { throw POSIXError(.EIO) }
         var yes: Int32 = 1
@@ -40,8 +39,20 @@ public final class LocalHTTPServer: @unchecked Sendable {
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) }
         }
-        port = Int(UInt16(bigEndian: address.sin_port))
-        self.listener = listener
+        return (listener, Int(UInt16(bigEndian: address.sin_port)))
+    }
+
+    /// A loopback port that was free a moment ago, for a server process a test starts (which binds it itself).
+    public static func freeLoopbackPort() throws -> Int {
+        let (listener, port) = try loopbackListener()
+        close(listener)
+        return port
+    }
+
+    public init(files: [String: [UInt8]], cutFirstTransferAfter: Int? = nil) throws {
+        self.files = files
+        cutFirstAfter = cutFirstTransferAfter
+        (listener, port) = try Self.loopbackListener()
         let thread = Thread { [unowned self] in self.serve() }
         self.thread = thread
         thread.start()
