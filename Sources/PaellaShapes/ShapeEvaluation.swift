@@ -58,6 +58,15 @@ public struct ShapeEvaluationReport: Codable, Sendable {
     /// caption and of the same caption with that one attribute changed. Near 1, the text tower hardly tells
     /// that attribute apart, and a denoiser conditioned on it cannot draw it. A diagnostic, without a gate.
     public var clipTextSimilarity: [String: Double]
+    /// The mean cosine between the text embeddings of two captions of one scene worded differently (templates and
+    /// synonyms drawn at random): the spread that wording alone causes, against which `clipTextSimilarity` reads.
+    /// A changed attribute that moves the embedding less than rewording does is drowned by it. A diagnostic.
+    public var clipRewordedSimilarity: Double
+    /// Per attribute (color, shape, position, size): how often the text embedding of a randomly worded caption of a
+    /// held-out one-object scene is nearest to the mean embedding of its own attribute value (means taken over
+    /// the other half of those scenes): whether a denoiser could read the attribute from the embedding whatever
+    /// the wording. A diagnostic, without a gate.
+    public var clipTextProbe: [String: Double]
     /// Whether each part evaluated met its targets (`ShapeEvaluationTargets`), keyed by part name.
     public var gates: [String: Bool]
 }
@@ -98,7 +107,7 @@ public struct ShapeEvaluation: Sendable {
         var report = ShapeEvaluationReport(generation: [:], prompts: 0, reconstructionScenes: 0, reconstructionPSNR: 0,
                                            codebookUsage: 0, reconstruction: [:], retrievalImageToText: 0,
                                            retrievalTextToImage: 0, retrievalCandidates: 0, clipAttributes: [:],
-                                           clipTextSimilarity: [:], gates: [:])
+                                           clipTextSimilarity: [:], clipRewordedSimilarity: 0, clipTextProbe: [:], gates: [:])
         if let imagesFolder {
             try FileManager.default.createDirectory(atPath: imagesFolder, withIntermediateDirectories: true)
         }
@@ -145,6 +154,9 @@ public struct ShapeEvaluation: Sendable {
             (report.retrievalImageToText, report.retrievalTextToImage) = (retrieval.imageToText, retrieval.textToImage)
             report.clipAttributes = attributes
             report.clipTextSimilarity = textSimilarity
+            (report.clipRewordedSimilarity, report.clipTextProbe) = textProbe(pipeline, scenes: scenes.map(\.scene))
+            progress(String(format: "CLIP text cosine between rewordings %.2f; attribute read from reworded captions: ", report.clipRewordedSimilarity)
+                     + report.clipTextProbe.sorted { $0.key < $1.key }.map { $0.key + String(format: " %.1f%%", $0.value * 100) }.joined(separator: ", "))
             report.gates[ShapeEvaluationPart.clip.rawValue] = min(retrieval.imageToText, retrieval.textToImage) >= ShapeEvaluationTargets.retrieval
                 && attributes.values.allSatisfy { $0 >= ShapeEvaluationTargets.clipAttributes }
         }
@@ -246,6 +258,37 @@ public struct ShapeEvaluation: Sendable {
         }
         return (result, similarity)
     }
+
+    /// Two randomly worded captions of each one-object scene: their mean cosine, and nearest-class-mean accuracy
+    /// per attribute (class means from the first caption of the even scenes, tested on the second caption of the
+    /// odd ones), see `clipRewordedSimilarity` and `clipTextProbe`.
+    func textProbe(_ pipeline: Pipeline, scenes: [ShapeScene]) -> (reworded: Double, probe: [String: Double]) {
+        let single = scenes.filter { $0.objects.count == 1 }
+        guard single.count >= 4 else { return (0, [:]) }
+        var random = SplitMix64(seed: seed &+ 7)
+        let captions = single.flatMap { scene in (0..<2).map { _ in ShapeCaptions.caption(scene, random: &random) } }
+        let text = textEmbeddings(pipeline, captions)
+        let reworded = single.indices.map { Double(dot(text[2 * $0], text[2 * $0 + 1])) }.reduce(0, +) / Double(single.count)
+        let attributes: [(String, (ShapeObject) -> String)] = [("color", { $0.color.rawValue }), ("shape", { $0.shape.rawValue }),
+                                                               ("position", { $0.position.rawValue }), ("size", { $0.size.rawValue })]
+        var probe: [String: Double] = [:]
+        for (name, value) in attributes {
+            var means: [String: [Float]] = [:]
+            for i in stride(from: 0, to: single.count, by: 2) {
+                let key = value(single[i].objects[0])
+                means[key] = zip(means[key] ?? [Float](repeating: 0, count: text[0].count), text[2 * i]).map { $0 + $1 }
+            }
+            let tested = Array(stride(from: 1, to: single.count, by: 2))
+            let right = tested.filter { i in
+                let nearest = means.max { dot($0.value, text[2 * i + 1]) / norm($0.value) < dot($1.value, text[2 * i + 1]) / norm($1.value) }
+                return nearest?.key == value(single[i].objects[0])
+            }.count
+            probe[name] = Double(right) / Double(max(tested.count, 1))
+        }
+        return (reworded, probe)
+    }
+
+    private func norm(_ v: [Float]) -> Float { max(dot(v, v).squareRoot(), 1e-12) }
 
     /// Top-1 retrieval among images (their embeddings) and their captions by cosine similarity, both ways.
     func retrieval(_ pipeline: Pipeline, imageEmbeddings: [[Float]], captions: [String]) throws -> (imageToText: Double, textToImage: Double) {

@@ -103,7 +103,10 @@ struct EvalShapesCommand: AsyncParsableCommand {
             print("CLIP one-attribute captions told apart: " + ["color", "shape", "position"].map {
                 $0 + String(format: " %.1f%%", (report.clipAttributes[$0] ?? 0) * 100) }.joined(separator: ", "))
             print("CLIP text cosine to the caption with that attribute changed (1: not told apart): " + ["color", "shape", "position"].map {
-                $0 + String(format: " %.2f", report.clipTextSimilarity[$0] ?? 0) }.joined(separator: ", "))
+                $0 + String(format: " %.2f", report.clipTextSimilarity[$0] ?? 0) }.joined(separator: ", ")
+                + String(format: "; between two wordings of one caption %.2f", report.clipRewordedSimilarity))
+            print("CLIP text embedding names the attribute of a reworded one-object caption (nearest class mean): " + ["color", "shape", "position", "size"].map {
+                $0 + String(format: " %.1f%%", (report.clipTextProbe[$0] ?? 0) * 100) }.joined(separator: ", "))
         }
     }
 }

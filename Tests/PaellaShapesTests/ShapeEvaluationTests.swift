@@ -22,6 +22,12 @@ import PaellaTestSupport
         #expect(report.clipAttributes.values.allSatisfy { (0...1).contains($0) })
         #expect(Set(report.clipTextSimilarity.keys) == ["color", "shape", "position"])
         #expect(report.clipTextSimilarity.values.allSatisfy { (-1.0001...1.0001).contains($0) })
+        // The probe needs four one-object scenes among the held-out ones (the evaluation draws them from seed + 1).
+        let heldOut = ShapeSampler(seed: 4, split: .heldout)
+        #expect((0..<12).filter { heldOut.sample(index: $0).scene.objects.count == 1 }.count >= 4)
+        #expect(Set(report.clipTextProbe.keys) == ["color", "shape", "position", "size"])
+        #expect(report.clipTextProbe.values.allSatisfy { (0...1).contains($0) })
+        #expect((-1.0001...1.0001).contains(report.clipRewordedSimilarity) && report.clipRewordedSimilarity != 0)
         // An untrained tiny model meets no gate, and every part has its verdict.
         #expect(report.gates == ["generation": false, "reconstruction": false, "clip": false])
         // Deterministic for a seed.

@@ -76,6 +76,8 @@ struct GenerationCLITests {
         #expect(report["reconstructionScenes"] as? Int == 32 && (report["generation"] as? [String: Any])?.isEmpty == true)
         #expect((report["clipAttributes"] as? [String: Double]).map { Set($0.keys) } == ["color", "shape", "position"])
         #expect((report["clipTextSimilarity"] as? [String: Double]).map { Set($0.keys) } == ["color", "shape", "position"])
+        #expect((report["clipTextProbe"] as? [String: Double]).map { Set($0.keys) } == ["color", "shape", "position", "size"])
+        #expect(report["clipRewordedSimilarity"] is Double)
         let table = try paella(["eval", "shapes", "--parts", "reconstruction", "--scenes", "32"])
         #expect(table.stdout.contains("reconstruction of 32 held-out scenes") && table.stdout.contains("[gate: FAIL]"), "\(table.stdout)")
         let bad = try paella(["eval", "shapes", "--parts", "reconstruction,pictures"])
