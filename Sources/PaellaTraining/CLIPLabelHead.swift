@@ -22,14 +22,20 @@ public struct CLIPLabelHead: Sendable {
     public let lossWeight: Double
     public let labelCount: Int
     public let embedDim: Int
+    /// The head reads the caption embeddings alone, not the images' too. The text tower then must name every
+    /// attribute the caption states, while the image tower is left to the contrastive loss: where the vision tower
+    /// cannot see an attribute (small shapes at 8x8 patches), the shared head otherwise lets the text embedding
+    /// stay as vague about it as the image one, and a denoiser conditioned on text cannot draw it.
+    public let textOnly: Bool
     /// "weight" `[K, E]` and "bias" `[K]`, starting at zero.
     public internal(set) var parameters: TrainableParameters
     var optimizer: AdamW
 
     /// A head for `labelCount` labels over `embedDim`-wide embeddings, with the recipe's AdamW betas and eps and
     /// no weight decay.
-    public init(labelCount: Int, embedDim: Int, lossWeight: Double, recipe: CLIPTrainingRecipe) {
+    public init(labelCount: Int, embedDim: Int, lossWeight: Double, textOnly: Bool = false, recipe: CLIPTrainingRecipe) {
         precondition(labelCount > 0 && embedDim > 0, "CLIPLabelHead: no labels or no embedding")
+        self.textOnly = textOnly
         self.labelCount = labelCount
         self.embedDim = embedDim
         self.lossWeight = lossWeight
@@ -92,6 +98,8 @@ public struct CLIPLabelHead: Sendable {
 /// round-trips floats exactly).
 public struct CLIPLabelHeadState: Codable, Sendable, Equatable {
     public var lossWeight: Double
+    /// Absent in checkpoints written before the option existed: both towers.
+    public var textOnly: Bool?
     public var labelCount: Int
     public var embedDim: Int
     public var weight: [Float], bias: [Float]
@@ -100,6 +108,7 @@ public struct CLIPLabelHeadState: Codable, Sendable, Equatable {
 
     init(_ head: CLIPLabelHead) {
         (lossWeight, labelCount, embedDim) = (head.lossWeight, head.labelCount, head.embedDim)
+        textOnly = head.textOnly
         (weight, bias) = (head.parameters.tensors[0].floats, head.parameters.tensors[1].floats)
         expAvg = head.optimizer.expAvg.tensors.flatMap(\.floats)
         expAvgSq = head.optimizer.expAvgSq.tensors.flatMap(\.floats)
@@ -113,7 +122,7 @@ public struct CLIPLabelHeadState: Codable, Sendable, Equatable {
               expAvg.count == k * e + k, expAvgSq.count == k * e + k, optimizerStep >= 0 else {
             throw TrainingCheckpointError.unreadable(path: path, reason: "its label head has inconsistent sizes")
         }
-        var head = CLIPLabelHead(labelCount: k, embedDim: e, lossWeight: lossWeight, recipe: recipe)
+        var head = CLIPLabelHead(labelCount: k, embedDim: e, lossWeight: lossWeight, textOnly: textOnly ?? false, recipe: recipe)
         head.parameters.tensors = [Tensor(weight, shape: [k, e]), Tensor(bias, shape: [k])]
         head.optimizer.expAvg.tensors = [Tensor(Array(expAvg[..<(k * e)]), shape: [k, e]), Tensor(Array(expAvg[(k * e)...]), shape: [k])]
         head.optimizer.expAvgSq.tensors = [Tensor(Array(expAvgSq[..<(k * e)]), shape: [k, e]), Tensor(Array(expAvgSq[(k * e)...]), shape: [k])]

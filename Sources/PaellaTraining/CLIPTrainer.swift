@@ -72,7 +72,8 @@ public struct CLIPTrainer: Sendable {
     public internal(set) var step = 0
     /// Initialisation and, for the CLI, batch order.
     public var random: TrainingRandom
-    /// An auxiliary label classifier on both towers' embeddings (`CLIPLabelHead`), when the run has one.
+    /// An auxiliary label classifier on both towers' embeddings or the captions' alone (`CLIPLabelHead`), when the
+    /// run has one.
     public internal(set) var labelHead: CLIPLabelHead?
     /// The ranks this trainer shares each batch with (`join`).
     public private(set) var parallel = DataParallel.single
@@ -87,8 +88,8 @@ public struct CLIPTrainer: Sendable {
 
     /// Adds a label head for `count` labels whose loss is weighted `lossWeight` (a new run; a resumed run gets
     /// its head back from the checkpoint).
-    public mutating func addLabelHead(count: Int, lossWeight: Double) {
-        labelHead = CLIPLabelHead(labelCount: count, embedDim: config.embedDim, lossWeight: lossWeight, recipe: recipe)
+    public mutating func addLabelHead(count: Int, lossWeight: Double, textOnly: Bool = false) {
+        labelHead = CLIPLabelHead(labelCount: count, embedDim: config.embedDim, lossWeight: lossWeight, textOnly: textOnly, recipe: recipe)
     }
 
     /// The tower parameters (OpenCLIP order) and `logit_scale`, as training holds them.
@@ -194,11 +195,13 @@ public struct CLIPTrainer: Sendable {
                 }
             }
         }
-        // The label head sees the image rows then the caption rows, each pair with its labels twice.
+        // The label head sees the image rows then the caption rows, each pair with its labels twice (or the caption
+        // rows alone).
         var labelEvaluation: CLIPLabelHead.Evaluation?
         if let labelHead, let labels {
             precondition(labels.shape == [batch, labelHead.labelCount], "CLIPTrainer: labels of shape \(labels.shape) for \(batch) pairs and \(labelHead.labelCount) labels")
-            labelEvaluation = labelHead.evaluate(rows: u.floats + t.floats, labels: labels.floats + labels.floats)
+            labelEvaluation = labelHead.textOnly ? labelHead.evaluate(rows: t.floats, labels: labels.floats)
+                : labelHead.evaluate(rows: u.floats + t.floats, labels: labels.floats + labels.floats)
         }
         let result = { (g: TrainableParameters) in
             CLIPBatchLoss(loss: loss, imageToTextAccuracy: Double(imageCorrect) / Double(batch),
@@ -210,7 +213,9 @@ public struct CLIPTrainer: Sendable {
         let dl = compute.scale(Tensor(dLogits, shape: [batch, batch]), by: scale)
         var du = compute.linear(dl, LinearWeights(weight: t, layout: .inOut, bias: nil))                     // [B, E]
         var dt = compute.linear(dl.permuted([1, 0]), LinearWeights(weight: u, layout: .inOut, bias: nil))     // [B, E]
-        if let dLabels = labelEvaluation?.inputGradient {
+        if let dLabels = labelEvaluation?.inputGradient, labelHead?.textOnly == true {
+            dt = compute.add(dt, Tensor(dLabels, shape: dt.shape))
+        } else if let dLabels = labelEvaluation?.inputGradient {
             let half = dLabels.count / 2
             du = compute.add(du, Tensor(Array(dLabels[..<half]), shape: du.shape))
             dt = compute.add(dt, Tensor(Array(dLabels[half...]), shape: dt.shape))
@@ -273,7 +278,8 @@ public struct CLIPTrainer: Sendable {
         return CLIPStepResult(step: step, loss: batch.loss, imageToTextAccuracy: batch.imageToTextAccuracy,
                               textToImageAccuracy: batch.textToImageAccuracy, logitScale: exp(logitScale),
                               gradientNorm: norm, learningRate: lr, labelLoss: batch.labels?.loss,
-                              labelAccuracy: batch.labels.map { Double($0.exactRows) / Double(2 * (share?.total ?? images.shape[0])) })
+                              labelAccuracy: batch.labels.map {
+                                  Double($0.exactRows) / Double((labelHead?.textOnly == true ? 1 : 2) * (share?.total ?? images.shape[0])) })
     }
 
     // MARK: Checkpoints

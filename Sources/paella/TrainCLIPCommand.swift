@@ -64,6 +64,9 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                                valueName: "weight"))
     var labelWeight = 0.0
 
+    @Flag(help: "With --label-weight: the label head reads the caption embeddings alone, so that the text tower names every attribute a caption states even where the vision tower cannot see it.")
+    var labelTextOnly = false
+
     @OptionGroup var compute: ComputeOptions
 
     mutating func run() async throws {
@@ -87,7 +90,8 @@ struct TrainCLIPCommand: AsyncParsableCommand {
                 trainer = try CLIPTrainer(config: config, recipe: CLIPTrainingRecipe(totalSteps: options.steps ?? 1000, maxLR: options.lr ?? 5e-4),
                                           compute: compute, seed: options.seed)
                 guard labelWeight >= 0, labelWeight.isFinite else { throw ValidationError("--label-weight must be 0 or more, got \(labelWeight).") }
-                if labelWeight > 0 { trainer.addLabelHead(count: ShapeLabels.count, lossWeight: labelWeight) }
+                if labelWeight > 0 { trainer.addLabelHead(count: ShapeLabels.count, lossWeight: labelWeight, textOnly: labelTextOnly) }
+                else if labelTextOnly { throw ValidationError("--label-text-only needs --label-weight above 0.") }
             }
             let config = trainer.config
             let total = try options.stopStep(scheduled: trainer.recipe.schedule.totalSteps)

@@ -87,6 +87,16 @@ struct TrainVQGANCLIPCLITests {
         #expect(head.status == 0 && head.stdout.contains("step 2/2") && head.stdout.contains("labels "), "\(head.stdout) \(head.stderr)")
         let more = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/labels", "--resume", "--twins", "0.5"] + labelled, in: work)
         #expect(more.status == 0 && more.stdout.contains("step 4/4") && more.stdout.contains("labels "), "\(more.stdout) \(more.stderr)")
+        // On the captions alone: recorded in the checkpoint, and kept on resume.
+        let textHead = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/text-labels", "--label-weight", "0.1",
+                                          "--label-text-only", "--stop-at", "2"] + labelled, in: work)
+        #expect(textHead.status == 0 && textHead.stdout.contains("labels "), "\(textHead.stdout) \(textHead.stderr)")
+        #expect(try String(contentsOfFile: work + "/text-labels/trainer.json", encoding: .utf8).contains("\"textOnly\" : true"))
+        let textMore = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/text-labels", "--resume"] + labelled, in: work)
+        #expect(textMore.status == 0 && textMore.stdout.contains("step 4/4"), "\(textMore.stdout) \(textMore.stderr)")
+        #expect(try String(contentsOfFile: work + "/text-labels/trainer.json", encoding: .utf8).contains("\"textOnly\" : true"))
+        let noWeight = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/text-only", "--label-text-only"] + labelled, in: work)
+        #expect(noWeight.status != 0 && noWeight.stderr.contains("--label-text-only needs --label-weight"), "\(noWeight.stderr)")
         let unlabelled = try PaellaCLI.run(["train", "clip", "--data", data, "--output", work + "/nometa-labels", "--label-weight", "0.1"] + labelled, in: work)
         #expect(unlabelled.status != 0 && unlabelled.stderr.contains("--label-weight needs the shapes dataset's metadata.jsonl"), "\(unlabelled.stderr)")
     }

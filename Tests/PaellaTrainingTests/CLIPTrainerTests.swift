@@ -105,10 +105,12 @@ import Testing
 
     /// The label head's part of the gradients, against central differences of contrastive + label loss: the
     /// head's own weights, and tower parameters that reach it only through the embeddings. The head starts from
-    /// random weights (at zero its gradient reaches no tower).
-    @Test func labelHeadGradientsMatchFiniteDifferences() throws {
-        var trainer = try CLIPTrainer(config: Self.config, recipe: CLIPTrainingRecipe(totalSteps: 10), compute: Self.compute(), seed: 11)
-        trainer.addLabelHead(count: 5, lossWeight: 0.7)
+    /// random weights (at zero its gradient reaches no tower). A head on the captions alone leaves the vision
+    /// tower's gradients as the contrastive loss alone makes them.
+    @Test(arguments: [false, true]) func labelHeadGradientsMatchFiniteDifferences(textOnly: Bool) throws {
+        let plain = try CLIPTrainer(config: Self.config, recipe: CLIPTrainingRecipe(totalSteps: 10), compute: Self.compute(), seed: 11)
+        var trainer = plain
+        trainer.addLabelHead(count: 5, lossWeight: 0.7, textOnly: textOnly)
         var rng = TestRandom(seed: 12)
         trainer.labelHead?.parameters.tensors = [rng.tensor([5, 8], -0.3, 0.3), rng.tensor([5], -0.5, 0.5)]
         let (images, tokens) = Self.pairs(4, seed: 13)
@@ -116,6 +118,11 @@ import Testing
         let batch = try trainer.lossAndGradients(images: images, tokens: tokens, labels: labels)
         let evaluation = try #require(batch.labels)
         #expect(evaluation.loss > 0 && evaluation.gradients.names == ["weight", "bias"])
+        let contrastive = try plain.lossAndGradients(images: images, tokens: tokens).gradients
+        let visionProjection = try #require(trainer.parameters.names.firstIndex(of: "visual.proj"))
+        let textProjection = try #require(trainer.parameters.names.firstIndex(of: "text_projection"))
+        #expect((batch.gradients.tensors[visionProjection].floats == contrastive.tensors[visionProjection].floats) == textOnly)
+        #expect(batch.gradients.tensors[textProjection].floats != contrastive.tensors[textProjection].floats)
         func total(_ t: CLIPTrainer) throws -> Double {
             let b = try t.lossAndGradients(images: images, tokens: tokens, labels: labels, backward: false)
             return b.loss + (b.labels?.loss ?? .nan)
