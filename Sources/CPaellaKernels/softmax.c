@@ -2,6 +2,7 @@
 // before exponentiating, so no exp overflows), and their backward passes.
 #include "paella_elementwise.h"
 #include "elementwise_simd.h"
+#include <string.h>
 
 // ---- References ------------------------------------------------------------------------------------------------
 
@@ -60,6 +61,59 @@ void pk_log_softmax_backward(const float *y, const float *dy, float *dx, size_t 
         for (size_t j = 0; j < n; j++) sum += g[j];
         for (size_t j = 0; j < n; j++) d[j] = g[j] - expf(yr[j]) * (float)sum;
     }
+}
+
+// ---- Typical filtering: scores and the filtered row ------------------------------------------------------------
+// Score |-log p - H| of every entry; the histogram of p over score buckets (the selection of the threshold in
+// PaellaCore's TypicalFilter.swift reads it). Shared by the twin and the fast versions.
+static void typical_histogram(const float *p, const uint32_t *score_bits, size_t n, int bucket_shift,
+                              double *bucket_mass, int32_t *bucket_count) {
+    if (!bucket_mass || !bucket_count) return;
+    size_t buckets = (size_t)1 << (31 - bucket_shift);  // scores are >= 0: the sign bit is clear
+    memset(bucket_mass, 0, buckets * sizeof(double));
+    memset(bucket_count, 0, buckets * sizeof(int32_t));
+    for (size_t j = 0; j < n; j++) {
+        uint32_t b = score_bits[j] >> bucket_shift;
+        bucket_mass[b] += (double)p[j];
+        bucket_count[b] += 1;
+    }
+}
+
+static inline uint32_t float_bits(float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
+
+// A row with no finite logit: nothing to keep or remove by probability (every score +inf).
+static float typical_empty_row(float *p, uint32_t *score_bits, size_t n, int bucket_shift, double *bucket_mass,
+                               int32_t *bucket_count) {
+    for (size_t j = 0; j < n; j++) { p[j] = 0.0f; score_bits[j] = float_bits(INFINITY); }
+    typical_histogram(p, score_bits, n, bucket_shift, bucket_mass, bucket_count);
+    return 0.0f;
+}
+
+float pk_typical_scores_ref(const float *x, size_t n, float *p, uint32_t *score_bits, int bucket_shift,
+                            double *bucket_mass, int32_t *bucket_count) {
+    float max = -INFINITY;
+    for (size_t j = 0; j < n; j++) if (x[j] > max) max = x[j];
+    if (max == -INFINITY) return typical_empty_row(p, score_bits, n, bucket_shift, bucket_mass, bucket_count);
+    double sum = 0;
+    for (size_t j = 0; j < n; j++) { p[j] = expf(x[j] - max); sum += p[j]; }
+    float inv = (float)(1.0 / sum), shift = max + (float)log(sum);
+    float entropy = 0.0f;
+    for (size_t j = 0; j < n; j++) {
+        p[j] *= inv;
+        float term = (x[j] - shift) * p[j];  // -inf * 0 = NaN for a masked entry: left out (nansum)
+        if (term == term) entropy -= term;
+    }
+    for (size_t j = 0; j < n; j++) score_bits[j] = float_bits(fabsf(-(x[j] - shift) - entropy));
+    typical_histogram(p, score_bits, n, bucket_shift, bucket_mass, bucket_count);
+    return entropy;
+}
+
+void pk_typical_apply_ref(const float *x, const uint32_t *score_bits, uint32_t threshold_bits, float *y, size_t n) {
+    for (size_t j = 0; j < n; j++) y[j] = score_bits[j] > threshold_bits ? -INFINITY : x[j];
 }
 
 // ---- Fast versions: one pass for the max, one for exp and its sum, one to scale ---------------------------------
@@ -130,6 +184,49 @@ static PK_AVX512 void log_softmax_avx512(const float *x, float *y, size_t rows, 
     }
 }
 
+// Typical scores: the max and exp-sum passes of softmax, then one pass for p, log p and the entropy (lanes summed
+// separately: a different order than the twin's, so H may differ in its last bits), one for the scores.
+static PK_AVX512 float typical_scores_avx512(const float *x, size_t n, float *p, uint32_t *score_bits, int bucket_shift,
+                                             double *bucket_mass, int32_t *bucket_count) {
+    float max = row_max16(x, n);
+    if (max == -INFINITY) return typical_empty_row(p, score_bits, n, bucket_shift, bucket_mass, bucket_count);
+    float sum = exp_sum16(x, p, n, max);
+    float inv = 1.0f / sum, shift = max + logf(sum);
+    __m512 vinv = _mm512_set1_ps(inv), vshift = _mm512_set1_ps(-shift), acc = _mm512_setzero_ps();
+    size_t j = 0;
+    for (; j < n; j += 16) {
+        __mmask16 m = j + 16 <= n ? (__mmask16)0xFFFF : pk16_mask(n - j);
+        __m512 pj = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + j), vinv);
+        _mm512_mask_storeu_ps(p + j, m, pj);
+        __m512 term = _mm512_mul_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(m, x + j), vshift), pj);
+        __mmask16 ordered = _mm512_mask_cmp_ps_mask(m, term, term, _CMP_ORD_Q);  // nansum: NaN terms left out
+        acc = _mm512_mask_add_ps(acc, ordered, acc, term);
+    }
+    float entropy = -_mm512_reduce_add_ps(acc);
+    __m512 ventropy = _mm512_set1_ps(entropy);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+    for (j = 0; j < n; j += 16) {
+        __mmask16 m = j + 16 <= n ? (__mmask16)0xFFFF : pk16_mask(n - j);
+        __m512 logp = _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + j), vshift);
+        __m512 score = _mm512_sub_ps(_mm512_sub_ps(_mm512_setzero_ps(), logp), ventropy);
+        _mm512_mask_storeu_epi32(score_bits + j, m, _mm512_and_si512(_mm512_castps_si512(score), abs_mask));
+    }
+    typical_histogram(p, score_bits, n, bucket_shift, bucket_mass, bucket_count);
+    return entropy;
+}
+
+static PK_AVX512 void typical_apply_avx512(const float *x, const uint32_t *score_bits, uint32_t threshold_bits, float *y,
+                                           size_t n) {
+    const __m512i threshold = _mm512_set1_epi32((int)threshold_bits);
+    const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
+    for (size_t j = 0; j < n; j += 16) {
+        __mmask16 m = j + 16 <= n ? (__mmask16)0xFFFF : pk16_mask(n - j);
+        __mmask16 removed = _mm512_mask_cmpgt_epu32_mask(m, _mm512_maskz_loadu_epi32(m, score_bits + j), threshold);
+        __m512 v = _mm512_mask_mov_ps(_mm512_maskz_loadu_ps(m, x + j), removed, minus_inf);
+        _mm512_mask_storeu_ps(y + j, m, v);
+    }
+}
+
 static PK_AVX2 float row_max8(const float *x, size_t n) {
     __m256 m = _mm256_set1_ps(-INFINITY);
     size_t j = 0;
@@ -189,6 +286,39 @@ static PK_AVX2 void log_softmax_avx2(const float *x, float *y, size_t rows, size
         scale8(xr, yr, n, 1.0f, -(max + logf(sum)));
     }
 }
+static PK_AVX2 float typical_scores_avx2(const float *x, size_t n, float *p, uint32_t *score_bits, int bucket_shift,
+                                         double *bucket_mass, int32_t *bucket_count) {
+    float max = row_max8(x, n);
+    if (max == -INFINITY) return typical_empty_row(p, score_bits, n, bucket_shift, bucket_mass, bucket_count);
+    float sum = exp_sum8(x, p, n, max);
+    float inv = 1.0f / sum, shift = max + logf(sum);
+    __m256 vinv = _mm256_set1_ps(inv), vshift = _mm256_set1_ps(-shift), acc = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 pj = _mm256_mul_ps(_mm256_loadu_ps(p + j), vinv);
+        _mm256_storeu_ps(p + j, pj);
+        __m256 term = _mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(x + j), vshift), pj);
+        acc = _mm256_add_ps(acc, _mm256_and_ps(term, _mm256_cmp_ps(term, term, _CMP_ORD_Q)));  // NaN terms add 0
+    }
+    float entropy_sum = pk8_sum(acc);
+    for (size_t t = j; t < n; t++) {
+        p[t] *= inv;
+        float term = (x[t] - shift) * p[t];
+        if (term == term) entropy_sum += term;
+    }
+    float entropy = -entropy_sum;
+    __m256 ventropy = _mm256_set1_ps(entropy);
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (j = 0; j + 8 <= n; j += 8) {
+        __m256 logp = _mm256_add_ps(_mm256_loadu_ps(x + j), vshift);
+        __m256 score = _mm256_and_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_setzero_ps(), logp), ventropy), abs_mask);
+        _mm256_storeu_si256((__m256i *)(score_bits + j), _mm256_castps_si256(score));
+    }
+    for (; j < n; j++) score_bits[j] = float_bits(fabsf(-(x[j] - shift) - entropy));
+    typical_histogram(p, score_bits, n, bucket_shift, bucket_mass, bucket_count);
+    return entropy;
+}
+
 #endif
 
 #if defined(__aarch64__)
@@ -225,4 +355,22 @@ void pk_softmax(const float *x, float *y, size_t rows, size_t n) {
 void pk_log_softmax(const float *x, float *y, size_t rows, size_t n) {
     PK_DISPATCH_X86(log_softmax_avx512, log_softmax_avx2, (x, y, rows, n))
     pk_log_softmax_ref(x, y, rows, n);
+}
+
+float pk_typical_scores(const float *x, size_t n, float *p, uint32_t *score_bits, int bucket_shift,
+                        double *bucket_mass, int32_t *bucket_count) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (pk_active_isa() == PK_ISA_AVX512)
+        return typical_scores_avx512(x, n, p, score_bits, bucket_shift, bucket_mass, bucket_count);
+    if (pk_active_isa() == PK_ISA_AVX2)
+        return typical_scores_avx2(x, n, p, score_bits, bucket_shift, bucket_mass, bucket_count);
+#endif
+    return pk_typical_scores_ref(x, n, p, score_bits, bucket_shift, bucket_mass, bucket_count);
+}
+
+void pk_typical_apply(const float *x, const uint32_t *score_bits, uint32_t threshold_bits, float *y, size_t n) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (pk_active_isa() == PK_ISA_AVX512) { typical_apply_avx512(x, score_bits, threshold_bits, y, n); return; }
+#endif
+    pk_typical_apply_ref(x, score_bits, threshold_bits, y, n);
 }

@@ -346,6 +346,57 @@ static void test_softmax_kind(rng_t *r, int log) {
 static void test_softmax(rng_t *r) { test_softmax_kind(r, 0); }
 static void test_log_softmax(rng_t *r) { test_softmax_kind(r, 1); }
 
+// ---- Typical filtering -----------------------------------------------------------------------------------------
+
+/// The typical filter's scores and histogram against the twin (probabilities and scores to float round-off: the
+/// entropy is summed in lanes), a fully masked row, and the filtered-row writer exactly. Its own random stream,
+/// so that adding it left the cases of the kernels after it as they were.
+static void test_typical(rng_t *shared) {
+    (void)shared;
+    rng_t own = {0x7791ca10u}, *r = &own;
+    const int shift = 20;
+    const size_t buckets = (size_t)1 << (31 - shift);
+    for (size_t s = 0; s < SIZE_COUNT; s++) {
+        for (int whole = 0; whole < 2; whole++) {
+            size_t n = sizes[s];
+            float *x = softmax_input(r, 1, n);
+            if (whole) for (size_t j = 0; j < n; j++) x[j] = -INFINITY;
+            float *p = filled_floats(n, NAN), *p_ref = filled_floats(n, NAN), *y = filled_floats(n, NAN), *y_ref = filled_floats(n, 0);
+            uint32_t *bits = calloc(n, sizeof(uint32_t)), *bits_ref = calloc(n, sizeof(uint32_t));
+            double *mass = calloc(buckets, sizeof(double)), *mass_ref = calloc(buckets, sizeof(double));
+            int32_t *count = calloc(buckets, sizeof(int32_t)), *count_ref = calloc(buckets, sizeof(int32_t));
+            case_check c;
+            case_begin(&c, "pk_typical_scores", "n=%zu masked=%d", n, whole);
+            float h = pk_typical_scores(x, n, p, bits, shift, mass, count);
+            float h_ref = pk_typical_scores_ref(x, n, p_ref, bits_ref, shift, mass_ref, count_ref);
+            case_value(&c, 0, h, h_ref, 1e-5 * (1 + fabsf(h_ref)), NAN);
+            double total = 0;
+            long entries = 0;
+            for (size_t b = 0; b < buckets; b++) { total += mass[b]; entries += count[b]; }
+            case_value(&c, 0, total, whole ? 0 : 1, 1e-5, NAN);
+            if (entries != (long)n) case_exact(&c, 0, (uint32_t)entries, (uint32_t)n, NAN);
+            for (size_t j = 0; j < n; j++) {
+                case_value(&c, j, p[j], p_ref[j], 2e-6 * p_ref[j] + 1e-12, x[j]);
+                float score, score_ref;
+                memcpy(&score, bits + j, sizeof score);
+                memcpy(&score_ref, bits_ref + j, sizeof score_ref);
+                if (isinf(score_ref) || isinf(score)) { if (bits[j] != bits_ref[j]) case_exact(&c, j, bits[j], bits_ref[j], x[j]); }
+                else case_value(&c, j, score, score_ref, 2e-5 * (1 + score_ref), x[j]);
+            }
+            case_end(&c);
+            case_begin(&c, "pk_typical_apply", "n=%zu masked=%d", n, whole);
+            uint32_t threshold = bits[rng_int(r, 0, (int)n - 1)];
+            pk_typical_apply(x, bits, threshold, y, n);
+            pk_typical_apply_ref(x, bits, threshold, y_ref, n);
+            for (size_t j = 0; j < n; j++)
+                if (float_bits(y[j]) != float_bits(y_ref[j])) case_exact(&c, j, float_bits(y[j]), float_bits(y_ref[j]), x[j]);
+            case_end(&c);
+            free(x); free(p); free(p_ref); free(y); free(y_ref); free(bits); free(bits_ref);
+            free(mass); free(mass_ref); free(count); free(count_ref);
+        }
+    }
+}
+
 // ---- Normalization -------------------------------------------------------------------------------------------
 
 /// Compares per-row (or per-group) statistics: mean within 1e-6 (mean_offset + |ref|), rstd within 1e-5 relative.
@@ -757,7 +808,7 @@ static void test_col2im_add(rng_t *r) { test_im2col(r, 1); }
 // ---- Driver ------------------------------------------------------------------------------------------------------
 
 static void (*const tests[])(rng_t *) = {
-    test_exp, test_log, test_erf, test_gelu, test_silu, test_softmax, test_log_softmax,
+    test_exp, test_log, test_erf, test_gelu, test_silu, test_softmax, test_log_softmax, test_typical,
     test_layer_norm, test_group_norm, test_channel_sums, test_channel_centered_squares, test_channel_affine,
     test_bf16_to_f32, test_f16_to_f32, test_f32_to_bf16, test_f32_to_f16, test_gumbel_argmax, test_argmax,
     test_sgemm, test_im2col_copy, test_col2im_add, test_depthwise, test_col2im_transposed,

@@ -132,6 +132,48 @@ import PaellaTestSupport
         }
     }
 
+    /// The typical filter's per-entry kernel against its twin: probabilities, entropy and scores to float
+    /// round-off (the fast versions sum the entropy in lanes), the bucket histogram's totals, masked entries and a
+    /// fully masked row; the filtered-row writer exactly.
+    @Test func typicalScoresMatchReference() {
+        var rng = TestRandom(seed: 31)
+        let shift: Int32 = 20, buckets = 1 << (31 - Int(shift))
+        forEachISA { isa in
+            for n in Self.sizes {
+                for masked in [false, true] {
+                    var x = rng.floats(n, -10, 10)
+                    for i in x.indices where rng.int(0...9) == 0 { x[i] = -.infinity }
+                    if masked { x = [Float](repeating: -.infinity, count: n) }
+                    let empty = x.allSatisfy { $0 == -.infinity }  // also a short row whose entries all drew a mask
+                    var (p, pRef) = ([Float](repeating: .nan, count: n), [Float](repeating: .nan, count: n))
+                    var (bits, bitsRef) = ([UInt32](repeating: 0, count: n), [UInt32](repeating: 0, count: n))
+                    var (mass, massRef) = ([Double](repeating: .nan, count: buckets), [Double](repeating: .nan, count: buckets))
+                    var (count, countRef) = ([Int32](repeating: -1, count: buckets), [Int32](repeating: -1, count: buckets))
+                    let h = pk_typical_scores(x, n, &p, &bits, shift, &mass, &count)
+                    let hRef = pk_typical_scores_ref(x, n, &pRef, &bitsRef, shift, &massRef, &countRef)
+                    #expect(abs(h - hRef) <= 1e-5 * (1 + abs(hRef)), "\(isa) n=\(n) entropy \(h) against \(hRef)")
+                    for i in 0..<n {
+                        #expect(abs(p[i] - pRef[i]) <= 2e-6 * pRef[i] + 1e-12, "\(isa) n=\(n) p[\(i)]")
+                        let (score, scoreRef) = (Float(bitPattern: bits[i]), Float(bitPattern: bitsRef[i]))
+                        #expect(score >= 0 && (score == scoreRef || abs(score - scoreRef) <= 2e-5 * (1 + scoreRef)),
+                                "\(isa) n=\(n) score[\(i)] \(score) against \(scoreRef)")
+                        if x[i] == -.infinity { #expect(p[i] == 0 && score == .infinity) }
+                    }
+                    #expect(count.reduce(0, +) == Int32(n) && countRef.reduce(0, +) == Int32(n))
+                    #expect(abs(mass.reduce(0, +) - (empty ? 0 : 1)) <= 1e-5, "\(isa) n=\(n) mass")
+                    if empty { #expect(h == 0) }
+                    // The writer: entries scoring above a threshold (here the median score) become -inf.
+                    let threshold = bits.sorted()[n / 2]
+                    var (y, yRef) = ([Float](repeating: .nan, count: n), [Float](repeating: 0, count: n))
+                    pk_typical_apply(x, bits, threshold, &y, n)
+                    pk_typical_apply_ref(x, bits, threshold, &yRef, n)
+                    #expect(y.map(\.bitPattern) == yRef.map(\.bitPattern), "\(isa) n=\(n) apply")
+                    #expect((0..<n).allSatisfy { (y[$0] == -.infinity) == (bits[$0] > threshold || x[$0] == -.infinity) })
+                }
+            }
+        }
+    }
+
     // MARK: Normalization
 
     @Test func layerNormMatchesReference() {

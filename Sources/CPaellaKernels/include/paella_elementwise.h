@@ -48,6 +48,22 @@ void pk_softmax_backward(const float *y, const float *dy, float *dx, size_t rows
 /// Log-softmax backward from its output y: dx = dy - exp(y) * sum(dy) per row. dx may alias dy.
 void pk_log_softmax_backward(const float *y, const float *dy, float *dx, size_t rows, size_t n);
 
+// ---- Typical filtering of one row of logits (upstream Paella's utils.sample) -----------------------------
+/// The per-entry part of typical filtering, for one row x[n]: p = softmax(x) (as pk_softmax), log p = log_softmax(x)
+/// (as pk_log_softmax), the entropy H = -nansum(p log p), and each entry's score |-log p - H| written as its float
+/// bits to score_bits (scores are >= 0, so their bits order like their values). When bucket_mass/bucket_count
+/// are not NULL they receive, per bucket b = score_bits >> bucket_shift (2^(31 - bucket_shift) buckets, cleared
+/// first), the summed p (in double) and the number of entries. A row that is entirely -inf gets p = 0 and
+/// scores of +inf bits (NaN-free). Returns H.
+float pk_typical_scores(const float *x, size_t n, float *p, uint32_t *score_bits, int bucket_shift,
+                        double *bucket_mass, int32_t *bucket_count);
+/// The twin: scalar loops, entropy summed in entry order.
+float pk_typical_scores_ref(const float *x, size_t n, float *p, uint32_t *score_bits, int bucket_shift,
+                            double *bucket_mass, int32_t *bucket_count);
+/// y[j] = score_bits[j] > threshold_bits ? -inf : x[j] (the filtered logits). y may alias x.
+void pk_typical_apply(const float *x, const uint32_t *score_bits, uint32_t threshold_bits, float *y, size_t n);
+void pk_typical_apply_ref(const float *x, const uint32_t *score_bits, uint32_t threshold_bits, float *y, size_t n);
+
 // ---- Layer norm over the last dimension of [rows, n] ------------------------------------------------------
 /// y = (x - mean) * rstd * weight + bias per row, with rstd = 1/sqrt(var + eps) and the biased variance (as
 /// torch.nn.functional.layer_norm). weight and bias may be NULL (1 and 0); mean and rstd (length rows) may be

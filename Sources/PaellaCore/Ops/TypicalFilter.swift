@@ -8,6 +8,9 @@
 //   which the cumulative mass reaches `mass` is the only one sorted, by score and then index (a stable sort's
 //   order), to find the entry where it is reached.
 // - `typicalFilter` writes the filtered logits directly, without a mask tensor in between.
+// - The per-entry passes (softmax, log-softmax, entropy, scores, the bucket histogram) and the write of the
+//   filtered row are C kernels (pk_typical_scores, pk_typical_apply; AVX-512 where the CPU has it), so log p is
+//   never stored and the entropy is summed in SIMD lanes.
 import CPaellaKernels
 
 extension Compute {
@@ -20,8 +23,8 @@ extension Compute {
         var removed = Tensor(uninitialized: logits.shape, dtype: .uint8)
         removed.withUnsafeMutableBufferPointer(as: UInt8.self) { out in
             let o = out.baseAddress!
-            typicalRows(logits, mass: mass, minTokens: minTokens) { row, x, n, isRemoved in
-                (o + row * n).update(from: isRemoved, count: n)
+            typicalRows(logits, mass: mass, minTokens: minTokens) { row, x, n, scratch in
+                for j in 0..<n { o[row * n + j] = scratch.isRemoved(j) ? 1 : 0 }
             }
         }
         return removed
@@ -32,18 +35,16 @@ extension Compute {
         var out = Tensor(uninitialized: logits.shape)
         out.withMutableFloats { y in
             let yp = y.baseAddress!
-            typicalRows(logits, mass: mass, minTokens: minTokens) { row, x, n, isRemoved in
-                let yr = yp + row * n
-                for j in 0..<n { yr[j] = isRemoved[j] != 0 ? -.infinity : x[j] }
-            }
+            typicalRows(logits, mass: mass, minTokens: minTokens) { row, x, n, scratch in scratch.apply(x, to: yp + row * n) }
         }
         return out
     }
 
-    /// Runs the filter on every row of `logits` (in parallel, rows in chunks) and hands each row's logits and
-    /// removal flags to `emit` (called on the row's thread; rows are disjoint).
+    /// Runs the selection on every row of `logits` (in parallel, rows in chunks) and hands each row's logits
+    /// and its thread's scratch, which knows what the row removes, to `emit` (called on the row's thread; rows
+    /// are disjoint).
     private func typicalRows(_ logits: Tensor, mass: Float, minTokens: Int,
-                             emit: (_ row: Int, _ logits: UnsafePointer<Float>, _ n: Int, _ removed: UnsafePointer<UInt8>) -> Void) {
+                             emit: (_ row: Int, _ logits: UnsafePointer<Float>, _ n: Int, _ scratch: TypicalRowScratch) -> Void) {
         precondition(logits.dtype == .float32 && logits.rank >= 1 && (logits.shape.last ?? 0) > 0,
                      "typicalFilter: expected float32 logits [..., V], got \(logits)")
         let n = logits.shape[logits.rank - 1], rows = logits.count / n
@@ -52,8 +53,8 @@ extension Compute {
             pool.parallelChunks(rows) { chunk in
                 let scratch = TypicalRowScratch(n: n)
                 for row in chunk {
-                    scratch.filter(x + row * n, mass: mass, minTokens: minTokens)
-                    emit(row, x + row * n, n, scratch.removed)
+                    scratch.select(x + row * n, mass: mass, minTokens: minTokens)
+                    emit(row, x + row * n, n, scratch)
                 }
             }
         }
@@ -64,7 +65,7 @@ extension Compute {
 /// array accesses would check bounds and uniqueness in each).
 private final class TypicalRowScratch {
     let n: Int
-    let p: UnsafeMutablePointer<Float>, logp: UnsafeMutablePointer<Float>
+    let p: UnsafeMutablePointer<Float>
     /// Each entry's score as float bits (non-negative floats order like their bits).
     let scoreBits: UnsafeMutablePointer<UInt32>
     /// Probability mass and entry count per bucket of scores: bucket = top 12 bits of the score's bits (sign 0,
@@ -72,48 +73,34 @@ private final class TypicalRowScratch {
     let bucketMass: UnsafeMutablePointer<Double>, bucketCount: UnsafeMutablePointer<Int32>
     static let bucketShift: UInt32 = 20
     static let buckets = 1 << (31 - Int(bucketShift))
-    let removedBuffer: UnsafeMutablePointer<UInt8>
-    var removed: UnsafePointer<UInt8> { UnsafePointer(removedBuffer) }
     var keys: [UInt64] = []
+    /// What `select` found for the current row.
+    var thresholdBits = UInt32.max
+    var lastKept: UInt64?
 
     init(n: Int) {
         self.n = n
         p = .allocate(capacity: n)
-        logp = .allocate(capacity: n)
         scoreBits = .allocate(capacity: n)
         bucketMass = .allocate(capacity: Self.buckets)
         bucketCount = .allocate(capacity: Self.buckets)
-        removedBuffer = .allocate(capacity: n)
     }
 
     deinit {
-        p.deallocate(); logp.deallocate(); scoreBits.deallocate()
-        bucketMass.deallocate(); bucketCount.deallocate(); removedBuffer.deallocate()
+        p.deallocate(); scoreBits.deallocate()
+        bucketMass.deallocate(); bucketCount.deallocate()
     }
 
-    /// Fills `removed` for the row at `x`.
-    func filter(_ x: UnsafePointer<Float>, mass: Float, minTokens: Int) {
+    /// Finds, for the row at `x`, the score threshold above which entries are removed and, when `minTokens > 1`,
+    /// the (score, index) key of the last entry kept regardless.
+    func select(_ x: UnsafePointer<Float>, mass: Float, minTokens: Int) {
         let n = self.n
-        let (p, logp, scoreBits, bucketMass, bucketCount) = (p, logp, scoreBits, bucketMass, bucketCount)
-        pk_softmax(x, p, 1, n)
-        pk_log_softmax(x, logp, 1, n)
-        var entropy: Float = 0  // -nansum(logp * p): a -inf logit contributes nothing
-        for j in 0..<n {
-            let term = logp[j] * p[j]
-            if !term.isNaN { entropy -= term }
-        }
-        bucketMass.update(repeating: 0, count: Self.buckets)
-        bucketCount.update(repeating: 0, count: Self.buckets)
-        for j in 0..<n {
-            let bits = abs(-logp[j] - entropy).bitPattern
-            scoreBits[j] = bits
-            let bucket = Int(bits >> Self.bucketShift)
-            bucketMass[bucket] += Double(p[j])
-            bucketCount[bucket] &+= 1
-        }
+        let (p, scoreBits, bucketMass, bucketCount) = (p, scoreBits, bucketMass, bucketCount)
+        // p, the scores |-log p - H| and the mass and count per score bucket, in one kernel.
+        _ = pk_typical_scores(x, n, p, scoreBits, Int32(Self.bucketShift), bucketMass, bucketCount)
         // The entry at which the cumulative probability in (score, index) order first reaches the mass; every
         // entry scores at most the largest when it is never reached (nothing is removed then).
-        var thresholdBits = UInt32.max
+        thresholdBits = UInt32.max
         var below = 0.0
         for bucket in 0..<Self.buckets where bucketCount[bucket] > 0 {
             if Float(below + bucketMass[bucket]) < mass { below += bucketMass[bucket]; continue }
@@ -128,16 +115,24 @@ private final class TypicalRowScratch {
             break
         }
         // The minTokens best entries are always kept: the key of rank minTokens - 1 (unit weights).
-        var lastKept: UInt64 = 0
+        lastKept = nil
         if minTokens > 1 {
             keys = (0..<n).map { UInt64(scoreBits[$0]) << 32 | UInt64($0) }
             lastKept = keys.withUnsafeMutableBufferPointer { k in
                 firstKeyReaching(Double(minTokens), in: k, weight: { _ in 1 }, reached: { $0 >= Double(minTokens) })
             }
         }
-        for j in 0..<n {
-            removedBuffer[j] = scoreBits[j] > thresholdBits && (minTokens <= 1 || UInt64(scoreBits[j]) << 32 | UInt64(j) > lastKept) ? 1 : 0
-        }
+    }
+
+    /// Whether entry `j` of the row last `select`ed is removed.
+    @inline(__always) func isRemoved(_ j: Int) -> Bool {
+        scoreBits[j] > thresholdBits && (lastKept.map { UInt64(scoreBits[j]) << 32 | UInt64(j) > $0 } ?? true)
+    }
+
+    /// The row last `select`ed, filtered, into `y` (which may be `x`).
+    func apply(_ x: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>) {
+        if lastKept == nil { pk_typical_apply(x, scoreBits, thresholdBits, y, n); return }
+        for j in 0..<n { y[j] = isRemoved(j) ? -.infinity : x[j] }
     }
 }
 
