@@ -40,11 +40,8 @@ resume() { [ -f "$1/trainer.json" ] && echo --resume || true; }
 # 3. CLIP: text tower 96 wide x 3 blocks (context 32; its 49,408-token embedding is most of the shipped weights),
 # vision tower 128 wide x 3 blocks on 8x8 patches, 64-d embeddings; batch 128 (more in-batch negatives), half of each batch scene/twin pairs that differ in one colour,
 # shape or position (hard negatives: they teach the towers the attributes a denoiser must tell apart), peak rate
-# 1e-3, 2,000 steps: about 0.4 s a step (14 min). A label head on the caption embeddings alone (--label-text-only)
-# makes the text tower state each object's shape, colour, cell and size, which the denoiser reads: contrastive
-# pairs alone left shapes almost alike in the text embedding, because the vision tower barely sees them at 8x8
-# patches. The options are in scripts/paella-small/clip.args, which the CLIP experiments
-# (scripts/paella-small/experiment-clip.sh) start from.
+# 1e-3, 2,000 steps: about 0.56 s a step (19 min). The options are in scripts/paella-small/clip.args, which the
+# CLIP experiments (scripts/paella-small/experiment-clip.sh) start from.
 "$PAELLA" train clip --data "$RUN/data" --output "$RUN/clip" $(resume "$RUN/clip") $(cat "$HERE/paella-small/clip.args") \
     --threads "$THREADS"
 

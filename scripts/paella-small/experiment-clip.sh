@@ -12,10 +12,13 @@
 #                (a label head on both embeddings naming each scene's shapes, colours, cells and what sits in each
 #                cell; retrieval 100% both ways, but shape told apart 51%, cosine 0.94; colour 0.78, position 0.71.
 #                At --label-weight 1.0 the towers collapsed within 100 steps: contrastive loss stuck at log 128)
-#   textlabels   --label-weight 0.1 --label-text-only (now in clip.args)
+#   textlabels   --label-weight 0.1 --label-text-only
 #                (the head on the caption embeddings alone: retrieval 100% both ways; the text probe of eval shapes
-#                reads shape from reworded captions 82% of the time (the recipe's before: 39%), size 90% (61%);
-#                shape-caption cosine 0.86 (0.96); images tell shape captions apart less often: 62% (74%))
+#                reads shape from reworded captions 82% of the time (the recipe's: 39%), size 90% (61%); the
+#                shape-caption cosine fell to 0.86 (0.96); images tell shape captions apart less: 62% (74%).
+#                A denoiser trained on it with the recipe's settings still drew no shapes: 8 steps colour 68%,
+#                shape 20%, position 85%, count 66% (the shipped model: 79, 20, 88, 58). So the text embedding was
+#                not what kept shapes out; the denoiser and the tokenizer's edge codes are.)
 set -eu
 RUN=$1
 NAME=$2
