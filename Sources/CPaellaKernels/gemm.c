@@ -119,17 +119,102 @@ size_t pk_sgemm_workspace_floats(size_t m, size_t n, size_t k) {
     return most + 16; // + 16: room to align the start to 64 bytes
 }
 
+// ---- Transposing copies for packing -------------------------------------------------------------------------
+// Packing A (not transposed) and B (transposed) turns rows that run along k into panels that run across it: a
+// transpose. Element by element that is one strided store per float, which perf showed at a quarter of a v1
+// denoiser forward (as much as the micro-kernel) for the weights' [out, in] layout. With AVX2, 8 x 8 and 4 x 8
+// tiles are transposed in registers and stored as whole rows. The packed values are the same floats (alpha * a,
+// as the scalar loops compute it), so results do not change.
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define PK_PACK_AVX2 __attribute__((target("avx2")))
+
+// Rows v[0..7] (8 floats each) become columns: v[q] = (v0[q], v1[q], ..., v7[q]).
+static inline PK_PACK_AVX2 void transpose_8x8(__m256 v[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int q = 0; q < 4; q++) {
+        v[q] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x20);
+        v[q + 4] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x31);
+    }
+}
+
+// dst[q * stride + i] = scale * src[i * ld + q] for i < 8, q < 8.
+static inline PK_PACK_AVX2 void copy_transposed_8x8(const float *src, size_t ld, float scale, float *dst, size_t stride) {
+    __m256 v[8], s = _mm256_set1_ps(scale);
+    for (int i = 0; i < 8; i++) v[i] = _mm256_mul_ps(s, _mm256_loadu_ps(src + (size_t)i * ld));
+    transpose_8x8(v);
+    for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (size_t)q * stride, v[q]);
+}
+
+// dst[q * stride + i] = scale * src[i * ld + q] for i < 4, q < 8.
+static inline PK_PACK_AVX2 void copy_transposed_4x8(const float *src, size_t ld, float scale, float *dst, size_t stride) {
+    __m256 s = _mm256_set1_ps(scale);
+    __m256 r0 = _mm256_mul_ps(s, _mm256_loadu_ps(src)), r1 = _mm256_mul_ps(s, _mm256_loadu_ps(src + ld));
+    __m256 r2 = _mm256_mul_ps(s, _mm256_loadu_ps(src + 2 * ld)), r3 = _mm256_mul_ps(s, _mm256_loadu_ps(src + 3 * ld));
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 c[4] = {_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
+                   _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2))};
+    for (int q = 0; q < 4; q++) {  // c[q] holds column q in its low half and column q + 4 in its high half
+        _mm_storeu_ps(dst + (size_t)q * stride, _mm256_castps256_ps128(c[q]));
+        _mm_storeu_ps(dst + (size_t)(q + 4) * stride, _mm256_extractf128_ps(c[q], 1));
+    }
+}
+
+// dst[p * stride + i] = scale * src[i * ld + p] for i < rows, p < depth: tiles of 8 (then 4) rows by 8 along p,
+// the rest element by element.
+static PK_PACK_AVX2 void copy_transposed_avx2(const float *src, size_t ld, size_t rows, size_t depth, float scale,
+                                              float *dst, size_t stride) {
+    size_t i = 0;
+    for (; i + 8 <= rows; i += 8) {
+        size_t p = 0;
+        for (; p + 8 <= depth; p += 8) copy_transposed_8x8(src + i * ld + p, ld, scale, dst + p * stride + i, stride);
+        for (; p < depth; p++)
+            for (size_t r = 0; r < 8; r++) dst[p * stride + i + r] = scale * src[(i + r) * ld + p];
+    }
+    for (; i + 4 <= rows; i += 4) {
+        size_t p = 0;
+        for (; p + 8 <= depth; p += 8) copy_transposed_4x8(src + i * ld + p, ld, scale, dst + p * stride + i, stride);
+        for (; p < depth; p++)
+            for (size_t r = 0; r < 4; r++) dst[p * stride + i + r] = scale * src[(i + r) * ld + p];
+    }
+    for (; i < rows; i++)
+        for (size_t p = 0; p < depth; p++) dst[p * stride + i] = scale * src[i * ld + p];
+}
+#endif
+
+// dst[p * stride + i] = scale * src[i * ld + p] for i < rows, p < depth (a transpose), in register tiles where the
+// CPU allows.
+static void copy_transposed(const float *src, size_t ld, size_t rows, size_t depth, float scale, float *dst, size_t stride) {
+#if defined(__x86_64__) || defined(__i386__)
+    pk_isa isa = pk_active_isa();
+    if (isa == PK_ISA_AVX2 || isa == PK_ISA_AVX512) {
+        copy_transposed_avx2(src, ld, rows, depth, scale, dst, stride);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < rows; i++)
+        for (size_t p = 0; p < depth; p++) dst[p * stride + i] = scale * src[i * ld + p];
+}
+
 // Packs rows [0, rows) x depth [0, kc) of alpha * op(A) (A already offset to the block's corner) into strips
 // of mr rows: strip s holds dst[s*mr*kc + p*mr + i] = alpha * op(A)[s*mr + i][p], zero for rows past `rows`.
 static void pack_a(int trans, const float *a, size_t lda, size_t rows, size_t kc, float alpha, int mr, float *dst) {
     for (size_t s = 0; s < rows; s += (size_t)mr) {
         size_t r = min_size((size_t)mr, rows - s);
         if (!trans) {
-            // op(A)[i][p] = a[i*lda + p]: read each row contiguously, write it with stride mr.
-            for (size_t i = 0; i < r; i++) {
-                const float *src = a + (s + i) * lda;
-                for (size_t p = 0; p < kc; p++) dst[p * (size_t)mr + i] = alpha * src[p];
-            }
+            // op(A)[i][p] = a[i*lda + p]: rows along k become the strip's columns.
+            copy_transposed(a + s * lda, lda, r, kc, alpha, dst, (size_t)mr);
         } else {
             // op(A)[i][p] = a[p*lda + i]: the mr values of one k step are contiguous in memory.
             for (size_t p = 0; p < kc; p++) {
@@ -156,11 +241,8 @@ static void pack_b(int trans, const float *b, size_t ldb, size_t kc, size_t cols
                 for (size_t j = w; j < (size_t)nr; j++) dst[p * (size_t)nr + j] = 0.0f;
             }
         } else {
-            // op(B)[p][j] = b[j*ldb + p]: read each stored row contiguously, write it with stride nr.
-            for (size_t j = 0; j < w; j++) {
-                const float *src = b + (t + j) * ldb;
-                for (size_t p = 0; p < kc; p++) dst[p * (size_t)nr + j] = src[p];
-            }
+            // op(B)[p][j] = b[j*ldb + p]: stored rows along k become the panel's columns.
+            copy_transposed(b + t * ldb, ldb, w, kc, 1.0f, dst, (size_t)nr);
             if (w < (size_t)nr)
                 for (size_t p = 0; p < kc; p++)
                     for (size_t j = w; j < (size_t)nr; j++) dst[p * (size_t)nr + j] = 0.0f;
