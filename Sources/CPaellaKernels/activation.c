@@ -17,9 +17,9 @@ void pk_silu_ref(const float *x, float *y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
 }
 
-// ---- Backward passes (plain loops; training-only and memory-bound) ------------------------------------------
+// ---- Backward passes ---------------------------------------------------------------------------------------------
 
-void pk_gelu_backward(const float *x, const float *dy, float *dx, size_t n) {
+void pk_gelu_backward_ref(const float *x, const float *dy, float *dx, size_t n) {
     const float invSqrt2Pi = 0.398942280401432678f;  // 1/sqrt(2 pi), the normal density's constant
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
@@ -74,6 +74,37 @@ PK_MAP16(gelu_avx512, gelu16)
 PK_MAP8(gelu_avx2, gelu8)
 PK_MAP16(silu_avx512, silu16)
 PK_MAP8(silu_avx2, silu8)
+
+// GELU backward, dy * (Phi(x) + x phi(x)), with the vector erf and exp (perf: libm's erff and expf per element made
+// the scalar loop 8% of a denoiser training step).
+#define PK_INV_SQRT_2PI 0.398942280401432678f
+static inline PK_AVX512 __m512 gelu_grad16(__m512 x, __m512 dy) {
+    __m512 cdf = _mm512_mul_ps(_mm512_set1_ps(0.5f),
+                               _mm512_add_ps(_mm512_set1_ps(1.0f), pk16_erf(_mm512_mul_ps(x, _mm512_set1_ps(PK_SQRT1_2)))));
+    __m512 pdf = _mm512_mul_ps(_mm512_set1_ps(PK_INV_SQRT_2PI),
+                               pk16_exp(_mm512_mul_ps(_mm512_set1_ps(-0.5f), _mm512_mul_ps(x, x))));
+    return _mm512_mul_ps(dy, _mm512_add_ps(cdf, _mm512_mul_ps(x, pdf)));
+}
+static PK_AVX512 void gelu_backward_avx512(const float *x, const float *dy, float *dx, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dx + i, gelu_grad16(_mm512_loadu_ps(x + i), _mm512_loadu_ps(dy + i)));
+    if (i < n) {
+        __mmask16 m = pk16_mask(n - i);
+        _mm512_mask_storeu_ps(dx + i, m, gelu_grad16(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, dy + i)));
+    }
+}
+static inline PK_AVX2 __m256 gelu_grad8(__m256 x, __m256 dy) {
+    __m256 cdf = _mm256_mul_ps(_mm256_set1_ps(0.5f),
+                               _mm256_add_ps(_mm256_set1_ps(1.0f), pk8_erf(_mm256_mul_ps(x, _mm256_set1_ps(PK_SQRT1_2)))));
+    __m256 pdf = _mm256_mul_ps(_mm256_set1_ps(PK_INV_SQRT_2PI),
+                               pk8_exp(_mm256_mul_ps(_mm256_set1_ps(-0.5f), _mm256_mul_ps(x, x))));
+    return _mm256_mul_ps(dy, _mm256_add_ps(cdf, _mm256_mul_ps(x, pdf)));
+}
+static PK_AVX2 void gelu_backward_avx2(const float *x, const float *dy, float *dx, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dx + i, gelu_grad8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(dy + i)));
+    if (i < n) pk8_store(dx + i, gelu_grad8(pk8_load(x + i, n - i, 0.0f), pk8_load(dy + i, n - i, 0.0f)), n - i);
+}
 #endif
 
 #if defined(__aarch64__)
@@ -134,4 +165,9 @@ void pk_silu(const float *x, float *y, size_t n) {
     PK_DISPATCH_X86(silu_avx512, silu_avx2, (x, y, n))
     PK_DISPATCH_NEON(silu_neon, (x, y, n))
     pk_silu_ref(x, y, n);
+}
+
+void pk_gelu_backward(const float *x, const float *dy, float *dx, size_t n) {
+    PK_DISPATCH_X86(gelu_backward_avx512, gelu_backward_avx2, (x, dy, dx, n))
+    pk_gelu_backward_ref(x, dy, dx, n);
 }

@@ -283,6 +283,32 @@ static void test_gelu(rng_t *r) {
     }
 }
 
+/// GELU's backward against its twin, in place too (dx aliasing dy), with huge inputs whose density underflows.
+/// Its own random stream, so that the cases of the kernels after it stay as they were.
+static void test_gelu_backward(rng_t *shared) {
+    (void)shared;
+    rng_t own = {0x6e1ba7u}, *r = &own;
+    for (size_t s = 0; s < SIZE_COUNT; s++) {
+        size_t n = sizes[s];
+        float *x = random_floats(r, n, -8, 8), *dy = random_floats(r, n, -2, 2);
+        float *dx = filled_floats(n, NAN), *ref = filled_floats(n, 0), *inplace = filled_floats(n, 0);
+        if (n > 3) { x[0] = -100; x[1] = 100; x[2] = 0; }
+        memcpy(inplace, dy, n * sizeof(float));
+        case_check c;
+        case_begin(&c, "pk_gelu_backward", "n=%zu random in [-8, 8]", n);
+        pk_gelu_backward(x, dy, dx, n);
+        pk_gelu_backward(x, inplace, inplace, n);
+        pk_gelu_backward_ref(x, dy, ref, n);
+        // erf and exp within a few ulp; x phi(x) scales the exp's error by |x| (small where phi is not tiny).
+        for (size_t i = 0; i < n; i++) {
+            case_value(&c, i, dx[i], ref[i], 4e-7 * (1 + fabsf(x[i])) * fabsf(dy[i]) + 1e-30, x[i]);
+            if (float_bits(inplace[i]) != float_bits(dx[i])) case_exact(&c, i, float_bits(inplace[i]), float_bits(dx[i]), x[i]);
+        }
+        case_end(&c);
+        free(x); free(dy); free(dx); free(ref); free(inplace);
+    }
+}
+
 static void test_silu(rng_t *r) {
     for (size_t s = 0; s < SIZE_COUNT; s++) {
         size_t n = sizes[s];
@@ -808,7 +834,7 @@ static void test_col2im_add(rng_t *r) { test_im2col(r, 1); }
 // ---- Driver ------------------------------------------------------------------------------------------------------
 
 static void (*const tests[])(rng_t *) = {
-    test_exp, test_log, test_erf, test_gelu, test_silu, test_softmax, test_log_softmax, test_typical,
+    test_exp, test_log, test_erf, test_gelu, test_gelu_backward, test_silu, test_softmax, test_log_softmax, test_typical,
     test_layer_norm, test_group_norm, test_channel_sums, test_channel_centered_squares, test_channel_affine,
     test_bf16_to_f32, test_f16_to_f32, test_f32_to_bf16, test_f32_to_f16, test_gumbel_argmax, test_argmax,
     test_sgemm, test_im2col_copy, test_col2im_add, test_depthwise, test_col2im_transposed,

@@ -29,6 +29,7 @@ void pk_gelu(const float *x, float *y, size_t n);
 void pk_gelu_ref(const float *x, float *y, size_t n);
 /// dx = dy * GELU'(x), GELU'(x) = (1 + erf(x/sqrt 2))/2 + x * exp(-x^2/2)/sqrt(2 pi). dx may alias dy.
 void pk_gelu_backward(const float *x, const float *dy, float *dx, size_t n);
+void pk_gelu_backward_ref(const float *x, const float *dy, float *dx, size_t n);
 /// SiLU (swish): y = x * sigmoid(x) = x / (1 + e^-x).
 void pk_silu(const float *x, float *y, size_t n);
 void pk_silu_ref(const float *x, float *y, size_t n);
