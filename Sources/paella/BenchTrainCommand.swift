@@ -23,6 +23,9 @@ struct BenchTrainCommand: ParsableCommand, BenchDefaults {
     @Option(help: "Channels of the deepest level (v1: 1280).") var cHidden = 320
     @Option(help: "Token grid side.") var size = 16
     @Option(help: "Batch size.") var batch = 8
+    @Option(help: ArgumentHelp("A denoiser config file (as `paella convert --denoiser-config` reads, e.g. scripts/paella-small/denoiser.json) instead of the medium model; --c-hidden is then ignored.",
+                               valueName: "file"))
+    var config: String?
 
     func validate() throws {
         guard batch >= 1, cHidden >= 4, cHidden % 4 == 0, size >= 8, size % 4 == 0 else {
@@ -33,7 +36,7 @@ struct BenchTrainCommand: ParsableCommand, BenchDefaults {
     func run() throws {
         try reportingErrors {
             let compute = try self.compute.makeCompute()
-            let config = DenoiserConfig(numLabels: 8192, cHidden: cHidden, cClip: 1024, cR: 64)
+            let config = try self.config.map(ModelConfigFile.denoiser) ?? DenoiserConfig(numLabels: 8192, cHidden: cHidden, cClip: 1024, cR: 64)
             var trainer = try DenoiserTrainer(config: config, parameters: .newDenoiser(config, seed: 1),
                                               recipe: .paellaV1(totalSteps: 1000), compute: compute, seed: 2)
             var generator = TorchCompatibleGenerator(seed: 3)
@@ -44,7 +47,7 @@ struct BenchTrainCommand: ParsableCommand, BenchDefaults {
             let step = try bench.time { _ = try trainer.train(prepared) }.median
             let forward = bench.time { _ = model.forwardForTraining(prepared.noised, conditioning: prepared.conditioning, r: prepared.r) }.median
             let extra = [("batch", String(batch)), ("parameters", String(trainer.parameters.scalarCount))]
-            let name = "denoiser c\(cHidden) \(size)x\(size)"
+            let name = "denoiser c\(config.cHidden) \(size)x\(size)"
             let flops = config.forwardFLOPs(height: size, width: size, batch: batch)
             BenchmarkReport.print([
                 // A training step costs about three forwards (the backward computes two products per forward one).
