@@ -60,24 +60,34 @@ public struct DataParallel: Sendable {
         guard let communicator else { return }
         let start = Date()
         defer { timer.add(Date().timeIntervalSince(start)) }
+        let w = Float(weight)
+        Self.forEachBucket(of: &gradients, floats: Self.bucketFloats) { bucket in
+            for j in bucket.indices { bucket[j] *= w }
+            communicator.allreduceSum(bucket)
+        }
+    }
+
+    /// Packs consecutive tensors of `gradients` into flat buckets of at most `floats` elements (a larger tensor
+    /// alone), lets `body` change each bucket, and writes it back.
+    static func forEachBucket(of gradients: inout TrainableParameters, floats: Int,
+                              _ body: (UnsafeMutableBufferPointer<Float>) -> Void) {
         var first = 0
         while first < gradients.tensors.count {
             var last = first + 1, count = gradients.tensors[first].count
-            while last < gradients.tensors.count && count + gradients.tensors[last].count <= Self.bucketFloats {
+            while last < gradients.tensors.count && count + gradients.tensors[last].count <= floats {
                 count += gradients.tensors[last].count
                 last += 1
             }
             var bucket = [Float](repeating: 0, count: count)
-            let w = Float(weight)
             bucket.withUnsafeMutableBufferPointer { flat in
                 var offset = 0
                 for i in first..<last {
                     gradients.tensors[i].withFloats { g in
-                        for j in 0..<g.count { flat[offset + j] = g[j] * w }
+                        for j in 0..<g.count { flat[offset + j] = g[j] }
                         offset += g.count
                     }
                 }
-                communicator.allreduceSum(flat)
+                body(flat)
                 offset = 0
                 for i in first..<last {
                     gradients.tensors[i].withMutableFloats { g in
@@ -88,6 +98,48 @@ public struct DataParallel: Sendable {
             }
             first = last
         }
+    }
+
+    /// `--exact-sums`: every rank holds the sum of its share's per-sample values, a node of the batch's
+    /// `SampleTree` (`SampleTree.sharesAreSubtrees`); this adds the ranks' sums over the tree's top levels, so
+    /// every rank ends with the whole batch's sum, bit for bit what one process gets. Two ranks: one all-reduce,
+    /// which adds each element once (`a + b`, the root's one addition; IEEE addition is commutative, so both ranks
+    /// get the same bits). More ranks: an all-reduce adds in an order of its own, so the ranks' sums are gathered
+    /// (buckets of 16 Mi floats in all) and each rank adds them in the tree over ranks.
+    public func combineExactly(_ sums: inout SampleSums, share: BatchShare) {
+        guard let communicator else { return }
+        precondition(SampleTree.sharesAreSubtrees(total: share.total, ranks: size) && share.range.count == share.total / size,
+                     "DataParallel.combineExactly: \(size) ranks' shares of \(share.total) are not subtrees")
+        let start = Date()
+        defer { timer.add(Date().timeIntervalSince(start)) }
+        if size == 2 {
+            Self.forEachBucket(of: &sums.gradients, floats: Self.bucketFloats) { communicator.allreduceSum($0) }
+            sums.statistics.withUnsafeMutableBufferPointer { communicator.allreduceSum($0) }
+            return
+        }
+        /// The ranks' `values` gathered, then added in the tree over ranks.
+        func combine<T: BinaryFloatingPoint>(_ values: UnsafeMutableBufferPointer<T>, _ reduce: (UnsafeMutableBufferPointer<T>) -> Void) {
+            let n = values.count
+            let all = allgather(UnsafeBufferPointer(values), at: rank * n, of: size * n, reduce)
+            let total = SampleTree.sum(0..<size, leaf: { r in Array(all[(r * n)..<((r + 1) * n)]) }) { left, right in
+                for j in left.indices { left[j] += right[j] }
+            }
+            for j in 0..<n { values[j] = total[j] }
+        }
+        Self.forEachBucket(of: &sums.gradients, floats: max(1, Self.bucketFloats / size)) { combine($0, communicator.allreduceSum) }
+        sums.statistics.withUnsafeMutableBufferPointer { combine($0, communicator.allreduceSum) }
+    }
+
+    /// `local` placed at `offset` of a buffer of `count` elements, the rest filled by the other ranks' parts
+    /// (every rank gets the whole buffer; the parts must not overlap). The buffer starts as -0, the identity of
+    /// IEEE addition for every value (`x + -0 == x`, also for `x = -0`, which `+0` would turn into `+0`), and
+    /// `reduce` sums it over the ranks: whatever order it adds in, each element comes out with its one writer's bits.
+    private func allgather<T: BinaryFloatingPoint>(_ local: UnsafeBufferPointer<T>, at offset: Int, of count: Int,
+                                                   _ reduce: (UnsafeMutableBufferPointer<T>) -> Void) -> [T] {
+        var whole = [T](repeating: -T.zero, count: count)
+        for i in local.indices { whole[offset + i] = local[i] }
+        whole.withUnsafeMutableBufferPointer { reduce($0) }
+        return whole
     }
 
     static let bucketFloats = 1 << 24
@@ -102,9 +154,8 @@ public struct DataParallel: Sendable {
         return result
     }
 
-    /// The whole batch's `[total, ...]` tensor from each rank's `[share.count, ...]` slice (every rank gets it):
-    /// each rank writes its rows into zeros and the ranks' buffers are summed, which is exact (x + 0 = x).
-    /// Float32 tensors, or int32 ones (codes) whose values float32 holds exactly (below 2^24).
+    /// The whole batch's `[total, ...]` tensor from each rank's `[share.count, ...]` slice (every rank gets it),
+    /// bit for bit. Float32 tensors, or int32 ones (codes) whose values float32 holds exactly (below 2^24).
     public func gather(_ local: Tensor, share: BatchShare) -> Tensor {
         guard let communicator else { return local }
         precondition(local.shape.first == share.range.count, "DataParallel.gather: \(local.shape) is not a slice of \(share.range.count)")
@@ -113,10 +164,10 @@ public struct DataParallel: Sendable {
         let row = values.count / max(share.range.count, 1)
         var shape = local.shape
         shape[0] = share.total
-        var whole = [Float](repeating: 0, count: row * share.total)
-        for i in values.indices { whole[share.range.lowerBound * row + i] = values[i] }
         let start = Date()
-        whole.withUnsafeMutableBufferPointer { communicator.allreduceSum($0) }
+        let whole = values.withUnsafeBufferPointer {
+            allgather($0, at: share.range.lowerBound * row, of: row * share.total, communicator.allreduceSum)
+        }
         timer.add(Date().timeIntervalSince(start))
         return integers ? Tensor(int32: whole.map { Int32($0) }, shape: shape) : Tensor(whole, shape: shape)
     }

@@ -72,6 +72,13 @@ public struct DenoiserTrainingBatch: Sendable {
         self.conditioning = conditioning
         self.share = share
     }
+
+    /// The item at `position` of these items, as a batch of one (no copy).
+    public func item(_ position: Int) -> DenoiserTrainingBatch {
+        let one = position..<(position + 1)
+        return DenoiserTrainingBatch(targets: targets.slice(one), noised: noised.slice(one), r: Array(r[one]),
+                                     conditioning: conditioning.slice(one))
+    }
 }
 
 /// What one batch did.
@@ -106,6 +113,11 @@ public struct DenoiserTrainer: Sendable {
     public internal(set) var averaged: TrainableParameters?
     /// The ranks that train together (their gradients are summed every batch); one process by default.
     public private(set) var parallel = DataParallel.single
+    /// Sum the batch's gradient from per-item gradients in `SampleTree`'s fixed order (`--exact-sums`), so that
+    /// any number of ranks whose shares are subtrees gets one process's bits; else each rank's share goes
+    /// through the network as one batch and the ranks' gradients are all-reduced. Not saved in checkpoints: a
+    /// run may be resumed either way.
+    public var exactSums = false
 
     /// Starts from `parameters` (every key of the configuration, upstream layouts).
     public init(config: DenoiserConfig, parameters: TrainableParameters, recipe: DenoiserTrainingRecipe,
@@ -187,7 +199,10 @@ public struct DenoiserTrainer: Sendable {
     /// The loss, accuracy and gradients (upstream names and layouts) of one batch at the current weights,
     /// with the loss scaled by `scale` for the gradient.
     public func lossAndGradients(_ batch: DenoiserTrainingBatch, scale: Double = 1) throws -> (loss: TokenLoss, gradients: TrainableParameters) {
-        let model = try model()
+        try lossAndGradients(batch, scale: scale, model: try model())
+    }
+
+    func lossAndGradients(_ batch: DenoiserTrainingBatch, scale: Double, model: Denoiser) throws -> (loss: TokenLoss, gradients: TrainableParameters) {
         let (logits, activations) = model.forwardForTraining(batch.noised, conditioning: batch.conditioning, r: batch.r)
         let loss = compute.tokenCrossEntropy(logits: logits, targets: batch.targets, labelSmoothing: recipe.labelSmoothing, scale: scale)
         let grads = model.backward(activations, logitsGradient: loss.logitsGradient)
@@ -198,21 +213,49 @@ public struct DenoiserTrainer: Sendable {
         return (loss, TrainableParameters(names: parameters.names, tensors: tensors))
     }
 
+    /// `--exact-sums`: the sum over this rank's items (all of them in one process) of each item's gradient of
+    /// its own mean loss, with its loss and accuracy, each item alone through `lossAndGradients`, added in the
+    /// batch's `SampleTree`. The items' tokens all count the same, so the batch's mean loss is the items' mean.
+    public func sampleSums(_ batch: DenoiserTrainingBatch) throws -> SampleSums {
+        let model = try model()
+        let share = batch.share ?? .whole(batch.r.count)
+        return try SampleSums.tree(over: share) { position in
+            let (loss, gradients) = try lossAndGradients(batch.item(position - share.range.lowerBound), scale: 1, model: model)
+            return SampleSums(gradients: gradients, statistics: [loss.loss, loss.accuracy])
+        }
+    }
+
+    /// `--exact-sums`: the whole batch's mean loss and accuracy and its gradient (scaled for accumulation, as
+    /// `lossAndGradients` scales it), on every rank with the bits of one process.
+    func exactLossAndGradients(_ batch: DenoiserTrainingBatch) throws -> (statistics: [Double], gradients: TrainableParameters) {
+        let share = batch.share ?? .whole(batch.r.count)
+        var sums = try sampleSums(batch)
+        parallel.combineExactly(&sums, share: share)
+        sums.gradients.scale(by: Float(1 / (Double(share.total) * Double(recipe.accumulationSteps))))
+        return (sums.statistics.map { $0 / Double(share.total) }, sums.gradients)
+    }
+
     /// Trains on one batch: forward, loss, backward, clipping; every `accumulationSteps` batches an AdamW step
     /// at the schedule's learning rate (and beta1). Data-parallel, the batch is this rank's share: its gradient,
     /// weighted by the share, is summed over the ranks before clipping, so every rank clips and updates with
-    /// the whole batch's gradient; loss and accuracy are the whole batch's too.
+    /// the whole batch's gradient; loss and accuracy are the whole batch's too. With `exactSums` the gradient is
+    /// added up item by item in a fixed tree instead (`exactLossAndGradients`).
     public mutating func train(_ batch: DenoiserTrainingBatch) throws -> DenoiserStepResult {
         guard optimizer.step < recipe.schedule.totalSteps else {
             throw TrainingScheduleError.finished(totalSteps: recipe.schedule.totalSteps)
         }
         let lr = learningRate
-        let fraction = batch.share?.fraction ?? 1
-        let loss: TokenLoss
         var total: TrainableParameters  // the only reference to these gradients: clipping scales them in place
-        (loss, total) = try lossAndGradients(batch, scale: 1 / Double(recipe.accumulationSteps))
-        parallel.sum(&total, weight: fraction)
-        let whole = parallel.sum([loss.loss * fraction, loss.accuracy * fraction])
+        let whole: [Double]  // the batch's loss and accuracy
+        if exactSums {
+            (whole, total) = try exactLossAndGradients(batch)
+        } else {
+            let fraction = batch.share?.fraction ?? 1
+            let loss: TokenLoss
+            (loss, total) = try lossAndGradients(batch, scale: 1 / Double(recipe.accumulationSteps))
+            parallel.sum(&total, weight: fraction)
+            whole = parallel.sum([loss.loss * fraction, loss.accuracy * fraction])
+        }
         if let previous = accumulated {
             accumulated = nil
             total.add(previous)

@@ -22,12 +22,15 @@ extension TrainableParameters {
     public mutating func clipNorm(_ maxNorm: Double) -> Double {
         let norm = totalNorm()
         let coefficient = Float(min(1, maxNorm / (norm + 1e-6)))
-        if coefficient < 1 {
-            for i in tensors.indices {
-                tensors[i].withMutableFloats { p in for j in 0..<p.count { p[j] *= coefficient } }
-            }
-        }
+        if coefficient < 1 { scale(by: coefficient) }
         return norm
+    }
+
+    /// `self *= factor`, element-wise.
+    public mutating func scale(by factor: Float) {
+        for i in tensors.indices {
+            tensors[i].withMutableFloats { p in for j in 0..<p.count { p[j] *= factor } }
+        }
     }
 
     /// `self += other`, element-wise (gradient accumulation).

@@ -126,6 +126,10 @@ public struct VQGANTrainer: Sendable {
     public internal(set) var windowUsage: [Int]
     /// The ranks that train together (their gradients are summed every step); one process by default.
     public private(set) var parallel = DataParallel.single
+    /// Sum the batch's gradient from per-image gradients in `SampleTree`'s fixed order (`--exact-sums`), so that
+    /// any number of ranks whose shares are subtrees gets one process's bits; else each rank's share goes
+    /// through the network as one batch and the ranks' gradients are all-reduced. Not saved in checkpoints.
+    public var exactSums = false
 
     /// Starts from `parameters` (every key of `config`). With the `.nearest` quantizer `quantize.proj` is
     /// rewritten from the codebook at once (fine-tuning a Gumbel-trained model this way changes its encoding).
@@ -183,10 +187,11 @@ public struct VQGANTrainer: Sendable {
     /// The loss and gradients of one batch of images `[B, H, W, 3]` in [0, 1] at the current weights.
     /// `.gumbel` draws its noise from `uniforms` (`[B, h, w, n_embed]` in [0, 1)); `hardGumbel: false` uses the
     /// relaxed one-hot itself (no straight-through), which makes the loss differentiable for gradient checks.
-    /// `backward: false` only evaluates the loss (the gradients come back empty).
+    /// `backward: false` only evaluates the loss (the gradients come back empty). `model`: the model at the
+    /// current weights when the caller has made it already.
     public func lossAndGradients(images: Tensor, uniforms: Tensor? = nil, hardGumbel: Bool = true,
-                                 backward: Bool = true) throws -> VQGANBatchLoss {
-        let model = try model()
+                                 backward: Bool = true, model given: VQGAN? = nil) throws -> VQGANBatchLoss {
+        let model = try given ?? model()
         let (z, encoderRecord) = model.encodeForTraining(images)                    // [B, h, w, D]
         let (b, h, w, d) = (z.shape[0], z.shape[1], z.shape[2], z.shape[3])
         let n = b * h * w, k = config.nEmbed
@@ -361,20 +366,12 @@ public struct VQGANTrainer: Sendable {
             let all = random.uniform([part.total] + item).floats
             uniforms = Tensor(Array(all[(part.range.lowerBound * perItem)..<(part.range.upperBound * perItem)]), shape: [part.range.count] + item)
         }
-        let batch = try lossAndGradients(images: images, uniforms: uniforms)
-        var gradients = batch.gradients
-        parallel.sum(&gradients, weight: part.fraction)
-        let norm = gradients.clipNorm(recipe.gradientClipNorm)
-        optimizer.update(&parameters, gradients: gradients, lr: lr)
+        var batch = exactSums ? try exactBatch(images: images, uniforms: uniforms, share: part)
+                              : try allReducedBatch(images: images, uniforms: uniforms, share: part)
+        let norm = batch.gradients.clipNorm(recipe.gradientClipNorm)
+        optimizer.update(&parameters, gradients: batch.gradients, lr: lr)
         if recipe.quantizer == .nearest { syncProjection() }
-        // Usage (over the whole batch) and the batch's statistics (means over its images; PSNR from the mean error).
-        let localHistogram = batch.codes.integers().reduce(into: [Double](repeating: 0, count: config.nEmbed)) { h, code in h[code] += 1 }
-        let mse = Foundation.pow(10, -batch.psnr / 10) * part.fraction
-        let means = [batch.loss, batch.reconstructionLoss, batch.quantizerLoss].map { $0 * part.fraction } + [mse]
-        let summed = parallel.sum(localHistogram + means)
-        let histogram = summed.prefix(config.nEmbed).map { Int($0) }
-        let (loss, reconstructionLoss, quantizerLoss) = (summed[config.nEmbed], summed[config.nEmbed + 1], summed[config.nEmbed + 2])
-        let psnr = parallel.size == 1 ? batch.psnr : 10 * log10(1 / max(summed[config.nEmbed + 3], 1e-12))
+        let histogram = batch.histogram
         for (i, c) in histogram.enumerated() { windowUsage[i] += c }
         let total = Double(histogram.reduce(0, +))
         let entropy = histogram.reduce(0.0) { h, c in c == 0 ? h : h - Double(c) / total * log(Double(c) / total) }
@@ -385,11 +382,77 @@ public struct VQGANTrainer: Sendable {
             windowUsage = Array(repeating: 0, count: config.nEmbed)
         }
         defer { step += 1 }
-        return VQGANStepResult(step: step, loss: loss, reconstructionLoss: reconstructionLoss,
-                               quantizerLoss: quantizerLoss, psnr: psnr,
+        return VQGANStepResult(step: step, loss: batch.loss, reconstructionLoss: batch.reconstructionLoss,
+                               quantizerLoss: batch.quantizerLoss, psnr: batch.psnr,
                                codesInBatch: histogram.filter { $0 > 0 }.count, codesInWindow: codesInWindow,
                                perplexity: exp(entropy), gradientNorm: norm, learningRate: lr, temperature: temperature,
                                restarted: restarted)
+    }
+
+    /// What a step needs of the whole batch: its gradient and statistics on every rank, this rank's codes and
+    /// encoder outputs (gathered for restarts).
+    struct WholeBatch {
+        var gradients: TrainableParameters
+        var loss: Double, reconstructionLoss: Double, quantizerLoss: Double, psnr: Double
+        /// How often each code was picked in the whole batch.
+        var histogram: [Int]
+        /// This rank's codes `[b, h, w]` and encoder outputs `[b, h, w, D]`.
+        var codes: Tensor, z: Tensor
+    }
+
+    /// This rank's share through the network as one batch; its gradient, weighted by the share, and its
+    /// statistics are all-reduced (one process: the batch's own).
+    func allReducedBatch(images: Tensor, uniforms: Tensor?, share: BatchShare) throws -> WholeBatch {
+        var batch = try lossAndGradients(images: images, uniforms: uniforms)
+        parallel.sum(&batch.gradients, weight: share.fraction)
+        // Usage (over the whole batch) and the batch's statistics (means over its images; PSNR from the mean error).
+        let localHistogram = batch.codes.integers().reduce(into: [Double](repeating: 0, count: config.nEmbed)) { h, code in h[code] += 1 }
+        let mse = Foundation.pow(10, -batch.psnr / 10) * share.fraction
+        let means = [batch.loss, batch.reconstructionLoss, batch.quantizerLoss].map { $0 * share.fraction } + [mse]
+        let summed = parallel.sum(localHistogram + means)
+        let k = config.nEmbed
+        return WholeBatch(gradients: batch.gradients, loss: summed[k], reconstructionLoss: summed[k + 1], quantizerLoss: summed[k + 2],
+                          psnr: parallel.size == 1 ? batch.psnr : 10 * log10(1 / max(summed[k + 3], 1e-12)),
+                          histogram: summed.prefix(k).map { Int($0) }, codes: batch.codes, z: batch.z)
+    }
+
+    /// `--exact-sums`: each image of this rank's share alone through `lossAndGradients` (with its own Gumbel
+    /// noise), the images' gradients (of their own mean losses) and statistics added in the batch's `SampleTree`,
+    /// the ranks' sums combined over the tree's top, then divided by the batch: every rank gets one process's
+    /// bits. Every image has as many pixels and positions as the others, so the batch's mean losses are the
+    /// images' means, and the batch's PSNR comes from the images' mean squared error. Nothing else spans the
+    /// batch: the group norms are per image and there is no discriminator or batch statistic.
+    func exactBatch(images: Tensor, uniforms: Tensor?, share: BatchShare) throws -> WholeBatch {
+        var sums: SampleSums, codes: [Int32], z: [Float]
+        (sums, codes, z) = try sampleSums(images: images, uniforms: uniforms, share: share)
+        parallel.combineExactly(&sums, share: share)
+        let count = Double(share.total)
+        sums.gradients.scale(by: Float(1 / count))
+        let localHistogram = codes.reduce(into: [Double](repeating: 0, count: config.nEmbed)) { h, code in h[Int(code)] += 1 }
+        let histogram = parallel.sum(localHistogram).map { Int($0) }  // counts: exact in any order
+        let means = sums.statistics.map { $0 / count }
+        let (b, f) = (share.range.count, config.downsamplingFactor)
+        let grid = [b, images.shape[1] / f, images.shape[2] / f]
+        return WholeBatch(gradients: sums.gradients, loss: means[0], reconstructionLoss: means[1], quantizerLoss: means[2],
+                          psnr: 10 * log10(1 / max(means[3], 1e-12)), histogram: histogram,
+                          codes: Tensor(int32: codes, shape: grid), z: Tensor(z, shape: grid + [config.embedDim]))
+    }
+
+    /// `--exact-sums`: the sum over this rank's images `share.range` (`images`, `uniforms`: those images') of
+    /// each image's gradient of its own mean loss, with its losses and squared error, each image alone through
+    /// `lossAndGradients`, added in the batch's `SampleTree`; and the images' codes and encoder outputs.
+    public func sampleSums(images: Tensor, uniforms: Tensor?, share: BatchShare) throws -> (sums: SampleSums, codes: [Int32], z: [Float]) {
+        let model = try model()
+        var codes: [Int32] = [], z: [Float] = []
+        let sums = try SampleSums.tree(over: share) { position in
+            let one = (position - share.range.lowerBound)..<(position - share.range.lowerBound + 1)
+            let item = try lossAndGradients(images: images.slice(one), uniforms: uniforms?.slice(one), model: model)
+            codes += item.codes.integers().map { Int32($0) }  // leaves come in order of position
+            z += item.z.floats
+            return SampleSums(gradients: item.gradients,
+                              statistics: [item.loss, item.reconstructionLoss, item.quantizerLoss, Foundation.pow(10, -item.psnr / 10)])
+        }
+        return (sums, codes, z)
     }
 
     /// Re-initialises every code unused in the window: `.nearest` puts it on an encoder output of this batch;

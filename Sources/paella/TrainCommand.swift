@@ -59,6 +59,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
                              discussion: "Worth it when images come round several times; the embeddings are the same."))
     var cacheEmbeddings = false
     @Flag(help: "No progress display or log lines (train.jsonl is still written).") var quiet = false
+    @Flag(help: exactSumsHelp) var exactSums = false
     @OptionGroup var model: ModelOptions
     @OptionGroup var compute: ComputeOptions
 
@@ -76,7 +77,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
     }
 
     func train(_ parallel: DataParallel) async throws {
-        try checkBatchSize(batchSize, covers: parallel)
+        try checkBatchSize(batchSize, covers: parallel, exactSums: exactSums)
         let compute = try compute.makeCompute()
         let folder = try ModelFolder(path: model.folderPath())
         let data = try openTrainingSamples(path: data)
@@ -88,6 +89,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         let size = imageSize ?? folder.manifest.defaults.imageSize
         var trainer = try makeTrainer(folder: folder, compute: compute)
         trainer.join(parallel)
+        trainer.exactSums = exactSums
         let share = parallel.share(of: batchSize)
         let side = trainer.config.sideMultiple * vqgan.config.downsamplingFactor
         guard size % side == 0 && size >= 2 * side else {
@@ -124,12 +126,12 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
                 return image.trainingCrop(size: size, random: &random)
             }
             let tokens = try tokenCache.map { cache in                            // [b, h, w]
-                try cache.tokens(for: indices, load: data.image, crop: crop) { try vqgan.encode($0) }
-            } ?? vqgan.encode(try indices.enumerated().map { crop($0.offset, try data.image($0.element)) })
+                try cache.tokens(for: indices, load: data.image, crop: crop) { try encoded($0) { try vqgan.encode($0) } }
+            } ?? encoded(try indices.enumerated().map { crop($0.offset, try data.image($0.element)) }) { try vqgan.encode($0) }
             let captions = try indices.map { try data.caption($0) }
             let embeddings = try cache.map { cache in
                 try cache.embeddings(for: captions) { text(tokenizer.contextTokens([$0], contextLength: text.config.text.contextLength), compute: compute) }
-            } ?? text(tokenizer.contextTokens(captions, contextLength: text.config.text.contextLength), compute: compute)
+            } ?? encoded(captions) { text(tokenizer.contextTokens($0, contextLength: text.config.text.contextLength), compute: compute) }
             let batch = trainer.prepareBatch(tokens: tokens, conditioning: embeddings, share: share)
             let result = try trainer.train(batch)
             count += 1
@@ -158,6 +160,18 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         })
         progress.finish()
         if !quiet { print("Model folder: \(output)") }
+    }
+
+    /// `encode(items)` (`[n, ...]`), or with --exact-sums each item encoded alone and the results stacked: an
+    /// item's tokens or embedding then do not depend on which items shared this rank's part of the batch (a
+    /// GEMM's rounding may change with its number of rows).
+    func encoded<Item>(_ items: [Item], _ encode: ([Item]) throws -> Tensor) rethrows -> Tensor {
+        guard exactSums, items.count > 1 else { return try encode(items) }
+        let parts = try items.map { try encode([$0]) }
+        var shape = parts[0].shape
+        shape[0] = items.count
+        return parts[0].dtype == .int32 ? Tensor(int32: parts.flatMap { $0.integers().map { Int32($0) } }, shape: shape)
+                                        : Tensor(parts.flatMap { $0.toFloat32().floats }, shape: shape)
     }
 
     /// One image per prompt (the same seed every time, so grids of successive checkpoints compare), as a grid in

@@ -143,12 +143,21 @@ func trainingRanks(_ body: (DataParallel) async throws -> Void) async throws {
     parallel.finish()
 }
 
-/// Each rank trains on its part of every batch, so a batch needs at least one item per rank.
-func checkBatchSize(_ batchSize: Int, covers parallel: DataParallel) throws {
+/// Each rank trains on its part of every batch, so a batch needs at least one item per rank; with --exact-sums
+/// each rank's part must be a whole subtree of the batch's sum (`SampleTree.sharesAreSubtrees`).
+func checkBatchSize(_ batchSize: Int, covers parallel: DataParallel, exactSums: Bool = false) throws {
     guard batchSize >= parallel.size else {
         throw ValidationError("--batch-size \(batchSize) is below the \(parallel.size) processes: each trains on part of every batch.")
     }
+    if exactSums && !SampleTree.sharesAreSubtrees(total: batchSize, ranks: parallel.size) {
+        throw ExactSumsError.sharesAreNotSubtrees(batch: batchSize, ranks: parallel.size)
+    }
 }
+
+/// The help of `--exact-sums` (train denoiser and train vqgan).
+let exactSumsHelp = ArgumentHelp(
+    "Add each batch's gradient up image by image in one fixed order, so that 1, 2, 4, ... processes end with the same weights, bit for bit.",
+    discussion: "Needs the number of processes to be a power of two that divides --batch-size. Compare runs at the same --threads and BLAS: OpenBLAS's results change with its thread count (with PAELLA_BLAS=builtin, one process at --threads 2 matched 2 processes at 1 in our runs). Each image goes through the network alone: the bundled denoiser's steps took 1.6-1.8x as long, a small VQGAN's 0.7-0.8x (docs/distributed-training.md).")
 
 /// Writes a line to stdout unbuffered, so progress lines reach a log file or pipe as they happen.
 func printFlushed(_ line: String) {

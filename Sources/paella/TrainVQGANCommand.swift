@@ -51,11 +51,13 @@ struct TrainVQGANCommand: AsyncParsableCommand {
     @Option(help: "Extra loss weight of pixels that differ from the image's background (border) colour: they count 1 + this.")
     var objectWeight = 0.0
 
+    @Flag(help: exactSumsHelp) var exactSums = false
+
     @OptionGroup var compute: ComputeOptions
 
     mutating func run() async throws {
         try await trainingRanks { parallel in
-            try checkBatchSize(options.batchSize, covers: parallel)
+            try checkBatchSize(options.batchSize, covers: parallel, exactSums: exactSums)
             let compute = try compute.makeCompute()
             let folder = try TrainPairFolder(path: options.data, captions: false)
             var trainer: VQGANTrainer
@@ -84,6 +86,7 @@ struct TrainVQGANCommand: AsyncParsableCommand {
                 trainer = try VQGANTrainer(config: config, recipe: recipe, compute: compute, seed: options.seed)
             }
             trainer.join(parallel)
+            trainer.exactSums = exactSums
             let share = parallel.share(of: options.batchSize)
             let total = try options.stopStep(scheduled: trainer.recipe.schedule.totalSteps)
             if parallel.isMain { printFlushed("VQGAN f\(trainer.config.downsamplingFactor), \(trainer.parameters.scalarCount) parameters, \(trainer.config.nEmbed) codes, "
