@@ -8,6 +8,7 @@ are what to compare.
     python3 bench/side_by_side.py vqgan --threads 1 2 --repeats 3
     python3 bench/side_by_side.py clip --threads 1 2
     python3 bench/side_by_side.py train --threads 1 2
+    python3 bench/side_by_side.py generate --threads 1 2 --repeats 1 --warmup 0
 
 The PyTorch scripts need torch (and numpy, safetensors): --python picks the interpreter (default: $PYTHON or
 python3). Each PyTorch script first proves it builds the same network by reproducing the fixtures.
@@ -37,13 +38,14 @@ def key(row, model):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", choices=["denoiser", "vqgan", "clip", "train"])
+    parser.add_argument("model", choices=["denoiser", "vqgan", "clip", "train", "generate"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, help="untimed runs before timing (default: each benchmark's own)")
     parser.add_argument("--python", default=os.environ.get("PYTHON", "python3"))
     parser.add_argument("--paella", default=os.path.join(ROOT, ".build", "release", "paella"))
     args = parser.parse_args()
-    reps = ["--repeats", str(args.repeats)]
+    reps = ["--repeats", str(args.repeats)] + (["--warmup", str(args.warmup)] if args.warmup is not None else [])
     script = os.path.join(ROOT, "bench", "pytorch", f"{args.model}_bench.py")
 
     swift, torch = [], []
@@ -55,8 +57,8 @@ def main():
         for t in args.threads:
             swift += json_lines([args.paella, "bench", "train", "--threads", str(t), "--json"] + reps)
         torch += json_lines([args.python, script, "--threads", *map(str, args.threads)] + reps)
-    elif args.model == "vqgan":
-        swift += json_lines([args.paella, "bench", "vqgan", "--json"] + sum((["--threads", str(t)] for t in args.threads), []) + reps)
+    elif args.model in ("vqgan", "generate"):
+        swift += json_lines([args.paella, "bench", args.model, "--json"] + sum((["--threads", str(t)] for t in args.threads), []) + reps)
         torch += json_lines([args.python, script, "--threads", *map(str, args.threads)] + reps)
     else:
         swift += json_lines([args.paella, "bench", "clip", "--parts", "text,vision", "--json"]

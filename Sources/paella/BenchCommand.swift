@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Measure the speed of Paella's building blocks.",
         subcommands: [BenchGEMMCommand.self, BenchDenoiserCommand.self, BenchVQGANCommand.self, BenchCLIPCommand.self,
-                      BenchTrainCommand.self])
+                      BenchTrainCommand.self, BenchGenerateCommand.self])
 }
 
 /// How many runs a bench command times by default: each command knows how long one of its runs takes (a GEMM is
@@ -44,8 +44,26 @@ struct BenchOptions<Defaults: BenchDefaults>: ParsableArguments {
             let start = clock.now
             try body()
             return milliseconds(clock.now - start)
-        }.sorted()
-        return (times[times.count / 2], times[0])
+        }
+        return Self.summary(times)
+    }
+
+    /// `time` for work that awaits (a whole pipeline request).
+    func time(_ body: () async throws -> Void) async rethrows -> (median: Double, fastest: Double) {
+        let clock = ContinuousClock()
+        for _ in 0..<warmup { try await body() }
+        var times: [Double] = []
+        for _ in 0..<repeats {
+            let start = clock.now
+            try await body()
+            times.append(milliseconds(clock.now - start))
+        }
+        return Self.summary(times)
+    }
+
+    private static func summary(_ times: [Double]) -> (median: Double, fastest: Double) {
+        let sorted = times.sorted()
+        return (sorted[sorted.count / 2], sorted[0])
     }
 }
 

@@ -10,7 +10,7 @@ import PaellaIO
 /// or a map of them for multi-conditioning), the logits of the clean token at every position.
 public struct Denoiser: Sendable {
     public let config: DenoiserConfig
-    public let compute: Compute
+    public private(set) var compute: Compute
     let embedding: Tensor                       // [num_labels, c0], as stored
     let down: [(downsample: Conv2dWeights?, blocks: [ResBlock])]
     let up: [(blocks: [ResBlock], upsample: ConvTranspose2dWeights?)]
@@ -43,6 +43,13 @@ public struct Denoiser: Sendable {
         }
         clf = Conv2dWeights(w, DenoiserKeys.classifier, inChannels: c[0], outChannels: config.numLabels, kernel: 1)
         try weights.finish()
+    }
+
+    /// The same weights computing on `compute` (another thread count or GEMM backend), without loading them again.
+    public func using(_ compute: Compute) -> Denoiser {
+        var copy = self
+        copy.compute = compute
+        return copy
     }
 
     /// Loads a safetensors file or the released `torch.save` checkpoint (`model_600000.pt`).

@@ -45,6 +45,20 @@ public final class VQGAN: Sendable {
         try weights.finish(skipping: VQGAN.isTrainingOnlyKey)
     }
 
+    /// The same weights computing on `compute` (another thread count or GEMM backend), without loading them again.
+    public func using(_ compute: Compute) -> VQGAN { VQGAN(sharing: self, compute: compute) }
+
+    private init(sharing other: VQGAN, compute: Compute) {
+        config = other.config
+        self.compute = compute
+        encoder = other.encoder
+        decoder = other.decoder
+        quantConv = other.quantConv
+        postQuantConv = other.postQuantConv
+        quantizeProj = other.quantizeProj
+        codebook = other.codebook
+    }
+
     /// Loads a safetensors file or a `torch.save` checkpoint (the released Lightning `.ckpt`: its `state_dict`).
     public convenience init(contentsOf path: String, config: VQGANConfig = .rudalleF8, compute: Compute) throws {
         try self.init(config: config, weights: try WeightLoader.open(path: path), compute: compute)
