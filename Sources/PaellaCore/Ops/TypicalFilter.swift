@@ -9,8 +9,8 @@
 //   order), to find the entry where it is reached.
 // - `typicalFilter` writes the filtered logits directly, without a mask tensor in between.
 // - The per-entry passes (softmax, log-softmax, entropy, scores, the bucket histogram) and the write of the
-//   filtered row are C kernels (pk_typical_scores, pk_typical_apply; AVX-512 where the CPU has it), so log p is
-//   never stored and the entropy is summed in SIMD lanes.
+//   filtered row are C kernels (pk_typical_scores, pk_typical_apply; AVX-512 or AVX2 where the CPU has them), so
+//   log p is never stored and the entropy is summed in SIMD lanes.
 import CPaellaKernels
 
 extension Compute {
