@@ -72,12 +72,12 @@ public final class WeightLoader: @unchecked Sendable {
         case .tensors(let byName):
             guard let found = byName[key] else {
                 missing.append(key)
-                return Tensor(zeros: shape)
+                return Tensor(readOnlyZeros: shape)  // loading fails in `finish`: a stand-in that costs no memory
             }
             used.insert(key)
             guard found.shape == shape else {
                 mismatched.append(.init(key: key, expected: shape, found: found.shape))
-                return Tensor(zeros: shape)
+                return Tensor(readOnlyZeros: shape)
             }
             return found
         }
