@@ -59,10 +59,12 @@ public struct ShapeDatasetWriter: Sendable {
     public var format: Format
     /// Samples per tar shard.
     public var shardSize: Int
+    /// The sampler's `placementVariation` (1: the dataset's usual offsets and scales; 0: none).
+    public var placementVariation: Float
 
     /// A writer of `count` samples of `split` from `seed` into `output`.
     public init(output: String, count: Int, seed: UInt64, side: Int = 64, split: ShapeSplit = .train,
-                format: Format = .files, shardSize: Int = 1000) {
+                format: Format = .files, shardSize: Int = 1000, placementVariation: Float = 1) {
         precondition(count >= 0, "ShapeDatasetWriter: negative count \(count)")
         precondition(shardSize >= 1, "ShapeDatasetWriter: shard size must be at least 1, got \(shardSize)")
         self.output = output
@@ -72,6 +74,7 @@ public struct ShapeDatasetWriter: Sendable {
         self.split = split
         self.format = format
         self.shardSize = shardSize
+        self.placementVariation = placementVariation
     }
 
     /// The key of sample `index`: zero-padded to 6 digits (more when `count` needs them).
@@ -97,7 +100,7 @@ public struct ShapeDatasetWriter: Sendable {
         } catch {
             throw ShapeDatasetError.cannotWrite(path: output, reason: "the folder cannot be created")
         }
-        let sampler = ShapeSampler(seed: seed, split: split)
+        let sampler = ShapeSampler(seed: seed, split: split, placementVariation: placementVariation)
         let renderer = ShapeRenderer(side: side)
         var files: [String] = []
         var bytes = 0

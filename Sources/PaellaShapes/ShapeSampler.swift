@@ -63,13 +63,19 @@ public struct ShapeSampler: Sendable {
     public var split: ShapeSplit
     /// Probability that a scene has two objects instead of one.
     public var twoObjectProbability: Float
+    /// How much objects move and grow around their nominal place and size: 1 draws offsets up to
+    /// `ShapeScene.maxJitter` and scales in `ShapeScene.scaleRange`, 0 puts every object exactly at its nominal
+    /// place and size. Every value draws the same random numbers, so the scenes differ in nothing else.
+    public var placementVariation: Float
 
     /// A sampler of `split` scenes from `seed`; 40% of scenes have two objects by default.
-    public init(seed: UInt64, split: ShapeSplit = .train, twoObjectProbability: Float = 0.4) {
+    public init(seed: UInt64, split: ShapeSplit = .train, twoObjectProbability: Float = 0.4, placementVariation: Float = 1) {
         precondition((0 ... 1).contains(twoObjectProbability), "ShapeSampler: probability \(twoObjectProbability) outside [0, 1]")
+        precondition((0 ... 1).contains(placementVariation), "ShapeSampler: placement variation \(placementVariation) outside [0, 1]")
         self.seed = seed
         self.split = split
         self.twoObjectProbability = twoObjectProbability
+        self.placementVariation = placementVariation
     }
 
     /// The generator for scene `index`: the seed and the index mixed through SplitMix64's finaliser, with the
@@ -133,10 +139,16 @@ public struct ShapeSampler: Sendable {
 
     private func drawObject(_ random: inout SplitMix64) -> ShapeObject {
         let j = ShapeScene.maxJitter
-        return ShapeObject(shape: pick(ShapeKind.allCases, &random), color: pick(ShapeColor.allCases, &random),
-                           position: pick(GridPosition.allCases, &random), size: pick(ShapeSize.allCases, &random),
-                           offsetX: random.float(-j, j), offsetY: random.float(-j, j),
-                           scale: random.float(ShapeScene.scaleRange.lowerBound, ShapeScene.scaleRange.upperBound))
+        var object = ShapeObject(shape: pick(ShapeKind.allCases, &random), color: pick(ShapeColor.allCases, &random),
+                                 position: pick(GridPosition.allCases, &random), size: pick(ShapeSize.allCases, &random),
+                                 offsetX: random.float(-j, j), offsetY: random.float(-j, j),
+                                 scale: random.float(ShapeScene.scaleRange.lowerBound, ShapeScene.scaleRange.upperBound))
+        if placementVariation != 1 {
+            object.offsetX *= placementVariation
+            object.offsetY *= placementVariation
+            object.scale = 1 + (object.scale - 1) * placementVariation
+        }
+        return object
     }
 
     private func pick<T>(_ options: [T], _ random: inout SplitMix64) -> T {

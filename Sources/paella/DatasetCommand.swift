@@ -48,6 +48,12 @@ struct DatasetShapesCommand: ParsableCommand {
     @Option(help: "Samples per tar shard.")
     var shardSize: Int = 1000
 
+    @Option(help: ArgumentHelp(
+        "How far objects stray from their nominal place and size, from 0 to 1.",
+        discussion: "1 (the default) moves each object up to 5% of a cell and scales it by 0.94-1.06; 0 draws every "
+            + "object exactly at its cell's centre and its size's nominal side. The scenes and captions are the same."))
+    var placementVariation: Float = 1
+
     @Option(help: "Worker threads (default: the cores this process may use).")
     var threads: Int?
 
@@ -65,6 +71,9 @@ struct DatasetShapesCommand: ParsableCommand {
             throw ValidationError("--format must be files or tar, got '\(format)'.")
         }
         guard shardSize >= 1 else { throw ValidationError("--shard-size must be at least 1, got \(shardSize).") }
+        guard (0 ... 1).contains(placementVariation) else {
+            throw ValidationError("--placement-variation must be between 0 and 1, got \(placementVariation).")
+        }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads).") }
     }
 
@@ -72,7 +81,7 @@ struct DatasetShapesCommand: ParsableCommand {
         let writer = ShapeDatasetWriter(output: output, count: count, seed: seed, side: size,
                                         split: ShapeSplit(rawValue: split) ?? .train,
                                         format: ShapeDatasetWriter.Format(rawValue: format) ?? .files,
-                                        shardSize: shardSize)
+                                        shardSize: shardSize, placementVariation: placementVariation)
         let pool = ThreadPool(threads: threads ?? ThreadPool.coreCount)
         let bar = ProgressBar(quiet: quiet)
         let summary = try reportingErrors {

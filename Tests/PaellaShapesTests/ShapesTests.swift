@@ -24,6 +24,28 @@ import PaellaShapes
         #expect((0 ..< 50).filter { a.scene(index: $0) != heldout.scene(index: $0) }.count >= 45)
     }
 
+    @Test func placementVariationScalesOffsetsAndSizesOnly() {
+        let usual = ShapeSampler(seed: 42), same = ShapeSampler(seed: 42, placementVariation: 1)
+        let fixed = ShapeSampler(seed: 42, placementVariation: 0), half = ShapeSampler(seed: 42, placementVariation: 0.5)
+        var moved = 0
+        for index in 0 ..< 200 {
+            let (scene, caption) = usual.sample(index: index)
+            #expect(same.sample(index: index).scene == scene)
+            let (fixedScene, fixedCaption) = fixed.sample(index: index)
+            let halfScene = half.scene(index: index)
+            // The same scene and caption, with every object at its nominal place and size (or half way there).
+            #expect(fixedCaption == caption && fixedScene.background == scene.background && fixedScene.isValid)
+            #expect(fixedScene.objects.count == scene.objects.count)
+            for (o, (f, h)) in zip(scene.objects, zip(fixedScene.objects, halfScene.objects)) {
+                #expect(f.shape == o.shape && f.color == o.color && f.position == o.position && f.size == o.size)
+                #expect(f.offsetX == 0 && f.offsetY == 0 && f.scale == 1)
+                #expect(abs(h.offsetX - o.offsetX / 2) < 1e-6 && abs(h.scale - (1 + (o.scale - 1) / 2)) < 1e-6)
+                if o.offsetX != 0 || o.scale != 1 { moved += 1 }
+            }
+        }
+        #expect(moved > 200)
+    }
+
     @Test func scenesFollowTheRulesAndCoverEveryAttribute() {
         let sampler = ShapeSampler(seed: 1)
         var shapes = Set<ShapeKind>(), colors = Set<ShapeColor>(), positions = Set<GridPosition>()

@@ -64,6 +64,25 @@ struct TrainVQGANCLIPCLITests {
         #expect(model.text != nil && model.vision != nil)
     }
 
+    /// `dataset shapes --placement-variation 0` puts every object at its nominal place and size; out of range is refused.
+    @Test func datasetShapesWithoutPlacementVariation() throws {
+        let shapes = work + "/fixed-shapes"
+        let made = try PaellaCLI.run(["dataset", "shapes", "--output", shapes, "--count", "6", "--seed", "3",
+                                      "--placement-variation", "0"], in: work)
+        #expect(made.status == 0, "\(made.stderr)")
+        let objects = try records(shapes + "/metadata.jsonl").flatMap { record -> [[String: Any]] in
+            let scene = try #require(record["scene"] as? [String: Any])
+            return try #require(scene["objects"] as? [[String: Any]])
+        }
+        #expect(objects.count >= 6)
+        for object in objects {
+            #expect(object["offsetX"] as? Double == 0 && object["offsetY"] as? Double == 0 && object["scale"] as? Double == 1)
+        }
+        let refused = try PaellaCLI.run(["dataset", "shapes", "--output", work + "/nope", "--count", "2", "--placement-variation", "1.5"], in: work)
+        #expect(refused.status != 0 && refused.stderr.contains("--placement-variation must be between 0 and 1"), "\(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: work + "/nope"))
+    }
+
     /// `--twins` trains on shapes data with scene twins in each batch; without the dataset's metadata it is refused.
     @Test func trainCLIPWithTwins() throws {
         let shapes = work + "/shapes"
