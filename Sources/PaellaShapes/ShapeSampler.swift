@@ -144,8 +144,8 @@ public struct ShapeSampler: Sendable {
                                  offsetX: random.float(-j, j), offsetY: random.float(-j, j),
                                  scale: random.float(ShapeScene.scaleRange.lowerBound, ShapeScene.scaleRange.upperBound))
         if placementVariation != 1 {
-            object.offsetX *= placementVariation
-            object.offsetY *= placementVariation
+            object.offsetX = object.offsetX * placementVariation + 0  // + 0 turns -0 into 0 (metadata shows 0, not -0)
+            object.offsetY = object.offsetY * placementVariation + 0
             object.scale = 1 + (object.scale - 1) * placementVariation
         }
         return object
