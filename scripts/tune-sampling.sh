@@ -7,7 +7,7 @@
 # SEED (default 2) picks the held-out prompts; tune on other prompts than the eval's defaults (seed 1) so that the
 # default eval stays a fair test of what was chosen.
 #
-# Each line: guidance, temperature (first:last), typical mass (or "off"), then the accuracy per attribute at 8
+# Each line: guidance, temperature (first:last), typical mass (or "off"), renoise mode (RENOISE, e.g. "start prev"), then the accuracy per attribute at 8
 # steps and the mean over colour, shape, position and count. Tries every combination of the lists below.
 set -eu
 MODEL=${1:-models/paella-small}
@@ -19,14 +19,16 @@ fi
 GUIDANCE=${GUIDANCE:-"4 8 12"}
 TEMPERATURES=${TEMPERATURES:-"1:1 1:0.5 0.7:0.2"}
 TYPICAL=${TYPICAL:-"off 0.2"}
+RENOISE=${RENOISE:-start}
 
-printf '%-9s %-12s %-8s %s\n' guidance temperature typical "color shape position size count background | mean"
+printf '%-9s %-12s %-8s %-8s %s\n' guidance temperature typical renoise "color shape position size count background | mean"
 for g in $GUIDANCE; do
     for t in $TEMPERATURES; do
         for m in $TYPICAL; do
+          for n in $RENOISE; do
             if [ "$m" = off ]; then typical="--no-typical"; else typical="--typical-mass $m"; fi
             json=$("$PAELLA" eval shapes --model "$MODEL" --parts generation --steps 8 --prompts "$PROMPTS" --seed "${SEED:-2}" --batch 2 \
-                --cfg "$g" --temperature "$t" $typical --json)
+                --cfg "$g" --temperature "$t" $typical --renoise "$n" --json)
             # The report's generation["8"] row, in a fixed attribute order, and the mean of the four main ones.
             row=$(printf '%s' "$json" | tr -d ' \n' | sed 's/.*"generation":{"8":{\([^}]*\)}.*/\1/')
             line=""
@@ -35,7 +37,8 @@ for g in $GUIDANCE; do
                 line="$line $(awk "BEGIN { printf \"%5.1f\", $v * 100 }")"
             done
             mean=$(printf '%s\n' $line | awk 'NR==1||NR==2||NR==3||NR==5 { s += $1 } END { printf "%5.1f", s / 4 }')
-            printf '%-9s %-12s %-8s %s | %s\n' "$g" "$t" "$m" "$line" "$mean"
+            printf '%-9s %-12s %-8s %-8s %s | %s\n' "$g" "$t" "$m" "$n" "$line" "$mean"
+          done
         done
     done
 done

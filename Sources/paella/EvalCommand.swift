@@ -30,6 +30,7 @@ struct EvalShapesCommand: AsyncParsableCommand {
     @Option(help: "Temperature, or first:last (default: the model's).") var temperature: String?
     @Option(help: "Typical mass; turns typical filtering on (default: the model's).") var typicalMass: Float?
     @Flag(help: "No typical filtering.") var noTypical = false
+    @Option(help: "What renoising draws from: start, prev or rand (default: the model's).") var renoise: RenoiseMode?
     @Option(help: "Held-out scenes for the reconstruction check (at least 32).") var scenes = 256
     @Option(help: "Parts to run, comma-separated: generation, reconstruction, clip (default: all).") var parts: String?
     @Option(help: ArgumentHelp("Also write the generated images and the VQGAN reconstructions into this folder.",
@@ -58,7 +59,7 @@ struct EvalShapesCommand: AsyncParsableCommand {
 
     func run() async throws {
         var overrides = SamplingOverrides(guidanceScale: cfg, typicalFiltering: noTypical ? false : typicalMass.map { _ in true },
-                                          typicalMass: typicalMass)
+                                          typicalMass: typicalMass, renoiseMode: renoise)
         if let temperature {
             var sampling = SamplingCLIOptions()
             sampling.temperature = temperature
