@@ -8,6 +8,7 @@ are what to compare.
     python3 bench/side_by_side.py vqgan --threads 1 2 --repeats 3
     python3 bench/side_by_side.py clip --threads 1 2
     python3 bench/side_by_side.py train --threads 1 2
+    python3 bench/side_by_side.py train-vqgan --threads 1 2
     python3 bench/side_by_side.py generate --threads 1 2 --repeats 1 --warmup 0
 
 The PyTorch scripts need torch (and numpy, safetensors): --python picks the interpreter (default: $PYTHON or
@@ -38,7 +39,7 @@ def key(row, model):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", choices=["denoiser", "vqgan", "clip", "train", "generate"])
+    parser.add_argument("model", choices=["denoiser", "vqgan", "clip", "train", "train-vqgan", "generate"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, help="untimed runs before timing (default: each benchmark's own)")
@@ -46,16 +47,16 @@ def main():
     parser.add_argument("--paella", default=os.path.join(ROOT, ".build", "release", "paella"))
     args = parser.parse_args()
     reps = ["--repeats", str(args.repeats)] + (["--warmup", str(args.warmup)] if args.warmup is not None else [])
-    script = os.path.join(ROOT, "bench", "pytorch", f"{args.model}_bench.py")
+    script = os.path.join(ROOT, "bench", "pytorch", f"{args.model.replace('-', '_')}_bench.py")
 
     swift, torch = [], []
     if args.model == "denoiser":
         for t in args.threads:
             swift += json_lines([args.paella, "bench", "denoiser", "--threads", str(t), "--json"] + reps)
         torch += json_lines([args.python, script, "--threads", *map(str, args.threads), "--batch", "1", "2"] + reps)
-    elif args.model == "train":
+    elif args.model in ("train", "train-vqgan"):
         for t in args.threads:
-            swift += json_lines([args.paella, "bench", "train", "--threads", str(t), "--json"] + reps)
+            swift += json_lines([args.paella, "bench", args.model, "--threads", str(t), "--json"] + reps)
         torch += json_lines([args.python, script, "--threads", *map(str, args.threads)] + reps)
     elif args.model in ("vqgan", "generate"):
         swift += json_lines([args.paella, "bench", args.model, "--json"] + sum((["--threads", str(t)] for t in args.threads), []) + reps)

@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Measure the speed of Paella's building blocks.",
         subcommands: [BenchGEMMCommand.self, BenchDenoiserCommand.self, BenchVQGANCommand.self, BenchCLIPCommand.self,
-                      BenchTrainCommand.self, BenchGenerateCommand.self])
+                      BenchTrainCommand.self, BenchTrainVQGANCommand.self, BenchGenerateCommand.self])
 }
 
 /// How many runs a bench command times by default: each command knows how long one of its runs takes (a GEMM is

@@ -83,8 +83,9 @@ def parameter_shapes(c):
     return shapes
 
 
-def forward(p, images, uniforms, quantizer, c, r):
-    """The training loss of one batch (images NCHW in [0, 1]); returns (loss, reconstruction, quantizer loss)."""
+def forward(p, images, uniforms, quantizer, c, r, weights=None):
+    """The training loss of one batch (images NCHW in [0, 1]); returns (loss, reconstruction, quantizer loss).
+    weights: optional per-pixel weights [B, 1, H, W] of the reconstruction terms (the Swift trainer's object weighting)."""
     def gn(x, name, swish):
         y = F.group_norm(x, 32, p[name + ".weight"], p[name + ".bias"], eps=1e-6)
         return y * torch.sigmoid(y) if swish else y
@@ -149,7 +150,8 @@ def forward(p, images, uniforms, quantizer, c, r):
             h = conv(F.interpolate(h, scale_factor=2.0, mode="nearest"), f"decoder.up.{i}.upsample.conv", padding=1)
     xrec = conv(gn(h, "decoder.norm_out", True), "decoder.conv_out", padding=1)
     target = images * 2 - 1
-    rec = r["l1_weight"] * (xrec - target).abs().mean() + r["l2_weight"] * ((xrec - target) ** 2).mean()
+    w = 1 if weights is None else weights
+    rec = r["l1_weight"] * (w * (xrec - target).abs()).mean() + r["l2_weight"] * (w * (xrec - target) ** 2).mean()
     return rec + qloss, rec, qloss
 
 
