@@ -62,6 +62,12 @@ def main():
         with torch.no_grad():
             model(noised, c, r)
 
+    print_step_times(args, name, step, forward, params)
+
+
+def print_step_times(args, name, step, forward, parameters):
+    """Times `step` and `forward` at each of args.threads (args.warmup untimed runs, the median of args.repeats)
+    and prints a JSON line for each, named like `paella bench train`'s rows."""
     for threads in args.threads:
         torch.set_num_threads(threads)
         for label, body in (("train step", step), ("train forward", forward)):
@@ -74,7 +80,7 @@ def main():
                 times.append((time.perf_counter() - start) * 1e3)
             print(json.dumps({"name": f"{label} {name} (pytorch {torch.__version__})",
                               "median_ms": round(statistics.median(times), 3), "threads": threads,
-                              "batch": args.batch, "parameters": params}), flush=True)
+                              "batch": args.batch, "parameters": parameters}), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,16 +13,14 @@ and loss are vqgan_train_step.py's, whose gradients the Swift trainer's parity t
 Prints one JSON object per line, like `paella bench train-vqgan --json`.
 """
 import argparse
-import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_bench import print_step_times  # noqa: E402
 from vqgan_train_step import forward, parameter_shapes  # noqa: E402
 
 CONFIG = dict(ch=32, ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[], z_channels=32, embed_dim=32,
@@ -84,20 +82,7 @@ def main():
         with torch.no_grad():
             loss()
 
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        for label, body in (("train step", step), ("train forward", forward_only)):
-            for _ in range(args.warmup):
-                body()
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                body()
-                times.append((time.perf_counter() - start) * 1e3)
-            print(json.dumps({"name": f"{label} {name} (pytorch {torch.__version__})",
-                              "median_ms": round(statistics.median(times), 3), "threads": threads,
-                              "batch": args.batch, "parameters": count}), flush=True)
-
+    print_step_times(args, name, step, forward_only, count)
 
 if __name__ == "__main__":
     sys.exit(main())
