@@ -28,6 +28,8 @@ public struct DenoiserTrainingRecipe: Codable, Sendable, Equatable {
     /// from the average than from the last weights. The decay ramps up as `min(decay, (1 + n) / (10 + n))`
     /// after `n` updates, so the first updates do not leave the average stuck on the initial weights.
     public var emaDecay: Double?
+    /// Probability that a batch is self-corrected (`DenoiserTrainer.selfCorrected`; nil or 0: never; not upstream).
+    public var selfCorrection: Double?
 
     public init(schedule: OneCycleLR) { self.schedule = schedule }
 
@@ -194,6 +196,49 @@ public struct DenoiserTrainer: Sendable {
                                      noised: Tensor(int32: noised, shape: tokens.shape), r: r,
                                      conditioning: unconditional ? Tensor(zeros: conditioning.shape) : conditioning.toFloat32(),
                                      share: share)
+    }
+
+    /// Not upstream: with probability `recipe.selfCorrection`, the batch as the sampler would leave it one step
+    /// later. The model (current weights, no guidance) predicts the noised tokens at their level `r`, every
+    /// position is drawn from that prediction at the temperature the bundled sampling defaults use there
+    /// (0.8 at full noise falling linearly to 0.3), and the draw is renoised with fresh random tokens to a later
+    /// level `r' = r + (1 - r) v`, `v ~ U[0, 1)`; the targets stay the clean tokens.
+    ///
+    /// Why: in upstream's noising every token the network sees is either right or uniformly random, so it learns
+    /// to trust any token that looks plausible. While sampling, its own early draws are plausible and often wrong
+    /// (a ragged blob where the prompt asks for a square), and it keeps them. Trained on its own draws, it must
+    /// correct them, and for that it has to read the attribute from the prompt.
+    ///
+    /// Draws in this order, for the whole batch (data-parallel ranks keep their items' draws): the choice, the
+    /// Gumbel uniforms, `v`, the renoising uniforms, the random tokens.
+    public mutating func selfCorrected(_ batch: DenoiserTrainingBatch) throws -> DenoiserTrainingBatch {
+        guard let probability = recipe.selfCorrection, probability > 0, Double(random.uniform()) < probability else { return batch }
+        let share = batch.share ?? .whole(batch.r.count)
+        let (items, labels) = (batch.r.count, config.numLabels)
+        let perItem = batch.noised.count / max(items, 1), first = share.range.lowerBound
+        var globalShape = batch.noised.shape
+        globalShape[0] = share.total
+        let gumbel = random.uniform(globalShape + [labels]).floats[(first * perItem * labels)...].prefix(batch.noised.count * labels)
+        let v = Array(random.uniform([share.total]).floats[share.range])
+        let u = Array(random.uniform(globalShape).floats[(first * perItem)...].prefix(batch.noised.count))
+        let randomTokens = Array(random.randint(labels, globalShape).integers()[(first * perItem)...].prefix(batch.noised.count))
+        let logits = try model()(batch.noised, conditioning: batch.conditioning, r: batch.r).reshaped([items, perItem, labels])
+        let uniforms = Tensor(Array(gumbel), shape: [items, perItem, labels])
+        var drawn = [Int32]()
+        drawn.reserveCapacity(batch.noised.count)
+        for item in 0..<items {
+            let temperature = 0.8 - 0.5 * batch.r[item]
+            let one = item..<(item + 1)
+            let tokens = compute.gumbelArgmax(logits: logits.slice(one).reshaped([perItem, labels]),
+                                              uniforms: uniforms.slice(one).reshaped([perItem, labels]), temperature: temperature)
+            drawn += tokens.integers().map { Int32(truncatingIfNeeded: $0) }
+        }
+        let later = batch.r.indices.map { batch.r[$0] + (1 - batch.r[$0]) * v[$0] }
+        let noised = drawn.indices.map { i -> Int32 in
+            u[i] < Foundation.cos(later[i / perItem] * Float.pi / 2) ? Int32(randomTokens[i]) : drawn[i]
+        }
+        return DenoiserTrainingBatch(targets: batch.targets, noised: Tensor(int32: noised, shape: batch.noised.shape), r: later,
+                                     conditioning: batch.conditioning, share: batch.share)
     }
 
     /// The loss, accuracy and gradients (upstream names and layouts) of one batch at the current weights,

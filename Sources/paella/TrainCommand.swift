@@ -48,6 +48,9 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
                                valueName: "fraction")) var finalLR = 1.0
     @Option(help: ArgumentHelp("Keep an exponential moving average of the weights with this decay (e.g. 0.995); samples and the model file use it.",
                                valueName: "decay")) var ema: Double?
+    @Option(help: ArgumentHelp("Train this fraction of batches on the model's own draws, renoised (e.g. 0.5; not upstream).",
+                               discussion: "Each such batch costs one more forward pass. The network then learns to correct plausible but wrong tokens, which it otherwise keeps while sampling.",
+                               valueName: "fraction")) var selfCorrection: Double?
     @Option(help: "Image side in pixels (default: the model folder's default image size).") var imageSize: Int?
     @Option(help: "Save a checkpoint and the model folder every N batches (and at the end).") var checkpointEvery = 500
     @Option(help: "Print a log line every N batches.") var logEvery = 10
@@ -69,6 +72,9 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         }
         if config != nil && !fromScratch { throw ValidationError("--config only applies with --from-scratch.") }
         if let ema, !(0..<1).contains(ema) { throw ValidationError("--ema must be at least 0 and below 1, got \(ema).") }
+        if let selfCorrection, !(0...1).contains(selfCorrection) {
+            throw ValidationError("--self-correction must be between 0 and 1, got \(selfCorrection).")
+        }
         if !(finalLR > 0 && finalLR <= 1) { throw ValidationError("--final-lr must be above 0 and at most 1 (a fraction of --lr), got \(finalLR).") }
     }
 
@@ -132,7 +138,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
             let embeddings = try cache.map { cache in
                 try cache.embeddings(for: captions) { text(tokenizer.contextTokens([$0], contextLength: text.config.text.contextLength), compute: compute) }
             } ?? encoded(captions) { text(tokenizer.contextTokens($0, contextLength: text.config.text.contextLength), compute: compute) }
-            let batch = trainer.prepareBatch(tokens: tokens, conditioning: embeddings, share: share)
+            let batch = try trainer.selfCorrected(trainer.prepareBatch(tokens: tokens, conditioning: embeddings, share: share))
             let result = try trainer.train(batch)
             count += 1
             totalLoss += result.loss
@@ -202,6 +208,7 @@ struct TrainDenoiserCommand: AsyncParsableCommand {
         var recipe = DenoiserTrainingRecipe.paellaV1(totalSteps: steps, maxLR: lr, finetune: !fromScratch, finalLRFraction: finalLR)
         recipe.accumulationSteps = accumulate
         recipe.emaDecay = ema
+        recipe.selfCorrection = selfCorrection
         if fromScratch {
             let config = try config.map(ModelConfigFile.denoiser) ?? folder.manifest.denoiser.config
             return try DenoiserTrainer(config: config, parameters: .newDenoiser(config, seed: seed), recipe: recipe,

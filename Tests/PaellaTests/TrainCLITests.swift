@@ -31,7 +31,7 @@ struct TrainCLITests {
     func train(_ output: String, _ extra: [String]) throws -> PaellaCLI.Output {
         try PaellaCLI.run(["train", "denoiser", "--model", model, "--data", work + "/data", "--output", output, "--steps", "3",
                            "--batch-size", "2", "--checkpoint-every", "2", "--threads", "2", "--seed", "5", "--cache-embeddings",
-                           "--final-lr", "0.5"] + extra, in: work)
+                           "--final-lr", "0.5", "--self-correction", "0.5"] + extra, in: work)
     }
 
     @Test func trainsLogsWritesAModelFolderAndResumesExactly() throws {
@@ -95,6 +95,7 @@ struct TrainCLITests {
             (["--data", work + "/data", "--output", work + "/o4", "--image-size", "20"], "--image-size"),
             (["--data", work + "/data", "--output", work + "/o5", "--config", "x.json"], "--from-scratch"),
             (["--data", work + "/data", "--output", work + "/o6", "--final-lr", "0"], "--final-lr must be above 0"),
+            (["--data", work + "/data", "--output", work + "/o7", "--self-correction", "1.5"], "--self-correction must be between 0 and 1"),
         ]
         for (arguments, says) in cases {
             let result = try PaellaCLI.run(["train", "denoiser", "--model", model, "--threads", "2", "--quiet"] + arguments, in: work)
