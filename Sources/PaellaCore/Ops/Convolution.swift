@@ -198,7 +198,9 @@ extension Compute {
 
     /// Gradients of `conv2d(x, w, ...)` given the gradient `dy` of its output (same arguments as the forward).
     /// Depthwise kernels take a direct per-channel path (DepthwiseConv2dBackward.swift); every other shape uses
-    /// im2col + GEMM and a single-threaded col2im: correct, not tuned yet.
+    /// im2col + GEMM and col2im. im2col runs over row ranges in parallel; col2im adds overlapping patches, so its
+    /// threads take whole images (disjoint parts of dx), each added in the serial order: the same bits on any
+    /// thread count.
     public func conv2dBackward(_ x: Tensor, _ w: Conv2dWeights, outputGradient dy: Tensor, stride: Int = 1,
                                padding: Padding2d = .zero, paddingMode: PaddingMode = .zeros,
                                dilation: Int = 1) -> Conv2dGradients {
@@ -206,7 +208,7 @@ extension Compute {
             return depthwiseConv2dBackward(x, w, outputGradient: dy, stride: stride, padding: padding,
                                            paddingMode: paddingMode, dilation: dilation)
         }
-        var g = convGeometry(x, w, stride: stride, padding: padding, paddingMode: paddingMode, dilation: dilation)  // var: passed by address to C, never changed
+        let g = convGeometry(x, w, stride: stride, padding: padding, paddingMode: paddingMode, dilation: dilation)
         let cin = w.inChannels, cout = w.outChannels, groups = w.groups
         precondition(dy.shape == [g.batch, g.out_h, g.out_w, cout],
                      "conv2dBackward: output gradient has shape \(dy.shape), the output has [\(g.batch), \(g.out_h), \(g.out_w), \(cout)]")
@@ -227,14 +229,27 @@ extension Compute {
                     let m = (end - start) * g.out_w
                     for group in 0..<groups {
                         let dyGroup = dyp + start * g.out_w * cout + group * og
-                        pk_im2col_nhwc(xp, cin, group * cg, cg, &g, start, end, col)
+                        withUnsafePointer(to: g) { gp in
+                            pool.parallelChunks(end - start) { r in
+                                pk_im2col_nhwc(xp, cin, group * cg, cg, gp, start + r.lowerBound, start + r.upperBound,
+                                               col + r.lowerBound * g.out_w * k)
+                            }
+                        }
                         // dK_g[k, o] += sum over pixels of col[p, k] * dy[p, o]
                         gemm.sgemm(.transposed, .none, m: k, n: og, k: m, alpha: 1, a: col, lda: k,
                                    b: dyGroup, ldb: cout, beta: 1, c: dks.baseAddress! + group * og, ldc: cout, pool: pool)
                         // dcol[p, k] = sum over o of dy[p, o] * K_g[k, o]; then scatter back onto the input.
                         gemm.sgemm(.none, .transposed, m: m, n: k, k: og, alpha: 1, a: dyGroup, lda: cout,
                                    b: kp + group * og, ldb: cout, beta: 0, c: dcol, ldc: k, pool: pool)
-                        pk_col2im_nhwc_add(dcol, cin, group * cg, cg, &g, start, end, dxs.baseAddress!)
+                        let firstImage = start / g.out_h, dxp = dxs.baseAddress!
+                        withUnsafePointer(to: g) { gp in
+                            pool.parallelFor((end - 1) / g.out_h - firstImage + 1) { i in
+                                let imageStart = max(start, (firstImage + i) * g.out_h)
+                                let imageEnd = min(end, (firstImage + i + 1) * g.out_h)
+                                pk_col2im_nhwc_add(dcol + (imageStart - start) * g.out_w * k, cin, group * cg, cg, gp,
+                                                   imageStart, imageEnd, dxp)
+                            }
+                        }
                     }
                 }
             }}
