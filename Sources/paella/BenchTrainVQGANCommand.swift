@@ -46,7 +46,7 @@ struct BenchTrainVQGANCommand: ParsableCommand, BenchDefaults {
             recipe.l2Weight = 1
             recipe.objectWeight = 4
             var trainer = try VQGANTrainer(config: config, recipe: recipe, compute: compute, seed: 1)
-            let images = Self.scenes(count: batch, side: config.resolution)
+            let images = Self.scenes(count: batch, side: config.resolution, compute: compute)
             let model = try trainer.model()
             let step = try bench.time { _ = try trainer.train(images: images) }.median
             let forward = try bench.time { _ = try trainer.lossAndGradients(images: images, backward: false, model: model) }.median
@@ -62,9 +62,8 @@ struct BenchTrainVQGANCommand: ParsableCommand, BenchDefaults {
     }
 
     /// `count` scenes of the shapes dataset's training split (seed 1), `[count, side, side, 3]` in [0, 1].
-    static func scenes(count: Int, side: Int) -> Tensor {
+    static func scenes(count: Int, side: Int, compute: Compute) -> Tensor {
         let sampler = ShapeSampler(seed: 1), renderer = ShapeRenderer(side: side)
-        let pixels = (0 ..< count).flatMap { renderer.render(sampler.scene(index: $0)).pixels }
-        return Tensor(pixels.map { Float($0) / 255 }, shape: [count, side, side, 3])
+        return compute.concat((0 ..< count).map { renderer.render(sampler.scene(index: $0)).tensor() }, axis: 0)
     }
 }

@@ -1,7 +1,7 @@
 // Backward pass of a depthwise convolution (groups == Cin == Cout), direct: every channel is independent, so
 // threads take disjoint channel ranges and add into dx and the kernel gradient without races, in a fixed
 // order (the result does not depend on the thread count). The general im2col path of conv2dBackward would run
-// one tiny GEMM per channel and a single-threaded col2im.
+// two tiny GEMMs and an im2col/col2im pass per channel (one group each).
 
 extension Compute {
     /// `conv2dBackward` for depthwise weights (`w.isDepthwise`), any stride, dilation and zero or reflection padding.
