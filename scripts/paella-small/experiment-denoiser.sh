@@ -1,0 +1,28 @@
+#!/bin/sh
+# A denoiser experiment for the bundled model: the recipe's stage 5 (scripts/train-paella-small.sh) with another
+# denoiser configuration and options added after the recipe's (the last value of an option wins). It needs RUN's
+# data, vqgan and clip folders (stages 1-3), makes RUN/start-NAME with a newly initialised denoiser of CONFIG,
+# trains into RUN/denoiser-NAME, checkpoints as the recipe does, and running it again continues from the last
+# checkpoint.
+#   PAELLA=path/to/paella scripts/paella-small/experiment-denoiser.sh RUN_FOLDER NAME CONFIG.json [options]
+# Experiments tried (results in issue 16's notes):
+#   deep16   denoiser-deep16.json: three ResBlocks instead of one on each side of the 16x16 level, where the
+#            tokens' edge codes are chosen (the recipe's config has one 64-channel block each way there).
+set -eu
+RUN=$1
+NAME=$2
+CONFIG=$3
+shift 3
+HERE=$(cd "$(dirname "$0")" && pwd)
+PAELLA=${PAELLA:-paella}
+if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then export OPENBLAS_CORETYPE=SkylakeX; fi
+START="$RUN/start-$NAME"
+OUT="$RUN/denoiser-$NAME"
+[ -f "$START/model.json" ] || "$PAELLA" convert --new-denoiser --denoiser-config "$CONFIG" \
+    --vqgan "$RUN/vqgan/vqgan.safetensors" --vqgan-config "$RUN/vqgan/vqgan.json" \
+    --clip "$RUN/clip/clip.safetensors" --clip-config "$RUN/clip/clip.json" --with-vision \
+    --defaults "$HERE/defaults.json" --name "paella-small-$NAME" --output "$START" --quiet
+"$PAELLA" train denoiser --model "$START" --from-scratch --data "$RUN/data" --output "$OUT" \
+    $([ -f "$OUT/trainer.json" ] && echo --resume || true) --steps 11000 --batch-size 32 --lr 1e-3 --final-lr 0.05 \
+    --ema 0.998 --cache-embeddings --checkpoint-every 250 --log-every 50 \
+    --sample-prompt "a large red circle at the top left on a white background" "$@" --threads "${PAELLA_THREADS:-2}"
