@@ -2,20 +2,11 @@
 // and the transposed-convolution gather. See paella_conv.h for the exact contracts.
 #include "paella_conv.h"
 #include "paella_kernels.h"
+#include "conv_index.h"
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
-
-// Maps a possibly out-of-range coordinate to the pixel it reads, or -1 for "zero" (zero padding).
-// Reflection mirrors about the edge pixel without repeating it: -1 -> 1, n -> n - 2.
-static inline ptrdiff_t source_index(ptrdiff_t i, ptrdiff_t n, pk_pad_mode mode) {
-    if (i >= 0 && i < n) return i;
-    if (mode != PK_PAD_REFLECT) return -1;
-    if (i < 0) i = -i;
-    if (i >= n) i = 2 * n - 2 - i;
-    return (i >= 0 && i < n) ? i : -1;  // padding >= size is rejected by the caller; never read out of bounds
-}
 
 // ---- im2col ----------------------------------------------------------------------------------------------
 
@@ -27,7 +18,7 @@ void pk_im2col_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdiff_t 
         const float *image = x + b * g->in_h * g->in_w * channels + c0;
         for (ptrdiff_t ox = 0; ox < g->out_w; ox++) {
             for (ptrdiff_t ky = 0; ky < kh; ky++) {
-                const ptrdiff_t iy = source_index(oy * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
+                const ptrdiff_t iy = pk_conv_source_index(oy * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
                 if (iy < 0) {  // a whole kernel row of zero padding
                     memset(col, 0, (size_t)(kw * cg) * sizeof(float));
                     col += kw * cg;
@@ -35,7 +26,7 @@ void pk_im2col_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdiff_t 
                 }
                 const float *line = image + iy * g->in_w * channels;
                 for (ptrdiff_t kx = 0; kx < kw; kx++, col += cg) {
-                    const ptrdiff_t ix = source_index(ox * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
+                    const ptrdiff_t ix = pk_conv_source_index(ox * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
                     if (ix < 0) memset(col, 0, (size_t)cg * sizeof(float));
                     else memcpy(col, line + ix * channels, (size_t)cg * sizeof(float));
                 }
@@ -53,8 +44,8 @@ void pk_im2col_nhwc_ref(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdif
             for (ptrdiff_t ky = 0; ky < g->kernel_h; ky++)
                 for (ptrdiff_t kx = 0; kx < g->kernel_w; kx++)
                     for (ptrdiff_t c = 0; c < cg; c++) {
-                        ptrdiff_t iy = source_index(oy * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
-                        ptrdiff_t ix = source_index(ox * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
+                        ptrdiff_t iy = pk_conv_source_index(oy * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
+                        ptrdiff_t ix = pk_conv_source_index(ox * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
                         float v = 0;
                         if (iy >= 0 && ix >= 0) v = x[((b * g->in_h + iy) * g->in_w + ix) * channels + c0 + c];
                         col[((row - row_begin) * g->out_w + ox) * width + (ky * g->kernel_w + kx) * cg + c] = v;
@@ -69,9 +60,9 @@ void pk_col2im_nhwc_add(const float *col, ptrdiff_t channels, ptrdiff_t c0, ptrd
         float *image = dx + b * g->in_h * g->in_w * channels + c0;
         for (ptrdiff_t ox = 0; ox < g->out_w; ox++)
             for (ptrdiff_t ky = 0; ky < g->kernel_h; ky++) {
-                const ptrdiff_t iy = source_index(oy * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
+                const ptrdiff_t iy = pk_conv_source_index(oy * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
                 for (ptrdiff_t kx = 0; kx < g->kernel_w; kx++, col += cg) {
-                    const ptrdiff_t ix = source_index(ox * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
+                    const ptrdiff_t ix = pk_conv_source_index(ox * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
                     if (iy < 0 || ix < 0) continue;
                     float *dst = image + (iy * g->in_w + ix) * channels;
                     for (ptrdiff_t c = 0; c < cg; c++) dst[c] += col[c];
@@ -187,10 +178,10 @@ void pk_depthwise_conv2d_nhwc(const float *x, ptrdiff_t channels, const float *w
         for (ptrdiff_t ox = 0; ox < g->out_w; ox++, out += channels) {
             ptrdiff_t taps = 0;
             for (ptrdiff_t ky = 0; ky < g->kernel_h; ky++) {
-                const ptrdiff_t iy = source_index(oy * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
+                const ptrdiff_t iy = pk_conv_source_index(oy * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
                 if (iy < 0) continue;
                 for (ptrdiff_t kx = 0; kx < g->kernel_w; kx++) {
-                    const ptrdiff_t ix = source_index(ox * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
+                    const ptrdiff_t ix = pk_conv_source_index(ox * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
                     if (ix < 0) continue;
                     src[taps] = image + (iy * g->in_w + ix) * channels;
                     wt[taps] = w + (ky * g->kernel_w + kx) * channels;
@@ -211,8 +202,8 @@ void pk_depthwise_conv2d_nhwc_ref(const float *x, ptrdiff_t channels, const floa
                 float sum = bias ? bias[c] : 0.0f;
                 for (ptrdiff_t ky = 0; ky < g->kernel_h; ky++)
                     for (ptrdiff_t kx = 0; kx < g->kernel_w; kx++) {
-                        ptrdiff_t iy = source_index(oy * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
-                        ptrdiff_t ix = source_index(ox * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
+                        ptrdiff_t iy = pk_conv_source_index(oy * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
+                        ptrdiff_t ix = pk_conv_source_index(ox * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
                         if (iy < 0 || ix < 0) continue;
                         sum += w[(ky * g->kernel_w + kx) * channels + c] * x[((b * g->in_h + iy) * g->in_w + ix) * channels + c];
                     }

@@ -12,6 +12,7 @@
 #include "paella_gemm.h"
 #include "paella_kernels.h"
 #include "gemm_kernels.h"
+#include "conv_index.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,19 +149,19 @@ static inline PK_PACK_AVX2 void transpose_8x8(__m256 v[8]) {
     }
 }
 
-// dst[q * stride + i] = scale * src[i * ld + q] for i < 8, q < 8.
-static inline PK_PACK_AVX2 void copy_transposed_8x8(const float *src, size_t ld, float scale, float *dst, size_t stride) {
+// dst[q * stride + i] = scale * src[i][q] for i < 8, q < 8.
+static inline PK_PACK_AVX2 void copy_transposed_8x8(const float *const *src, size_t p, float scale, float *dst, size_t stride) {
     __m256 v[8], s = _mm256_set1_ps(scale);
-    for (int i = 0; i < 8; i++) v[i] = _mm256_mul_ps(s, _mm256_loadu_ps(src + (size_t)i * ld));
+    for (int i = 0; i < 8; i++) v[i] = _mm256_mul_ps(s, _mm256_loadu_ps(src[i] + p));
     transpose_8x8(v);
     for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (size_t)q * stride, v[q]);
 }
 
-// dst[q * stride + i] = scale * src[i * ld + q] for i < 4, q < 8.
-static inline PK_PACK_AVX2 void copy_transposed_4x8(const float *src, size_t ld, float scale, float *dst, size_t stride) {
+// dst[q * stride + i] = scale * src[i][q] for i < 4, q < 8.
+static inline PK_PACK_AVX2 void copy_transposed_4x8(const float *const *src, size_t p, float scale, float *dst, size_t stride) {
     __m256 s = _mm256_set1_ps(scale);
-    __m256 r0 = _mm256_mul_ps(s, _mm256_loadu_ps(src)), r1 = _mm256_mul_ps(s, _mm256_loadu_ps(src + ld));
-    __m256 r2 = _mm256_mul_ps(s, _mm256_loadu_ps(src + 2 * ld)), r3 = _mm256_mul_ps(s, _mm256_loadu_ps(src + 3 * ld));
+    __m256 r0 = _mm256_mul_ps(s, _mm256_loadu_ps(src[0] + p)), r1 = _mm256_mul_ps(s, _mm256_loadu_ps(src[1] + p));
+    __m256 r2 = _mm256_mul_ps(s, _mm256_loadu_ps(src[2] + p)), r3 = _mm256_mul_ps(s, _mm256_loadu_ps(src[3] + p));
     __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
     __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
     __m256 c[4] = {_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
@@ -171,40 +172,49 @@ static inline PK_PACK_AVX2 void copy_transposed_4x8(const float *src, size_t ld,
     }
 }
 
-// dst[p * stride + i] = scale * src[i * ld + p] for i < rows, p < depth: tiles of 8 (then 4) rows by 8 along p,
-// the rest element by element.
-static PK_PACK_AVX2 void copy_transposed_avx2(const float *src, size_t ld, size_t rows, size_t depth, float scale,
-                                              float *dst, size_t stride) {
+// dst[p * stride + i] = scale * src[i][p] for i < rows, p < depth: tiles of 8 (then 4) rows by 8 along p, the
+// rest element by element.
+static PK_PACK_AVX2 void copy_transposed_rows_avx2(const float *const *src, size_t rows, size_t depth, float scale,
+                                                   float *dst, size_t stride) {
     size_t i = 0;
     for (; i + 8 <= rows; i += 8) {
         size_t p = 0;
-        for (; p + 8 <= depth; p += 8) copy_transposed_8x8(src + i * ld + p, ld, scale, dst + p * stride + i, stride);
+        for (; p + 8 <= depth; p += 8) copy_transposed_8x8(src + i, p, scale, dst + p * stride + i, stride);
         for (; p < depth; p++)
-            for (size_t r = 0; r < 8; r++) dst[p * stride + i + r] = scale * src[(i + r) * ld + p];
+            for (size_t r = 0; r < 8; r++) dst[p * stride + i + r] = scale * src[i + r][p];
     }
     for (; i + 4 <= rows; i += 4) {
         size_t p = 0;
-        for (; p + 8 <= depth; p += 8) copy_transposed_4x8(src + i * ld + p, ld, scale, dst + p * stride + i, stride);
+        for (; p + 8 <= depth; p += 8) copy_transposed_4x8(src + i, p, scale, dst + p * stride + i, stride);
         for (; p < depth; p++)
-            for (size_t r = 0; r < 4; r++) dst[p * stride + i + r] = scale * src[(i + r) * ld + p];
+            for (size_t r = 0; r < 4; r++) dst[p * stride + i + r] = scale * src[i + r][p];
     }
     for (; i < rows; i++)
-        for (size_t p = 0; p < depth; p++) dst[p * stride + i] = scale * src[i * ld + p];
+        for (size_t p = 0; p < depth; p++) dst[p * stride + i] = scale * src[i][p];
 }
 #endif
 
-// dst[p * stride + i] = scale * src[i * ld + p] for i < rows, p < depth (a transpose), in register tiles where the
-// CPU allows.
-static void copy_transposed(const float *src, size_t ld, size_t rows, size_t depth, float scale, float *dst, size_t stride) {
+// dst[p * stride + i] = scale * src[i][p] for i < rows, p < depth (a transpose of rows that may lie anywhere), in
+// register tiles where the CPU allows.
+static void copy_transposed_rows(const float *const *src, size_t rows, size_t depth, float scale, float *dst, size_t stride) {
 #if defined(__x86_64__) || defined(__i386__)
     pk_isa isa = pk_active_isa();
     if (isa == PK_ISA_AVX2 || isa == PK_ISA_AVX512) {
-        copy_transposed_avx2(src, ld, rows, depth, scale, dst, stride);
+        copy_transposed_rows_avx2(src, rows, depth, scale, dst, stride);
         return;
     }
 #endif
     for (size_t i = 0; i < rows; i++)
-        for (size_t p = 0; p < depth; p++) dst[p * stride + i] = scale * src[i * ld + p];
+        for (size_t p = 0; p < depth; p++) dst[p * stride + i] = scale * src[i][p];
+}
+
+#define MAX_PACK_ROWS 32 // the most rows one copy_transposed call gets: an A strip (mr) or a B panel (nr)
+
+// dst[p * stride + i] = scale * src[i * ld + p] for i < rows <= MAX_PACK_ROWS, p < depth.
+static void copy_transposed(const float *src, size_t ld, size_t rows, size_t depth, float scale, float *dst, size_t stride) {
+    const float *row[MAX_PACK_ROWS];
+    for (size_t i = 0; i < rows; i++) row[i] = src + i * ld;
+    copy_transposed_rows(row, rows, depth, scale, dst, stride);
 }
 
 // Packs rows [0, rows) x depth [0, kc) of alpha * op(A) (A already offset to the block's corner) into strips
@@ -261,14 +271,65 @@ static void scale_c(size_t m, size_t n, float beta, float *c, size_t ldc) {
     }
 }
 
-void pk_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
-              const float *a, size_t lda, const float *b, size_t ldb,
-              float beta, float *c, size_t ldc, float *workspace) {
-    if (m == 0 || n == 0) return;
-    if (k == 0 || alpha == 0.0f) {
-        scale_c(m, n, beta, c, ldc);
-        return;
+// Where the driver gets the rows of A from: `pack` writes rows [row, row + rows) x depth [p, p + kc) of alpha * A in
+// pack_a's strip layout. A stored matrix is one source; the implicit-GEMM convolution's lowered input is another.
+typedef struct a_source a_source;
+struct a_source {
+    void (*pack)(const a_source *source, size_t row, size_t rows, size_t p, size_t kc, float alpha, int mr, float *dst);
+    int trans;            // stored matrix: op(A) = A or A transposed
+    const float *a;       // stored matrix: A
+    size_t lda;           // stored matrix: its row stride
+    const float *x;       // convolution: the NHWC input
+    size_t channels, c0, cg; // convolution: its channels, and the group's [c0, c0 + cg)
+    const pk_conv_geometry *g; // convolution: its geometry
+    const float *zeros;   // convolution: cg zeros, what zero padding reads
+    size_t first_pixel;   // convolution: the output pixel that row 0 of A stands for
+};
+
+static void pack_matrix_rows(const a_source *s, size_t row, size_t rows, size_t p, size_t kc, float alpha, int mr, float *dst) {
+    pack_a(s->trans, s->trans ? s->a + p * s->lda + row : s->a + row * s->lda + p, s->lda, rows, kc, alpha, mr, dst);
+}
+
+// The lowered (im2col) input without the copy: row r of A is output pixel r of the flattened (batch, oy, ox) index
+// and column p = (ky * kernel_w + kx) * cg + ci reads channel c0 + ci of the pixel that tap (ky, kx) sees, or zero
+// (pk_im2col_nhwc's matrix, element for element). Within one tap the channels are contiguous in x, so a strip is
+// packed tap by tap, transposing mr runs of channels that start at per-row addresses.
+static void pack_conv_rows(const a_source *s, size_t row, size_t rows, size_t p, size_t kc, float alpha, int mr, float *dst) {
+    const pk_conv_geometry *g = s->g;
+    const size_t cg = s->cg, pixels_per_image = (size_t)(g->out_h * g->out_w);
+    const float *run[MAX_PACK_ROWS];
+    ptrdiff_t image[MAX_PACK_ROWS], oy[MAX_PACK_ROWS], ox[MAX_PACK_ROWS];
+    for (size_t first = 0; first < rows; first += (size_t)mr) {
+        const size_t r = min_size((size_t)mr, rows - first);
+        for (size_t i = 0; i < r; i++) {
+            const size_t pixel = s->first_pixel + row + first + i, within = pixel % pixels_per_image;
+            image[i] = (ptrdiff_t)(pixel / pixels_per_image);
+            oy[i] = (ptrdiff_t)within / g->out_w;
+            ox[i] = (ptrdiff_t)within % g->out_w;
+        }
+        for (size_t q = p; q < p + kc;) {
+            const size_t tap = q / cg, ci = q % cg, depth = min_size(cg - ci, p + kc - q);
+            const ptrdiff_t ky = (ptrdiff_t)tap / g->kernel_w, kx = (ptrdiff_t)tap % g->kernel_w;
+            for (size_t i = 0; i < r; i++) {
+                const ptrdiff_t iy = pk_conv_source_index(oy[i] * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
+                const ptrdiff_t ix = pk_conv_source_index(ox[i] * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
+                run[i] = iy < 0 || ix < 0 ? s->zeros + ci
+                                          : s->x + ((image[i] * g->in_h + iy) * g->in_w + ix) * (ptrdiff_t)s->channels + (ptrdiff_t)(s->c0 + ci);
+            }
+            copy_transposed_rows(run, r, depth, alpha, dst + (q - p) * (size_t)mr, (size_t)mr);
+            q += depth;
+        }
+        if (r < (size_t)mr)
+            for (size_t q = 0; q < kc; q++)
+                for (size_t i = r; i < (size_t)mr; i++) dst[q * (size_t)mr + i] = 0.0f;
+        dst += (size_t)mr * kc;
     }
+}
+
+// C = alpha * A * op(B) + beta * C with A from `source`: the loop nest of the file comment. Both public entry
+// points run it, so a convolution through the implicit GEMM computes exactly what im2col + pk_sgemm computes.
+static void gemm_driver(const a_source *source, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                        const float *b, size_t ldb, float beta, float *c, size_t ldc, float *workspace) {
     const gemm_config *cfg = active_config();
     const size_t mr = (size_t)cfg->mr, nr = (size_t)cfg->nr;
     const size_t kc_block = block_depth(k, cfg->kc_max);
@@ -291,7 +352,7 @@ void pk_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alph
         for (size_t pc = 0; pc < k; pc += kc_block) {
             size_t kc = min_size(kc_block, k - pc);
             float beta_block = pc == 0 ? beta : 1.0f;
-            pack_a(trans_a, trans_a ? a + pc * lda + ic : a + ic * lda + pc, lda, mc, kc, alpha, cfg->mr, ap);
+            source->pack(source, ic, mc, pc, kc, alpha, cfg->mr, ap);
             for (size_t jc = 0; jc < n; jc += nc_block) {
                 size_t nc = min_size(nc_block, n - jc);
                 pack_b(trans_b, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, cfg->nr, bp);
@@ -317,6 +378,47 @@ void pk_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alph
             }
         }
     }
+    free(owned);
+}
+
+void pk_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+              const float *a, size_t lda, const float *b, size_t ldb,
+              float beta, float *c, size_t ldc, float *workspace) {
+    if (m == 0 || n == 0) return;
+    if (k == 0 || alpha == 0.0f) {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    const a_source source = {.pack = pack_matrix_rows, .trans = trans_a, .a = a, .lda = lda};
+    gemm_driver(&source, trans_b, m, n, k, alpha, b, ldb, beta, c, ldc, workspace);
+}
+
+size_t pk_conv2d_gemm_workspace_floats(size_t pixels, size_t n, size_t cg, const pk_conv_geometry *g) {
+    const size_t k = (size_t)(g->kernel_h * g->kernel_w) * cg;
+    return pk_sgemm_workspace_floats(pixels, n, k) + cg;
+}
+
+void pk_conv2d_gemm_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdiff_t cg, const pk_conv_geometry *g,
+                         ptrdiff_t pixel_begin, ptrdiff_t pixel_end, const float *kernel, size_t ldk, size_t n,
+                         float beta, float *y, size_t ldy, float *workspace) {
+    const size_t m = (size_t)(pixel_end - pixel_begin), k = (size_t)(g->kernel_h * g->kernel_w * cg);
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        scale_c(m, n, beta, y, ldy);
+        return;
+    }
+    float *owned = NULL;
+    if (!workspace) {
+        owned = malloc(pk_conv2d_gemm_workspace_floats(m, n, (size_t)cg, g) * sizeof(float));
+        if (!owned) abort();
+        workspace = owned;
+    }
+    // The zeros that padding reads sit after the GEMM's packing space.
+    float *zeros = workspace + pk_sgemm_workspace_floats(m, n, k);
+    memset(zeros, 0, (size_t)cg * sizeof(float));
+    const a_source source = {.pack = pack_conv_rows, .x = x, .channels = (size_t)channels, .c0 = (size_t)c0,
+                             .cg = (size_t)cg, .g = g, .zeros = zeros, .first_pixel = (size_t)pixel_begin};
+    gemm_driver(&source, 0, m, n, k, 1.0f, kernel, ldk, beta, y, ldy, workspace);
     free(owned);
 }
 

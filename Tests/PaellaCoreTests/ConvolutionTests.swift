@@ -99,22 +99,36 @@ enum OpsReference {
         Case(b: 1, cin: 3, cout: 5, h: 8, w: 7, stride: 2, padding: Padding2d(top: 0, bottom: 1, left: 0, right: 1)), // taming Downsample
         Case(b: 1, cin: 3, cout: 3, h: 9, w: 9, padding: 2, dilation: 2),
         Case(b: 1, cin: 3, cout: 2, h: 4, w: 9, kh: 3, kw: 1, padding: Padding2d(top: 1, bottom: 1, left: 0, right: 0), mode: .reflect),
+        Case(b: 2, cin: 24, cout: 40, h: 16, w: 13, padding: 1, groups: 2),                          // big enough to split
     ]
 
     @Test(arguments: cases) func conv2dMatchesNaive(_ c: Case) {
+        expectConv2dMatchesNaive(c, on: OpsReference.compute())
+    }
+
+    /// The built-in GEMM backend runs general convolutions as implicit GEMMs (no im2col buffer), split between
+    /// threads: the naive result on every thread count, and the same bits on each.
+    @Test(arguments: cases) func builtinGEMMConvolutionMatchesNaiveOnAnyThreadCount(_ c: Case) {
+        let outputs = [1, 2, 3].map { expectConv2dMatchesNaive(c, on: Compute(pool: ThreadPool(threads: $0), gemm: BuiltinGEMM())) }
+        #expect(outputs[1] == outputs[0] && outputs[2] == outputs[0])
+    }
+
+    @discardableResult
+    func expectConv2dMatchesNaive(_ c: Case, on compute: Compute) -> [Float] {
         var rng = TestRandom(seed: UInt64(c.cin * 1000 + c.h * 10 + c.kh))
         let x = rng.tensor([c.b, c.h, c.w, c.cin])
         let weight = rng.floats(c.cout * (c.cin / c.groups) * c.kh * c.kw)
         let bias = c.bias ? rng.floats(c.cout) : nil
         let w = Conv2dWeights(pytorchOIHW: Tensor(weight, shape: [c.cout, c.cin / c.groups, c.kh, c.kw]),
                               bias: bias.map { Tensor($0, shape: [c.cout]) }, groups: c.groups)
-        let y = OpsReference.compute().conv2d(x, w, stride: c.stride, padding: c.padding, paddingMode: c.mode, dilation: c.dilation)
+        let y = compute.conv2d(x, w, stride: c.stride, padding: c.padding, paddingMode: c.mode, dilation: c.dilation)
         let ref = OpsReference.conv2d(OpsReference.toNCHW(x.floats, c.b, c.h, c.w, c.cin), c.b, c.cin, c.h, c.w,
                                       weight: weight, bias: bias, cout: c.cout, kh: c.kh, kw: c.kw, stride: c.stride,
                                       padding: c.padding, mode: c.mode, dilation: c.dilation, groups: c.groups)
         #expect(y.shape == [c.b, ref.oh, ref.ow, c.cout])
         // Sums of at most 588 products of values in [-1, 1]: float32 rounding stays far below 1e-4.
         #expect(maxAbsDifference(OpsReference.toNCHW(y.floats, c.b, ref.oh, ref.ow, c.cout), ref.values) < 1e-4)
+        return y.floats
     }
 
     @Test func smallColumnBudgetGivesTheSameResult() {
@@ -192,9 +206,13 @@ enum OpsReference {
         Case(b: 1, cin: 4, cout: 2, h: 4, w: 3, padding: 1, groups: 2),
         Case(b: 1, cin: 3, cout: 3, h: 4, w: 5, padding: 1, mode: .reflect, groups: 3),
         Case(b: 1, cin: 2, cout: 3, h: 3, w: 3, kh: 1, kw: 1, bias: false),
-    ])
-    func conv2dBackwardMatchesFiniteDifferences(_ c: Case) throws {
-        let compute = OpsReference.compute()
+        // Stride 1 with zero padding: on the built-in GEMM the input gradient is a convolution of dy.
+        Case(b: 2, cin: 6, cout: 5, h: 5, w: 6, padding: Padding2d(top: 0, bottom: 2, left: 2, right: 1), groups: 1),
+        Case(b: 1, cin: 4, cout: 6, h: 5, w: 4, kh: 4, kw: 4, padding: 1, groups: 2),
+        Case(b: 1, cin: 3, cout: 2, h: 3, w: 4, padding: 3),  // padding past the kernel: col2im again
+    ], [false, true])
+    func conv2dBackwardMatchesFiniteDifferences(_ c: Case, builtinGEMM: Bool) throws {
+        let compute = builtinGEMM ? Compute(pool: ThreadPool(threads: 2), gemm: BuiltinGEMM()) : OpsReference.compute()
         var rng = TestRandom(seed: 11)
         let x = rng.tensor([c.b, c.h, c.w, c.cin])
         let w = Conv2dWeights(pytorchOIHW: rng.tensor([c.cout, c.cin / c.groups, c.kh, c.kw]),
@@ -372,6 +390,47 @@ enum OpsReference {
             let lhs = zip(fast, v).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
             let rhs = zip(x, back).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
             #expect(abs(lhs - rhs) < 1e-3)
+        }
+    }
+
+    /// The implicit-GEMM convolution packs the same floats im2col would have written, with the same blocking and
+    /// micro-kernel, so it must equal im2col + pk_sgemm bit for bit, and the naive sum within rounding. The
+    /// channel counts put k-block boundaries inside a tap (k = 9 * 150 = 1350 is four blocks of 338 on AVX-512),
+    /// pixel ranges start mid-image and mid-strip, and the group is the second of two.
+    @Test func implicitGEMMConvolutionEqualsIm2colAndGEMM() {
+        let saved = pk_thread_isa()
+        defer { pk_set_thread_isa(saved) }
+        var rng = TestRandom(seed: 24)
+        for level in Self.levels {
+            pk_set_thread_isa(Int32(level.rawValue))
+            for (cg, n, k, stride, pad, mode, dilation, h, w) in [
+                (150, 70, 3, 1, 1, PK_PAD_ZEROS, 1, 9, 11), (5, 33, 3, 1, 1, PK_PAD_REFLECT, 1, 7, 6),
+                (17, 12, 4, 2, 1, PK_PAD_ZEROS, 1, 9, 8), (3, 40, 3, 2, 2, PK_PAD_ZEROS, 2, 10, 9), (8, 8, 1, 2, 0, PK_PAD_ZEROS, 1, 5, 5),
+            ] {
+                var g = Self.geometry(b: 2, h: h, w: w, k: k, stride: stride, pad: pad, mode: mode, dilation: dilation)
+                let x = rng.floats(2 * h * w * 2 * cg)
+                let depth = k * k * cg, ldk = n + 3, ldy = n + 5
+                let kernel = rng.floats(depth * ldk)
+                let pixels = 2 * g.out_h * g.out_w
+                for (begin, end, beta) in [(0, pixels, Float(0)), (g.out_w + 3, pixels - 2, Float(1))] {
+                    let start = rng.floats((end - begin) * ldy)
+                    var implicit = start, lowered = start
+                    pk_conv2d_gemm_nhwc(x, 2 * cg, cg, cg, &g, begin, end, kernel, ldk, n, beta, &implicit, ldy, nil)
+                    // The twin: im2col of whole rows, then the rows of this pixel range through pk_sgemm.
+                    var col = [Float](repeating: .nan, count: pixels * depth)
+                    pk_im2col_nhwc(x, 2 * cg, cg, cg, &g, 0, 2 * g.out_h, &col)
+                    col.withUnsafeBufferPointer { cp in
+                        pk_sgemm(0, 0, end - begin, n, depth, 1, cp.baseAddress! + begin * depth, depth, kernel, ldk,
+                                 beta, &lowered, ldy, nil)
+                    }
+                    let label = "\(String(cString: pk_isa_name(level))) cg\(cg) k\(k) s\(stride) pixels \(begin)..<\(end)"
+                    #expect(implicit == lowered, "\(label)")
+                    var naive = start
+                    pk_sgemm_ref(0, 0, end - begin, n, depth, 1, col.withUnsafeBufferPointer { $0.baseAddress! } + begin * depth,
+                                 depth, kernel, ldk, beta, &naive, ldy)
+                    #expect(maxAbsDifference(implicit, naive) < 1e-3, "\(label)")  // sums of up to 1350 products in [-1, 1]
+                }
+            }
         }
     }
 }

@@ -69,6 +69,18 @@ void pk_col2im_transposed_nhwc_ref(const float *col, ptrdiff_t cg, const float *
                                    ptrdiff_t out_channels, ptrdiff_t c0, ptrdiff_t row_begin, ptrdiff_t row_end,
                                    float *y);
 
+/// Implicit-GEMM convolution (the built-in GEMM reading the lowered input straight from x, with no im2col buffer)
+/// for output pixels [pixel_begin, pixel_end) of the flattened (batch, out_y, out_x) index, one group:
+///   y[p - pixel_begin][o] = beta * y[...][o] + sum over (ky, kx, ci) of x[pixel tap (ky, kx) of p reads][c0 + ci]
+///                                                                       * kernel[(ky * kernel_w + kx) * cg + ci][o]
+/// for o < n, where kernel has row stride ldk and y row stride ldy. The same floats as pk_im2col_nhwc followed by
+/// pk_sgemm (same packing, blocking and micro-kernel). workspace: pk_conv2d_gemm_workspace_floats floats or NULL.
+/// Single-threaded, like pk_sgemm.
+void pk_conv2d_gemm_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdiff_t cg, const pk_conv_geometry *g,
+                         ptrdiff_t pixel_begin, ptrdiff_t pixel_end, const float *kernel, size_t ldk, size_t n,
+                         float beta, float *y, size_t ldy, float *workspace);
+size_t pk_conv2d_gemm_workspace_floats(size_t pixels, size_t n, size_t cg, const pk_conv_geometry *g);
+
 #ifdef __cplusplus
 }
 #endif

@@ -84,6 +84,21 @@ public struct Conv2dWeights: Sendable {
 
     /// The kernel back in PyTorch's `[Cout, Cin / groups, kH, kW]` layout (for saving and for tests).
     public func pytorchOIHW() -> Tensor { kernel.permuted([3, 2, 0, 1]) }
+
+    /// The weights whose stride-1 convolution of an output gradient is the input gradient: each group's kernel
+    /// rotated by 180 degrees with its input and output channels swapped,
+    /// K'[ky, kx, o, g * cg + c] = K[kH - 1 - ky, kW - 1 - kx, c, g * og + o], no bias.
+    func flippedForInputGradient() -> Conv2dWeights {
+        let kh = kernelHeight, kw = kernelWidth, cg = kernel.shape[2], cout = outChannels, og = cout / groups
+        var flipped = Tensor(uninitialized: [kh, kw, og, cg * groups])
+        kernel.withFloats { src in flipped.withMutableFloats { dst in
+            for ky in 0..<kh { for kx in 0..<kw { for group in 0..<groups { for o in 0..<og { for c in 0..<cg {
+                dst[((ky * kw + kx) * og + o) * cg * groups + group * cg + c] =
+                    src[(((kh - 1 - ky) * kw + (kw - 1 - kx)) * cg + c) * cout + group * og + o]
+            }}}}}
+        }}
+        return Conv2dWeights(kernel: flipped, bias: nil, groups: groups)
+    }
 }
 
 /// ConvTranspose2d weights converted for channels-last compute.
@@ -162,6 +177,9 @@ extension Compute {
                     pool.parallelChunks(rows) { r in
                         pk_depthwise_conv2d_nhwc(xp, cin, kp, bp, g, r.lowerBound, r.upperBound, yp)
                     }
+                } else if gemm is BuiltinGEMM {
+                    let beta = fillWithBias(yp, rows: pixels, channels: cout, bias: bp)
+                    implicitGEMM(xp, kp, g, cin: cin, cout: cout, groups: w.groups, beta: beta, y: yp)
                 } else {
                     let beta = fillWithBias(yp, rows: pixels, channels: cout, bias: bp)
                     im2colGEMM(xp, kp, g, cin: cin, cout: cout, groups: w.groups, beta: beta, y: yp, columnBudget: columnBudget)
@@ -196,11 +214,37 @@ extension Compute {
         }
     }
 
+    /// General convolution on the built-in GEMM without a column buffer: its packing reads each tap's channels
+    /// straight from x (pk_conv2d_gemm_nhwc), so the lowered input, 9x the activation for a 3x3 kernel, is never
+    /// written. The output is split between threads as `BuiltinGEMM.sgemm` splits C, and gives the same bits as
+    /// im2col + the built-in GEMM on any thread count.
+    private func implicitGEMM(_ xp: UnsafePointer<Float>, _ kp: UnsafePointer<Float>, _ gp: UnsafePointer<pk_conv_geometry>,
+                              cin: Int, cout: Int, groups: Int, beta: Float, y: UnsafeMutablePointer<Float>) {
+        let g = gp.pointee
+        let cg = cin / groups, og = cout / groups
+        let pixels = g.batch * g.out_h * g.out_w
+        let parts = GEMMPartition(m: pixels, n: og, k: g.kernel_h * g.kernel_w * cg, threads: pool.threadCount)
+        let partFloats = (pk_conv2d_gemm_workspace_floats(min(pixels, parts.rowsPerPart), min(og, parts.columnsPerPart), cg, gp) + 15) / 16 * 16
+        let workspace = UnsafeMutablePointer<Float>.allocate(capacity: partFloats * parts.count)
+        defer { workspace.deallocate() }
+        for group in 0..<groups {
+            pool.parallelFor(parts.count) { index in
+                let (rows, cols) = parts.part(index)
+                pk_conv2d_gemm_nhwc(xp, cin, group * cg, cg, gp, rows.lowerBound, rows.upperBound,
+                                    kp + group * og + cols.lowerBound, cout, cols.count, beta,
+                                    y + rows.lowerBound * cout + group * og + cols.lowerBound, cout,
+                                    workspace + index * partFloats)
+            }
+        }
+    }
+
     /// Gradients of `conv2d(x, w, ...)` given the gradient `dy` of its output (same arguments as the forward).
     /// Depthwise kernels take a direct per-channel path (DepthwiseConv2dBackward.swift); every other shape uses
-    /// im2col + GEMM and col2im. im2col runs over row ranges in parallel; col2im adds overlapping patches, so its
-    /// threads take whole images (disjoint parts of dx), each added in the serial order: the same bits on any
-    /// thread count.
+    /// im2col + GEMM for the kernel gradient. The input gradient of a stride-1, zero-padded convolution is itself a
+    /// convolution (of dy with the flipped, transposed kernel), which the built-in GEMM runs without a column
+    /// buffer; other geometries use col2im. im2col runs over row ranges in parallel; col2im adds overlapping
+    /// patches, so its threads take whole images (disjoint parts of dx), each added in the serial order: the same
+    /// bits on any thread count.
     public func conv2dBackward(_ x: Tensor, _ w: Conv2dWeights, outputGradient dy: Tensor, stride: Int = 1,
                                padding: Padding2d = .zero, paddingMode: PaddingMode = .zeros,
                                dilation: Int = 1) -> Conv2dGradients {
@@ -212,14 +256,23 @@ extension Compute {
         let cin = w.inChannels, cout = w.outChannels, groups = w.groups
         precondition(dy.shape == [g.batch, g.out_h, g.out_w, cout],
                      "conv2dBackward: output gradient has shape \(dy.shape), the output has [\(g.batch), \(g.out_h), \(g.out_w), \(cout)]")
+        // dx[iy] = sum over ky of dy[iy + top - ky] K[ky]: a convolution of dy padded by kh - 1 - top above and
+        // by what makes its output in_h tall below (the same on the columns), with the kernel flipped.
+        let gradientPadding = [g.kernel_h - 1 - padding.top, g.in_h - g.out_h + padding.top,
+                               g.kernel_w - 1 - padding.left, g.in_w - g.out_w + padding.left]
+        let inputGradientIsConvolution = gemm is BuiltinGEMM && stride == 1 && dilation == 1 && paddingMode == .zeros
+            && gradientPadding.allSatisfy { $0 >= 0 }
         let cg = cin / groups, og = cout / groups
         let k = g.kernel_h * g.kernel_w * cg
         let rows = g.batch * g.out_h
         let chunkRows = max(1, min(rows, ConvolutionTuning.columnBudget / max(1, g.out_w * k)))
-        var dx = Tensor(zeros: x.shape)
+        var dx = inputGradientIsConvolution
+            ? conv2d(dy, w.flippedForInputGradient(), padding: Padding2d(top: gradientPadding[0], bottom: gradientPadding[1],
+                                                                         left: gradientPadding[2], right: gradientPadding[3]))
+            : Tensor(zeros: x.shape)
         var dk = Tensor(zeros: w.kernel.shape)
         let col = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * g.out_w * k)
-        let dcol = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * g.out_w * k)
+        let dcol = UnsafeMutablePointer<Float>.allocate(capacity: inputGradientIsConvolution ? 1 : chunkRows * g.out_w * k)
         defer { col.deallocate(); dcol.deallocate() }
         x.withFloats { xs in dy.withFloats { dys in w.kernel.withFloats { ks in
             dx.withMutableFloats { dxs in dk.withMutableFloats { dks in
@@ -238,6 +291,7 @@ extension Compute {
                         // dK_g[k, o] += sum over pixels of col[p, k] * dy[p, o]
                         gemm.sgemm(.transposed, .none, m: k, n: og, k: m, alpha: 1, a: col, lda: k,
                                    b: dyGroup, ldb: cout, beta: 1, c: dks.baseAddress! + group * og, ldc: cout, pool: pool)
+                        if inputGradientIsConvolution { continue }
                         // dcol[p, k] = sum over o of dy[p, o] * K_g[k, o]; then scatter back onto the input.
                         gemm.sgemm(.none, .transposed, m: m, n: k, k: og, alpha: 1, a: dyGroup, lda: cout,
                                    b: kp + group * og, ldb: cout, beta: 0, c: dcol, ldc: k, pool: pool)
