@@ -284,6 +284,7 @@ struct a_source {
     const pk_conv_geometry *g; // convolution: its geometry
     const float *zeros;   // convolution: cg zeros, what zero padding reads
     size_t first_pixel;   // convolution: the output pixel that row 0 of A stands for
+    size_t first_column;  // kernel gradient: the column of the lowered input that row 0 of A stands for
 };
 
 static void pack_matrix_rows(const a_source *s, size_t row, size_t rows, size_t p, size_t kc, float alpha, int mr, float *dst) {
@@ -322,6 +323,38 @@ static void pack_conv_rows(const a_source *s, size_t row, size_t rows, size_t p,
         if (r < (size_t)mr)
             for (size_t q = 0; q < kc; q++)
                 for (size_t i = r; i < (size_t)mr; i++) dst[q * (size_t)mr + i] = 0.0f;
+        dst += (size_t)mr * kc;
+    }
+}
+
+// The transposed lowered input, for the kernel gradient dK = col^T dy: row r of A is column r = (ky * kernel_w + kx)
+// * cg + ci of pk_im2col_nhwc's matrix and its depth runs over output pixels. A strip's mr values at one pixel are
+// runs of consecutive channels of x, copied as they lie.
+static void pack_conv_columns(const a_source *s, size_t row, size_t rows, size_t p, size_t kc, float alpha, int mr, float *dst) {
+    const pk_conv_geometry *g = s->g;
+    const size_t cg = s->cg, pixels_per_image = (size_t)(g->out_h * g->out_w);
+    for (size_t first = 0; first < rows; first += (size_t)mr) {
+        const size_t r = min_size((size_t)mr, rows - first);
+        for (size_t q = 0; q < kc; q++) {
+            const size_t pixel = s->first_pixel + p + q, within = pixel % pixels_per_image;
+            const ptrdiff_t image = (ptrdiff_t)(pixel / pixels_per_image);
+            const ptrdiff_t oy = (ptrdiff_t)within / g->out_w, ox = (ptrdiff_t)within % g->out_w;
+            float *out = dst + q * (size_t)mr;
+            for (size_t i = 0; i < r;) {
+                const size_t column = s->first_column + row + first + i, tap = column / cg, ci = column % cg, n = min_size(cg - ci, r - i);
+                const ptrdiff_t ky = (ptrdiff_t)tap / g->kernel_w, kx = (ptrdiff_t)tap % g->kernel_w;
+                const ptrdiff_t iy = pk_conv_source_index(oy * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
+                const ptrdiff_t ix = pk_conv_source_index(ox * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
+                if (iy < 0 || ix < 0) {
+                    memset(out + i, 0, n * sizeof(float));
+                } else {
+                    const float *src = s->x + ((image * g->in_h + iy) * g->in_w + ix) * (ptrdiff_t)s->channels + (ptrdiff_t)(s->c0 + ci);
+                    for (size_t j = 0; j < n; j++) out[i + j] = alpha * src[j];
+                }
+                i += n;
+            }
+            for (size_t i = r; i < (size_t)mr; i++) out[i] = 0.0f;
+        }
         dst += (size_t)mr * kc;
     }
 }
@@ -393,9 +426,8 @@ void pk_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alph
     gemm_driver(&source, trans_b, m, n, k, alpha, b, ldb, beta, c, ldc, workspace);
 }
 
-size_t pk_conv2d_gemm_workspace_floats(size_t pixels, size_t n, size_t cg, const pk_conv_geometry *g) {
-    const size_t k = (size_t)(g->kernel_h * g->kernel_w) * cg;
-    return pk_sgemm_workspace_floats(pixels, n, k) + cg;
+size_t pk_conv2d_gemm_workspace_floats(size_t m, size_t n, size_t k, size_t cg) {
+    return pk_sgemm_workspace_floats(m, n, k) + cg;
 }
 
 void pk_conv2d_gemm_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdiff_t cg, const pk_conv_geometry *g,
@@ -409,7 +441,7 @@ void pk_conv2d_gemm_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdi
     }
     float *owned = NULL;
     if (!workspace) {
-        owned = malloc(pk_conv2d_gemm_workspace_floats(m, n, (size_t)cg, g) * sizeof(float));
+        owned = malloc(pk_conv2d_gemm_workspace_floats(m, n, k, (size_t)cg) * sizeof(float));
         if (!owned) abort();
         workspace = owned;
     }
@@ -420,6 +452,21 @@ void pk_conv2d_gemm_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdi
                              .cg = (size_t)cg, .g = g, .zeros = zeros, .first_pixel = (size_t)pixel_begin};
     gemm_driver(&source, 0, m, n, k, 1.0f, kernel, ldk, beta, y, ldy, workspace);
     free(owned);
+}
+
+void pk_conv2d_gemm_kernel_gradient_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdiff_t cg,
+                                         const pk_conv_geometry *g, ptrdiff_t row_begin, ptrdiff_t row_end,
+                                         const float *dy, size_t lddy, size_t n, float beta, float *dk, size_t lddk,
+                                         float *workspace) {
+    const size_t m = (size_t)(row_end - row_begin), pixels = (size_t)(g->batch * g->out_h * g->out_w);
+    if (m == 0 || n == 0) return;
+    if (pixels == 0) {
+        scale_c(m, n, beta, dk, lddk);
+        return;
+    }
+    const a_source source = {.pack = pack_conv_columns, .x = x, .channels = (size_t)channels, .c0 = (size_t)c0,
+                             .cg = (size_t)cg, .g = g, .first_column = (size_t)row_begin};
+    gemm_driver(&source, 0, m, n, pixels, 1.0f, dy, lddy, beta, dk, lddk, workspace);
 }
 
 void pk_sgemm_ref(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,

@@ -430,6 +430,19 @@ enum OpsReference {
                                  depth, kernel, ldk, beta, &naive, ldy)
                     #expect(maxAbsDifference(implicit, naive) < 1e-3, "\(label)")  // sums of up to 1350 products in [-1, 1]
                 }
+                // The kernel gradient: rows [first, last) of col^T dy, summed over every pixel.
+                let dy = rng.floats(pixels * ldy)
+                for (first, last, beta) in [(0, depth, Float(0)), (depth / 3, depth - 1, Float(1))] {
+                    let start = rng.floats((last - first) * ldk)
+                    var implicit = start, lowered = start
+                    pk_conv2d_gemm_kernel_gradient_nhwc(x, 2 * cg, cg, cg, &g, first, last, dy, ldy, n, beta, &implicit, ldk, nil)
+                    var col = [Float](repeating: .nan, count: pixels * depth)
+                    pk_im2col_nhwc(x, 2 * cg, cg, cg, &g, 0, 2 * g.out_h, &col)
+                    col.withUnsafeBufferPointer { cp in
+                        pk_sgemm(1, 0, last - first, n, pixels, 1, cp.baseAddress! + first, depth, dy, ldy, beta, &lowered, ldk, nil)
+                    }
+                    #expect(implicit == lowered, "kernel gradient \(String(cString: pk_isa_name(level))) cg\(cg) k\(k) rows \(first)..<\(last)")
+                }
             }
         }
     }

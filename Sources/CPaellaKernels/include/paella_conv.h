@@ -74,12 +74,24 @@ void pk_col2im_transposed_nhwc_ref(const float *col, ptrdiff_t cg, const float *
 ///   y[p - pixel_begin][o] = beta * y[...][o] + sum over (ky, kx, ci) of x[pixel tap (ky, kx) of p reads][c0 + ci]
 ///                                                                       * kernel[(ky * kernel_w + kx) * cg + ci][o]
 /// for o < n, where kernel has row stride ldk and y row stride ldy. The same floats as pk_im2col_nhwc followed by
-/// pk_sgemm (same packing, blocking and micro-kernel). workspace: pk_conv2d_gemm_workspace_floats floats or NULL.
+/// pk_sgemm (same packing, blocking and micro-kernel). workspace: pk_conv2d_gemm_workspace_floats(pixel_end -
+/// pixel_begin, n, kernel_h * kernel_w * cg, cg) floats or NULL.
 /// Single-threaded, like pk_sgemm.
 void pk_conv2d_gemm_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdiff_t cg, const pk_conv_geometry *g,
                          ptrdiff_t pixel_begin, ptrdiff_t pixel_end, const float *kernel, size_t ldk, size_t n,
                          float beta, float *y, size_t ldy, float *workspace);
-size_t pk_conv2d_gemm_workspace_floats(size_t pixels, size_t n, size_t cg, const pk_conv_geometry *g);
+
+/// The kernel gradient of one group through the same implicit GEMM: rows [row_begin, row_end) of
+///   dk[r][o] = beta * dk[r][o] + sum over every output pixel p of col[p][r] * dy[p][o]      (o < n)
+/// where col is pk_im2col_nhwc's matrix of all batch * out_h * out_w pixels, read straight from x; dy has row stride
+/// lddy and dk row stride lddk. The same floats as pk_im2col_nhwc followed by pk_sgemm with A transposed.
+/// workspace: pk_conv2d_gemm_workspace_floats(row_end - row_begin, n, pixels, cg) floats or NULL.
+void pk_conv2d_gemm_kernel_gradient_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdiff_t cg,
+                                         const pk_conv_geometry *g, ptrdiff_t row_begin, ptrdiff_t row_end,
+                                         const float *dy, size_t lddy, size_t n, float beta, float *dk, size_t lddk,
+                                         float *workspace);
+/// Workspace of the two implicit GEMMs above for a product of m x n outputs over depth k.
+size_t pk_conv2d_gemm_workspace_floats(size_t m, size_t n, size_t k, size_t cg);
 
 #ifdef __cplusplus
 }

@@ -224,7 +224,8 @@ extension Compute {
         let cg = cin / groups, og = cout / groups
         let pixels = g.batch * g.out_h * g.out_w
         let parts = GEMMPartition(m: pixels, n: og, k: g.kernel_h * g.kernel_w * cg, threads: pool.threadCount)
-        let partFloats = (pk_conv2d_gemm_workspace_floats(min(pixels, parts.rowsPerPart), min(og, parts.columnsPerPart), cg, gp) + 15) / 16 * 16
+        let partFloats = (pk_conv2d_gemm_workspace_floats(min(pixels, parts.rowsPerPart), min(og, parts.columnsPerPart),
+                                                          g.kernel_h * g.kernel_w * cg, cg) + 15) / 16 * 16
         let workspace = UnsafeMutablePointer<Float>.allocate(capacity: partFloats * parts.count)
         defer { workspace.deallocate() }
         for group in 0..<groups {
@@ -270,8 +271,14 @@ extension Compute {
             ? conv2d(dy, w.flippedForInputGradient(), padding: Padding2d(top: gradientPadding[0], bottom: gradientPadding[1],
                                                                          left: gradientPadding[2], right: gradientPadding[3]))
             : Tensor(zeros: x.shape)
-        var dk = Tensor(zeros: w.kernel.shape)
-        let col = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * g.out_w * k)
+        // On the built-in GEMM the kernel gradient reads the lowered input straight from x, as the forward does.
+        let kernelGradientIsImplicit = gemm is BuiltinGEMM
+        var dk = kernelGradientIsImplicit ? implicitKernelGradient(x, dy, g, cin: cin, cout: cout, groups: groups)
+                                          : Tensor(zeros: w.kernel.shape)
+        if kernelGradientIsImplicit && inputGradientIsConvolution {
+            return Conv2dGradients(input: dx, kernel: dk, bias: w.bias == nil ? nil : sumRows(dy.reshaped([-1, cout])))
+        }
+        let col = UnsafeMutablePointer<Float>.allocate(capacity: kernelGradientIsImplicit ? 1 : chunkRows * g.out_w * k)
         let dcol = UnsafeMutablePointer<Float>.allocate(capacity: inputGradientIsConvolution ? 1 : chunkRows * g.out_w * k)
         defer { col.deallocate(); dcol.deallocate() }
         x.withFloats { xs in dy.withFloats { dys in w.kernel.withFloats { ks in
@@ -282,15 +289,17 @@ extension Compute {
                     let m = (end - start) * g.out_w
                     for group in 0..<groups {
                         let dyGroup = dyp + start * g.out_w * cout + group * og
-                        withUnsafePointer(to: g) { gp in
-                            pool.parallelChunks(end - start) { r in
-                                pk_im2col_nhwc(xp, cin, group * cg, cg, gp, start + r.lowerBound, start + r.upperBound,
-                                               col + r.lowerBound * g.out_w * k)
+                        if !kernelGradientIsImplicit {
+                            withUnsafePointer(to: g) { gp in
+                                pool.parallelChunks(end - start) { r in
+                                    pk_im2col_nhwc(xp, cin, group * cg, cg, gp, start + r.lowerBound, start + r.upperBound,
+                                                   col + r.lowerBound * g.out_w * k)
+                                }
                             }
+                            // dK_g[k, o] += sum over pixels of col[p, k] * dy[p, o]
+                            gemm.sgemm(.transposed, .none, m: k, n: og, k: m, alpha: 1, a: col, lda: k,
+                                       b: dyGroup, ldb: cout, beta: 1, c: dks.baseAddress! + group * og, ldc: cout, pool: pool)
                         }
-                        // dK_g[k, o] += sum over pixels of col[p, k] * dy[p, o]
-                        gemm.sgemm(.transposed, .none, m: k, n: og, k: m, alpha: 1, a: col, lda: k,
-                                   b: dyGroup, ldb: cout, beta: 1, c: dks.baseAddress! + group * og, ldc: cout, pool: pool)
                         if inputGradientIsConvolution { continue }
                         // dcol[p, k] = sum over o of dy[p, o] * K_g[k, o]; then scatter back onto the input.
                         gemm.sgemm(.none, .transposed, m: m, n: k, k: og, alpha: 1, a: dyGroup, lda: cout,
@@ -310,6 +319,35 @@ extension Compute {
         }}}
         let db: Tensor? = w.bias == nil ? nil : sumRows(dy.reshaped([-1, cout]))
         return Conv2dGradients(input: dx, kernel: dk, bias: db)
+    }
+
+    /// The kernel gradient `[kH, kW, Cin / groups, Cout]` on the built-in GEMM without a column buffer
+    /// (pk_conv2d_gemm_kernel_gradient_nhwc): per group, dK_g = col_g^T dy_g over every output pixel, the product
+    /// split between threads by rows and columns of dK, each part summing over all pixels in the same order.
+    private func implicitKernelGradient(_ x: Tensor, _ dy: Tensor, _ geometry: pk_conv_geometry,
+                                        cin: Int, cout: Int, groups: Int) -> Tensor {
+        let cg = cin / groups, og = cout / groups
+        let depth = geometry.kernel_h * geometry.kernel_w * cg
+        let pixels = geometry.batch * geometry.out_h * geometry.out_w
+        var dk = Tensor(uninitialized: [geometry.kernel_h, geometry.kernel_w, cg, cout])
+        let parts = GEMMPartition(m: depth, n: og, k: pixels, threads: pool.threadCount)
+        let partFloats = (pk_conv2d_gemm_workspace_floats(min(depth, parts.rowsPerPart), min(og, parts.columnsPerPart),
+                                                          pixels, cg) + 15) / 16 * 16
+        let workspace = UnsafeMutablePointer<Float>.allocate(capacity: partFloats * parts.count)
+        defer { workspace.deallocate() }
+        x.withFloats { xs in dy.withFloats { dys in dk.withMutableFloats { dks in withUnsafePointer(to: geometry) { gp in
+            let xp = xs.baseAddress!, dyp = dys.baseAddress!, dkp = dks.baseAddress!
+            for group in 0..<groups {
+                pool.parallelFor(parts.count) { index in
+                    let (rows, cols) = parts.part(index)
+                    pk_conv2d_gemm_kernel_gradient_nhwc(xp, cin, group * cg, cg, gp, rows.lowerBound, rows.upperBound,
+                                                        dyp + group * og + cols.lowerBound, cout, cols.count, 0,
+                                                        dkp + rows.lowerBound * cout + group * og + cols.lowerBound, cout,
+                                                        workspace + index * partFloats)
+                }
+            }
+        }}}}
+        return dk
     }
 
     /// PyTorch `F.conv_transpose2d` on channels-last input `[B, H, W, Cin]`, giving `[B, Hout, Wout, Cout]` with
