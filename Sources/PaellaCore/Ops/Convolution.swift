@@ -5,8 +5,10 @@ import CPaellaKernels
 // Strategy (forward):
 // - 1x1, stride 1, no padding, groups 1: one GEMM over all pixels ([B*H*W, Cin] x [Cin, Cout]).
 // - depthwise (groups == Cin == Cout): a C kernel vectorized over channels.
-// - everything else: im2col (a C kernel) into a column buffer of a bounded size, then one GEMM per group,
-//   chunked over output rows so that large images never need a gigabyte-sized buffer.
+// - everything else: an implicit GEMM per group (Paella's GEMM driver with a packing routine that reads each
+//   tap's channels straight from the input, pk_conv2d_gemm_nhwc), so the lowered input, 9x the activation for a
+//   3x3 kernel, is never written. With the reference backend (the twin of every GEMM): im2col (a C kernel) into
+//   a column buffer of a bounded size, then one GEMM per group, chunked over output rows.
 // Transposed convolution: GEMM (x * W gives every input pixel's kernel-sized patch) then a gather (col2im).
 
 /// How a convolution reads outside the image.
@@ -149,6 +151,13 @@ enum ConvolutionTuning {
 }
 
 extension Compute {
+    /// Whether general convolutions (and their gradients) run as implicit GEMMs on Paella's own GEMM kernels
+    /// instead of im2col + the backend's GEMM: with every backend but the reference twin. A BLAS has no
+    /// convolution, and the packing that reads taps straight from the input beat im2col + OpenBLAS here (VQGAN f8
+    /// decode 6-10% faster, the bundled VQGAN's training step 24% at 2 threads; bench/README.md). The backend
+    /// still multiplies everything else: linear layers, attention, 1x1 convolutions.
+    var usesImplicitGEMM: Bool { !(gemm is ReferenceGEMM) }
+
     /// PyTorch `F.conv2d` on channels-last input `[B, H, W, Cin]`, giving `[B, Hout, Wout, Cout]` with
     /// `Hout = (H + top + bottom - dilation * (kH - 1) - 1) / stride + 1`.
     /// Reflection padding needs each pad smaller than the image side it pads (as in PyTorch).
@@ -177,7 +186,7 @@ extension Compute {
                     pool.parallelChunks(rows) { r in
                         pk_depthwise_conv2d_nhwc(xp, cin, kp, bp, g, r.lowerBound, r.upperBound, yp)
                     }
-                } else if gemm is BuiltinGEMM {
+                } else if usesImplicitGEMM {
                     let beta = fillWithBias(yp, rows: pixels, channels: cout, bias: bp)
                     implicitGEMM(xp, kp, g, cin: cin, cout: cout, groups: w.groups, beta: beta, y: yp)
                 } else {
@@ -214,9 +223,8 @@ extension Compute {
         }
     }
 
-    /// General convolution on the built-in GEMM without a column buffer: its packing reads each tap's channels
-    /// straight from x (pk_conv2d_gemm_nhwc), so the lowered input, 9x the activation for a 3x3 kernel, is never
-    /// written. The output is split between threads as `BuiltinGEMM.sgemm` splits C, and gives the same bits as
+    /// General convolution without a column buffer: the GEMM's packing reads each tap's channels straight from x
+    /// (pk_conv2d_gemm_nhwc). The output is split between threads as `BuiltinGEMM.sgemm` splits C, and gives the same bits as
     /// im2col + the built-in GEMM on any thread count.
     private func implicitGEMM(_ xp: UnsafePointer<Float>, _ kp: UnsafePointer<Float>, _ gp: UnsafePointer<pk_conv_geometry>,
                               cin: Int, cout: Int, groups: Int, beta: Float, y: UnsafeMutablePointer<Float>) {
@@ -240,12 +248,12 @@ extension Compute {
     }
 
     /// Gradients of `conv2d(x, w, ...)` given the gradient `dy` of its output (same arguments as the forward).
-    /// Depthwise kernels take a direct per-channel path (DepthwiseConv2dBackward.swift); every other shape uses
-    /// im2col + GEMM for the kernel gradient. The input gradient of a stride-1, zero-padded convolution is itself a
-    /// convolution (of dy with the flipped, transposed kernel), which the built-in GEMM runs without a column
-    /// buffer; other geometries use col2im. im2col runs over row ranges in parallel; col2im adds overlapping
-    /// patches, so its threads take whole images (disjoint parts of dx), each added in the serial order: the same
-    /// bits on any thread count.
+    /// Depthwise kernels take a direct per-channel path (DepthwiseConv2dBackward.swift). For every other shape the
+    /// kernel gradient is an implicit GEMM (col^T dy with col read straight from x), and the input gradient of a
+    /// stride-1, zero-padded convolution is itself a convolution (of dy with the flipped, transposed kernel).
+    /// Other geometries, and the reference backend, lower with im2col and scatter back with col2im. im2col runs
+    /// over row ranges in parallel; col2im adds overlapping patches, so its threads take whole images (disjoint
+    /// parts of dx), each added in the serial order: the same bits on any thread count.
     public func conv2dBackward(_ x: Tensor, _ w: Conv2dWeights, outputGradient dy: Tensor, stride: Int = 1,
                                padding: Padding2d = .zero, paddingMode: PaddingMode = .zeros,
                                dilation: Int = 1) -> Conv2dGradients {
@@ -261,7 +269,7 @@ extension Compute {
         // by what makes its output in_h tall below (the same on the columns), with the kernel flipped.
         let gradientPadding = [g.kernel_h - 1 - padding.top, g.in_h - g.out_h + padding.top,
                                g.kernel_w - 1 - padding.left, g.in_w - g.out_w + padding.left]
-        let inputGradientIsConvolution = gemm is BuiltinGEMM && stride == 1 && dilation == 1 && paddingMode == .zeros
+        let inputGradientIsConvolution = usesImplicitGEMM && stride == 1 && dilation == 1 && paddingMode == .zeros
             && gradientPadding.allSatisfy { $0 >= 0 }
         let cg = cin / groups, og = cout / groups
         let k = g.kernel_h * g.kernel_w * cg
@@ -271,8 +279,8 @@ extension Compute {
             ? conv2d(dy, w.flippedForInputGradient(), padding: Padding2d(top: gradientPadding[0], bottom: gradientPadding[1],
                                                                          left: gradientPadding[2], right: gradientPadding[3]))
             : Tensor(zeros: x.shape)
-        // On the built-in GEMM the kernel gradient reads the lowered input straight from x, as the forward does.
-        let kernelGradientIsImplicit = gemm is BuiltinGEMM
+        // The kernel gradient reads the lowered input straight from x, as the forward does.
+        let kernelGradientIsImplicit = usesImplicitGEMM
         var dk = kernelGradientIsImplicit ? implicitKernelGradient(x, dy, g, cin: cin, cout: cout, groups: groups)
                                           : Tensor(zeros: w.kernel.shape)
         if kernelGradientIsImplicit && inputGradientIsConvolution {
@@ -321,7 +329,7 @@ extension Compute {
         return Conv2dGradients(input: dx, kernel: dk, bias: db)
     }
 
-    /// The kernel gradient `[kH, kW, Cin / groups, Cout]` on the built-in GEMM without a column buffer
+    /// The kernel gradient `[kH, kW, Cin / groups, Cout]` without a column buffer
     /// (pk_conv2d_gemm_kernel_gradient_nhwc): per group, dK_g = col_g^T dy_g over every output pixel, the product
     /// split between threads by rows and columns of dK, each part summing over all pixels in the same order.
     private func implicitKernelGradient(_ x: Tensor, _ dy: Tensor, _ geometry: pk_conv_geometry,
