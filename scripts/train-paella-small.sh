@@ -32,7 +32,7 @@ resume() { [ -f "$1/trainer.json" ] && echo --resume || true; }
 
 # 2. Tokenizer: f4 (16x16 tokens for 64x64 images), 512 codes, nearest-neighbour quantizer with dead-code restarts
 # (placed k-means++-style on the worst-served encoder outputs). Squared error only, object pixels weighted 5x
-# (objects are ~5% of the pixels), peak rate 2e-3, 48,000 images seen (1,500 steps of 32): about 0.93 s a step (23 min;
+# (objects are ~5% of the pixels), peak rate 2e-3, 48,000 images seen (1,500 steps of 32): about 0.76 s a step (19 min;
 # `paella bench train-vqgan` times one).
 "$PAELLA" train vqgan --data "$RUN/data" --output "$RUN/vqgan" $(resume "$RUN/vqgan") --steps 1500 --batch-size 32 \
     --ch 32 --ch-mult 1,1,2 --embed-dim 32 --codebook 512 --l1 0 --l2 1 --object-weight 4 --lr 2e-3 \
