@@ -33,10 +33,10 @@ resume() { [ -f "$1/trainer.json" ] && echo --resume || true; }
 # 2. Tokenizer: f4 (16x16 tokens for 64x64 images), 512 codes, nearest-neighbour quantizer with dead-code restarts
 # (placed k-means++-style on the worst-served encoder outputs). Squared error only, object pixels weighted 5x
 # (objects are ~5% of the pixels), peak rate 2e-3, 48,000 images seen (1,500 steps of 32): about 0.76 s a step (19 min;
-# `paella bench train-vqgan` times one).
-"$PAELLA" train vqgan --data "$RUN/data" --output "$RUN/vqgan" $(resume "$RUN/vqgan") --steps 1500 --batch-size 32 \
-    --ch 32 --ch-mult 1,1,2 --embed-dim 32 --codebook 512 --l1 0 --l2 1 --object-weight 4 --lr 2e-3 \
-    --log-every 25 --checkpoint-every 100 --threads "$THREADS"
+# `paella bench train-vqgan` times one). The options are in scripts/paella-small/vqgan.args, which the tokenizer
+# experiments (scripts/paella-small/experiment-vqgan.sh) start from.
+"$PAELLA" train vqgan --data "$RUN/data" --output "$RUN/vqgan" $(resume "$RUN/vqgan") $(cat "$HERE/paella-small/vqgan.args") \
+    --threads "$THREADS"
 
 # 3. CLIP: text tower 96 wide x 3 blocks (context 32; its 49,408-token embedding is most of the shipped weights),
 # vision tower 128 wide x 3 blocks on 8x8 patches, 64-d embeddings; batch 128 (more in-batch negatives), half of each batch scene/twin pairs that differ in one colour,

@@ -30,6 +30,12 @@ struct TrainVQGANCommand: AsyncParsableCommand {
     @Option(help: "Feature-map sides with attention in the levels, comma-separated (empty: only the middle).")
     var attnResolutions = ""
 
+    @Flag(help: "No self-attention in the middle of the encoder and decoder (not upstream: tokens then depend only on nearby pixels).")
+    var noMidAttention = false
+
+    @Flag(help: "No GroupNorm (not upstream: each Normalize becomes the identity, so no image-wide statistics reach a token).")
+    var noGroupNorm = false
+
     @Option(help: "Width of a codebook entry (z_channels and embed_dim).")
     var embedDim = 64
 
@@ -69,7 +75,8 @@ struct TrainVQGANCommand: AsyncParsableCommand {
                 }
                 let config = VQGANConfig(ch: ch, chMult: try Self.integers(chMult), numResBlocks: resBlocks,
                                          attnResolutions: try Self.integers(attnResolutions), zChannels: embedDim,
-                                         embedDim: embedDim, nEmbed: codebook, resolution: folder.width)
+                                         embedDim: embedDim, nEmbed: codebook, resolution: folder.width,
+                                         midAttention: !noMidAttention, groupNorm: !noGroupNorm)
                 try config.validate()
                 let f = config.downsamplingFactor
                 guard folder.width % f == 0 && folder.height % f == 0 else {

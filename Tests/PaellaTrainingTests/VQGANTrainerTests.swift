@@ -91,6 +91,53 @@ import Testing
         #expect(try #require(g["quantize.embed.weight"]).floats.contains { $0 != 0 })
     }
 
+    /// The purely convolutional variant (no middle attention, no GroupNorm): its gradients, every parameter, match
+    /// central differences of its loss, and it owns no norm or attention weights.
+    @Test func convolutionalVariantGradientsMatchFiniteDifferences() throws {
+        var config = Self.config
+        config.attnResolutions = []
+        config.midAttention = false
+        config.groupNorm = false
+        var recipe = VQGANTrainingRecipe(totalSteps: 10, quantizer: .gumbel)
+        recipe.l1Weight = 0
+        recipe.l2Weight = 1
+        recipe.temperatureStart = 2
+        var trainer = try VQGANTrainer(config: config, recipe: recipe, compute: Self.compute(), seed: 12)
+        #expect(!trainer.parameters.names.contains { $0.contains("norm") || $0.contains("attn") })
+        let p = try #require(trainer.parameters.names.firstIndex(of: "quantize.proj.weight"))
+        trainer.parameters.tensors[p] = Tensor(trainer.parameters.tensors[p].floats.map { $0 * 4 }, shape: trainer.parameters.tensors[p].shape)
+        var rng = TestRandom(seed: 13)
+        try Self.checkGradients(trainer, images: Self.images(1, seed: 14), uniforms: rng.tensor([1, 4, 4, config.nEmbed], 0, 1),
+                                names: trainer.parameters.names, randomElements: false)
+    }
+
+    /// What the variant is for: a token depends only on the pixels near it. Changing one corner pixel of a 32x32
+    /// image leaves the encoder output of the far corner bit-identical without attention and GroupNorm, and
+    /// changes it everywhere with them (their statistics and attention span the whole image).
+    @Test func convolutionalVariantTokensAreLocal() throws {
+        var local = Self.config
+        local.attnResolutions = []
+        local.midAttention = false
+        local.groupNorm = false
+        var rng = TestRandom(seed: 15)
+        let image = rng.tensor([1, 32, 32, 3], 0, 1)
+        var changed = image.floats
+        for c in 0..<3 { changed[c] = 1 - changed[c] }  // pixel (0, 0)
+        for (config, isLocal) in [(local, true), (Self.config, false)] {
+            let model = try VQGANTrainer(config: config, recipe: VQGANTrainingRecipe(totalSteps: 1), compute: Self.compute(), seed: 16).model()
+            let a = model.encodeForTraining(image).z, b = model.encodeForTraining(Tensor(changed, shape: image.shape)).z
+            let d = a.shape[3]
+            let farCorner = { (z: Tensor) in Array(z.floats[((15 * 16) + 15) * d..<((15 * 16) + 16) * d]) }  // token (15, 15)
+            #expect((farCorner(a) == farCorner(b)) == isLocal, "midAttention \(config.midAttention), groupNorm \(config.groupNorm)")
+        }
+        // The config file names the variant; a taming config without the keys is the upstream network.
+        let json = String(decoding: try JSONEncoder().encode(local), as: UTF8.self)
+        #expect(json.contains("\"mid_attention\":false") && json.contains("\"group_norm\":false"))
+        #expect(!String(decoding: try JSONEncoder().encode(Self.config), as: UTF8.self).contains("mid_attention"))
+        #expect(try JSONDecoder().decode(VQGANConfig.self, from: JSONEncoder().encode(local)) == local)
+        #expect(try JSONDecoder().decode(VQGANConfig.self, from: JSONEncoder().encode(Self.config)) == Self.config)
+    }
+
     /// Object pixels (those unlike the border's most common colour) weigh `1 + objectWeight`; the weighted loss
     /// keeps exact decoder gradients.
     @Test func objectPixelsWeighMore() throws {

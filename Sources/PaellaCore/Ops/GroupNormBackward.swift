@@ -10,6 +10,12 @@ public struct GroupNormGradients: Sendable {
     public var weight: Tensor?
     /// `[C]`, or nil when the forward had no bias.
     public var bias: Tensor?
+
+    public init(input: Tensor, weight: Tensor?, bias: Tensor?) {
+        self.input = input
+        self.weight = weight
+        self.bias = bias
+    }
 }
 
 extension Compute {

@@ -25,10 +25,14 @@ extension Dictionary where Key == String, Value == Tensor {
 }
 
 extension Compute {
-    /// Backward of `vqNormalize` (taming's Normalize, then swish when `swish`).
-    func vqNormalizeBackward(_ x: Tensor, _ norm: NormWeights, swish: Bool, outputGradient: Tensor) -> GroupNormGradients {
-        groupNormBackward(x, groups: VQGANLayers.normGroups, weight: norm.weight, bias: norm.bias, eps: norm.eps,
-                          fusedSiLU: swish, outputGradient: outputGradient)
+    /// Backward of `vqNormalize` (taming's Normalize, or the identity without GroupNorm, then swish when `swish`).
+    func vqNormalizeBackward(_ x: Tensor, _ norm: NormWeights?, swish: Bool, outputGradient: Tensor) -> GroupNormGradients {
+        guard let norm else {
+            return GroupNormGradients(input: swish ? siluBackward(x, outputGradient: outputGradient) : outputGradient,
+                                      weight: nil, bias: nil)
+        }
+        return groupNormBackward(x, groups: VQGANLayers.normGroups, weight: norm.weight, bias: norm.bias, eps: norm.eps,
+                                 fusedSiLU: swish, outputGradient: outputGradient)
     }
 }
 
@@ -194,7 +198,7 @@ extension VQEncoder {
         let m1 = midBlock1.forwardForTraining(h, c)
         record.mid1 = m1.record
         record.midAttentionInput = m1.output
-        h = midAttention(m1.output, c)
+        h = midAttention.map { $0(m1.output, c) } ?? m1.output
         let m2 = midBlock2.forwardForTraining(h, c)
         record.mid2 = m2.record
         record.normOutInput = m2.output
@@ -209,7 +213,7 @@ extension VQEncoder {
         let gNorm = c.vqNormalizeBackward(r.normOutInput, normOut, swish: true, outputGradient: gOut.input)
         grads.addNorm(key + ".norm_out", gNorm)
         var dh = midBlock2.backward(r.mid2, outputGradient: gNorm.input, c, &grads)
-        dh = midAttention.backward(r.midAttentionInput, outputGradient: dh, c, &grads)
+        if let midAttention { dh = midAttention.backward(r.midAttentionInput, outputGradient: dh, c, &grads) }
         dh = midBlock1.backward(r.mid1, outputGradient: dh, c, &grads)
         for (i, level) in down.enumerated().reversed() {
             let record = r.levels[i]
@@ -230,7 +234,7 @@ extension VQDecoder {
         let m1 = midBlock1.forwardForTraining(h, c)
         record.mid1 = m1.record
         record.midAttentionInput = m1.output
-        h = midAttention(m1.output, c)
+        h = midAttention.map { $0(m1.output, c) } ?? m1.output
         let m2 = midBlock2.forwardForTraining(h, c)
         record.mid2 = m2.record
         h = m2.output
@@ -260,7 +264,7 @@ extension VQDecoder {
             dh = level.blocksBackward(record, outputGradient: dh, c, &grads)
         }
         dh = midBlock2.backward(r.mid2, outputGradient: dh, c, &grads)
-        dh = midAttention.backward(r.midAttentionInput, outputGradient: dh, c, &grads)
+        if let midAttention { dh = midAttention.backward(r.midAttentionInput, outputGradient: dh, c, &grads) }
         dh = midBlock1.backward(r.mid1, outputGradient: dh, c, &grads)
         let gIn = c.conv2dBackward(r.convInInput, convIn, outputGradient: dh, padding: 1)
         grads.addConv(key + ".conv_in", gIn)

@@ -12,10 +12,19 @@ enum VQGANLayers {
     static let normEps: Float = 1e-6
 }
 
+extension NormWeights {
+    /// taming's `Normalize(channels)` under `name`, or nil in a config without GroupNorm (`group_norm` false).
+    static func vq(_ w: WeightScope, _ name: String, channels: Int, _ config: VQGANConfig) -> NormWeights? {
+        config.groupNorm ? NormWeights(w, name, features: channels, eps: VQGANLayers.normEps) : nil
+    }
+}
+
 extension Compute {
-    /// taming's `Normalize` then, with `swish`, `nonlinearity` (x * sigmoid(x)) fused into the same pass.
-    func vqNormalize(_ x: Tensor, _ norm: NormWeights, swish: Bool) -> Tensor {
-        groupNorm(x, norm, groups: VQGANLayers.normGroups, fusedSiLU: swish)
+    /// taming's `Normalize` (the identity without GroupNorm) then, with `swish`, `nonlinearity` (x * sigmoid(x))
+    /// fused into the same pass.
+    func vqNormalize(_ x: Tensor, _ norm: NormWeights?, swish: Bool) -> Tensor {
+        guard let norm else { return swish ? silu(x) : x }
+        return groupNorm(x, norm, groups: VQGANLayers.normGroups, fusedSiLU: swish)
     }
 }
 
@@ -24,15 +33,15 @@ extension Compute {
 struct VQResnetBlock: Sendable {
     /// The upstream key prefix the weights were loaded under (gradients go back under it).
     let key: String
-    let norm1: NormWeights, conv1: Conv2dWeights
-    let norm2: NormWeights, conv2: Conv2dWeights
+    let norm1: NormWeights?, conv1: Conv2dWeights
+    let norm2: NormWeights?, conv2: Conv2dWeights
     let ninShortcut: Conv2dWeights?
 
-    init(_ w: WeightScope, inChannels: Int, outChannels: Int) {
+    init(_ w: WeightScope, inChannels: Int, outChannels: Int, _ config: VQGANConfig) {
         key = w.prefix
-        norm1 = NormWeights(w, "norm1", features: inChannels, eps: VQGANLayers.normEps)
+        norm1 = .vq(w, "norm1", channels: inChannels, config)
         conv1 = Conv2dWeights(w, "conv1", inChannels: inChannels, outChannels: outChannels, kernel: 3)
-        norm2 = NormWeights(w, "norm2", features: outChannels, eps: VQGANLayers.normEps)
+        norm2 = .vq(w, "norm2", channels: outChannels, config)
         conv2 = Conv2dWeights(w, "conv2", inChannels: outChannels, outChannels: outChannels, kernel: 3)
         ninShortcut = inChannels == outChannels ? nil
             : Conv2dWeights(w, "nin_shortcut", inChannels: inChannels, outChannels: outChannels, kernel: 1)
@@ -51,12 +60,12 @@ struct VQResnetBlock: Sendable {
 /// taming `AttnBlock`: single-head self-attention over all positions, q/k/v/proj_out as 1x1 convs, residual.
 struct VQAttnBlock: Sendable {
     let key: String
-    let norm: NormWeights
+    let norm: NormWeights?
     let q: Conv2dWeights, k: Conv2dWeights, v: Conv2dWeights, projOut: Conv2dWeights
 
-    init(_ w: WeightScope, channels: Int) {
+    init(_ w: WeightScope, channels: Int, _ config: VQGANConfig) {
         key = w.prefix
-        norm = NormWeights(w, "norm", features: channels, eps: VQGANLayers.normEps)
+        norm = .vq(w, "norm", channels: channels, config)
         q = Conv2dWeights(w, "q", inChannels: channels, outChannels: channels, kernel: 1)
         k = Conv2dWeights(w, "k", inChannels: channels, outChannels: channels, kernel: 1)
         v = Conv2dWeights(w, "v", inChannels: channels, outChannels: channels, kernel: 1)
@@ -120,8 +129,8 @@ struct VQEncoder: Sendable {
     let key: String
     let convIn: Conv2dWeights
     let down: [VQLevel<VQDownsample>]
-    let midBlock1: VQResnetBlock, midAttention: VQAttnBlock, midBlock2: VQResnetBlock
-    let normOut: NormWeights, convOut: Conv2dWeights
+    let midBlock1: VQResnetBlock, midAttention: VQAttnBlock?, midBlock2: VQResnetBlock
+    let normOut: NormWeights?, convOut: Conv2dWeights
 
     init(_ w: WeightScope, _ config: VQGANConfig) {
         key = w.prefix
@@ -137,10 +146,10 @@ struct VQEncoder: Sendable {
             let blockOut = ch * config.chMult[level]
             var blocks: [VQResnetBlock] = [], attentions: [VQAttnBlock] = []
             for i in 0..<config.numResBlocks {
-                blocks.append(VQResnetBlock(scope.scope("block").scope(String(i)), inChannels: blockIn, outChannels: blockOut))
+                blocks.append(VQResnetBlock(scope.scope("block").scope(String(i)), inChannels: blockIn, outChannels: blockOut, config))
                 blockIn = blockOut
                 if config.attnResolutions.contains(currentResolution) {
-                    attentions.append(VQAttnBlock(scope.scope("attn").scope(String(i)), channels: blockIn))
+                    attentions.append(VQAttnBlock(scope.scope("attn").scope(String(i)), channels: blockIn, config))
                 }
             }
             var resample: VQDownsample? = nil
@@ -151,10 +160,10 @@ struct VQEncoder: Sendable {
             down.append(VQLevel(blocks: blocks, attentions: attentions, resample: resample))
         }
         self.down = down
-        midBlock1 = VQResnetBlock(w.scope("mid.block_1"), inChannels: blockIn, outChannels: blockIn)
-        midAttention = VQAttnBlock(w.scope("mid.attn_1"), channels: blockIn)
-        midBlock2 = VQResnetBlock(w.scope("mid.block_2"), inChannels: blockIn, outChannels: blockIn)
-        normOut = NormWeights(w, "norm_out", features: blockIn, eps: VQGANLayers.normEps)
+        midBlock1 = VQResnetBlock(w.scope("mid.block_1"), inChannels: blockIn, outChannels: blockIn, config)
+        midAttention = config.midAttention ? VQAttnBlock(w.scope("mid.attn_1"), channels: blockIn, config) : nil
+        midBlock2 = VQResnetBlock(w.scope("mid.block_2"), inChannels: blockIn, outChannels: blockIn, config)
+        normOut = .vq(w, "norm_out", channels: blockIn, config)
         convOut = Conv2dWeights(w, "conv_out", inChannels: blockIn, outChannels: config.zChannels, kernel: 3)
     }
 
@@ -168,7 +177,7 @@ struct VQEncoder: Sendable {
             if let downsample = level.resample { h = downsample(h, c) }  // [B, H/2, W/2, C]
         }
         h = midBlock1(h, c)
-        h = midAttention(h, c)
+        if let midAttention { h = midAttention(h, c) }
         h = midBlock2(h, c)
         h = c.vqNormalize(h, normOut, swish: true)
         return c.conv2d(h, convOut, padding: 1)  // [B, H/f, W/f, z_channels]
@@ -179,10 +188,10 @@ struct VQEncoder: Sendable {
 struct VQDecoder: Sendable {
     let key: String
     let convIn: Conv2dWeights
-    let midBlock1: VQResnetBlock, midAttention: VQAttnBlock, midBlock2: VQResnetBlock
+    let midBlock1: VQResnetBlock, midAttention: VQAttnBlock?, midBlock2: VQResnetBlock
     /// Indexed by level like upstream's `up` list (level 0 = full resolution); run from the last to the first.
     let up: [VQLevel<VQUpsample>]
-    let normOut: NormWeights, convOut: Conv2dWeights
+    let normOut: NormWeights?, convOut: Conv2dWeights
 
     init(_ w: WeightScope, _ config: VQGANConfig) {
         key = w.prefix
@@ -190,19 +199,19 @@ struct VQDecoder: Sendable {
         var blockIn = ch * config.chMult[levels - 1]
         var currentResolution = config.resolution >> (levels - 1)
         convIn = Conv2dWeights(w, "conv_in", inChannels: config.zChannels, outChannels: blockIn, kernel: 3)
-        midBlock1 = VQResnetBlock(w.scope("mid.block_1"), inChannels: blockIn, outChannels: blockIn)
-        midAttention = VQAttnBlock(w.scope("mid.attn_1"), channels: blockIn)
-        midBlock2 = VQResnetBlock(w.scope("mid.block_2"), inChannels: blockIn, outChannels: blockIn)
+        midBlock1 = VQResnetBlock(w.scope("mid.block_1"), inChannels: blockIn, outChannels: blockIn, config)
+        midAttention = config.midAttention ? VQAttnBlock(w.scope("mid.attn_1"), channels: blockIn, config) : nil
+        midBlock2 = VQResnetBlock(w.scope("mid.block_2"), inChannels: blockIn, outChannels: blockIn, config)
         var up: [VQLevel<VQUpsample>] = []
         for level in (0..<levels).reversed() {
             let scope = w.scope("up").scope(String(level))
             let blockOut = ch * config.chMult[level]
             var blocks: [VQResnetBlock] = [], attentions: [VQAttnBlock] = []
             for i in 0..<(config.numResBlocks + 1) {
-                blocks.append(VQResnetBlock(scope.scope("block").scope(String(i)), inChannels: blockIn, outChannels: blockOut))
+                blocks.append(VQResnetBlock(scope.scope("block").scope(String(i)), inChannels: blockIn, outChannels: blockOut, config))
                 blockIn = blockOut
                 if config.attnResolutions.contains(currentResolution) {
-                    attentions.append(VQAttnBlock(scope.scope("attn").scope(String(i)), channels: blockIn))
+                    attentions.append(VQAttnBlock(scope.scope("attn").scope(String(i)), channels: blockIn, config))
                 }
             }
             var resample: VQUpsample? = nil
@@ -213,14 +222,14 @@ struct VQDecoder: Sendable {
             up.insert(VQLevel(blocks: blocks, attentions: attentions, resample: resample), at: 0)
         }
         self.up = up
-        normOut = NormWeights(w, "norm_out", features: blockIn, eps: VQGANLayers.normEps)
+        normOut = .vq(w, "norm_out", channels: blockIn, config)
         convOut = Conv2dWeights(w, "conv_out", inChannels: blockIn, outChannels: config.outCh, kernel: 3)
     }
 
     func callAsFunction(_ z: Tensor, _ c: Compute) -> Tensor {
         var h = c.conv2d(z, convIn, padding: 1)  // [B, h, w, C]
         h = midBlock1(h, c)
-        h = midAttention(h, c)
+        if let midAttention { h = midAttention(h, c) }
         h = midBlock2(h, c)
         for level in up.reversed() {
             for (i, block) in level.blocks.enumerated() {

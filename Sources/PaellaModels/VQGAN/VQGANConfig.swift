@@ -24,16 +24,53 @@ public struct VQGANConfig: Codable, Sendable, Equatable {
     /// Image channels in and out (RGB).
     public var inChannels: Int
     public var outCh: Int
+    /// Not upstream (taming always has them; so does a config without these keys). Without the middle
+    /// self-attention and without GroupNorm (`Normalize` becomes the identity, swish stays), encoder and decoder are
+    /// purely convolutional: a token then depends only on the pixels around it, not on statistics of the whole
+    /// image, so a flat background encodes to one code wherever it is, as in a plain VQ-VAE.
+    public var midAttention: Bool
+    public var groupNorm: Bool
 
     enum CodingKeys: String, CodingKey {
         case ch, resolution
         case chMult = "ch_mult", numResBlocks = "num_res_blocks", attnResolutions = "attn_resolutions"
         case zChannels = "z_channels", embedDim = "embed_dim", nEmbed = "n_embed"
         case inChannels = "in_channels", outCh = "out_ch"
+        case midAttention = "mid_attention", groupNorm = "group_norm"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(ch: try c.decode(Int.self, forKey: .ch), chMult: try c.decode([Int].self, forKey: .chMult),
+                  numResBlocks: try c.decode(Int.self, forKey: .numResBlocks),
+                  attnResolutions: try c.decode([Int].self, forKey: .attnResolutions),
+                  zChannels: try c.decode(Int.self, forKey: .zChannels), embedDim: try c.decode(Int.self, forKey: .embedDim),
+                  nEmbed: try c.decode(Int.self, forKey: .nEmbed), resolution: try c.decode(Int.self, forKey: .resolution),
+                  inChannels: try c.decode(Int.self, forKey: .inChannels), outCh: try c.decode(Int.self, forKey: .outCh),
+                  midAttention: try c.decodeIfPresent(Bool.self, forKey: .midAttention) ?? true,
+                  groupNorm: try c.decodeIfPresent(Bool.self, forKey: .groupNorm) ?? true)
+    }
+
+    /// Writes the upstream keys, and the two extensions only where they differ from taming (false).
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(ch, forKey: .ch)
+        try c.encode(chMult, forKey: .chMult)
+        try c.encode(numResBlocks, forKey: .numResBlocks)
+        try c.encode(attnResolutions, forKey: .attnResolutions)
+        try c.encode(zChannels, forKey: .zChannels)
+        try c.encode(embedDim, forKey: .embedDim)
+        try c.encode(nEmbed, forKey: .nEmbed)
+        try c.encode(resolution, forKey: .resolution)
+        try c.encode(inChannels, forKey: .inChannels)
+        try c.encode(outCh, forKey: .outCh)
+        if !midAttention { try c.encode(false, forKey: .midAttention) }
+        if !groupNorm { try c.encode(false, forKey: .groupNorm) }
     }
 
     public init(ch: Int, chMult: [Int], numResBlocks: Int, attnResolutions: [Int], zChannels: Int, embedDim: Int,
-                nEmbed: Int, resolution: Int, inChannels: Int = 3, outCh: Int = 3) {
+                nEmbed: Int, resolution: Int, inChannels: Int = 3, outCh: Int = 3, midAttention: Bool = true,
+                groupNorm: Bool = true) {
         self.ch = ch
         self.chMult = chMult
         self.numResBlocks = numResBlocks
@@ -44,6 +81,8 @@ public struct VQGANConfig: Codable, Sendable, Equatable {
         self.resolution = resolution
         self.inChannels = inChannels
         self.outCh = outCh
+        self.midAttention = midAttention
+        self.groupNorm = groupNorm
     }
 
     /// ruDALL-E's f8 Gumbel-VQGAN used by Paella v1: `rudalle/vae/vqgan.gumbelf8-sber.config.yml` (PyPI rudalle
@@ -89,7 +128,7 @@ public struct VQGANConfig: Codable, Sendable, Equatable {
             throw fail("z_channels \(zChannels) differs from embed_dim \(embedDim) (ruDALL-E's quantizer needs them equal)")
         }
         let widths = [ch] + chMult.map { ch * $0 }  // every GroupNorm is over one of these
-        guard widths.allSatisfy({ $0 % VQGANLayers.normGroups == 0 }) else {
+        guard !groupNorm || widths.allSatisfy({ $0 % VQGANLayers.normGroups == 0 }) else {
             throw fail("channel counts \(widths) must be multiples of the \(VQGANLayers.normGroups) GroupNorm groups")
         }
     }
