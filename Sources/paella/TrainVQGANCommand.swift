@@ -33,8 +33,8 @@ struct TrainVQGANCommand: AsyncParsableCommand {
     @Flag(help: "No self-attention in the middle of the encoder and decoder (not upstream: tokens then depend only on nearby pixels).")
     var noMidAttention = false
 
-    @Flag(help: "No GroupNorm (not upstream: each Normalize becomes the identity, so no image-wide statistics reach a token).")
-    var noGroupNorm = false
+    @Option(help: "Normalisation: group (taming's GroupNorm), or, not upstream, pixel (LayerNorm over each pixel's channels) or none; pixel and none keep image-wide statistics away from the tokens.")
+    var normalization = "group"
 
     @Option(help: "Width of a codebook entry (z_channels and embed_dim).")
     var embedDim = 64
@@ -73,10 +73,13 @@ struct TrainVQGANCommand: AsyncParsableCommand {
                 guard let kind = VQGANTrainingRecipe.Quantizer(rawValue: quantizer) else {
                     throw ValidationError("--quantizer must be nearest or gumbel, got \(quantizer).")
                 }
+                guard let normalizationKind = VQGANNormalization(rawValue: normalization) else {
+                    throw ValidationError("--normalization must be group, pixel or none, got \(normalization).")
+                }
                 let config = VQGANConfig(ch: ch, chMult: try Self.integers(chMult), numResBlocks: resBlocks,
                                          attnResolutions: try Self.integers(attnResolutions), zChannels: embedDim,
                                          embedDim: embedDim, nEmbed: codebook, resolution: folder.width,
-                                         midAttention: !noMidAttention, groupNorm: !noGroupNorm)
+                                         midAttention: !noMidAttention, normalization: normalizationKind)
                 try config.validate()
                 let f = config.downsamplingFactor
                 guard folder.width % f == 0 && folder.height % f == 0 else {

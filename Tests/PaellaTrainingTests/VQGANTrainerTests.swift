@@ -91,19 +91,21 @@ import Testing
         #expect(try #require(g["quantize.embed.weight"]).floats.contains { $0 != 0 })
     }
 
-    /// The purely convolutional variant (no middle attention, no GroupNorm): its gradients, every parameter, match
-    /// central differences of its loss, and it owns no norm or attention weights.
-    @Test func convolutionalVariantGradientsMatchFiniteDifferences() throws {
+    /// The local variants (no middle attention; per-pixel LayerNorm or no normalisation): their gradients, every
+    /// parameter, match central differences of the loss; without normalisation there are no norm weights.
+    @Test(arguments: [VQGANNormalization.pixel, .none])
+    func localVariantGradientsMatchFiniteDifferences(_ normalization: VQGANNormalization) throws {
         var config = Self.config
         config.attnResolutions = []
         config.midAttention = false
-        config.groupNorm = false
+        config.normalization = normalization
         var recipe = VQGANTrainingRecipe(totalSteps: 10, quantizer: .gumbel)
         recipe.l1Weight = 0
         recipe.l2Weight = 1
         recipe.temperatureStart = 2
         var trainer = try VQGANTrainer(config: config, recipe: recipe, compute: Self.compute(), seed: 12)
-        #expect(!trainer.parameters.names.contains { $0.contains("norm") || $0.contains("attn") })
+        #expect(!trainer.parameters.names.contains { $0.contains("attn") })
+        #expect(trainer.parameters.names.contains { $0.contains("norm") } == (normalization == .pixel))
         let p = try #require(trainer.parameters.names.firstIndex(of: "quantize.proj.weight"))
         trainer.parameters.tensors[p] = Tensor(trainer.parameters.tensors[p].floats.map { $0 * 4 }, shape: trainer.parameters.tensors[p].shape)
         var rng = TestRandom(seed: 13)
@@ -111,14 +113,15 @@ import Testing
                                 names: trainer.parameters.names, randomElements: false)
     }
 
-    /// What the variant is for: a token depends only on the pixels near it. Changing one corner pixel of a 32x32
+    /// What the variants are for: a token depends only on the pixels near it. Changing one corner pixel of a 32x32
     /// image leaves the encoder output of the far corner bit-identical without attention and GroupNorm, and
     /// changes it everywhere with them (their statistics and attention span the whole image).
-    @Test func convolutionalVariantTokensAreLocal() throws {
+    @Test(arguments: [VQGANNormalization.pixel, .none])
+    func localVariantTokensAreLocal(_ normalization: VQGANNormalization) throws {
         var local = Self.config
         local.attnResolutions = []
         local.midAttention = false
-        local.groupNorm = false
+        local.normalization = normalization
         var rng = TestRandom(seed: 15)
         let image = rng.tensor([1, 32, 32, 3], 0, 1)
         var changed = image.floats
@@ -128,11 +131,11 @@ import Testing
             let a = model.encodeForTraining(image).z, b = model.encodeForTraining(Tensor(changed, shape: image.shape)).z
             let d = a.shape[3]
             let farCorner = { (z: Tensor) in Array(z.floats[((15 * 16) + 15) * d..<((15 * 16) + 16) * d]) }  // token (15, 15)
-            #expect((farCorner(a) == farCorner(b)) == isLocal, "midAttention \(config.midAttention), groupNorm \(config.groupNorm)")
+            #expect((farCorner(a) == farCorner(b)) == isLocal, "midAttention \(config.midAttention), \(config.normalization)")
         }
         // The config file names the variant; a taming config without the keys is the upstream network.
         let json = String(decoding: try JSONEncoder().encode(local), as: UTF8.self)
-        #expect(json.contains("\"mid_attention\":false") && json.contains("\"group_norm\":false"))
+        #expect(json.contains("\"mid_attention\":false") && json.contains("\"normalization\":\"\(normalization.rawValue)\""))
         #expect(!String(decoding: try JSONEncoder().encode(Self.config), as: UTF8.self).contains("mid_attention"))
         #expect(try JSONDecoder().decode(VQGANConfig.self, from: JSONEncoder().encode(local)) == local)
         #expect(try JSONDecoder().decode(VQGANConfig.self, from: JSONEncoder().encode(Self.config)) == Self.config)

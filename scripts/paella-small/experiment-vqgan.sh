@@ -5,7 +5,7 @@
 # checkpoint. `paella eval shapes --parts reconstruction` on a model folder made with it gives the tokenizer gate.
 #   PAELLA=path/to/paella scripts/paella-small/experiment-vqgan.sh RUN_FOLDER NAME [options]
 # Experiments tried (results in issue 16's notes):
-#   local    --no-mid-attention --no-group-norm
+#   local    --no-mid-attention --normalization none
 #            (purely convolutional encoder and decoder: the shipped tokenizer spreads a flat white background over
 #            dozens of codes whose choice follows the object's position, because its middle attention and GroupNorm
 #            see the whole image; without them a token depends only on the pixels near it)

@@ -25,13 +25,20 @@ extension Dictionary where Key == String, Value == Tensor {
 }
 
 extension Compute {
-    /// Backward of `vqNormalize` (taming's Normalize, or the identity without GroupNorm, then swish when `swish`).
-    func vqNormalizeBackward(_ x: Tensor, _ norm: NormWeights?, swish: Bool, outputGradient: Tensor) -> GroupNormGradients {
+    /// Backward of `vqNormalize`.
+    func vqNormalizeBackward(_ x: Tensor, _ norm: VQNorm?, swish: Bool, outputGradient: Tensor) -> GroupNormGradients {
         guard let norm else {
             return GroupNormGradients(input: swish ? siluBackward(x, outputGradient: outputGradient) : outputGradient,
                                       weight: nil, bias: nil)
         }
-        return groupNormBackward(x, groups: VQGANLayers.normGroups, weight: norm.weight, bias: norm.bias, eps: norm.eps,
+        let w = norm.weights
+        if norm.perPixel {
+            let dy = swish ? siluBackward(layerNorm(x, weight: w.weight, bias: w.bias, eps: w.eps), outputGradient: outputGradient)
+                           : outputGradient
+            let g = layerNormBackward(x, weight: w.weight, bias: w.bias, eps: w.eps, outputGradient: dy)
+            return GroupNormGradients(input: g.input, weight: g.weight, bias: g.bias)
+        }
+        return groupNormBackward(x, groups: VQGANLayers.normGroups, weight: w.weight, bias: w.bias, eps: w.eps,
                                  fusedSiLU: swish, outputGradient: outputGradient)
     }
 }

@@ -12,19 +12,29 @@ enum VQGANLayers {
     static let normEps: Float = 1e-6
 }
 
-extension NormWeights {
-    /// taming's `Normalize(channels)` under `name`, or nil in a config without GroupNorm (`group_norm` false).
-    static func vq(_ w: WeightScope, _ name: String, channels: Int, _ config: VQGANConfig) -> NormWeights? {
-        config.groupNorm ? NormWeights(w, name, features: channels, eps: VQGANLayers.normEps) : nil
+/// taming's `Normalize(channels)` as the config has it: GroupNorm over the image or LayerNorm over each pixel's
+/// channels (the same weight and bias keys), or nil for none.
+struct VQNorm: Sendable {
+    let weights: NormWeights
+    let perPixel: Bool
+
+    static func make(_ w: WeightScope, _ name: String, channels: Int, _ config: VQGANConfig) -> VQNorm? {
+        if config.normalization == .none { return nil }
+        return VQNorm(weights: NormWeights(w, name, features: channels, eps: VQGANLayers.normEps),
+                      perPixel: config.normalization == .pixel)
     }
 }
 
 extension Compute {
-    /// taming's `Normalize` (the identity without GroupNorm) then, with `swish`, `nonlinearity` (x * sigmoid(x))
-    /// fused into the same pass.
-    func vqNormalize(_ x: Tensor, _ norm: NormWeights?, swish: Bool) -> Tensor {
+    /// taming's `Normalize` (or what the config has instead) then, with `swish`, `nonlinearity` (x * sigmoid(x)),
+    /// fused into the same pass for GroupNorm.
+    func vqNormalize(_ x: Tensor, _ norm: VQNorm?, swish: Bool) -> Tensor {
         guard let norm else { return swish ? silu(x) : x }
-        return groupNorm(x, norm, groups: VQGANLayers.normGroups, fusedSiLU: swish)
+        if norm.perPixel {
+            let y = layerNorm(x, weight: norm.weights.weight, bias: norm.weights.bias, eps: norm.weights.eps)
+            return swish ? silu(y) : y
+        }
+        return groupNorm(x, norm.weights, groups: VQGANLayers.normGroups, fusedSiLU: swish)
     }
 }
 
@@ -33,15 +43,15 @@ extension Compute {
 struct VQResnetBlock: Sendable {
     /// The upstream key prefix the weights were loaded under (gradients go back under it).
     let key: String
-    let norm1: NormWeights?, conv1: Conv2dWeights
-    let norm2: NormWeights?, conv2: Conv2dWeights
+    let norm1: VQNorm?, conv1: Conv2dWeights
+    let norm2: VQNorm?, conv2: Conv2dWeights
     let ninShortcut: Conv2dWeights?
 
     init(_ w: WeightScope, inChannels: Int, outChannels: Int, _ config: VQGANConfig) {
         key = w.prefix
-        norm1 = .vq(w, "norm1", channels: inChannels, config)
+        norm1 = VQNorm.make(w, "norm1", channels: inChannels, config)
         conv1 = Conv2dWeights(w, "conv1", inChannels: inChannels, outChannels: outChannels, kernel: 3)
-        norm2 = .vq(w, "norm2", channels: outChannels, config)
+        norm2 = VQNorm.make(w, "norm2", channels: outChannels, config)
         conv2 = Conv2dWeights(w, "conv2", inChannels: outChannels, outChannels: outChannels, kernel: 3)
         ninShortcut = inChannels == outChannels ? nil
             : Conv2dWeights(w, "nin_shortcut", inChannels: inChannels, outChannels: outChannels, kernel: 1)
@@ -60,12 +70,12 @@ struct VQResnetBlock: Sendable {
 /// taming `AttnBlock`: single-head self-attention over all positions, q/k/v/proj_out as 1x1 convs, residual.
 struct VQAttnBlock: Sendable {
     let key: String
-    let norm: NormWeights?
+    let norm: VQNorm?
     let q: Conv2dWeights, k: Conv2dWeights, v: Conv2dWeights, projOut: Conv2dWeights
 
     init(_ w: WeightScope, channels: Int, _ config: VQGANConfig) {
         key = w.prefix
-        norm = .vq(w, "norm", channels: channels, config)
+        norm = VQNorm.make(w, "norm", channels: channels, config)
         q = Conv2dWeights(w, "q", inChannels: channels, outChannels: channels, kernel: 1)
         k = Conv2dWeights(w, "k", inChannels: channels, outChannels: channels, kernel: 1)
         v = Conv2dWeights(w, "v", inChannels: channels, outChannels: channels, kernel: 1)
@@ -130,7 +140,7 @@ struct VQEncoder: Sendable {
     let convIn: Conv2dWeights
     let down: [VQLevel<VQDownsample>]
     let midBlock1: VQResnetBlock, midAttention: VQAttnBlock?, midBlock2: VQResnetBlock
-    let normOut: NormWeights?, convOut: Conv2dWeights
+    let normOut: VQNorm?, convOut: Conv2dWeights
 
     init(_ w: WeightScope, _ config: VQGANConfig) {
         key = w.prefix
@@ -163,7 +173,7 @@ struct VQEncoder: Sendable {
         midBlock1 = VQResnetBlock(w.scope("mid.block_1"), inChannels: blockIn, outChannels: blockIn, config)
         midAttention = config.midAttention ? VQAttnBlock(w.scope("mid.attn_1"), channels: blockIn, config) : nil
         midBlock2 = VQResnetBlock(w.scope("mid.block_2"), inChannels: blockIn, outChannels: blockIn, config)
-        normOut = .vq(w, "norm_out", channels: blockIn, config)
+        normOut = VQNorm.make(w, "norm_out", channels: blockIn, config)
         convOut = Conv2dWeights(w, "conv_out", inChannels: blockIn, outChannels: config.zChannels, kernel: 3)
     }
 
@@ -191,7 +201,7 @@ struct VQDecoder: Sendable {
     let midBlock1: VQResnetBlock, midAttention: VQAttnBlock?, midBlock2: VQResnetBlock
     /// Indexed by level like upstream's `up` list (level 0 = full resolution); run from the last to the first.
     let up: [VQLevel<VQUpsample>]
-    let normOut: NormWeights?, convOut: Conv2dWeights
+    let normOut: VQNorm?, convOut: Conv2dWeights
 
     init(_ w: WeightScope, _ config: VQGANConfig) {
         key = w.prefix
@@ -222,7 +232,7 @@ struct VQDecoder: Sendable {
             up.insert(VQLevel(blocks: blocks, attentions: attentions, resample: resample), at: 0)
         }
         self.up = up
-        normOut = .vq(w, "norm_out", channels: blockIn, config)
+        normOut = VQNorm.make(w, "norm_out", channels: blockIn, config)
         convOut = Conv2dWeights(w, "conv_out", inChannels: blockIn, outChannels: config.outCh, kernel: 3)
     }
 

@@ -25,18 +25,18 @@ public struct VQGANConfig: Codable, Sendable, Equatable {
     public var inChannels: Int
     public var outCh: Int
     /// Not upstream (taming always has them; so does a config without these keys). Without the middle
-    /// self-attention and without GroupNorm (`Normalize` becomes the identity, swish stays), encoder and decoder are
-    /// purely convolutional: a token then depends only on the pixels around it, not on statistics of the whole
-    /// image, so a flat background encodes to one code wherever it is, as in a plain VQ-VAE.
+    /// self-attention and with a normalisation other than GroupNorm, encoder and decoder are purely local: a token
+    /// then depends only on the pixels around it, not on statistics of the whole image, so a flat background
+    /// encodes to one code wherever it is, as in a plain VQ-VAE.
     public var midAttention: Bool
-    public var groupNorm: Bool
+    public var normalization: VQGANNormalization
 
     enum CodingKeys: String, CodingKey {
         case ch, resolution
         case chMult = "ch_mult", numResBlocks = "num_res_blocks", attnResolutions = "attn_resolutions"
         case zChannels = "z_channels", embedDim = "embed_dim", nEmbed = "n_embed"
         case inChannels = "in_channels", outCh = "out_ch"
-        case midAttention = "mid_attention", groupNorm = "group_norm"
+        case midAttention = "mid_attention", normalization
     }
 
     public init(from decoder: Decoder) throws {
@@ -48,10 +48,10 @@ public struct VQGANConfig: Codable, Sendable, Equatable {
                   nEmbed: try c.decode(Int.self, forKey: .nEmbed), resolution: try c.decode(Int.self, forKey: .resolution),
                   inChannels: try c.decode(Int.self, forKey: .inChannels), outCh: try c.decode(Int.self, forKey: .outCh),
                   midAttention: try c.decodeIfPresent(Bool.self, forKey: .midAttention) ?? true,
-                  groupNorm: try c.decodeIfPresent(Bool.self, forKey: .groupNorm) ?? true)
+                  normalization: try c.decodeIfPresent(VQGANNormalization.self, forKey: .normalization) ?? .group)
     }
 
-    /// Writes the upstream keys, and the two extensions only where they differ from taming (false).
+    /// Writes the upstream keys, and the two extensions only where they differ from taming.
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(ch, forKey: .ch)
@@ -65,12 +65,12 @@ public struct VQGANConfig: Codable, Sendable, Equatable {
         try c.encode(inChannels, forKey: .inChannels)
         try c.encode(outCh, forKey: .outCh)
         if !midAttention { try c.encode(false, forKey: .midAttention) }
-        if !groupNorm { try c.encode(false, forKey: .groupNorm) }
+        if normalization != .group { try c.encode(normalization, forKey: .normalization) }
     }
 
     public init(ch: Int, chMult: [Int], numResBlocks: Int, attnResolutions: [Int], zChannels: Int, embedDim: Int,
                 nEmbed: Int, resolution: Int, inChannels: Int = 3, outCh: Int = 3, midAttention: Bool = true,
-                groupNorm: Bool = true) {
+                normalization: VQGANNormalization = .group) {
         self.ch = ch
         self.chMult = chMult
         self.numResBlocks = numResBlocks
@@ -82,7 +82,7 @@ public struct VQGANConfig: Codable, Sendable, Equatable {
         self.inChannels = inChannels
         self.outCh = outCh
         self.midAttention = midAttention
-        self.groupNorm = groupNorm
+        self.normalization = normalization
     }
 
     /// ruDALL-E's f8 Gumbel-VQGAN used by Paella v1: `rudalle/vae/vqgan.gumbelf8-sber.config.yml` (PyPI rudalle
@@ -128,10 +128,20 @@ public struct VQGANConfig: Codable, Sendable, Equatable {
             throw fail("z_channels \(zChannels) differs from embed_dim \(embedDim) (ruDALL-E's quantizer needs them equal)")
         }
         let widths = [ch] + chMult.map { ch * $0 }  // every GroupNorm is over one of these
-        guard !groupNorm || widths.allSatisfy({ $0 % VQGANLayers.normGroups == 0 }) else {
+        guard normalization != .group || widths.allSatisfy({ $0 % VQGANLayers.normGroups == 0 }) else {
             throw fail("channel counts \(widths) must be multiples of the \(VQGANLayers.normGroups) GroupNorm groups")
         }
     }
+}
+
+/// What taming's `Normalize` is in a VQGAN config.
+public enum VQGANNormalization: String, Codable, Sendable, CaseIterable {
+    /// GroupNorm with 32 groups, statistics over each group's channels of the whole image (taming, ruDALL-E).
+    case group
+    /// LayerNorm over each pixel's channels (weight and bias per channel, as GroupNorm's): local, like a ConvNeXt.
+    case pixel
+    /// The identity (the weights are absent); swish still follows where taming has it.
+    case none
 }
 
 /// Errors a user of the VQGAN can hit: a bad configuration, image or token grid.
