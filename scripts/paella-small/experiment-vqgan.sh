@@ -8,7 +8,15 @@
 #   local    --no-mid-attention --normalization none
 #            (purely convolutional encoder and decoder: the shipped tokenizer spreads a flat white background over
 #            dozens of codes whose choice follows the object's position, because its middle attention and GroupNorm
-#            see the whole image; without them a token depends only on the pixels near it)
+#            see the whole image; without them a token depends only on the pixels near it. Failed: by step 150 the
+#            encoder output had collapsed to zero, 9 dB, one code)
+#   pixel    --no-mid-attention --normalization pixel
+#            (LayerNorm over each pixel's channels instead of GroupNorm: 19 dB at step 100 against the recipe's 15;
+#            0.75-0.8 s a step, 20 min. At step 1,500: 34.3 dB, 99% of the codebook; the analyser reads the
+#            reconstructions' colour, position and count 100%, size 97.2%, shape 76.2% (the recipe's: 33.6 dB, 84.6%).
+#            On 48 white-background training scenes the most common inner code is 69% of the inner tokens at step
+#            200 (44% at step 1,500, the rest mostly a second white code in rings set by the distance to the object
+#            and the border), against 23% for the shipped tokenizer, which uses 294 codes there)
 set -eu
 RUN=$1
 NAME=$2
