@@ -208,13 +208,24 @@ static void copy_transposed_rows(const float *const *src, size_t rows, size_t de
         for (size_t p = 0; p < depth; p++) dst[p * stride + i] = scale * src[i][p];
 }
 
-#define MAX_PACK_ROWS 32 // the most rows one copy_transposed call gets: an A strip (mr) or a B panel (nr)
+#define MAX_PACK_ROWS 32 // the most rows a packing step transposes at once: an A strip (mr) or a B panel (nr)
+// pack_conv_rows keeps one A strip's row addresses on the stack.
+_Static_assert(PORTABLE_MR <= MAX_PACK_ROWS, "an A strip must fit the packing's row arrays");
+#if defined(__x86_64__) || defined(__i386__)
+_Static_assert(PK_GEMM_AVX512_MR <= MAX_PACK_ROWS && PK_GEMM_AVX2_MR <= MAX_PACK_ROWS, "an A strip must fit the packing's row arrays");
+#endif
+#if defined(__aarch64__)
+_Static_assert(PK_GEMM_NEON_MR <= MAX_PACK_ROWS, "an A strip must fit the packing's row arrays");
+#endif
 
-// dst[p * stride + i] = scale * src[i * ld + p] for i < rows <= MAX_PACK_ROWS, p < depth.
+// dst[p * stride + i] = scale * src[i * ld + p] for i < rows, p < depth (row pointers made MAX_PACK_ROWS at a time).
 static void copy_transposed(const float *src, size_t ld, size_t rows, size_t depth, float scale, float *dst, size_t stride) {
     const float *row[MAX_PACK_ROWS];
-    for (size_t i = 0; i < rows; i++) row[i] = src + i * ld;
-    copy_transposed_rows(row, rows, depth, scale, dst, stride);
+    for (size_t first = 0; first < rows; first += MAX_PACK_ROWS) {
+        const size_t n = min_size(MAX_PACK_ROWS, rows - first);
+        for (size_t i = 0; i < n; i++) row[i] = src + (first + i) * ld;
+        copy_transposed_rows(row, n, depth, scale, dst + first, stride);
+    }
 }
 
 // Packs rows [0, rows) x depth [0, kc) of alpha * op(A) (A already offset to the block's corner) into strips

@@ -25,8 +25,12 @@ struct ServeCommandTests {
         var healthy = false
         // Starting a debug build beside the rest of the suite can take a while; two minutes, scaled like the other guards.
         let deadline = Date().addingTimeInterval(TimeGuard.seconds(120))
+        // Each probe gives up after 2 s: a connection made while the server was still starting can otherwise
+        // hang for URLSession's default 60 s, and two such probes used up the whole wait on a loaded machine.
+        var probe = URLRequest(url: base.appendingPathComponent("healthz"))
+        probe.timeoutInterval = 2
         while !healthy && Date() < deadline && process.isRunning {
-            healthy = (try? await URLSession.shared.data(from: base.appendingPathComponent("healthz")))
+            healthy = (try? await URLSession.shared.data(for: probe))
                 .map { ($0.1 as? HTTPURLResponse)?.statusCode == 200 } ?? false
             if !healthy { try await Task.sleep(nanoseconds: 200_000_000) }
         }
