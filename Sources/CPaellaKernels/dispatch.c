@@ -7,6 +7,14 @@
 #include <sched.h>
 #endif
 
+int pk_kernels_optimized(void) {
+#if defined(__OPTIMIZE__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 int pk_available_cores(void) {
 #if defined(__linux__)
     cpu_set_t set;

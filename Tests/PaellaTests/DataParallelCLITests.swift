@@ -49,10 +49,10 @@ struct DataParallelCLITests {
     /// of its gradient, so an element whose gradient is round-off noise (a bias just before a GroupNorm of
     /// one-channel groups has a gradient that is zero in exact arithmetic) moves by up to `lr` differently in each
     /// run: measured after 5 steps, 0.09% of the tiny VQGAN's elements and 0.001% of a 4.4M-parameter denoiser's
-    /// differ by more than 1e-5 of their tensor's largest value (up to 2e-3 of it for the VQGAN at lr 1e-3). Since
-    /// convolutions run on Paella's implicit GEMM while OpenBLAS (whose sums depend on its thread count) does the
-    /// rest, the VQGAN's share is 0.54% with OpenBLAS (under 0.5% with the built-in GEMM alone), its worst element
-    /// 9e-3 of its tensor's largest value. A wrong split of the batch, its noise or the gradient's scale changes the
+    /// differ by more than 1e-5 of their tensor's largest value (up to 2e-3 of it for the VQGAN at lr 1e-3). With the
+    /// convolutions on Paella's implicit GEMM and OpenBLAS (whose sums depend on its thread count) doing the rest, as
+    /// in release builds, the VQGAN's share was 0.54% (under 0.5% with either GEMM alone), its worst element 9e-3 of
+    /// its tensor's largest value. A wrong split of the batch, its noise or the gradient's scale changes the
     /// losses and most elements.
     static let tolerance = 1e-5
     static let allowedShare = 0.01

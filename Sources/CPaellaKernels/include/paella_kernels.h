@@ -34,6 +34,9 @@ int pk_thread_isa(void);
 int pk_set_thread_isa(int isa);
 /// Cores this process may run on (its CPU affinity mask, else the online processors).
 int pk_available_cores(void);
+/// 1 when these kernels were compiled with optimisation (release builds), 0 at -O0 (SwiftPM's debug builds),
+/// where the built-in GEMM is several times slower than any BLAS library.
+int pk_kernels_optimized(void);
 /// Human-readable name of an instruction set ("avx512", "avx2", "neon", "portable").
 const char *pk_isa_name(pk_isa isa);
 

@@ -152,11 +152,16 @@ enum ConvolutionTuning {
 
 extension Compute {
     /// Whether general convolutions (and their gradients) run as implicit GEMMs on Paella's own GEMM kernels
-    /// instead of im2col + the backend's GEMM: with every backend but the reference twin. A BLAS has no
-    /// convolution, and the packing that reads taps straight from the input beat im2col + OpenBLAS here (VQGAN f8
-    /// decode 6-10% faster, the bundled VQGAN's training step 24% at 2 threads; bench/README.md). The backend
-    /// still multiplies everything else: linear layers, attention, 1x1 convolutions.
-    var usesImplicitGEMM: Bool { !(gemm is ReferenceGEMM) }
+    /// instead of im2col + the backend's GEMM: with the built-in backend, and with a BLAS backend when the kernels
+    /// are compiled with optimisation. A BLAS has no convolution, and the packing that reads taps straight from the
+    /// input beat im2col + OpenBLAS in release builds (VQGAN f8 decode 6-10% faster, the bundled VQGAN's training
+    /// step 24% at 2 threads; bench/README.md); in a debug build (C at -O0) the BLAS is far faster. The reference
+    /// backend keeps im2col, as the twin. The backend still multiplies everything else: linear layers, attention,
+    /// 1x1 convolutions.
+    var usesImplicitGEMM: Bool {
+        if gemm is ReferenceGEMM { return false }
+        return gemm is BuiltinGEMM || pk_kernels_optimized() != 0
+    }
 
     /// PyTorch `F.conv2d` on channels-last input `[B, H, W, Cin]`, giving `[B, Hout, Wout, Cout]` with
     /// `Hout = (H + top + bottom - dilation * (kH - 1) - 1) / stride + 1`.
