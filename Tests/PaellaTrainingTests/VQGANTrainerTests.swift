@@ -91,14 +91,20 @@ import Testing
         #expect(try #require(g["quantize.embed.weight"]).floats.contains { $0 != 0 })
     }
 
+    /// The tiny config without any attention and with `normalization` instead of GroupNorm.
+    static func localConfig(_ normalization: VQGANNormalization) -> VQGANConfig {
+        var config = config
+        config.attnResolutions = []
+        config.midAttention = false
+        config.normalization = normalization
+        return config
+    }
+
     /// The local variants (no middle attention; per-pixel LayerNorm or no normalisation): their gradients, every
     /// parameter, match central differences of the loss; without normalisation there are no norm weights.
     @Test(arguments: [VQGANNormalization.pixel, .none])
     func localVariantGradientsMatchFiniteDifferences(_ normalization: VQGANNormalization) throws {
-        var config = Self.config
-        config.attnResolutions = []
-        config.midAttention = false
-        config.normalization = normalization
+        let config = Self.localConfig(normalization)
         var recipe = VQGANTrainingRecipe(totalSteps: 10, quantizer: .gumbel)
         recipe.l1Weight = 0
         recipe.l2Weight = 1
@@ -118,10 +124,7 @@ import Testing
     /// changes it everywhere with them (their statistics and attention span the whole image).
     @Test(arguments: [VQGANNormalization.pixel, .none])
     func localVariantTokensAreLocal(_ normalization: VQGANNormalization) throws {
-        var local = Self.config
-        local.attnResolutions = []
-        local.midAttention = false
-        local.normalization = normalization
+        let local = Self.localConfig(normalization)
         var rng = TestRandom(seed: 15)
         let image = rng.tensor([1, 32, 32, 3], 0, 1)
         var changed = image.floats

@@ -191,12 +191,13 @@ extension Compute {
                     pool.parallelChunks(rows) { r in
                         pk_depthwise_conv2d_nhwc(xp, cin, kp, bp, g, r.lowerBound, r.upperBound, yp)
                     }
-                } else if usesImplicitGEMM {
-                    let beta = fillWithBias(yp, rows: pixels, channels: cout, bias: bp)
-                    implicitGEMM(xp, kp, g, cin: cin, cout: cout, groups: w.groups, beta: beta, y: yp)
                 } else {
                     let beta = fillWithBias(yp, rows: pixels, channels: cout, bias: bp)
-                    im2colGEMM(xp, kp, g, cin: cin, cout: cout, groups: w.groups, beta: beta, y: yp, columnBudget: columnBudget)
+                    if usesImplicitGEMM {
+                        implicitGEMM(xp, kp, g, cin: cin, cout: cout, groups: w.groups, beta: beta, y: yp)
+                    } else {
+                        im2colGEMM(xp, kp, g, cin: cin, cout: cout, groups: w.groups, beta: beta, y: yp, columnBudget: columnBudget)
+                    }
                 }
             }}
         }}}
@@ -288,8 +289,9 @@ extension Compute {
         let kernelGradientIsImplicit = usesImplicitGEMM
         var dk = kernelGradientIsImplicit ? implicitKernelGradient(x, dy, g, cin: cin, cout: cout, groups: groups)
                                           : Tensor(zeros: w.kernel.shape)
+        let db: Tensor? = w.bias == nil ? nil : sumRows(dy.reshaped([-1, cout]))
         if kernelGradientIsImplicit && inputGradientIsConvolution {
-            return Conv2dGradients(input: dx, kernel: dk, bias: w.bias == nil ? nil : sumRows(dy.reshaped([-1, cout])))
+            return Conv2dGradients(input: dx, kernel: dk, bias: db)
         }
         let col = UnsafeMutablePointer<Float>.allocate(capacity: kernelGradientIsImplicit ? 1 : chunkRows * g.out_w * k)
         let dcol = UnsafeMutablePointer<Float>.allocate(capacity: inputGradientIsConvolution ? 1 : chunkRows * g.out_w * k)
@@ -330,7 +332,6 @@ extension Compute {
                 }
             }}
         }}}
-        let db: Tensor? = w.bias == nil ? nil : sumRows(dy.reshaped([-1, cout]))
         return Conv2dGradients(input: dx, kernel: dk, bias: db)
     }
 
