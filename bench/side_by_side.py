@@ -10,6 +10,7 @@ are what to compare.
     python3 bench/side_by_side.py train --threads 1 2
     python3 bench/side_by_side.py train-vqgan --threads 1 2
     python3 bench/side_by_side.py generate --threads 1 2 --repeats 1 --warmup 0
+    python3 bench/side_by_side.py denoiser --threads 1 2 --precision bf16    # Paella's bfloat16 weights
 
 The PyTorch scripts need torch (and numpy, safetensors): --python picks the interpreter (default: $PYTHON or
 python3). Each PyTorch script first proves it builds the same network by reproducing the fixtures.
@@ -45,25 +46,31 @@ def main():
     parser.add_argument("--warmup", type=int, help="untimed runs before timing (default: each benchmark's own)")
     parser.add_argument("--python", default=os.environ.get("PYTHON", "python3"))
     parser.add_argument("--paella", default=os.path.join(ROOT, ".build", "release", "paella"))
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="Paella's weight precision (PyTorch always runs float32); not for the training rows")
     args = parser.parse_args()
     reps = ["--repeats", str(args.repeats)] + (["--warmup", str(args.warmup)] if args.warmup is not None else [])
+    if args.precision != "fp32" and args.model in ("train", "train-vqgan"):
+        parser.error("--precision is for inference benchmarks; training runs in float32")
+    precision = ["--precision", args.precision]
     script = os.path.join(ROOT, "bench", "pytorch", f"{args.model.replace('-', '_')}_bench.py")
 
     swift, torch = [], []
     if args.model == "denoiser":
         for t in args.threads:
-            swift += json_lines([args.paella, "bench", "denoiser", "--threads", str(t), "--json"] + reps)
+            swift += json_lines([args.paella, "bench", "denoiser", "--threads", str(t), "--json"] + reps + precision)
         torch += json_lines([args.python, script, "--threads", *map(str, args.threads), "--batch", "1", "2"] + reps)
     elif args.model in ("train", "train-vqgan"):
         for t in args.threads:
             swift += json_lines([args.paella, "bench", args.model, "--threads", str(t), "--json"] + reps)
         torch += json_lines([args.python, script, "--threads", *map(str, args.threads)] + reps)
     elif args.model in ("vqgan", "generate"):
-        swift += json_lines([args.paella, "bench", args.model, "--json"] + sum((["--threads", str(t)] for t in args.threads), []) + reps)
+        swift += json_lines([args.paella, "bench", args.model, "--json"] + sum((["--threads", str(t)] for t in args.threads), []) + reps
+                            + precision)
         torch += json_lines([args.python, script, "--threads", *map(str, args.threads)] + reps)
     else:
         swift += json_lines([args.paella, "bench", "clip", "--parts", "text,vision", "--json"]
-                            + sum((["--threads", str(t)] for t in args.threads), []) + reps)
+                            + sum((["--threads", str(t)] for t in args.threads), []) + reps + precision)
         for t in args.threads:
             torch += json_lines([args.python, script, "--threads", str(t)] + reps)
 

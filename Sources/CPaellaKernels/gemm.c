@@ -282,23 +282,7 @@ static void scale_c(size_t m, size_t n, float beta, float *c, size_t ldc) {
     }
 }
 
-// Where the driver gets the rows of A from: `pack` writes rows [row, row + rows) x depth [p, p + kc) of alpha * A in
-// pack_a's strip layout. A stored matrix is one source; the implicit-GEMM convolution's lowered input is another.
-typedef struct a_source a_source;
-struct a_source {
-    void (*pack)(const a_source *source, size_t row, size_t rows, size_t p, size_t kc, float alpha, int mr, float *dst);
-    int trans;            // stored matrix: op(A) = A or A transposed
-    const float *a;       // stored matrix: A
-    size_t lda;           // stored matrix: its row stride
-    const float *x;       // convolution: the NHWC input
-    size_t channels, c0, cg; // convolution: its channels, and the group's [c0, c0 + cg)
-    const pk_conv_geometry *g; // convolution: its geometry
-    const float *zeros;   // convolution: cg zeros, what zero padding reads
-    size_t first_pixel;   // convolution: the output pixel that row 0 of A stands for
-    size_t first_column;  // kernel gradient: the column of the lowered input that row 0 of A stands for
-};
-
-static void pack_matrix_rows(const a_source *s, size_t row, size_t rows, size_t p, size_t kc, float alpha, int mr, float *dst) {
+void pk_pack_matrix_rows(const a_source *s, size_t row, size_t rows, size_t p, size_t kc, float alpha, int mr, float *dst) {
     pack_a(s->trans, s->trans ? s->a + p * s->lda + row : s->a + row * s->lda + p, s->lda, rows, kc, alpha, mr, dst);
 }
 
@@ -306,7 +290,7 @@ static void pack_matrix_rows(const a_source *s, size_t row, size_t rows, size_t 
 // and column p = (ky * kernel_w + kx) * cg + ci reads channel c0 + ci of the pixel that tap (ky, kx) sees, or zero
 // (pk_im2col_nhwc's matrix, element for element). Within one tap the channels are contiguous in x, so a strip is
 // packed tap by tap, transposing mr runs of channels that start at per-row addresses.
-static void pack_conv_rows(const a_source *s, size_t row, size_t rows, size_t p, size_t kc, float alpha, int mr, float *dst) {
+void pk_pack_conv_rows(const a_source *s, size_t row, size_t rows, size_t p, size_t kc, float alpha, int mr, float *dst) {
     const pk_conv_geometry *g = s->g;
     const size_t cg = s->cg, pixels_per_image = (size_t)(g->out_h * g->out_w);
     const float *run[MAX_PACK_ROWS];
@@ -433,7 +417,7 @@ void pk_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alph
         scale_c(m, n, beta, c, ldc);
         return;
     }
-    const a_source source = {.pack = pack_matrix_rows, .trans = trans_a, .a = a, .lda = lda};
+    const a_source source = {.pack = pk_pack_matrix_rows, .trans = trans_a, .a = a, .lda = lda};
     gemm_driver(&source, trans_b, m, n, k, alpha, b, ldb, beta, c, ldc, workspace);
 }
 
@@ -459,7 +443,7 @@ void pk_conv2d_gemm_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdi
     // The zeros that padding reads sit after the GEMM's packing space.
     float *zeros = workspace + pk_sgemm_workspace_floats(m, n, k);
     memset(zeros, 0, (size_t)cg * sizeof(float));
-    const a_source source = {.pack = pack_conv_rows, .x = x, .channels = (size_t)channels, .c0 = (size_t)c0,
+    const a_source source = {.pack = pk_pack_conv_rows, .x = x, .channels = (size_t)channels, .c0 = (size_t)c0,
                              .cg = (size_t)cg, .g = g, .zeros = zeros, .first_pixel = (size_t)pixel_begin};
     gemm_driver(&source, 0, m, n, k, 1.0f, kernel, ldk, beta, y, ldy, workspace);
     free(owned);

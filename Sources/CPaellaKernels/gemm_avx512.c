@@ -5,6 +5,7 @@
 // of the 32 are live.
 #if defined(__x86_64__) || defined(__i386__)
 #include "gemm_kernels.h"
+#include "gemm_avx512_tile.h"
 #include <immintrin.h>
 
 #define PK_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
@@ -16,24 +17,6 @@
         c##i##0 = _mm512_fmadd_ps(ai, b0, c##i##0);                  \
         c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1);                  \
     } while (0)
-
-// Write row i back: C = acc (beta 0), C += acc (beta 1), else C = acc + beta * C.
-#define ROW_STORE(i)                                                                        \
-    do {                                                                                    \
-        float *ci = c + (size_t)(i) * ldc;                                                  \
-        if (beta == 0.0f) {                                                                 \
-            _mm512_storeu_ps(ci, c##i##0);                                                  \
-            _mm512_storeu_ps(ci + 16, c##i##1);                                             \
-        } else if (beta == 1.0f) {                                                          \
-            _mm512_storeu_ps(ci, _mm512_add_ps(c##i##0, _mm512_loadu_ps(ci)));              \
-            _mm512_storeu_ps(ci + 16, _mm512_add_ps(c##i##1, _mm512_loadu_ps(ci + 16)));    \
-        } else {                                                                            \
-            _mm512_storeu_ps(ci, _mm512_fmadd_ps(vbeta, _mm512_loadu_ps(ci), c##i##0));     \
-            _mm512_storeu_ps(ci + 16, _mm512_fmadd_ps(vbeta, _mm512_loadu_ps(ci + 16), c##i##1)); \
-        }                                                                                   \
-    } while (0)
-
-#define DECL_ROW(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps()
 
 PK_AVX512 void pk_gemm_kernel_avx512(size_t kc, const float *a, const float *b, float *c, size_t ldc, float beta) {
     DECL_ROW(0); DECL_ROW(1); DECL_ROW(2); DECL_ROW(3); DECL_ROW(4); DECL_ROW(5);

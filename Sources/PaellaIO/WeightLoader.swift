@@ -25,6 +25,9 @@ public final class WeightLoader: @unchecked Sendable {
     private var missing: [String] = []
     private var mismatched: [WeightLoadingError.Mismatch] = []
     private var random = SplitMix64(seed: 0)
+    /// The precision the model's weight matrices are loaded for (`LinearWeights`, one-group `Conv2dWeights`): with
+    /// `.bf16` they are rounded and packed as they load, and no float32 copy is kept. Set it before building the model.
+    public var precision: Precision = .fp32
     /// Every key the model asked for, with the shape it expected, in the order asked.
     public private(set) var requested: [(name: String, shape: [Int])] = []
 

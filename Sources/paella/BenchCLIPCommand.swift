@@ -27,6 +27,8 @@ struct BenchCLIPCommand: ParsableCommand, BenchDefaults {
     @Option(name: .long, help: "GEMM backend: auto, builtin, openblas, mkl, blis, or a library path.")
     var blas: String?
 
+    @OptionGroup var precisionOption: PrecisionOption
+
     @OptionGroup var bench: BenchOptions<Self>
     static let repeats = 5, warmup = 1  // the default --repeats and --warmup
 
@@ -50,7 +52,7 @@ struct BenchCLIPCommand: ParsableCommand, BenchDefaults {
         if parts.contains("tokenizer") { BenchmarkReport.print(try tokenizerRows(), json: bench.json) }
         let config = CLIPConfig.vitG14
         for tower in ["text", "vision"] where parts.contains(tower) {
-            let weights = WeightLoader(synthetic: .random(seed: 1, scale: 0.02), origin: "random ViT-g-14 weights")
+            let weights = precisionOption.randomWeights(seed: 1, scale: 0.02, origin: "random ViT-g-14 weights")
             let model = try CLIPModel(weights: weights, config: config, towers: tower == "text" ? .text : .vision)
             var rows: [BenchmarkRow] = []
             for threadCount in threadCounts {

@@ -17,6 +17,8 @@ struct BenchDenoiserCommand: ParsableCommand, BenchDefaults {
             """)
 
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precisionOption: PrecisionOption
+
     @OptionGroup var bench: BenchOptions<Self>
     static let repeats = 5, warmup = 1  // the default --repeats and --warmup, per batch size
 
@@ -40,14 +42,18 @@ struct BenchDenoiserCommand: ParsableCommand, BenchDefaults {
         let config = DenoiserConfig.v1
         let clock = ContinuousClock()
         let loadStart = clock.now
-        let denoiser = try Denoiser(config: config, weights: WeightLoader(synthetic: .random(seed: 1, scale: 0.02)),
+        let denoiser = try Denoiser(config: config, weights: precisionOption.randomWeights(seed: 1, scale: 0.02),
                                     compute: compute)
         if !bench.json {
             print(CPUInfo.summary)
             print("\(compute.gemm.name): \(compute.gemm.details)")
             print("random weights built in \(formatSeconds(clock.now - loadStart)) s; \(memoryReport())")
         }
-        var rows: [BenchmarkRow] = []
+        // With bf16 weights, the float32 model on the same random weights, to measure how far bf16 moves the logits.
+        let float32 = precisionOption.precision == .fp32 ? nil
+            : try Denoiser(config: config, weights: WeightLoader(synthetic: .random(seed: 1, scale: 0.02)), compute: compute)
+        let precision = precisionOption.precision.rawValue
+        var rows: [BenchmarkRow] = [], agreements: [(text: String, json: String)] = []
         for b in batch.isEmpty ? [1, 2] : batch {
             var generator = TorchCompatibleGenerator(seed: 2)
             let x = generator.randint(config.numLabels, [b, size, size])
@@ -58,7 +64,7 @@ struct BenchDenoiserCommand: ParsableCommand, BenchDefaults {
             let flops = config.forwardFLOPs(height: size, width: size, batch: b)
             rows.append(BenchmarkRow(name: "denoiser v1 \(size)x\(size)", medianMs: ms, gflops: flops / ms / 1e6,
                                      backend: compute.gemm.name, threads: compute.pool.threadCount,
-                                     extra: [("batch", String(b)), ("min ms", String(format: "%.1f", fastest))]))
+                                     extra: [("batch", String(b)), ("min ms", String(format: "%.1f", fastest)), ("precision", precision)]))
             // What a sampling step adds to the forward: typical filtering and the Gumbel-max draw over all rows.
             let flat = logits.reshaped([-1, config.numLabels])
             let uniforms = generator.uniform(flat.shape)
@@ -68,15 +74,39 @@ struct BenchDenoiserCommand: ParsableCommand, BenchDefaults {
             }
             rows.append(BenchmarkRow(name: "typical filter + draw", medianMs: drawMs, gflops: nil,
                                      backend: "-", threads: compute.pool.threadCount,
-                                     extra: [("batch", String(b)), ("min ms", String(format: "%.1f", fastestDraw))]))
+                                     extra: [("batch", String(b)), ("min ms", String(format: "%.1f", fastestDraw)), ("precision", "-")]))
             // The draw alone (sampling without the filter, as the bundled model's defaults do).
             let (gumbelMs, fastestGumbel) = bench.time { _ = compute.gumbelArgmax(logits: flat, uniforms: uniforms, temperature: 1) }
             rows.append(BenchmarkRow(name: "draw only", medianMs: gumbelMs, gflops: nil,
                                      backend: "-", threads: compute.pool.threadCount,
-                                     extra: [("batch", String(b)), ("min ms", String(format: "%.1f", fastestGumbel))]))
+                                     extra: [("batch", String(b)), ("min ms", String(format: "%.1f", fastestGumbel)), ("precision", "-")]))
+            if let float32 { agreements.append(Self.agreement(logits, float32(x, conditioning: c, r: r), uniforms: uniforms, batch: b, compute: compute)) }
         }
         BenchmarkReport.print(rows, json: bench.json)
+        for line in agreements { print(bench.json ? line.json : line.text) }
         if !bench.json { print(memoryReport()) }
+    }
+
+    /// How far the bf16 logits are from float32's: the relative error (root of the summed squared differences over
+    /// that of the float32 logits), the share of positions whose argmax token is the same, and the share whose token
+    /// drawn at temperature 1 with the same random numbers (Gumbel-max, as the sampler draws) is the same.
+    static func agreement(_ bf16: Tensor, _ fp32: Tensor, uniforms: Tensor, batch: Int, compute: Compute) -> (text: String, json: String) {
+        let a = bf16.floats, b = fp32.floats
+        let error = zip(a, b).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +).squareRoot()
+            / max(Double.leastNormalMagnitude, b.map { Double($0) * Double($0) }.reduce(0, +).squareRoot())
+        let labels = bf16.shape.last ?? 1, flatA = bf16.reshaped([-1, labels]), flatB = fp32.reshaped([-1, labels])
+        func share(_ x: Tensor, _ y: Tensor) -> Double {
+            let p = x.integers(), q = y.integers()
+            return Double(zip(p, q).filter { $0 == $1 }.count) / Double(max(1, p.count))
+        }
+        let argmax = share(compute.argmax(flatA), compute.argmax(flatB))
+        let drawn = share(compute.gumbelArgmax(logits: flatA, uniforms: uniforms, temperature: 1),
+                          compute.gumbelArgmax(logits: flatB, uniforms: uniforms, temperature: 1))
+        let text = String(format: "bf16 against fp32, batch %d: logits relative error %.2e; same argmax token at %.2f%% of positions, "
+                          + "same token drawn at temperature 1 at %.2f%%", batch, error, 100 * argmax, 100 * drawn)
+        let json = String(format: "{\"name\": \"bf16 agreement\", \"batch\": %d, \"relative_error\": %.4e, \"argmax_agreement\": %.5f, "
+                          + "\"sampled_agreement\": %.5f}", batch, error, argmax, drawn)
+        return (text, json)
     }
 
     /// Resident and peak resident memory from /proc/self/status (Linux), e.g. "RSS 2.3 GB, peak 2.4 GB".

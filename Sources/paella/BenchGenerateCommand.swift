@@ -43,6 +43,8 @@ struct BenchGenerateCommand: AsyncParsableCommand, BenchDefaults {
         "GEMM backend: auto, builtin, openblas, mkl, blis, accelerate, or a path to a BLAS shared library."))
     var blas: String?
 
+    @OptionGroup var precisionOption: PrecisionOption
+
     @OptionGroup var bench: BenchOptions<Self>
     static let repeats = 3, warmup = 1  // the default --repeats and --warmup: a v1 generation takes many seconds
 
@@ -69,12 +71,12 @@ struct BenchGenerateCommand: AsyncParsableCommand, BenchDefaults {
         let loadStart = clock.now
         let base: Pipeline
         if let model {
-            base = try Pipeline(folder: ModelFolder(path: model), compute: first)
+            base = try Pipeline(folder: ModelFolder(path: model), compute: first, precision: precisionOption.precision)
             try base.validate(.generate(request))
         } else {
             // The request is checked on the same models made of free read-only zeros before 4 GB of weights are made.
             try Self.randomV1(shapesOnly: true, compute: first).validate(.generate(request))
-            base = try Self.randomV1(shapesOnly: false, compute: first)
+            base = try Self.randomV1(shapesOnly: false, compute: first, precision: precisionOption.precision)
         }
         if !bench.json {
             print(CPUInfo.summary)
@@ -135,9 +137,10 @@ struct BenchGenerateCommand: AsyncParsableCommand, BenchDefaults {
     /// Paella v1 at full size on random weights (those of `bench denoiser`, `bench vqgan` and `bench clip`), or on
     /// free read-only zeros (`shapesOnly`, to check a request): the v1 denoiser, the ruDALL-E f8 VQGAN, ViT-g-14's
     /// text tower, the real CLIP vocabulary and the v1 defaults.
-    static func randomV1(shapesOnly: Bool, compute: Compute) throws -> Pipeline {
+    static func randomV1(shapesOnly: Bool, compute: Compute, precision: Precision = .fp32) throws -> Pipeline {
         func loader(seed: UInt64, scale: Float) -> WeightLoader {
-            WeightLoader(synthetic: shapesOnly ? .shapesOnly : .random(seed: seed, scale: scale), origin: "random v1 weights")
+            if !shapesOnly { return WeightLoader.random(seed: seed, scale: scale, origin: "random v1 weights", precision: precision) }
+            return WeightLoader(synthetic: .shapesOnly, origin: "random v1 weights")
         }
         let denoiser = try Denoiser(config: .v1, weights: loader(seed: 1, scale: 0.02), compute: compute)
         let vqgan = try VQGAN(config: .rudalleF8, weights: loader(seed: 0, scale: 0.05), compute: compute)

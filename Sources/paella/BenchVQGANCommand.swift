@@ -22,6 +22,8 @@ struct BenchVQGANCommand: ParsableCommand, BenchDefaults {
     @Option(name: .long, help: "Image size in pixels, N or WIDTHxHEIGHT, multiples of 8 (repeatable).")
     var size: [String] = ["256x256"]
 
+    @OptionGroup var precisionOption: PrecisionOption
+
     @OptionGroup var bench: BenchOptions<Self>
     static let repeats = 5, warmup = 1  // the default --repeats and --warmup
 
@@ -47,7 +49,7 @@ struct BenchVQGANCommand: ParsableCommand, BenchDefaults {
         var rows: [BenchmarkRow] = []
         for threadCount in threads.isEmpty ? [ThreadPool.coreCount] : threads {
             let compute = try Compute(threads: threadCount, backend: choice)
-            let vq = try VQGAN(config: .rudalleF8, weights: WeightLoader(synthetic: .random(seed: 0, scale: 0.05)),
+            let vq = try VQGAN(config: .rudalleF8, weights: precisionOption.randomWeights(seed: 0, scale: 0.05),
                                compute: compute)
             for text in size {
                 guard let (width, height) = try parseSize(text) else { continue }

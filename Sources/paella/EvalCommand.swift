@@ -70,7 +70,8 @@ struct EvalShapesCommand: AsyncParsableCommand {
         let quiet = json
         let report = try await reportingErrorsAsync {
             let folder = try ModelFolder(path: model.folderPath())
-            let pipeline = try Pipeline(folder: folder, compute: try compute.makeCompute(), loadVision: folder.hasVisionTower)
+            let pipeline = try Pipeline(folder: folder, compute: try compute.makeCompute(), loadVision: folder.hasVisionTower,
+                                        precision: model.precision)
             return try await evaluation.run(pipeline) { line in
                 if !quiet { FileHandle.standardError.write(Data((line + "\n").utf8)) }
             }

@@ -28,7 +28,8 @@ struct MCPCommand: AsyncParsableCommand {
         try reportingErrors { try ServerConfiguration(limits: limits).validate() }
         let pipeline = try reportingErrors { () throws -> Pipeline in
             let folder = try ModelFolder(path: try model.folderPath())
-            return try Pipeline(folder: folder, compute: try compute.makeCompute(), loadVision: folder.hasVisionTower, limits: try model.limits())
+            return try Pipeline(folder: folder, compute: try compute.makeCompute(), loadVision: folder.hasVisionTower, limits: try model.limits(),
+                                precision: model.precision)
         }
         try await reportingErrorsAsync { try await PaellaMCP(pipeline: pipeline, limits: limits).runOnStandardIO() }
     }

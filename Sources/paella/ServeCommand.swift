@@ -67,7 +67,7 @@ struct ServeCommand: AsyncParsableCommand {
         let server = try reportingErrors { () throws -> PaellaServer in
             let folder = try ModelFolder(path: try model.folderPath())
             let pipeline = try Pipeline(folder: folder, compute: try compute.makeCompute(), loadVision: folder.hasVisionTower,
-                                        limits: try model.limits())
+                                        limits: try model.limits(), precision: model.precision)
             return try PaellaServer(pipeline: pipeline, configuration: configuration)
         }
         try await reportingErrorsAsync { try await server.run() }

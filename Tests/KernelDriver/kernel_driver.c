@@ -734,6 +734,71 @@ static void test_sgemm(rng_t *r) {
     gemm_case(r, 1, 1, 965, 333, 400, 0.5f, -1, 1, 0, 1);
 }
 
+// ---- bfloat16 GEMM --------------------------------------------------------------------------------------------
+
+// pk_gemm_bf16 against its reference twin (same packed words, sums in double), for an m x n x k product whose
+// weights are stored [k, n] or [n, k], columns from panel `first_panel` on, over C pre-filled with NaN (beta 0)
+// or random values. The tolerance is float32 summation error of the exact bfloat16 products.
+static void gemm_bf16_case(rng_t *r, size_t m, size_t n, size_t k, int trans_b, size_t first_panel, float beta) {
+    const size_t total_n = first_panel * PK_BF16_PANEL + n;
+    float *a = random_floats(r, m * k, -1, 1), *b = random_floats(r, k * total_n, -1, 1);
+    uint32_t *packed = checked_alloc(pk_bf16_packed_words(k, total_n) + 16, sizeof(uint32_t));
+    uint32_t *aligned = (uint32_t *)(((uintptr_t)packed + 63) & ~(uintptr_t)63);
+    pk_bf16_pack(trans_b, b, trans_b ? k : total_n, k, total_n, 0, (total_n + PK_BF16_PANEL - 1) / PK_BF16_PANEL, aligned);
+    float *c = beta == 0 ? filled_floats(m * n, NAN) : random_floats(r, m * n, -1, 1);
+    float *ref = checked_alloc(m * n, sizeof(float));
+    memcpy(ref, c, m * n * sizeof(float));
+    pk_gemm_bf16(m, n, k, a, k, aligned, first_panel, beta, c, n, NULL);
+    pk_gemm_bf16_ref(m, n, k, a, k, aligned, first_panel, beta, ref, n);
+    case_check cc;
+    case_begin(&cc, "pk_gemm_bf16", "m=%zu n=%zu k=%zu %s panel %zu beta=%g", m, n, k, trans_b ? "[n, k]" : "[k, n]", first_panel, beta);
+    cc.row_length = n;
+    for (size_t i = 0; i < m * n; i++) case_value(&cc, i, c[i], ref[i], 4 * (sqrt((double)k) + 2) * FLT_EPSILON * (double)k + FLT_MIN, NAN);
+    case_end(&cc);
+    free(a); free(b); free(packed); free(c); free(ref);
+}
+
+static pk_conv_geometry conv_geometry(ptrdiff_t batch, ptrdiff_t h, ptrdiff_t w, ptrdiff_t k, ptrdiff_t stride,
+                                      ptrdiff_t pad, pk_pad_mode mode, ptrdiff_t dilation);
+
+// The implicit-GEMM convolution with bfloat16 weights is the same driver as pk_gemm_bf16 fed by the lowered input,
+// so it must give the bits of pk_im2col_nhwc followed by pk_gemm_bf16.
+static void test_conv2d_gemm_bf16(rng_t *r) {
+    static const struct { ptrdiff_t c, k, stride, pad; pk_pad_mode mode; } shapes[] = {
+        {5, 3, 1, 1, PK_PAD_REFLECT}, {16, 4, 2, 1, PK_PAD_ZEROS}, {3, 1, 1, 0, PK_PAD_ZEROS}};
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        const ptrdiff_t ch = shapes[si].c, kk = shapes[si].k;
+        pk_conv_geometry g = conv_geometry(2, 7, 6, kk, shapes[si].stride, shapes[si].pad, shapes[si].mode, 1);
+        const size_t pixels = (size_t)(2 * g.out_h * g.out_w), depth = (size_t)(kk * kk * ch), n = 40;
+        float *x = random_floats(r, (size_t)(2 * 7 * 6 * ch), -1, 1), *kernel = random_floats(r, depth * n, -1, 1);
+        uint32_t *packed = checked_alloc(pk_bf16_packed_words(depth, n) + 16, sizeof(uint32_t));
+        uint32_t *aligned = (uint32_t *)(((uintptr_t)packed + 63) & ~(uintptr_t)63);
+        pk_bf16_pack(0, kernel, n, depth, n, 0, (n + PK_BF16_PANEL - 1) / PK_BF16_PANEL, aligned);
+        float *col = checked_alloc(pixels * depth, sizeof(float)), *want = filled_floats(pixels * n, NAN);
+        float *got = filled_floats(pixels * n, NAN);
+        pk_im2col_nhwc(x, ch, 0, ch, &g, 0, 2 * g.out_h, col);
+        pk_gemm_bf16(pixels, n, depth, col, depth, aligned, 0, 0, want, n, NULL);
+        pk_conv2d_gemm_bf16_nhwc(x, ch, 0, ch, &g, 0, (ptrdiff_t)pixels, aligned, 0, n, 0, got, n, NULL);
+        case_check c;
+        case_begin(&c, "pk_conv2d_gemm_bf16_nhwc", "c=%td k=%td stride=%td pad=%td %s", ch, kk, g.stride_h, g.pad_top,
+                   shapes[si].mode == PK_PAD_REFLECT ? "reflect" : "zeros");
+        for (size_t i = 0; i < pixels * n; i++) case_exact(&c, i, float_bits(got[i]), float_bits(want[i]), NAN);
+        case_end(&c);
+        free(x); free(kernel); free(packed); free(col); free(want); free(got);
+    }
+}
+
+static void test_gemm_bf16(rng_t *r) {
+    static const size_t rows[] = {1, 3, 4, 5, 11, 12, 13, 25};
+    static const size_t cols[] = {1, 31, 32, 33, 70};
+    static const size_t depths[] = {1, 2, 7, 64, 257, 513};
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        for (size_t j = 0; j < sizeof(cols) / sizeof(cols[0]); j++)
+            gemm_bf16_case(r, rows[i], cols[j], depths[(i + j) % 6], (int)(i + j) % 2, j % 2, (i * j) % 3 == 0 ? 0.0f : 0.5f);
+    gemm_bf16_case(r, 600, 100, 600, 1, 1, 1);  // two row blocks (480) and three k blocks (256)
+    test_conv2d_gemm_bf16(r);
+}
+
 // ---- Convolution ---------------------------------------------------------------------------------------------
 
 static pk_conv_geometry conv_geometry(ptrdiff_t batch, ptrdiff_t h, ptrdiff_t w, ptrdiff_t k, ptrdiff_t stride,
@@ -842,7 +907,7 @@ static void (*const tests[])(rng_t *) = {
     test_exp, test_log, test_erf, test_gelu, test_gelu_backward, test_silu, test_softmax, test_log_softmax, test_typical,
     test_layer_norm, test_group_norm, test_channel_sums, test_channel_centered_squares, test_channel_affine,
     test_bf16_to_f32, test_f16_to_f32, test_f32_to_bf16, test_f32_to_f16, test_gumbel_argmax, test_argmax,
-    test_sgemm, test_im2col_copy, test_col2im_add, test_depthwise, test_col2im_transposed,
+    test_sgemm, test_gemm_bf16, test_im2col_copy, test_col2im_add, test_depthwise, test_col2im_transposed,
 };
 
 int main(int argc, char **argv) {

@@ -111,7 +111,7 @@ private struct Problem: CustomStringConvertible {
 }
 
 /// The instruction-set levels this CPU can run, best first (pk_force_isa can only go down).
-private let availableISAs: [pk_isa] = {
+let availableISAs: [pk_isa] = {
     switch pk_detected_isa() {
     case PK_ISA_AVX512: return [PK_ISA_AVX512, PK_ISA_AVX2, PK_ISA_PORTABLE]
     case PK_ISA_AVX2: return [PK_ISA_AVX2, PK_ISA_PORTABLE]
@@ -121,7 +121,7 @@ private let availableISAs: [pk_isa] = {
 }()
 
 /// Runs `body` with the kernels forced onto `isa`, then restores the previous level.
-private func withISA(_ isa: pk_isa, _ body: () throws -> Void) rethrows {
+func withISA(_ isa: pk_isa, _ body: () throws -> Void) rethrows {
     let saved = pk_set_thread_isa(Int32(isa.rawValue))
     #expect(pk_active_isa() == isa)
     defer { pk_set_thread_isa(saved) }

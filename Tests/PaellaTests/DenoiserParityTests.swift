@@ -43,6 +43,29 @@ import PaellaModels
         }
     }
 
+    /// bfloat16 weights (`Precision.bf16`) against the same upstream logits: within bfloat16's rounding, and the
+    /// argmax token the same at (nearly) every position.
+    @Test func bfloat16WeightsStayCloseToUpstream() throws {
+        let denoiser = try Denoiser(config: Self.config(), path: Fixtures.path("denoiser_v1_tiny.safetensors"), compute: Self.compute,
+                                    precision: .bf16)
+        let io = try SafeTensors(path: Fixtures.path("denoiser_v1_tiny_io.safetensors"))
+        for name in Self.cases(io) {
+            let x = try io.tensor("\(name).x"), r = try io.tensor("\(name).r").floats
+            let logits = denoiser(x, conditioning: try io.tensor("\(name).c"), r: r).floats
+            let reference = try io.tensor("\(name).logits").permuted([0, 2, 3, 1]).floats
+            let error = zip(logits, reference).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +).squareRoot()
+                / reference.map { Double($0) * Double($0) }.reduce(0, +).squareRoot()
+            let labels = try Self.config().numLabels
+            let positions = logits.count / labels
+            let agreeing = (0..<positions).filter { p in
+                let a = logits[p * labels..<(p + 1) * labels], b = reference[p * labels..<(p + 1) * labels]
+                return a.indices.max { a[$0] < a[$1] } == b.indices.max { b[$0] < b[$1] }
+            }.count
+            #expect(error < 2e-2, "\(name): relative error of the logits \(error)")
+            #expect(Double(agreeing) >= 0.95 * Double(positions), "\(name): argmax agrees at \(agreeing) of \(positions) positions")
+        }
+    }
+
     @Test func rEmbeddingMatchesUpstream() throws {
         let loader = WeightLoader(synthetic: .shapesOnly)
         let denoiser = try Denoiser(config: Self.config(), weights: loader, compute: Self.compute)

@@ -93,6 +93,15 @@ void pk_conv2d_gemm_kernel_gradient_nhwc(const float *x, ptrdiff_t channels, ptr
 /// Workspace of the two implicit GEMMs above for a product of m x n outputs over depth k.
 size_t pk_conv2d_gemm_workspace_floats(size_t m, size_t n, size_t k, size_t cg);
 
+/// pk_conv2d_gemm_nhwc with bfloat16 weights: the kernel matrix [kernel_h * kernel_w * cg, n] packed by pk_bf16_pack
+/// (paella_gemm.h), output columns from panel `panel_begin` on; the input is rounded to bfloat16 as it is packed and
+/// the products are summed in float32. workspace: pk_conv2d_gemm_bf16_workspace_floats(pixel_end - pixel_begin,
+/// kernel_h * kernel_w * cg, cg) floats or NULL.
+void pk_conv2d_gemm_bf16_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdiff_t cg, const pk_conv_geometry *g,
+                              ptrdiff_t pixel_begin, ptrdiff_t pixel_end, const uint32_t *packed, size_t panel_begin,
+                              size_t n, float beta, float *y, size_t ldy, float *workspace);
+size_t pk_conv2d_gemm_bf16_workspace_floats(size_t m, size_t k, size_t cg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,6 +8,7 @@
 #define PAELLA_GEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -35,6 +36,40 @@ void pk_sgemm_micro_tile(int *mr, int *nr);
 void pk_sgemm_ref(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
                   const float *a, size_t lda, const float *b, size_t ldb,
                   float beta, float *c, size_t ldc);
+
+// ---- bfloat16 weights, float32 accumulation -------------------------------------------------------------------
+// Weights are rounded to bfloat16 and packed once (pk_bf16_pack), activations are rounded to bfloat16 as they are
+// packed, and every product is summed in float32: on CPUs with AVX512-BF16 one vdpbf16ps does two multiply-adds per
+// lane, from half the weight bytes. Elsewhere a portable kernel computes the same sums (its float32 rounding may
+// differ in the last bits). The packed layout is the same on every CPU, so weights packed at load stay valid when
+// the active instruction set changes.
+
+/// Columns of one packed panel.
+#define PK_BF16_PANEL 32
+
+/// 32-bit words that pk_bf16_pack writes for a k x n matrix: ceil(n / 32) panels of ceil(k / 2) x 32 words.
+size_t pk_bf16_packed_words(size_t k, size_t n);
+
+/// Packs panels [panel_begin, panel_end) of op(B) (k x n; B itself when trans_b == 0, else B transposed, with row
+/// stride ldb as stored): word [t][p][j] of `packed` = (bf16(op(B)[2p][32t + j]) | bf16(op(B)[2p + 1][32t + j]) << 16),
+/// rounded to nearest even, zero past k or n. Panels are independent, so threads may pack disjoint ranges.
+void pk_bf16_pack(int trans_b, const float *b, size_t ldb, size_t k, size_t n, size_t panel_begin, size_t panel_end,
+                  uint32_t *packed);
+
+/// C = A * B + beta * C for rows [0, m) and the n columns that start at panel `panel_begin` of `packed` (a k-deep
+/// pk_bf16_pack matrix; c points at that first column). A is m x k row-major (row stride lda), rounded to bfloat16
+/// as it is packed. beta == 0 writes C without reading it. workspace: pk_gemm_bf16_workspace_floats(m, k) floats,
+/// or NULL to allocate. Single-threaded (callers split rows, or columns at panel boundaries, between threads).
+void pk_gemm_bf16(size_t m, size_t n, size_t k, const float *a, size_t lda, const uint32_t *packed, size_t panel_begin,
+                  float beta, float *c, size_t ldc, float *workspace);
+size_t pk_gemm_bf16_workspace_floats(size_t m, size_t k);
+
+/// The reference twin: the same rounding of both operands to bfloat16, products summed in double.
+void pk_gemm_bf16_ref(size_t m, size_t n, size_t k, const float *a, size_t lda, const uint32_t *packed, size_t panel_begin,
+                      float beta, float *c, size_t ldc);
+
+/// 1 when pk_gemm_bf16 uses the AVX512-BF16 instructions on this thread (CPU support and the active level avx512).
+int pk_bf16_native(void);
 
 /// The path of the shared library that defines `function` (from dladdr), or NULL if unknown. Used to report
 /// which BLAS library was loaded.

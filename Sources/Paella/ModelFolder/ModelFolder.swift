@@ -208,13 +208,13 @@ public struct ModelFolder: Sendable {
     /// The full path of a file inside the folder.
     public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
 
-    /// The denoiser, its weights widened to float32 where stored narrower.
-    public func loadDenoiser(compute: Compute) throws -> Denoiser {
-        try Denoiser(config: manifest.denoiser.config, path: file(manifest.denoiser.file), compute: compute)
+    /// The denoiser, its weights widened to float32 where stored narrower (or packed as bfloat16 at `.bf16`).
+    public func loadDenoiser(compute: Compute, precision: Precision = .fp32) throws -> Denoiser {
+        try Denoiser(config: manifest.denoiser.config, path: file(manifest.denoiser.file), compute: compute, precision: precision)
     }
 
-    public func loadVQGAN(compute: Compute) throws -> VQGAN {
-        try VQGAN(contentsOf: file(manifest.vqgan.file), config: manifest.vqgan.config, compute: compute)
+    public func loadVQGAN(compute: Compute, precision: Precision = .fp32) throws -> VQGAN {
+        try VQGAN(contentsOf: file(manifest.vqgan.file), config: manifest.vqgan.config, compute: compute, precision: precision)
     }
 
     /// Whether the CLIP file holds the vision tower (needed for image variations).
@@ -222,9 +222,9 @@ public struct ModelFolder: Sendable {
 
     /// The asked-for CLIP towers; asking for the vision tower of a folder converted without it throws
     /// `ModelFolderError.noVisionTower`.
-    public func loadCLIP(towers: CLIPTowers) throws -> CLIPModel {
+    public func loadCLIP(towers: CLIPTowers, precision: Precision = .fp32) throws -> CLIPModel {
         if towers != .text && !hasVisionTower { throw ModelFolderError.noVisionTower(path: path) }
-        return try CLIPModel(path: file(manifest.clip.file), config: manifest.clip.config, towers: towers)
+        return try CLIPModel(path: file(manifest.clip.file), config: manifest.clip.config, towers: towers, precision: precision)
     }
 
     public func loadTokenizer() throws -> CLIPTokenizer {

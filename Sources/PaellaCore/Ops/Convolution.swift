@@ -48,10 +48,14 @@ public struct Padding2d: Sendable, Equatable, ExpressibleByIntegerLiteral {
 /// `g * Cout/groups ..< (g+1) * Cout/groups` form the GEMM operand that multiplies the im2col columns.
 /// A depthwise kernel (groups == Cin == Cout) is thus `[kH, kW, 1, C]`, which the depthwise C kernel reads.
 public struct Conv2dWeights: Sendable {
+    /// The float32 kernel; a read-only zero stand-in of its shape when the kernel is packed as `bf16`.
     public let kernel: Tensor
     /// `[Cout]` float32, or nil.
     public let bias: Tensor?
     public let groups: Int
+    /// The kernel as the bfloat16 GEMM's `[kH * kW * Cin, Cout]` matrix, for `Precision.bf16` inference: only
+    /// for one group (depthwise and grouped kernels stay float32); nil for float32.
+    public let bf16: BFloat16Matrix?
 
     public var kernelHeight: Int { kernel.shape[0] }
     public var kernelWidth: Int { kernel.shape[1] }
@@ -61,16 +65,18 @@ public struct Conv2dWeights: Sendable {
     public var isDepthwise: Bool { kernel.shape[2] == 1 && groups == outChannels && groups > 1 }
 
     /// Converts PyTorch `Conv2d.weight` `[Cout, Cin / groups, kH, kW]` (float32, float16 or bfloat16) and
-    /// `Conv2d.bias` `[Cout]`.
-    public init(pytorchOIHW weight: Tensor, bias: Tensor?, groups: Int = 1) {
+    /// `Conv2d.bias` `[Cout]`. With `precision` `.bf16` a one-group kernel is rounded to bfloat16 and packed once,
+    /// and no float32 copy is kept.
+    public init(pytorchOIHW weight: Tensor, bias: Tensor?, groups: Int = 1, precision: Precision = .fp32) {
         precondition(weight.rank == 4, "Conv2dWeights: expected an OIHW weight, got shape \(weight.shape)")
         precondition(groups >= 1 && weight.shape[0] % groups == 0,
                      "Conv2dWeights: \(weight.shape[0]) output channels do not split into \(groups) groups")
-        self.init(kernel: (weight.dtype == .float32 ? weight : weight.toFloat32()).permuted([2, 3, 1, 0]), bias: bias, groups: groups)
+        self.init(kernel: (weight.dtype == .float32 ? weight : weight.toFloat32()).permuted([2, 3, 1, 0]), bias: bias, groups: groups,
+                  precision: precision)
     }
 
     /// Wraps a kernel already in this type's layout `[kH, kW, Cin / groups, Cout]` (e.g. after an optimizer step).
-    public init(kernel: Tensor, bias: Tensor?, groups: Int = 1) {
+    public init(kernel: Tensor, bias: Tensor?, groups: Int = 1, precision: Precision = .fp32) {
         precondition(kernel.rank == 4 && kernel.dtype == .float32,
                      "Conv2dWeights: expected a float32 [kH, kW, Cin/groups, Cout] kernel, got \(kernel)")
         precondition(groups >= 1 && kernel.shape[3] % groups == 0,
@@ -79,9 +85,16 @@ public struct Conv2dWeights: Sendable {
             precondition(bias.count == kernel.shape[3],
                          "Conv2dWeights: bias has \(bias.count) values for \(kernel.shape[3]) output channels")
         }
-        self.kernel = kernel
         self.bias = bias.map { $0.toFloat32().reshaped([kernel.shape[3]]) }
         self.groups = groups
+        if precision == .bf16 && groups == 1 {
+            let (kh, kw, cin, cout) = (kernel.shape[0], kernel.shape[1], kernel.shape[2], kernel.shape[3])
+            bf16 = BFloat16Matrix(kernel.reshaped([kh * kw * cin, cout]), transposed: false)
+            self.kernel = Tensor(readOnlyZeros: kernel.shape)
+        } else {
+            bf16 = nil
+            self.kernel = kernel
+        }
     }
 
     /// The kernel back in PyTorch's `[Cout, Cin / groups, kH, kW]` layout (for saving and for tests).
@@ -185,6 +198,10 @@ extension Compute {
                 if w.kernelHeight == 1 && w.kernelWidth == 1 && stride == 1 && padding.isZero && w.groups == 1 {
                     // Every output pixel is its input pixel times a [Cin, Cout] matrix: one GEMM.
                     let beta = fillWithBias(yp, rows: pixels, channels: cout, bias: bp)
+                    if let packed = w.bf16 {
+                        gemmBF16(m: pixels, a: xp, lda: cin, b: packed, beta: beta, c: yp, ldc: cout)
+                        return
+                    }
                     gemm.sgemm(.none, .none, m: pixels, n: cout, k: cin, alpha: 1, a: xp, lda: cin,
                                b: kp, ldb: cout, beta: beta, c: yp, ldc: cout, pool: pool)
                 } else if w.isDepthwise {
@@ -193,7 +210,9 @@ extension Compute {
                     }
                 } else {
                     let beta = fillWithBias(yp, rows: pixels, channels: cout, bias: bp)
-                    if usesImplicitGEMM {
+                    if let packed = w.bf16 {
+                        conv2dBF16(xp, g, cin: cin, kernel: packed, beta: beta, y: yp)
+                    } else if usesImplicitGEMM {
                         implicitGEMM(xp, kp, g, cin: cin, cout: cout, groups: w.groups, beta: beta, y: yp)
                     } else {
                         im2colGEMM(xp, kp, g, cin: cin, cout: cout, groups: w.groups, beta: beta, y: yp, columnBudget: columnBudget)
@@ -263,6 +282,7 @@ extension Compute {
     public func conv2dBackward(_ x: Tensor, _ w: Conv2dWeights, outputGradient dy: Tensor, stride: Int = 1,
                                padding: Padding2d = .zero, paddingMode: PaddingMode = .zeros,
                                dilation: Int = 1) -> Conv2dGradients {
+        precondition(w.bf16 == nil, "conv2dBackward: bfloat16-packed kernels are for inference; train with float32 weights")
         if w.isDepthwise {
             return depthwiseConv2dBackward(x, w, outputGradient: dy, stride: stride, padding: padding,
                                            paddingMode: paddingMode, dilation: dilation)

@@ -16,18 +16,28 @@ public struct LinearWeights: Sendable {
         case inOut
     }
 
+    /// The float32 weight; a read-only zero stand-in of its shape when the weight is packed as `bf16`.
     public let weight: Tensor
     public let layout: Layout
     /// `[out]` float32, or nil.
     public let bias: Tensor?
+    /// The weight as the bfloat16 GEMM's `W` `[in, out]`, for `Precision.bf16` inference; nil for float32.
+    public let bf16: BFloat16Matrix?
 
     public var inFeatures: Int { layout == .outIn ? weight.shape[1] : weight.shape[0] }
     public var outFeatures: Int { layout == .outIn ? weight.shape[0] : weight.shape[1] }
 
-    /// Wraps `weight` stored in `layout` (float16/bfloat16 are converted to float32) and `bias` `[out]`.
-    public init(weight: Tensor, layout: Layout, bias: Tensor?) {
+    /// Wraps `weight` stored in `layout` (float16/bfloat16 are converted to float32) and `bias` `[out]`. With
+    /// `precision` `.bf16` the weight is rounded to bfloat16 and packed once; no float32 copy is kept.
+    public init(weight: Tensor, layout: Layout, bias: Tensor?, precision: Precision = .fp32) {
         precondition(weight.rank == 2, "LinearWeights: expected a rank-2 weight, got shape \(weight.shape)")
-        self.weight = weight.dtype == .float32 ? weight : weight.toFloat32()
+        if precision == .bf16 {
+            bf16 = BFloat16Matrix(weight, transposed: layout == .outIn)
+            self.weight = Tensor(readOnlyZeros: weight.shape)
+        } else {
+            bf16 = nil
+            self.weight = weight.dtype == .float32 ? weight : weight.toFloat32()
+        }
         self.layout = layout
         let outputs = layout == .outIn ? weight.shape[0] : weight.shape[1]
         if let bias {
@@ -36,8 +46,11 @@ public struct LinearWeights: Sendable {
         self.bias = bias.map { ($0.dtype == .float32 ? $0 : $0.toFloat32()).reshaped([outputs]) }
     }
 
-    /// The weight in PyTorch's `[out, in]` layout.
-    public func pytorchWeight() -> Tensor { layout == .outIn ? weight : weight.permuted([1, 0]) }
+    /// The weight in PyTorch's `[out, in]` layout (float32 weights only).
+    public func pytorchWeight() -> Tensor {
+        precondition(bf16 == nil, "LinearWeights.pytorchWeight: the weight was packed as bfloat16 and has no float32 copy")
+        return layout == .outIn ? weight : weight.permuted([1, 0])
+    }
 
     /// The GEMM flag that reads `weight` as the `[in, out]` matrix `W`.
     var gemmTranspose: Transpose { layout == .outIn ? .transposed : .none }
@@ -63,6 +76,10 @@ extension Compute {
         if y.count == 0 { return y }
         x.withFloats { xs in w.weight.withFloats { ws in y.withMutableFloats { ys in withOptionalFloats(w.bias) { bp in
             let beta = fillWithBias(ys.baseAddress!, rows: rows, channels: n, bias: bp)
+            if let packed = w.bf16 {
+                gemmBF16(m: rows, a: xs.baseAddress!, lda: w.inFeatures, b: packed, beta: beta, c: ys.baseAddress!, ldc: n)
+                return
+            }
             gemm.sgemm(.none, w.gemmTranspose, m: rows, n: n, k: w.inFeatures, alpha: 1, a: xs.baseAddress!, lda: w.inFeatures,
                        b: ws.baseAddress!, ldb: w.weight.shape[1], beta: beta, c: ys.baseAddress!, ldc: n, pool: pool)
         }}}}
@@ -75,6 +92,7 @@ extension Compute {
     public func linearBackward(_ x: Tensor, _ w: LinearWeights, outputGradient dy: Tensor,
                                inputGradient: Bool = true) -> LinearGradients {
         let k = w.inFeatures, n = w.outFeatures
+        precondition(w.bf16 == nil, "linearBackward: bfloat16-packed weights are for inference; train with float32 weights")
         precondition(x.dtype == .float32 && x.shape.last == k && dy.shape == Array(x.shape.dropLast()) + [n],
                      "linearBackward: output gradient \(dy.shape) and input \(x.shape) do not fit a \(k) -> \(n) weight")
         let rows = x.count / max(1, k)

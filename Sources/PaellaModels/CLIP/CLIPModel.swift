@@ -1,4 +1,5 @@
 // open_clip/model.py `CLIP` (encode_text, encode_image); only the towers, loaded from an OpenCLIP state dict.
+import PaellaCore
 import PaellaIO
 
 /// Which towers of a CLIP checkpoint to load.
@@ -19,9 +20,12 @@ public struct CLIPModel: Sendable {
     /// The vision tower, unless only the text tower was loaded.
     public let vision: CLIPVisionEncoder?
 
-    /// Loads `towers` from a checkpoint file (safetensors or `torch.save`), detected by content.
-    public init(path: String, config: CLIPConfig, towers: CLIPTowers = .both) throws {
-        try self.init(weights: try WeightLoader.open(path: path), config: config, towers: towers)
+    /// Loads `towers` from a checkpoint file (safetensors or `torch.save`), detected by content, the weight
+    /// matrices at `precision`.
+    public init(path: String, config: CLIPConfig, towers: CLIPTowers = .both, precision: Precision = .fp32) throws {
+        let weights = try WeightLoader.open(path: path)
+        weights.precision = precision
+        try self.init(weights: weights, config: config, towers: towers)
     }
 
     /// Loads `towers` from `weights`; throws one error naming every missing, unexpected or misshapen key.

@@ -21,7 +21,7 @@ public struct CLIPResidualBlock: Sendable {
         self.heads = heads
         ln1 = NormWeights(w, "ln_1", features: width, eps: 1e-5)
         inProjection = LinearWeights(weight: w.tensor("attn.in_proj_weight", shape: [3 * width, width]), layout: .outIn,
-                                     bias: w.float32("attn.in_proj_bias", shape: [3 * width]))
+                                     bias: w.float32("attn.in_proj_bias", shape: [3 * width]), precision: w.loader.precision)
         outProjection = LinearWeights(w, "attn.out_proj", inFeatures: width, outFeatures: width)
         ln2 = NormWeights(w, "ln_2", features: width, eps: 1e-5)
         fc = LinearWeights(w, "mlp.c_fc", inFeatures: width, outFeatures: mlpWidth)

@@ -52,9 +52,12 @@ public struct Denoiser: Sendable {
         return copy
     }
 
-    /// Loads a safetensors file or the released `torch.save` checkpoint (`model_600000.pt`).
-    public init(config: DenoiserConfig, path: String, compute: Compute) throws {
-        try self.init(config: config, weights: try WeightLoader.open(path: path), compute: compute)
+    /// Loads a safetensors file or the released `torch.save` checkpoint (`model_600000.pt`), its weight matrices
+    /// at `precision`.
+    public init(config: DenoiserConfig, path: String, compute: Compute, precision: Precision = .fp32) throws {
+        let weights = try WeightLoader.open(path: path)
+        weights.precision = precision
+        try self.init(config: config, weights: weights, compute: compute)
     }
 
     /// The checkpoint keys and shapes this configuration loads, in loading order (built without memory:

@@ -6,11 +6,11 @@ import PaellaIO
 
 extension LinearWeights {
     /// `nn.Linear(inFeatures, outFeatures, bias:)` stored under `name` (`name.weight` [out, in], `name.bias` [out]),
-    /// kept in PyTorch's layout so a float32 checkpoint is used in place.
+    /// kept in PyTorch's layout so a float32 checkpoint is used in place (or packed, at the loader's `precision`).
     public init(_ w: WeightScope, _ name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true) {
         let m = w.scope(name)
         self.init(weight: m.tensor("weight", shape: [outFeatures, inFeatures]), layout: .outIn,
-                  bias: bias ? m.float32("bias", shape: [outFeatures]) : nil)
+                  bias: bias ? m.float32("bias", shape: [outFeatures]) : nil, precision: w.loader.precision)
     }
 }
 
@@ -22,7 +22,7 @@ extension Conv2dWeights {
                      "Conv2d \(w.key(name)): channels \(inChannels)->\(outChannels) not divisible by \(groups) groups")
         let m = w.scope(name)
         self.init(pytorchOIHW: m.tensor("weight", shape: [outChannels, inChannels / groups, kernel, kernel]),
-                  bias: bias ? m.float32("bias", shape: [outChannels]) : nil, groups: groups)
+                  bias: bias ? m.float32("bias", shape: [outChannels]) : nil, groups: groups, precision: w.loader.precision)
     }
 }
 

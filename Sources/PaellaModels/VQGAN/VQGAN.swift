@@ -60,8 +60,12 @@ public final class VQGAN: Sendable {
     }
 
     /// Loads a safetensors file or a `torch.save` checkpoint (the released Lightning `.ckpt`: its `state_dict`).
-    public convenience init(contentsOf path: String, config: VQGANConfig = .rudalleF8, compute: Compute) throws {
-        try self.init(config: config, weights: try WeightLoader.open(path: path), compute: compute)
+    /// Convolution kernels load at `precision`.
+    public convenience init(contentsOf path: String, config: VQGANConfig = .rudalleF8, compute: Compute,
+                            precision: Precision = .fp32) throws {
+        let weights = try WeightLoader.open(path: path)
+        weights.precision = precision
+        try self.init(config: config, weights: weights, compute: compute)
     }
 
     /// Keys the released Lightning checkpoint carries for training only (the discriminator and perceptual loss,
