@@ -32,16 +32,22 @@ resume() { [ -f "$1/trainer.json" ] && echo --resume || true; }
 
 # 2. Tokenizer: f4 (16x16 tokens for 64x64 images), 512 codes, nearest-neighbour quantizer with dead-code restarts
 # (placed k-means++-style on the worst-served encoder outputs). Squared error only, object pixels weighted 5x
-# (objects are ~5% of the pixels), peak rate 2e-3, 48,000 images seen (1,500 steps of 32): about 0.76 s a step (19 min;
-# `paella bench train-vqgan` times one). The options are in scripts/paella-small/vqgan.args, which the tokenizer
-# experiments (scripts/paella-small/experiment-vqgan.sh) start from.
+# (objects are ~5% of the pixels), peak rate 2e-3, 48,000 images seen (1,500 steps of 32): about 0.8 s a step (20 min;
+# `paella bench train-vqgan` times one). Local tokens: no attention in the middle and a LayerNorm over each pixel's
+# channels in place of GroupNorm, so a token depends only on the pixels near it (taming's encoder, whose attention
+# and GroupNorm see the whole image, spread a flat white background over hundreds of codes chosen by where the
+# object was, and the denoiser could not learn the edge codes that carry an object's outline). The options are in
+# scripts/paella-small/vqgan.args, which the tokenizer experiments (scripts/paella-small/experiment-vqgan.sh) start from.
 "$PAELLA" train vqgan --data "$RUN/data" --output "$RUN/vqgan" $(resume "$RUN/vqgan") $(cat "$HERE/paella-small/vqgan.args") \
     --threads "$THREADS"
 
 # 3. CLIP: text tower 96 wide x 3 blocks (context 32; its 49,408-token embedding is most of the shipped weights),
 # vision tower 128 wide x 3 blocks on 8x8 patches, 64-d embeddings; batch 128 (more in-batch negatives), half of each batch scene/twin pairs that differ in one colour,
 # shape or position (hard negatives: they teach the towers the attributes a denoiser must tell apart), peak rate
-# 1e-3, 2,000 steps: about 0.56 s a step (19 min). The options are in scripts/paella-small/clip.args, which the
+# 1e-3, 2,000 steps: about 0.4 s a step (14 min). A linear head on the caption embeddings alone (--label-weight 0.1
+# --label-text-only, not shipped) asks them to name every object's shape, colour, cell and size: contrastive pairs
+# alone left shapes almost alike in the text embedding (the vision tower barely sees them at 8x8 patches), so the
+# denoiser could not know which shape was asked for. The options are in scripts/paella-small/clip.args, which the
 # CLIP experiments (scripts/paella-small/experiment-clip.sh) start from.
 "$PAELLA" train clip --data "$RUN/data" --output "$RUN/clip" $(resume "$RUN/clip") $(cat "$HERE/paella-small/clip.args") \
     --threads "$THREADS"
@@ -65,8 +71,8 @@ resume() { [ -f "$1/trainer.json" ] && echo --resume || true; }
 
 # 5b. Self-correction: 4,000 more batches from stage 5's averaged weights (rate 3e-4 falling to 5% of it), half of
 # them on the model's own draws, renoised (`--self-correction`, docs/training.md): a network trained only on
-# upstream's noise trusts every plausible token, so while sampling it keeps the ragged blob its first steps drew.
-# About 0.2 s a batch (a self-corrected batch costs one more forward pass): 15 min.
+# upstream's noise trusts every plausible token, so while sampling it keeps the stray tokens its first steps drew.
+# About 0.2 s a batch (a self-corrected batch costs one more forward pass): 14 min.
 "$PAELLA" train denoiser --model "$RUN/denoiser" --data "$RUN/data" --output "$RUN/denoiser-sc" \
     $(resume "$RUN/denoiser-sc") --steps 4000 --batch-size 32 --lr 3e-4 --final-lr 0.05 --ema 0.998 --self-correction 0.5 \
     --cache-embeddings --checkpoint-every 250 --log-every 50 \

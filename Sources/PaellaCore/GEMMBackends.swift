@@ -309,10 +309,14 @@ public enum CPUInfo {
     /// Cores this process may run on.
     public static var coreCount: Int { Int(pk_available_cores()) }
 
-    /// One line such as "kernels: avx512 (CPU supports avx512), 2 cores".
+    /// Whether `--precision bf16` multiplies with the AVX512-BF16 instructions (else the portable bfloat16 kernel).
+    public static var nativeBFloat16: Bool { pk_bf16_native() != 0 }
+
+    /// One line such as "kernels: avx512 (CPU supports avx512), 2 cores, bf16 with avx512-bf16".
     public static var summary: String {
         let forced = pk_active_isa() == pk_detected_isa() ? "" : pk_thread_isa() >= 0 ? ", forced for this thread" : ", forced by PAELLA_ISA"
-        return "kernels: \(activeISA) (CPU supports \(detectedISA)\(forced)), \(coreCount) cores"
+        return "kernels: \(activeISA) (CPU supports \(detectedISA)\(forced)), \(coreCount) cores, bf16 "
+            + (nativeBFloat16 ? "with avx512-bf16" : "with the portable kernel")
     }
 
     /// Forces the kernels onto the named instruction set: the whole process's, or with `thisThreadOnly` those

@@ -17,8 +17,8 @@
 #                reads shape from reworded captions 82% of the time (the recipe's: 39%), size 90% (61%); the
 #                shape-caption cosine fell to 0.86 (0.96); images tell shape captions apart less: 62% (74%).
 #                A denoiser trained on it with the recipe's settings still drew no shapes: 8 steps colour 68%,
-#                shape 20%, position 85%, count 66% (the shipped model: 79, 20, 88, 58). So the text embedding was
-#                not what kept shapes out; the denoiser and the tokenizer's edge codes are.)
+#                shape 20%, position 85%, count 66% (the shipped model: 79, 20, 88, 58). With the "pixel" tokenizer of
+#                experiment-vqgan.sh instead, the shapes came: both went into the recipe (see the README).)
 set -eu
 RUN=$1
 NAME=$2

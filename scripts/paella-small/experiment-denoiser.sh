@@ -13,6 +13,9 @@
 #            link to RUN/vqgan-pixel): 0.18 s a batch, 33 min. eval shapes, 8 steps: colour 74, shape 7, position
 #            91, size 72, count 73, background 100 (24 steps: 74 / 14 / 96 / 76 / 72 / 100); the same stage on the
 #            shipped tokenizer (11,000 batches): 83 / 12 / 84 / - / 70. Truer reds and cleaner white, the same blobs.
+#            With the "textlabels" CLIP of experiment-clip.sh as well (RUN/clip a link to it), 0.17 s a batch: 8 steps
+#            50 / 38 / 93 / 80 / 64 / 100 at the old sampling defaults; then the recipe's self-correction stage and
+#            guidance 2 gave the model shipped since (README).
 set -eu
 RUN=$1
 NAME=$2

@@ -16,7 +16,8 @@
 #            reconstructions' colour, position and count 100%, size 97.2%, shape 76.2% (the recipe's: 33.6 dB, 84.6%).
 #            On 48 white-background training scenes the most common inner code is 69% of the inner tokens at step
 #            200 (44% at step 1,500, the rest mostly a second white code in rings set by the distance to the object
-#            and the border), against 23% for the shipped tokenizer, which uses 294 codes there)
+#            and the border), against 23% for the shipped tokenizer, which uses 294 codes there. A denoiser on it
+#            still drew blobs until its CLIP named shapes too (experiment-clip.sh "textlabels"): both are now the recipe's)
 set -eu
 RUN=$1
 NAME=$2
