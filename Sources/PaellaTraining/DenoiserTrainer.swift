@@ -200,8 +200,9 @@ public struct DenoiserTrainer: Sendable {
 
     /// Not upstream: with probability `recipe.selfCorrection`, the batch as the sampler would leave it one step
     /// later. The model (current weights, no guidance) predicts the noised tokens at their level `r`, every
-    /// position is drawn from that prediction at the temperature the bundled sampling defaults use there
-    /// (0.8 at full noise falling linearly to 0.3), and the draw is renoised with fresh random tokens to a later
+    /// position is drawn from that prediction at a temperature of 0.8 at full noise falling linearly to 0.3 (the
+    /// sampling defaults of the bundled model when this was written; fixed, so a recipe's run does not depend on a
+    /// model folder's settings), and the draw is renoised with fresh random tokens to a later
     /// level `r' = r + (1 - r) v`, `v ~ U[0, 1)`; the targets stay the clean tokens.
     ///
     /// Why: in upstream's noising every token the network sees is either right or uniformly random, so it learns

@@ -149,7 +149,7 @@ struct BenchGenerateCommand: AsyncParsableCommand, BenchDefaults {
         }
         let tokenizer = try CLIPTokenizer(openCLIPVocabulary: CLIPTokenizer.locateVocabulary())
         let models = try PipelineModels(denoiser: denoiser, vqgan: vqgan, textEncoder: text, tokenizer: tokenizer)
-        return Pipeline(models: models, defaults: .v1, modelName: "paella-v1 (random weights)")
+        return Pipeline(models: models, defaults: .v1, modelName: "paella-v1 (random weights)", precision: shapesOnly ? .fp32 : precision)
     }
 }
 
@@ -160,6 +160,6 @@ extension Pipeline {
         let m = models
         let rebound = try PipelineModels(denoiser: m.denoiser.using(compute), vqgan: m.vqgan.using(compute),
                                           textEncoder: m.textEncoder, visionEncoder: m.visionEncoder, tokenizer: m.tokenizer)
-        return Pipeline(models: rebound, defaults: defaults, modelName: modelName, limits: limits)
+        return Pipeline(models: rebound, defaults: defaults, modelName: modelName, limits: limits, precision: precision)
     }
 }

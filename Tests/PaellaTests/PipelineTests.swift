@@ -14,6 +14,20 @@ struct PipelineTests {
 
     init() throws { pipeline = try TinyPipeline.get() }
 
+    @Test("a bf16 pipeline runs every part of a generation, deterministically, and records its precision; fp32 records none")
+    func bfloat16PipelineRecordsItsPrecision() async throws {
+        let folder = try ModelFolder(path: try Fixtures.tinyModelFolder())
+        let compute = Compute(pool: ThreadPool(threads: 2), gemm: BuiltinGEMM())
+        let bf16 = try Pipeline(folder: folder, compute: compute, precision: .bf16)
+        let request = GenerateRequest(prompt: "a red circle", settings: CommonSettings(seed: 42, count: 1))
+        let a = try await bf16.generate(request), b = try await bf16.generate(request)
+        #expect(a.parameters.precision == .bf16 && a.parameters.json.contains("\"precision\":\"bf16\""))
+        #expect(a.tokens.integers() == b.tokens.integers())
+        #expect(a.images[0].width == bf16.defaults.imageSize)
+        let fp32 = try await pipeline.generate(request)
+        #expect(fp32.parameters.precision == nil && !fp32.parameters.json.contains("precision"))
+    }
+
     @Test func generateShapesParametersAndDeterminism() async throws {
         let request = GenerateRequest(prompt: "a red circle", width: 2 * side, height: side,
                                       settings: CommonSettings(seed: 42, count: 2))

@@ -14,6 +14,6 @@ extension Pipeline {
         let models = try PipelineModels(denoiser: try folder.loadDenoiser(compute: compute, precision: precision),
                                         vqgan: try folder.loadVQGAN(compute: compute, precision: precision),
                                         textEncoder: text, visionEncoder: clip.vision, tokenizer: try folder.loadTokenizer())
-        self.init(models: models, defaults: folder.manifest.defaults, modelName: folder.manifest.name, limits: limits)
+        self.init(models: models, defaults: folder.manifest.defaults, modelName: folder.manifest.name, limits: limits, precision: precision)
     }
 }

@@ -95,12 +95,17 @@ public final class Pipeline: Sendable {
     public let modelName: String
     /// What a request may ask for; every request is checked against them before it starts (`validate`).
     public let limits: RequestLimits
+    /// The precision the models' weight matrices were loaded at (recorded in the parameters when not fp32, since
+    /// a seed then gives a slightly different image).
+    public let precision: Precision
 
-    public init(models: PipelineModels, defaults: PipelineDefaults, modelName: String, limits: RequestLimits = .default) {
+    public init(models: PipelineModels, defaults: PipelineDefaults, modelName: String, limits: RequestLimits = .default,
+                precision: Precision = .fp32) {
         self.models = models
         self.defaults = defaults
         self.modelName = modelName
         self.limits = limits
+        self.precision = precision
     }
 
     var compute: Compute { models.denoiser.compute }
@@ -296,6 +301,6 @@ extension Pipeline {
             guidanceScale: m.guidanceScale, temperatureRange: m.temperatureRange,
             typicalMass: m.typicalFiltering ? m.typicalMass : nil, renoiseSteps: m.renoiseUntil,
             renoiseMode: m.renoiseMode, strength: nil, frames: nil, method: nil, extend: nil,
-            paellaVersion: PaellaVersion.string)
+            precision: precision == .fp32 ? nil : precision, paellaVersion: PaellaVersion.string)
     }
 }

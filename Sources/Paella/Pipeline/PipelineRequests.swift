@@ -249,6 +249,8 @@ public struct GenerationParameters: Codable, Sendable, Equatable {
     public var frames: Int?
     public var method: InterpolationMethod?
     public var extend: OutpaintRequest.Extension?
+    /// The weights' precision when not fp32 (absent for fp32, the parity path).
+    public var precision: Precision?
     public var paellaVersion: String
 
     /// One-line JSON, keys sorted.
