@@ -71,15 +71,9 @@ extension Compute {
     /// split between the pool's threads.
     func gemmBF16(m: Int, a: UnsafePointer<Float>, lda: Int, b: BFloat16Matrix, beta: Float,
                   c: UnsafeMutablePointer<Float>, ldc: Int) {
-        let split = BFloat16Partition(m: m, n: b.n, k: b.k, threads: pool.threadCount)
-        let partFloats = (pk_gemm_bf16_workspace_floats(split.parts.map(\.rows.count).max() ?? 0, b.k) + 15) / 16 * 16
-        let workspace = UnsafeMutablePointer<Float>.allocate(capacity: max(1, partFloats * split.parts.count))
-        defer { workspace.deallocate() }
-        pool.parallelFor(split.parts.count) { index in
-            let (rows, panels) = split.parts[index]
-            let first = panels.lowerBound * 32, columns = min(b.n, panels.upperBound * 32) - first
-            pk_gemm_bf16(rows.count, columns, b.k, a + rows.lowerBound * lda, lda, b.words, panels.lowerBound, beta,
-                         c + rows.lowerBound * ldc + first, ldc, workspace + index * partFloats)
+        forEachBF16Part(m: m, b, workspaceFloats: { pk_gemm_bf16_workspace_floats($0, b.k) }) { rows, panels, columns, workspace in
+            pk_gemm_bf16(rows.count, columns.count, b.k, a + rows.lowerBound * lda, lda, b.words, panels.lowerBound, beta,
+                         c + rows.lowerBound * ldc + columns.lowerBound, ldc, workspace)
         }
     }
 
@@ -87,16 +81,25 @@ extension Compute {
     func conv2dBF16(_ xp: UnsafePointer<Float>, _ gp: UnsafePointer<pk_conv_geometry>, cin: Int, kernel b: BFloat16Matrix,
                     beta: Float, y: UnsafeMutablePointer<Float>) {
         let g = gp.pointee
-        let pixels = g.batch * g.out_h * g.out_w
-        let split = BFloat16Partition(m: pixels, n: b.n, k: b.k, threads: pool.threadCount)
-        let partFloats = (pk_conv2d_gemm_bf16_workspace_floats(split.parts.map(\.rows.count).max() ?? 0, b.k, cin) + 15) / 16 * 16
+        forEachBF16Part(m: g.batch * g.out_h * g.out_w, b, workspaceFloats: { pk_conv2d_gemm_bf16_workspace_floats($0, b.k, cin) }) {
+            rows, panels, columns, workspace in
+            pk_conv2d_gemm_bf16_nhwc(xp, cin, 0, cin, gp, rows.lowerBound, rows.upperBound, b.words, panels.lowerBound,
+                                     columns.count, beta, y + rows.lowerBound * b.n + columns.lowerBound, b.n, workspace)
+        }
+    }
+
+    /// Runs `body` on the pool for each part of `BFloat16Partition` of an `m`-row product with `b`: its rows, its
+    /// panels, the columns they cover, and a workspace of `workspaceFloats(rows)` floats of its own.
+    private func forEachBF16Part(m: Int, _ b: BFloat16Matrix, workspaceFloats: (Int) -> Int,
+                                 _ body: (Range<Int>, Range<Int>, Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
+        let split = BFloat16Partition(m: m, n: b.n, k: b.k, threads: pool.threadCount)
+        let partFloats = (workspaceFloats(split.parts.map(\.rows.count).max() ?? 0) + 15) / 16 * 16
         let workspace = UnsafeMutablePointer<Float>.allocate(capacity: max(1, partFloats * split.parts.count))
         defer { workspace.deallocate() }
         pool.parallelFor(split.parts.count) { index in
             let (rows, panels) = split.parts[index]
-            let first = panels.lowerBound * 32, columns = min(b.n, panels.upperBound * 32) - first
-            pk_conv2d_gemm_bf16_nhwc(xp, cin, 0, cin, gp, rows.lowerBound, rows.upperBound, b.words, panels.lowerBound,
-                                     columns, beta, y + rows.lowerBound * b.n + first, b.n, workspace + index * partFloats)
+            let columns = panels.lowerBound * 32..<min(b.n, panels.upperBound * 32)
+            body(rows, panels, columns, workspace + index * partFloats)
         }
     }
 }
