@@ -2,6 +2,7 @@
 // exact or correctly rounded (to nearest, ties to even), so the fast versions equal the references bit for bit.
 #include "paella_elementwise.h"
 #include "elementwise_simd.h"
+#include "bf16_round.h"
 #include <string.h>
 
 static inline float bits_to_float(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
@@ -14,13 +15,7 @@ void pk_bf16_to_f32_ref(const uint16_t *src, float *dst, size_t n) {
 }
 
 void pk_f32_to_bf16_ref(const float *src, uint16_t *dst, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t b = float_to_bits(src[i]);
-        if ((b & 0x7fffffffu) > 0x7f800000u) { dst[i] = (uint16_t)((b >> 16) | 0x0040u); continue; }  // quiet NaN
-        // Adding 0x7fff plus the lowest kept bit rounds to nearest with ties to even; a carry may ripple into
-        // the exponent, which is the correct rounding up (to infinity at the top).
-        dst[i] = (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-    }
+    for (size_t i = 0; i < n; i++) dst[i] = pk_bf16_round_bits(src[i]);
 }
 
 void pk_f16_to_f32_ref(const uint16_t *src, float *dst, size_t n) {

@@ -76,8 +76,6 @@ void pk_sgemm_micro_tile(int *mr, int *nr) {
     *nr = cfg->nr;
 }
 
-static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
-static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 
 // k blocks of equal depth (e.g. k = 1280 with kc_max 384 -> 4 blocks of 320) rather than full blocks and a
 // thin remainder, so every block does the same amount of work per packed element.
@@ -273,7 +271,7 @@ static void pack_b(int trans, const float *b, size_t ldb, size_t kc, size_t cols
 }
 
 // C = beta * C (the whole result when alpha == 0 or k == 0); beta == 0 clears C without reading it.
-static void scale_c(size_t m, size_t n, float beta, float *c, size_t ldc) {
+void pk_gemm_scale_c(size_t m, size_t n, float beta, float *c, size_t ldc) {
     for (size_t i = 0; i < m; i++) {
         float *ci = c + i * ldc;
         if (beta == 0.0f) memset(ci, 0, n * sizeof(float));
@@ -414,7 +412,7 @@ void pk_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alph
               float beta, float *c, size_t ldc, float *workspace) {
     if (m == 0 || n == 0) return;
     if (k == 0 || alpha == 0.0f) {
-        scale_c(m, n, beta, c, ldc);
+        pk_gemm_scale_c(m, n, beta, c, ldc);
         return;
     }
     const a_source source = {.pack = pk_pack_matrix_rows, .trans = trans_a, .a = a, .lda = lda};
@@ -431,7 +429,7 @@ void pk_conv2d_gemm_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, ptrdi
     const size_t m = (size_t)(pixel_end - pixel_begin), k = (size_t)(g->kernel_h * g->kernel_w * cg);
     if (m == 0 || n == 0) return;
     if (k == 0) {
-        scale_c(m, n, beta, y, ldy);
+        pk_gemm_scale_c(m, n, beta, y, ldy);
         return;
     }
     float *owned = NULL;
@@ -456,7 +454,7 @@ void pk_conv2d_gemm_kernel_gradient_nhwc(const float *x, ptrdiff_t channels, ptr
     const size_t m = (size_t)(row_end - row_begin), pixels = (size_t)(g->batch * g->out_h * g->out_w);
     if (m == 0 || n == 0) return;
     if (pixels == 0) {
-        scale_c(m, n, beta, dk, lddk);
+        pk_gemm_scale_c(m, n, beta, dk, lddk);
         return;
     }
     const a_source source = {.pack = pack_conv_columns, .x = x, .channels = (size_t)channels, .c0 = (size_t)c0,

@@ -11,6 +11,7 @@
 #include "paella_gemm.h"
 #include "paella_kernels.h"
 #include "gemm_kernels.h"
+#include "bf16_round.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,20 +21,11 @@
 #define PORTABLE_BF16_MR 4
 #define MAX_BF16_MR 12
 
-static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
-static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
-
 static inline float bits_to_float(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
 
-// float32 -> bfloat16 bits, rounded to nearest even (NaN stays NaN): pk_f32_to_bf16_ref's rule.
-static inline uint32_t bf16_bits(float f) {
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    if ((b & 0x7fffffffu) > 0x7f800000u) return (b >> 16) | 0x0040u;
-    return (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+static inline uint32_t pair(float low, float high) {
+    return (uint32_t)pk_bf16_round_bits(low) | (uint32_t)pk_bf16_round_bits(high) << 16;
 }
-
-static inline uint32_t pair(float low, float high) { return bf16_bits(low) | bf16_bits(high) << 16; }
 static inline float low_half(uint32_t w) { return bits_to_float(w << 16); }
 static inline float high_half(uint32_t w) { return bits_to_float(w & 0xffff0000u); }
 
@@ -181,17 +173,11 @@ static void bf16_driver(const a_source *source, size_t m, size_t n, size_t k, co
     free(owned);
 }
 
-// C = beta * C where there is nothing to multiply (k == 0).
-static void scale_rows(size_t m, size_t n, float beta, float *c, size_t ldc) {
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-}
-
 void pk_gemm_bf16(size_t m, size_t n, size_t k, const float *a, size_t lda, const uint32_t *packed, size_t panel_begin,
                   float beta, float *c, size_t ldc, float *workspace) {
     if (m == 0 || n == 0) return;
     if (k == 0) {
-        scale_rows(m, n, beta, c, ldc);
+        pk_gemm_scale_c(m, n, beta, c, ldc);
         return;
     }
     const a_source source = {.pack = pk_pack_matrix_rows, .trans = 0, .a = a, .lda = lda};
@@ -208,7 +194,7 @@ void pk_conv2d_gemm_bf16_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, 
     const size_t m = (size_t)(pixel_end - pixel_begin), k = (size_t)(g->kernel_h * g->kernel_w * cg);
     if (m == 0 || n == 0) return;
     if (k == 0) {
-        scale_rows(m, n, beta, y, ldy);
+        pk_gemm_scale_c(m, n, beta, y, ldy);
         return;
     }
     float *owned = NULL;
@@ -235,7 +221,7 @@ void pk_gemm_bf16_ref(size_t m, size_t n, size_t k, const float *a, size_t lda, 
             for (size_t q = 0; q < k; q++) {
                 const uint32_t w = column[q / 2 * PK_BF16_PANEL];
                 const double bv = q % 2 ? high_half(w) : low_half(w);
-                sum += (double)bits_to_float(bf16_bits(a[i * lda + q]) << 16) * bv;
+                sum += (double)bits_to_float((uint32_t)pk_bf16_round_bits(a[i * lda + q]) << 16) * bv;
             }
             float *out = c + i * ldc + j;
             *out = (float)sum + (beta == 0.0f ? 0.0f : beta * *out);

@@ -62,4 +62,10 @@ typedef void (*pk_bf16_kernel_fn)(size_t kc2, const uint32_t *a, const uint32_t 
 void pk_gemm_bf16_kernel_avx512(size_t kc2, const uint32_t *a, const uint32_t *b, float *c, size_t ldc, float beta);
 #endif
 
+// Shared by both GEMM drivers.
+static inline size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
+static inline size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+/// C = beta * C (the whole result when there is nothing to multiply); beta == 0 clears C without reading it.
+void pk_gemm_scale_c(size_t m, size_t n, float beta, float *c, size_t ldc);
+
 #endif
