@@ -10,6 +10,8 @@ struct EvalCommand: AsyncParsableCommand {
         commandName: "eval", abstract: "Evaluate a model.", subcommands: [EvalShapesCommand.self])
 }
 
+extension ShapeSplit: ExpressibleByArgument {}
+
 /// `paella eval shapes`: how well a model trained on the shapes dataset follows held-out prompts.
 struct EvalShapesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,6 +25,8 @@ struct EvalShapesCommand: AsyncParsableCommand {
             """)
 
     @Option(help: "Held-out prompts per step count.") var prompts = 50
+    @Option(help: ArgumentHelp("Generation prompts: held-out combinations (heldout, gated) or seen ones (train, a "
+                               + "diagnostic: drawing apart from composing).", valueName: "split")) var split: ShapeSplit = .heldout
     @Option(help: "Images per prompt.") var batch = 2
     @Option(parsing: .upToNextOption, help: "Step counts to compare.") var steps: [Int] = [8, 24]
     @Option(help: "Seed of the prompts and of the sampler.") var seed: UInt64 = 1
@@ -66,7 +70,8 @@ struct EvalShapesCommand: AsyncParsableCommand {
             overrides.temperatureRange = try sampling.temperatures()
         }
         let evaluation = ShapeEvaluation(prompts: prompts, steps: steps, seed: seed, batch: batch, sampling: overrides,
-                                        reconstructionScenes: scenes, parts: try chosenParts(), imagesFolder: saveImages)
+                                        reconstructionScenes: scenes, parts: try chosenParts(), imagesFolder: saveImages,
+                                        promptSplit: split)
         let quiet = json
         let report = try await reportingErrorsAsync {
             let folder = try ModelFolder(path: model.folderPath())
@@ -91,7 +96,8 @@ struct EvalShapesCommand: AsyncParsableCommand {
         }
         print("       " + attributes.map { $0.padding(toLength: 11, withPad: " ", startingAt: 0) }.joined())
         if !report.generation.isEmpty {
-            print("generation, \(report.prompts) held-out prompts x \(batch) images" + verdict(.generation))
+            print("generation, \(report.prompts) \(split == .heldout ? "held-out" : "seen (training-split)") prompts x \(batch) images"
+                  + verdict(.generation))
             for s in steps { print(String(s).padding(toLength: 7, withPad: " ", startingAt: 0) + row(report.generation["\(s)"] ?? [:])) }
         }
         if report.reconstructionScenes > 0 {
