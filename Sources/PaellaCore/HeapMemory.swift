@@ -18,10 +18,11 @@ public enum HeapMemory {
         return unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
     }()
 
-    /// Returns the free pages of every malloc arena to the system (`malloc_trim(0)`, which also releases whole
-    /// free pages inside an arena, not only at its top). It takes about a millisecond on a heap of 100 MB and does
-    /// nothing where the C library has no such call.
+    /// Returns the large blocks kept for reuse (`BlockCache`) and the free pages of every malloc arena to the
+    /// system (`malloc_trim(0)`, which also releases whole free pages inside an arena, not only at its top). The
+    /// trim takes about a millisecond on a heap of 100 MB and does nothing where the C library has no such call.
     public static func releaseFreedMemory() {
+        BlockCache.releaseAll()
         _ = mallocTrim?(0)
     }
 

@@ -100,38 +100,46 @@ public final class TensorStorage: @unchecked Sendable {
     public let byteCount: Int
     public let backing: Backing
 
-    /// Fresh zero-filled memory. Large blocks come from an anonymous memory map, returned to the system as soon
-    /// as the tensor is freed. The map is populated (the kernel zero-fills every page up front): zero tensors are
-    /// mostly accumulated into (`+=`), and a page first read and then written takes two faults, the second a
+    /// Fresh zero-filled memory. Large blocks (`BlockCache.minimumBytes` and up) are anonymous memory maps, kept
+    /// for reuse by the next tensor of their size when this one is freed (`BlockCache`), up to a limit, and returned
+    /// to the system beyond it. A new map is populated (the kernel zero-fills every page up front): zero tensors
+    /// are mostly accumulated into (`+=`), and a page first read and then written takes two faults, the second a
     /// copy-on-write that interrupts every other thread of the process to flush its TLB. Left to first touch,
     /// that cost 6% of a denoiser training step in the backward depthwise convolution alone.
     public init(byteCount: Int) {
         precondition(byteCount >= 0, "TensorStorage: negative byte count \(byteCount)")
         self.byteCount = byteCount
-        if byteCount >= TensorStorage.mappedZeroThreshold,
-           let p = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0), p != MAP_FAILED {
-            pointer = p
-            isAnonymousMap = true
+        backing = .owned
+        if byteCount >= BlockCache.minimumBytes, let block = BlockCache.allocate(byteCount: byteCount, populate: true) {
+            pointer = block.pointer
+            isCachedBlock = true
+            if !block.zeroed { pointer.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount) }
         } else {
             pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
             pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
         }
-        backing = .owned
     }
 
-    /// Zero-filled allocations at least this large are anonymous memory maps (see `init(byteCount:)`).
-    static let mappedZeroThreshold = 1 << 20
-    private var isAnonymousMap = false
+    /// Whether `pointer` came from `BlockCache` (and goes back there).
+    private var isCachedBlock = false
+    /// Whether `pointer` is a read-only anonymous map of its own (`readOnlyZeros`).
+    private var isZeroPageMap = false
 
-    /// Fresh memory that the caller promises to fill completely before reading it.
+    /// Fresh memory that the caller promises to fill completely before reading it (large blocks from
+    /// `BlockCache`, like zeroed ones, but not cleared).
     ///
     /// Debug builds (the tests) fill it with 0xFF bytes, a float NaN and an integer -1, so that a kernel that reads
     /// what it never wrote shows up as NaNs in its results instead of as rare run-to-run differences.
     public init(uninitializedByteCount byteCount: Int) {
         precondition(byteCount >= 0, "TensorStorage: negative byte count \(byteCount)")
         self.byteCount = byteCount
-        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
         backing = .owned
+        if byteCount >= BlockCache.minimumBytes, let block = BlockCache.allocate(byteCount: byteCount, populate: false) {
+            pointer = block.pointer
+            isCachedBlock = true
+        } else {
+            pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        }
         #if DEBUG
         pointer.initializeMemory(as: UInt8.self, repeating: 0xFF, count: max(byteCount, 1))
         #endif
@@ -172,7 +180,7 @@ public final class TensorStorage: @unchecked Sendable {
         backing = .owned
         if byteCount > 0, let p = mmap(nil, byteCount, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED {
             pointer = p
-            isAnonymousMap = true
+            isZeroPageMap = true
         } else {  // empty, or the map failed: ordinary zeroed memory, still never written
             pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
             pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
@@ -182,6 +190,12 @@ public final class TensorStorage: @unchecked Sendable {
 
     deinit {
         guard case .owned = backing else { return }
-        if isAnonymousMap { munmap(pointer, byteCount) } else { pointer.deallocate() }
+        if isCachedBlock {
+            BlockCache.free(pointer, byteCount: byteCount)
+        } else if isZeroPageMap {
+            munmap(pointer, byteCount)
+        } else {
+            pointer.deallocate()
+        }
     }
 }
