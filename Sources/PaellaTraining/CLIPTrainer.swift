@@ -20,6 +20,10 @@ public struct CLIPTrainingRecipe: Codable, Sendable, Equatable {
     public var gradientClipNorm: Double = 1
     /// `logit_scale` is clamped to [0, log(maxLogitScale)] after each step (OpenCLIP: 100).
     public var maxLogitScale: Double = 100
+    /// Not upstream: the text tower's weights stay as they are (nil in runs from before the option: false), and
+    /// only the vision tower and `logit_scale` train, against its fixed caption embeddings. What a denoiser trained
+    /// on those embeddings needs when the vision tower alone is improved (LiT's locked tower, on the text side).
+    public var frozenText: Bool?
 
     /// Warm-up over the first 5% of the steps to `maxLR`, then cosine down.
     public init(totalSteps: Int, maxLR: Double = 5e-4) {
@@ -173,8 +177,15 @@ public struct CLIPTrainer: Sendable {
         precondition(images.shape[0] == part.range.count && tokens.shape.first == part.range.count,
                      "CLIPTrainer: \(images.shape[0]) images and \(tokens.shape.first ?? 0) captions for a share of \(part.range.count)")
         let batch = part.total
+        let textFrozen = recipe.frozenText == true
         let (imageEmbeddings, visionRecord) = vision.forwardForTraining(images, compute: compute)  // [b, E]
-        let (textEmbeddings, textRecord) = text.forwardForTraining(tokens, compute: compute)      // [b, E]
+        let textEmbeddings: Tensor, textRecord: CLIPTextRecord?                                    // [b, E]
+        if textFrozen {
+            (textEmbeddings, textRecord) = (text(tokens, compute: compute), nil)
+        } else {
+            let forward = text.forwardForTraining(tokens, compute: compute)
+            (textEmbeddings, textRecord) = (forward.embeddings, forward.record)
+        }
         let (ownU, imageNorms) = normalizedRows(imageEmbeddings), (ownT, textNorms) = normalizedRows(textEmbeddings)
         let u = parallel.gather(ownU, share: part), t = parallel.gather(ownT, share: part)        // [B, E]
         let scale = Foundation.exp(logScale)
@@ -224,7 +235,9 @@ public struct CLIPTrainer: Sendable {
         let own = part.range
         (du, dt) = (du.slice(own.lowerBound..<own.upperBound), dt.slice(own.lowerBound..<own.upperBound))
         var grads = vision.backward(visionRecord, outputGradient: normalizedRowsBackward(ownU, imageNorms, du), compute: compute)
-        grads.merge(text.backward(textRecord, outputGradient: normalizedRowsBackward(ownT, textNorms, dt), compute: compute)) { a, _ in a }
+        if let textRecord {  // a frozen text tower's gradients stay zero
+            grads.merge(text.backward(textRecord, outputGradient: normalizedRowsBackward(ownT, textNorms, dt), compute: compute)) { a, _ in a }
+        }
         // Whole on every rank: rank 0 alone contributes it to the sum over ranks (x + 0 = x exactly).
         grads["logit_scale"] = Tensor([parallel.isMain ? Float(dLogitScale) : 0], shape: [])
         let tensors = zip(parameters.names, parameters.tensors).map { name, p in grads[name] ?? Tensor(zeros: p.shape) }
@@ -266,9 +279,11 @@ public struct CLIPTrainer: Sendable {
         parallel.sum(&gradients, weight: 1)
         let norm = gradients.clipNorm(recipe.gradientClipNorm)
         let decay = Float(1 - lr * recipe.weightDecay)
-        for (i, name) in parameters.names.enumerated() where CLIPTrainingRecipe.decays(name, shape: parameters.tensors[i].shape) {
+        for (i, name) in parameters.names.enumerated() where CLIPTrainingRecipe.decays(name, shape: parameters.tensors[i].shape)
+            && !(recipe.frozenText == true && CLIPModel.isTextKey(name)) {
             parameters.tensors[i].withMutableFloats { p in for j in 0..<p.count { p[j] *= decay } }
         }
+        // A frozen tower's gradients and moments are zero, so AdamW leaves it exactly as it is.
         optimizer.update(&parameters, gradients: gradients, lr: lr)
         if let i = parameters.names.firstIndex(of: "logit_scale") {
             let top = Float(Foundation.log(recipe.maxLogitScale))

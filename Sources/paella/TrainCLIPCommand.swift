@@ -67,7 +67,35 @@ struct TrainCLIPCommand: AsyncParsableCommand {
     @Flag(help: "With --label-weight: the label head reads the caption embeddings alone, so that the text tower names every attribute a caption states even where the vision tower cannot see it.")
     var labelTextOnly = false
 
+    @Option(help: ArgumentHelp("Start from the towers of an earlier run: a `paella train clip` output folder (its clip.json and clip.safetensors); the tower options are then read from there.",
+                               valueName: "folder"))
+    var from: String?
+
+    @Flag(help: "With --from: keep the text tower as it is; only the vision tower and the logit scale train, against the fixed caption embeddings (so that a denoiser trained on those stays valid).")
+    var freezeText = false
+
     @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard labelWeight >= 0, labelWeight.isFinite else { throw ValidationError("--label-weight must be 0 or more, got \(labelWeight).") }
+        if labelTextOnly && labelWeight == 0 { throw ValidationError("--label-text-only needs --label-weight above 0.") }
+        if freezeText && from == nil { throw ValidationError("--freeze-text needs --from: a new text tower would stay random.") }
+        if freezeText && labelTextOnly {
+            throw ValidationError("--label-text-only with --freeze-text would train the label head alone; leave one of them out.")
+        }
+    }
+
+    /// The config and weights of the run in `folder` (`--from`).
+    static func startingPoint(_ folder: String) throws -> (config: CLIPConfig, parameters: TrainableParameters) {
+        let configPath = folder + "/clip.json"
+        let config: CLIPConfig
+        do {
+            config = try JSONDecoder().decode(CLIPConfig.self, from: try Data(contentsOf: URL(fileURLWithPath: configPath)))
+        } catch {
+            throw ValidationError("Cannot read the CLIP config \(configPath) (\(error.localizedDescription)); --from takes the output folder of `paella train clip`.")
+        }
+        return (config, try TrainableParameters(path: folder + "/clip.safetensors", keys: try CLIPTrainer.parameterShapes(config)))
+    }
 
     mutating func run() async throws {
         try await trainingRanks { parallel in
@@ -79,19 +107,24 @@ struct TrainCLIPCommand: AsyncParsableCommand {
             if options.resume {
                 trainer = try CLIPTrainer(resumingFrom: options.output, compute: compute)
             } else {
-                let side = imageSize ?? folder.width
-                guard side % patch == 0 else { throw ValidationError("The image side \(side) is not a multiple of the patch size \(patch).") }
-                let config = CLIPConfig(
-                    embedDim: embedDim,
-                    text: CLIPTextConfig(contextLength: context, vocabSize: tokenizer.vocabularySize, width: textWidth,
-                                         heads: textHeads, layers: textLayers),
-                    vision: CLIPVisionConfig(imageSize: side, layers: visionLayers, width: visionWidth, headWidth: headWidth,
-                                             patchSize: patch))
-                trainer = try CLIPTrainer(config: config, recipe: CLIPTrainingRecipe(totalSteps: options.steps ?? 1000, maxLR: options.lr ?? 5e-4),
-                                          compute: compute, seed: options.seed)
-                guard labelWeight >= 0, labelWeight.isFinite else { throw ValidationError("--label-weight must be 0 or more, got \(labelWeight).") }
+                var recipe = CLIPTrainingRecipe(totalSteps: options.steps ?? 1000, maxLR: options.lr ?? 5e-4)
+                recipe.frozenText = freezeText ? true : nil
+                if let from {
+                    let start = try Self.startingPoint(from)
+                    trainer = try CLIPTrainer(config: start.config, parameters: start.parameters, recipe: recipe, compute: compute,
+                                              seed: options.seed)
+                } else {
+                    let side = imageSize ?? folder.width
+                    guard side % patch == 0 else { throw ValidationError("The image side \(side) is not a multiple of the patch size \(patch).") }
+                    let config = CLIPConfig(
+                        embedDim: embedDim,
+                        text: CLIPTextConfig(contextLength: context, vocabSize: tokenizer.vocabularySize, width: textWidth,
+                                             heads: textHeads, layers: textLayers),
+                        vision: CLIPVisionConfig(imageSize: side, layers: visionLayers, width: visionWidth, headWidth: headWidth,
+                                                 patchSize: patch))
+                    trainer = try CLIPTrainer(config: config, recipe: recipe, compute: compute, seed: options.seed)
+                }
                 if labelWeight > 0 { trainer.addLabelHead(count: ShapeLabels.count, lossWeight: labelWeight, textOnly: labelTextOnly) }
-                else if labelTextOnly { throw ValidationError("--label-text-only needs --label-weight above 0.") }
             }
             let config = trainer.config
             let total = try options.stopStep(scheduled: trainer.recipe.schedule.totalSteps)
@@ -99,7 +132,8 @@ struct TrainCLIPCommand: AsyncParsableCommand {
             let share = parallel.share(of: options.batchSize)
             if parallel.isMain { printFlushed("CLIP, \(trainer.parameters.scalarCount) parameters (text \(config.text.width)x\(config.text.layers), vision "
                 + "\(config.vision.width)x\(config.vision.layers), patch \(config.vision.patchSize)); \(folder.count) pairs; "
-                + "steps \(trainer.step)..<\(total), batch \(options.batchSize)") }
+                + "steps \(trainer.step)..<\(total), batch \(options.batchSize)"
+                + (trainer.recipe.frozenText == true ? "; text tower frozen" : "")) }
             let side = config.vision.imageSize
             guard (0...1).contains(twins) else { throw ValidationError("--twins must be between 0 and 1, got \(twins).") }
             let labelled = trainer.labelHead != nil

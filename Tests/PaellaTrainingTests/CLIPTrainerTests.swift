@@ -206,6 +206,36 @@ import Testing
         #expect(config == Self.config)
     }
 
+    /// With the text tower frozen, its weights come out of training (and of a resume) bit for bit as they went in,
+    /// while the vision tower, the logit scale and a label head on both embeddings learn, and the loss falls.
+    @Test func aFrozenTextTowerStaysAsItIs() throws {
+        var recipe = CLIPTrainingRecipe(totalSteps: 20, maxLR: 3e-3)
+        recipe.frozenText = true
+        let start = try CLIPTrainer(config: Self.config, recipe: CLIPTrainingRecipe(totalSteps: 1), compute: Self.compute(), seed: 11)
+        var trainer = try CLIPTrainer(config: Self.config, parameters: start.parameters, recipe: recipe, compute: Self.compute(), seed: 11)
+        trainer.addLabelHead(count: 4, lossWeight: 0.5)
+        let (images, tokens) = Self.pairs(6, seed: 12)
+        let labels = Self.labels(6, count: 4, seed: 13)
+        var results: [CLIPStepResult] = []
+        for _ in 0..<10 { results.append(try trainer.train(images: images, tokens: tokens, labels: labels)) }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("clip-frozen-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try trainer.saveCheckpoint(to: directory)
+        var resumed = try CLIPTrainer(resumingFrom: directory, compute: Self.compute())
+        #expect(resumed.recipe.frozenText == true)
+        for _ in 0..<10 { results.append(try resumed.train(images: images, tokens: tokens, labels: labels)) }
+        #expect(results[19].loss < 0.7 * results[0].loss, "loss \(results[0].loss) -> \(results[19].loss)")
+        var changedVision = 0
+        for (name, (before, after)) in zip(start.parameters.names, zip(start.parameters.tensors, resumed.parameters.tensors)) {
+            if CLIPModel.isTextKey(name) {
+                #expect(before.floats == after.floats, "\(name) changed")
+            } else if before.floats != after.floats {
+                changedVision += 1
+            }
+        }
+        #expect(changedVision == start.parameters.names.filter { !CLIPModel.isTextKey($0) }.count, "every vision weight and the scale train")
+    }
+
     /// A checkpoint whose label head was cut short is refused by name, not trapped on.
     @Test func aDamagedLabelHeadIsRefused() throws {
         var trainer = try CLIPTrainer(config: Self.config, recipe: CLIPTrainingRecipe(totalSteps: 4), compute: Self.compute(), seed: 17)

@@ -36,8 +36,11 @@ public struct CLIPModel: Sendable {
         text = towers == .vision ? nil : CLIPTextEncoder(root, config: config)
         vision = towers == .text ? nil : CLIPVisionEncoder(root.scope("visual"), config: config)
         try weights.finish(skipping: { key in
-            let isVision = key.hasPrefix("visual.")
-            return key == "logit_scale" || (towers == .text && isVision) || (towers == .vision && !isVision)
+            key == "logit_scale" || (towers == .text && Self.isVisionKey(key)) || (towers == .vision && Self.isTextKey(key))
         })
     }
+
+    /// Whether `key` (OpenCLIP's names) is a weight of the vision tower, or of the text tower; `logit_scale` is neither.
+    public static func isVisionKey(_ key: String) -> Bool { key.hasPrefix("visual.") }
+    public static func isTextKey(_ key: String) -> Bool { !isVisionKey(key) && key != "logit_scale" }
 }
