@@ -79,7 +79,8 @@ struct TrainCLIPCommand: AsyncParsableCommand {
     func validate() throws {
         guard labelWeight >= 0, labelWeight.isFinite else { throw ValidationError("--label-weight must be 0 or more, got \(labelWeight).") }
         if labelTextOnly && labelWeight == 0 { throw ValidationError("--label-text-only needs --label-weight above 0.") }
-        if freezeText && from == nil { throw ValidationError("--freeze-text needs --from: a new text tower would stay random.") }
+        // A resumed run keeps the recipe it started with (frozen or not).
+        if freezeText && from == nil && !options.resume { throw ValidationError("--freeze-text needs --from: a new text tower would stay random.") }
         if freezeText && labelTextOnly {
             throw ValidationError("--label-text-only with --freeze-text would train the label head alone; leave one of them out.")
         }

@@ -116,6 +116,22 @@ struct TrainVQGANCLIPCLITests {
         #expect(try String(contentsOfFile: work + "/text-labels/trainer.json", encoding: .utf8).contains("\"textOnly\" : true"))
         let noWeight = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/text-only", "--label-text-only"] + labelled, in: work)
         #expect(noWeight.status != 0 && noWeight.stderr.contains("--label-text-only needs --label-weight"), "\(noWeight.stderr)")
+        // The vision tower alone, from the run above: recorded in the checkpoint and kept on resume; refused where it
+        // has nothing to start from, or where only the label head would train.
+        let vision = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/vision", "--from", work + "/labels",
+                                        "--freeze-text", "--label-weight", "0.1", "--stop-at", "2"] + labelled, in: work)
+        #expect(vision.status == 0 && vision.stdout.contains("text tower frozen"), "\(vision.stdout) \(vision.stderr)")
+        let visionMore = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/vision", "--resume", "--freeze-text"] + labelled, in: work)
+        #expect(visionMore.status == 0 && visionMore.stdout.contains("step 4/4") && visionMore.stdout.contains("text tower frozen"),
+                "\(visionMore.stdout) \(visionMore.stderr)")
+        let fromNothing = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/vision2", "--freeze-text"] + labelled, in: work)
+        #expect(fromNothing.status != 0 && fromNothing.stderr.contains("--freeze-text needs --from"), "\(fromNothing.stderr)")
+        let missing = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/vision3", "--from", work + "/nowhere"] + labelled, in: work)
+        #expect(missing.status != 0 && missing.stderr.contains("Cannot read the CLIP config") && missing.stderr.split(separator: "\n").count == 1,
+                "\(missing.stderr)")
+        let headOnly = try PaellaCLI.run(["train", "clip", "--data", shapes, "--output", work + "/vision4", "--from", work + "/labels",
+                                          "--freeze-text", "--label-weight", "0.1", "--label-text-only"] + labelled, in: work)
+        #expect(headOnly.status != 0 && headOnly.stderr.contains("would train the label head alone"), "\(headOnly.stderr)")
         let unlabelled = try PaellaCLI.run(["train", "clip", "--data", data, "--output", work + "/nometa-labels", "--label-weight", "0.1"] + labelled, in: work)
         #expect(unlabelled.status != 0 && unlabelled.stderr.contains("--label-weight needs the shapes dataset's metadata.jsonl"), "\(unlabelled.stderr)")
     }
