@@ -2,6 +2,7 @@
 // before exponentiating, so no exp overflows), and their backward passes.
 #include "paella_elementwise.h"
 #include "elementwise_simd.h"
+#include <stdlib.h>
 #include <string.h>
 
 // ---- References ------------------------------------------------------------------------------------------------
@@ -110,6 +111,57 @@ float pk_typical_scores_ref(const float *x, size_t n, float *p, uint32_t *score_
     for (size_t j = 0; j < n; j++) score_bits[j] = float_bits(fabsf(-(x[j] - shift) - entropy));
     typical_histogram(p, score_bits, n, bucket_shift, bucket_mass, bucket_count);
     return entropy;
+}
+
+// Gathers the keys (score bits << 32 | index) of the entries in score bucket `bucket`; returns how many.
+static size_t typical_gather_ref(const uint32_t *score_bits, size_t n, int bucket_shift, uint32_t bucket, uint64_t *keys) {
+    size_t k = 0;
+    for (size_t j = 0; j < n; j++)
+        if (score_bits[j] >> bucket_shift == bucket) keys[k++] = (uint64_t)score_bits[j] << 32 | j;
+    return k;
+}
+
+static int compare_keys(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+// Sorts keys[0..k) ascending: insertion for the short buckets that are the rule, qsort otherwise. Keys are
+// distinct (they hold the index), so every correct sort gives the same order.
+static void sort_keys(uint64_t *keys, size_t k) {
+    if (k > 48) { qsort(keys, k, sizeof *keys, compare_keys); return; }
+    for (size_t i = 1; i < k; i++) {
+        uint64_t v = keys[i];
+        size_t j = i;
+        for (; j > 0 && keys[j - 1] > v; j--) keys[j] = keys[j - 1];
+        keys[j] = v;
+    }
+}
+
+typedef size_t (*typical_gather_fn)(const uint32_t *, size_t, int, uint32_t, uint64_t *);
+
+static uint32_t typical_threshold(const float *p, const uint32_t *score_bits, size_t n, float mass, int bucket_shift,
+                                  const double *bucket_mass, const int32_t *bucket_count, uint64_t *keys,
+                                  typical_gather_fn gather) {
+    size_t buckets = (size_t)1 << (31 - bucket_shift);
+    double below = 0;
+    for (size_t b = 0; b < buckets; b++) {
+        if (bucket_count[b] == 0) continue;
+        if ((float)(below + bucket_mass[b]) < mass) { below += bucket_mass[b]; continue; }
+        size_t k = gather(score_bits, n, bucket_shift, (uint32_t)b, keys);
+        sort_keys(keys, k);
+        for (size_t i = 0; i < k; i++) {
+            below += (double)p[keys[i] & 0xFFFFFFFFu];
+            if ((float)below >= mass) return (uint32_t)(keys[i] >> 32);
+        }
+        return (uint32_t)(keys[k - 1] >> 32);  // rounding left the bucket's own sum short: keep all of it
+    }
+    return UINT32_MAX;
+}
+
+uint32_t pk_typical_threshold_ref(const float *p, const uint32_t *score_bits, size_t n, float mass, int bucket_shift,
+                                  const double *bucket_mass, const int32_t *bucket_count, uint64_t *keys) {
+    return typical_threshold(p, score_bits, n, mass, bucket_shift, bucket_mass, bucket_count, keys, typical_gather_ref);
 }
 
 void pk_typical_apply_ref(const float *x, const uint32_t *score_bits, uint32_t threshold_bits, float *y, size_t n) {
@@ -225,6 +277,26 @@ static PK_AVX512 void typical_apply_avx512(const float *x, const uint32_t *score
         __m512 v = _mm512_mask_mov_ps(_mm512_maskz_loadu_ps(m, x + j), removed, minus_inf);
         _mm512_mask_storeu_ps(y + j, m, v);
     }
+}
+
+// The gather with 16 entries at a time: their bucket compared in one instruction, the matches' indices and score
+// bits compressed out (usually none of a vector is in the bucket).
+static PK_AVX512 size_t typical_gather_avx512(const uint32_t *score_bits, size_t n, int bucket_shift, uint32_t bucket,
+                                              uint64_t *keys) {
+    const __m512i target = _mm512_set1_epi32((int)bucket), lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m128i shift = _mm_cvtsi32_si128(bucket_shift);
+    uint32_t bits[16], index[16];
+    size_t k = 0;
+    for (size_t j = 0; j < n; j += 16) {
+        __mmask16 m = j + 16 <= n ? (__mmask16)0xFFFF : pk16_mask(n - j);
+        __m512i v = _mm512_maskz_loadu_epi32(m, score_bits + j);
+        __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(m, _mm512_srl_epi32(v, shift), target);
+        if (!hit) continue;
+        _mm512_mask_compressstoreu_epi32(bits, hit, v);
+        _mm512_mask_compressstoreu_epi32(index, hit, _mm512_add_epi32(lanes, _mm512_set1_epi32((int)j)));
+        for (int i = 0, c = __builtin_popcount(hit); i < c; i++) keys[k++] = (uint64_t)bits[i] << 32 | index[i];
+    }
+    return k;
 }
 
 static PK_AVX2 float row_max8(const float *x, size_t n) {
@@ -366,6 +438,15 @@ float pk_typical_scores(const float *x, size_t n, float *p, uint32_t *score_bits
         return typical_scores_avx2(x, n, p, score_bits, bucket_shift, bucket_mass, bucket_count);
 #endif
     return pk_typical_scores_ref(x, n, p, score_bits, bucket_shift, bucket_mass, bucket_count);
+}
+
+uint32_t pk_typical_threshold(const float *p, const uint32_t *score_bits, size_t n, float mass, int bucket_shift,
+                              const double *bucket_mass, const int32_t *bucket_count, uint64_t *keys) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (pk_active_isa() == PK_ISA_AVX512)
+        return typical_threshold(p, score_bits, n, mass, bucket_shift, bucket_mass, bucket_count, keys, typical_gather_avx512);
+#endif
+    return pk_typical_threshold_ref(p, score_bits, n, mass, bucket_shift, bucket_mass, bucket_count, keys);
 }
 
 void pk_typical_apply(const float *x, const uint32_t *score_bits, uint32_t threshold_bits, float *y, size_t n) {

@@ -410,6 +410,16 @@ static void test_typical(rng_t *shared) {
                 else case_value(&c, j, score, score_ref, 2e-5 * (1 + score_ref), x[j]);
             }
             case_end(&c);
+            case_begin(&c, "pk_typical_threshold", "n=%zu masked=%d", n, whole);
+            uint64_t *keys = calloc(n, sizeof(uint64_t)), *keys_ref = calloc(n, sizeof(uint64_t));
+            const float targets[] = {0.05f, 0.2f, 0.9f, 1.5f};
+            for (size_t t = 0; t < 4; t++) {
+                uint32_t found = pk_typical_threshold(p, bits, n, targets[t], shift, mass, count, keys);
+                uint32_t found_ref = pk_typical_threshold_ref(p, bits, n, targets[t], shift, mass, count, keys_ref);
+                if (found != found_ref) case_exact(&c, t, found, found_ref, targets[t]);
+            }
+            free(keys); free(keys_ref);
+            case_end(&c);
             case_begin(&c, "pk_typical_apply", "n=%zu masked=%d", n, whole);
             uint32_t threshold = bits[rng_int(r, 0, (int)n - 1)];
             pk_typical_apply(x, bits, threshold, y, n);

@@ -184,6 +184,19 @@ import PaellaTestSupport
                     #expect(count.reduce(0, +) == Int32(n) && countRef.reduce(0, +) == Int32(n))
                     #expect(abs(mass.reduce(0, +) - (empty ? 0 : 1)) <= 1e-5, "\(isa) n=\(n) mass")
                     if empty { #expect(h == 0) }
+                    // The threshold search against its twin, and against the whole row sorted by (score, index).
+                    let sortedKeys = (0..<n).map { UInt64(bits[$0]) << 32 | UInt64($0) }.sorted()
+                    for target: Float in [0.05, 0.2, 0.9, 1.5] {
+                        var (keys, keysRef) = ([UInt64](repeating: 0, count: n), [UInt64](repeating: 0, count: n))
+                        let found = pk_typical_threshold(p, bits, n, target, shift, mass, count, &keys)
+                        let foundRef = pk_typical_threshold_ref(p, bits, n, target, shift, mass, count, &keysRef)
+                        var below = 0.0, expected = UInt32.max
+                        for key in sortedKeys {
+                            below += Double(p[Int(key & 0xFFFF_FFFF)])
+                            if Float(below) >= target { expected = UInt32(key >> 32); break }
+                        }
+                        #expect(found == foundRef && found == expected, "\(isa) n=\(n) mass \(target): \(found), twin \(foundRef), sorted row \(expected)")
+                    }
                     // The writer: entries scoring above a threshold (here the median score) become -inf.
                     let threshold = bits.sorted()[n / 2]
                     var (y, yRef) = ([Float](repeating: .nan, count: n), [Float](repeating: 0, count: n))

@@ -61,6 +61,15 @@ float pk_typical_scores(const float *x, size_t n, float *p, uint32_t *score_bits
 /// The twin: scalar loops, entropy summed in entry order.
 float pk_typical_scores_ref(const float *x, size_t n, float *p, uint32_t *score_bits, int bucket_shift,
                             double *bucket_mass, int32_t *bucket_count);
+/// The score threshold of one row from what pk_typical_scores wrote (p, score_bits, and the per-bucket masses and
+/// counts): in ascending (score, index) order, the score of the entry at which the summed p (in double, compared as
+/// float) first reaches `mass`; UINT32_MAX when it is never reached. Only the bucket where the mass is reached is
+/// sorted: its entries are gathered into keys (n of scratch) as (score bits << 32 | index).
+uint32_t pk_typical_threshold(const float *p, const uint32_t *score_bits, size_t n, float mass, int bucket_shift,
+                              const double *bucket_mass, const int32_t *bucket_count, uint64_t *keys);
+/// The twin: the bucket's entries gathered by a scalar loop.
+uint32_t pk_typical_threshold_ref(const float *p, const uint32_t *score_bits, size_t n, float mass, int bucket_shift,
+                                  const double *bucket_mass, const int32_t *bucket_count, uint64_t *keys);
 /// y[j] = score_bits[j] > threshold_bits ? -inf : x[j] (the filtered logits). y may alias x.
 void pk_typical_apply(const float *x, const uint32_t *score_bits, uint32_t threshold_bits, float *y, size_t n);
 void pk_typical_apply_ref(const float *x, const uint32_t *score_bits, uint32_t threshold_bits, float *y, size_t n);

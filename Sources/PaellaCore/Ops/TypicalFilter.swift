@@ -6,7 +6,8 @@
 // - Instead of sorting every row by score, the probability mass is first summed per bucket of scores (the top 12
 //   bits of a score's float bits: scores are non-negative, so their bits order like their values). The bucket in
 //   which the cumulative mass reaches `mass` is the only one sorted, by score and then index (a stable sort's
-//   order), to find the entry where it is reached.
+//   order), to find the entry where it is reached (pk_typical_threshold, whose AVX-512 version gathers the
+//   bucket's entries 16 at a time).
 // - `typicalFilter` writes the filtered logits directly, without a mask tensor in between.
 // - The per-entry passes (softmax, log-softmax, entropy, scores, the bucket histogram) and the write of the
 //   filtered row are C kernels (pk_typical_scores, pk_typical_apply; AVX-512 or AVX2 where the CPU has them), so
@@ -73,7 +74,9 @@ private final class TypicalRowScratch {
     let bucketMass: UnsafeMutablePointer<Double>, bucketCount: UnsafeMutablePointer<Int32>
     static let bucketShift: UInt32 = 20
     static let buckets = 1 << (31 - Int(bucketShift))
-    var keys: [UInt64] = []
+    /// Scratch for keys (score bits << 32 | index): the threshold search sorts a bucket's, the minTokens search
+    /// selects among all.
+    let keyScratch: UnsafeMutablePointer<UInt64>
     /// What `select` found for the current row.
     var thresholdBits = UInt32.max
     var lastKept: UInt64?
@@ -84,11 +87,12 @@ private final class TypicalRowScratch {
         scoreBits = .allocate(capacity: n)
         bucketMass = .allocate(capacity: Self.buckets)
         bucketCount = .allocate(capacity: Self.buckets)
+        keyScratch = .allocate(capacity: n)
     }
 
     deinit {
         p.deallocate(); scoreBits.deallocate()
-        bucketMass.deallocate(); bucketCount.deallocate()
+        bucketMass.deallocate(); bucketCount.deallocate(); keyScratch.deallocate()
     }
 
     /// Finds, for the row at `x`, the score threshold above which entries are removed and, when `minTokens > 1`,
@@ -98,29 +102,16 @@ private final class TypicalRowScratch {
         let (p, scoreBits, bucketMass, bucketCount) = (p, scoreBits, bucketMass, bucketCount)
         // p, the scores |-log p - H| and the mass and count per score bucket, in one kernel.
         _ = pk_typical_scores(x, n, p, scoreBits, Int32(Self.bucketShift), bucketMass, bucketCount)
-        // The entry at which the cumulative probability in (score, index) order first reaches the mass; every
-        // entry scores at most the largest when it is never reached (nothing is removed then).
-        thresholdBits = UInt32.max
-        var below = 0.0
-        for bucket in 0..<Self.buckets where bucketCount[bucket] > 0 {
-            if Float(below + bucketMass[bucket]) < mass { below += bucketMass[bucket]; continue }
-            keys.removeAll(keepingCapacity: true)
-            for j in 0..<n where Int(scoreBits[j] >> Self.bucketShift) == bucket { keys.append(UInt64(scoreBits[j]) << 32 | UInt64(j)) }
-            keys.sort()
-            thresholdBits = UInt32(keys[keys.count - 1] >> 32)
-            for key in keys {
-                below += Double(p[Int(key & 0xFFFF_FFFF)])
-                if Float(below) >= mass { thresholdBits = UInt32(key >> 32); break }
-            }
-            break
-        }
+        // The entry at which the cumulative probability in (score, index) order first reaches the mass (every
+        // entry scores at most the largest when it is never reached: nothing is removed then), sorting only the
+        // bucket where it is reached.
+        thresholdBits = pk_typical_threshold(p, scoreBits, n, mass, Int32(Self.bucketShift), bucketMass, bucketCount, keyScratch)
         // The minTokens best entries are always kept: the key of rank minTokens - 1 (unit weights).
         lastKept = nil
         if minTokens > 1 {
-            keys = (0..<n).map { UInt64(scoreBits[$0]) << 32 | UInt64($0) }
-            lastKept = keys.withUnsafeMutableBufferPointer { k in
-                firstKeyReaching(Double(minTokens), in: k, weight: { _ in 1 }, reached: { $0 >= Double(minTokens) })
-            }
+            for j in 0..<n { keyScratch[j] = UInt64(scoreBits[j]) << 32 | UInt64(j) }
+            lastKept = firstKeyReaching(Double(minTokens), in: UnsafeMutableBufferPointer(start: keyScratch, count: n),
+                                        weight: { _ in 1 }, reached: { $0 >= Double(minTokens) })
         }
     }
 
