@@ -14,8 +14,8 @@ struct BenchTrainVQGANCommand: ParsableCommand, BenchDefaults {
         abstract: "Time one VQGAN training step (encode, quantize, decode, loss, backward, clipping, AdamW).",
         discussion: """
             The tokenizer of the bundled model's recipe (scripts/train-paella-small.sh: f4, ch 32, ch_mult 1,1,2, \
-            no attention, 512 codes of 32 dimensions, nearest-neighbour quantizer, squared error with object \
-            pixels weighted 5x) or the one --config describes, with PyTorch's initialisation, on a batch of \
+            no attention, LayerNorm over each pixel's channels, 512 codes of 32 dimensions, nearest-neighbour \
+            quantizer, squared error with object pixels weighted 5x) or the one --config describes, with PyTorch's initialisation, on a batch of \
             64x64 scenes of the shapes dataset. Prints the median milliseconds of a whole step and of its forward \
             pass and loss alone. Compare with PyTorch on the same machine: bench/pytorch/train_vqgan_bench.py \
             (or bench/side_by_side.py train-vqgan).
@@ -35,7 +35,7 @@ struct BenchTrainVQGANCommand: ParsableCommand, BenchDefaults {
 
     /// The bundled model's tokenizer (stage 2 of scripts/train-paella-small.sh).
     static let bundledConfig = VQGANConfig(ch: 32, chMult: [1, 1, 2], numResBlocks: 1, attnResolutions: [], zChannels: 32,
-                                           embedDim: 32, nEmbed: 512, resolution: 64)
+                                           embedDim: 32, nEmbed: 512, resolution: 64, midAttention: false, normalization: .pixel)
 
     func run() throws {
         try reportingErrors {

@@ -2,7 +2,8 @@
 """Times one VQGAN training step in PyTorch, for comparison with `paella bench train-vqgan`.
 
 The tokenizer of the bundled model's recipe (scripts/train-paella-small.sh, stage 2): taming's Encoder/Decoder at
-f4 (ch 32, ch_mult 1,1,2, one residual block a level, no attention), 512 codes of 32 dimensions, a straight-through
+f4 (ch 32, ch_mult 1,1,2, one residual block a level, no attention even in the middle, a LayerNorm over each pixel's
+channels in place of GroupNorm), 512 codes of 32 dimensions, a straight-through
 nearest-neighbour quantizer with taming's VectorQuantizer loss, squared error on the [-1, 1] scale with object
 pixels weighted 5x, clip_grad_norm_(1), AdamW (0.9, 0.99, no weight decay) and a cosine OneCycleLR. The network
 and loss are vqgan_train_step.py's, whose gradients the Swift trainer's parity test checks. The images are random
@@ -24,7 +25,7 @@ from train_bench import print_step_times  # noqa: E402
 from vqgan_train_step import forward, parameter_shapes  # noqa: E402
 
 CONFIG = dict(ch=32, ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[], z_channels=32, embed_dim=32,
-              n_embed=512, resolution=64, in_channels=3, out_ch=3)
+              n_embed=512, resolution=64, in_channels=3, out_ch=3, mid_attention=False, normalization="pixel")
 RECIPE = dict(l1_weight=0.0, l2_weight=1.0, commitment=0.25, object_weight=4.0)
 
 

@@ -60,13 +60,18 @@ def parameter_shapes(c):
                 attn(f"encoder.down.{i}.attn.{j}", block_in)
         if i != levels - 1:
             conv(f"encoder.down.{i}.downsample.conv", block_in, block_in, 3); res //= 2
-    block("encoder.mid.block_1", block_in, block_in); attn("encoder.mid.attn_1", block_in)
+    mid_attention = c.get("mid_attention", True)
+    block("encoder.mid.block_1", block_in, block_in)
+    if mid_attention:
+        attn("encoder.mid.attn_1", block_in)
     block("encoder.mid.block_2", block_in, block_in)
     norm("encoder.norm_out", block_in); conv("encoder.conv_out", block_in, c["z_channels"], 3)
     block_in = ch * mult[-1]
     res = c["resolution"] // 2 ** (levels - 1)
     conv("decoder.conv_in", c["z_channels"], block_in, 3)
-    block("decoder.mid.block_1", block_in, block_in); attn("decoder.mid.attn_1", block_in)
+    block("decoder.mid.block_1", block_in, block_in)
+    if mid_attention:
+        attn("decoder.mid.attn_1", block_in)
     block("decoder.mid.block_2", block_in, block_in)
     for i in reversed(range(levels)):
         for j in range(nrb + 1):
@@ -87,8 +92,19 @@ def forward(p, images, uniforms, quantizer, c, r, weights=None):
     """The training loss of one batch (images NCHW in [0, 1]); returns (loss, reconstruction, quantizer loss).
     weights: optional per-pixel weights [B, 1, H, W] of the reconstruction terms (the Swift trainer's object weighting)."""
     def gn(x, name, swish):
-        y = F.group_norm(x, 32, p[name + ".weight"], p[name + ".bias"], eps=1e-6)
+        # taming's Normalize, or (c["normalization"] == "pixel", Paella's local tokenizer) a LayerNorm over each
+        # pixel's channels with the same weight and bias, written as timm's LayerNorm2d writes it.
+        if c.get("normalization", "group") == "pixel":
+            y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], p[name + ".weight"], p[name + ".bias"], eps=1e-6).permute(0, 3, 1, 2)
+        else:
+            y = F.group_norm(x, 32, p[name + ".weight"], p[name + ".bias"], eps=1e-6)
         return y * torch.sigmoid(y) if swish else y
+
+    def mid(x, side):
+        x = block(x, side + ".mid.block_1")
+        if side + ".mid.attn_1.q.weight" in p:
+            x = attn(x, side + ".mid.attn_1")
+        return block(x, side + ".mid.block_2")
 
     def conv(x, name, **kw):
         return F.conv2d(x, p[name + ".weight"], p[name + ".bias"], **kw)
@@ -118,7 +134,7 @@ def forward(p, images, uniforms, quantizer, c, r, weights=None):
                 h = attn(h, f"encoder.down.{i}.attn.{j}")
         if i != levels - 1:
             h = conv(F.pad(h, (0, 1, 0, 1)), f"encoder.down.{i}.downsample.conv", stride=2)
-    h = block(attn(block(h, "encoder.mid.block_1"), "encoder.mid.attn_1"), "encoder.mid.block_2")
+    h = mid(h, "encoder")
     h = conv(gn(h, "encoder.norm_out", True), "encoder.conv_out", padding=1)
     z = conv(h, "quant_conv")                                              # [B, D, h, w]
     embed = p["quantize.embed.weight"]
@@ -140,7 +156,7 @@ def forward(p, images, uniforms, quantizer, c, r, weights=None):
         qloss = r["kl_weight"] * torch.sum(qy * torch.log(qy * c["n_embed"] + 1e-10), dim=1).mean()
     h = conv(zq, "post_quant_conv")
     h = conv(h, "decoder.conv_in", padding=1)
-    h = block(attn(block(h, "decoder.mid.block_1"), "decoder.mid.attn_1"), "decoder.mid.block_2")
+    h = mid(h, "decoder")
     for i in reversed(range(levels)):
         for j in range(nrb + 1):
             h = block(h, f"decoder.up.{i}.block.{j}")
