@@ -16,7 +16,7 @@ import Testing
             try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
         }
         #expect(rows.compactMap { $0["name"] as? String } == ["train step denoiser c256 8x8", "train forward denoiser c256 8x8"])
-        #expect(rows.allSatisfy { ($0["median_ms"] as? Double ?? 0) > 0 && $0["parameters"] as? String == "4390868" })
+        #expect(rows.allSatisfy { ($0["median_ms"] as? Double ?? 0) > 0 && $0["parameters"] as? String == "4559580" })
         let missing = try PaellaCLI.run(["bench", "train", "--config", "/nonexistent/denoiser.json", "--repeats", "1"])
         #expect(missing.status != 0 && missing.stderr.contains("/nonexistent/denoiser.json"), "\(missing.stderr)")
         #expect(missing.stderr.split(separator: "\n").count == 1, "\(missing.stderr)")
