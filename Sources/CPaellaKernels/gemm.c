@@ -323,30 +323,56 @@ void pk_pack_conv_rows(const a_source *s, size_t row, size_t rows, size_t p, siz
 // The transposed lowered input, for the kernel gradient dK = col^T dy: row r of A is column r = (ky * kernel_w + kx)
 // * cg + ci of pk_im2col_nhwc's matrix and its depth runs over output pixels. A strip's mr values at one pixel are
 // runs of consecutive channels of x, copied as they lie.
+// The most rows a micro-kernel takes (a strip of pack_conv_columns has at most one run per row).
+#define MAX_MR 16
+_Static_assert(PORTABLE_MR <= MAX_MR, "MAX_MR covers every kernel");
+#if defined(__x86_64__) || defined(__i386__)
+_Static_assert(PK_GEMM_AVX512_MR <= MAX_MR && PK_GEMM_AVX2_MR <= MAX_MR, "MAX_MR covers every kernel");
+#endif
+#if defined(__aarch64__)
+_Static_assert(PK_GEMM_NEON_MR <= MAX_MR, "MAX_MR covers every kernel");
+#endif
+
 static void pack_conv_columns(const a_source *s, size_t row, size_t rows, size_t p, size_t kc, float alpha, int mr, float *dst) {
     const pk_conv_geometry *g = s->g;
     const size_t cg = s->cg, pixels_per_image = (size_t)(g->out_h * g->out_w);
+    // The first pixel's place; the loops below step it one pixel at a time instead of dividing for every pixel.
+    const size_t first_pixel = s->first_pixel + p, first_within = first_pixel % pixels_per_image;
+    const ptrdiff_t first_image = (ptrdiff_t)(first_pixel / pixels_per_image);
+    const ptrdiff_t first_oy = (ptrdiff_t)first_within / g->out_w, first_ox = (ptrdiff_t)first_within % g->out_w;
+    // A strip's runs of consecutive channels (one per tap it touches), worked out once for all kc pixels: at most
+    // one per row of the strip.
+    struct { ptrdiff_t dy, dx; size_t ci, n, i; } runs[MAX_MR];
     for (size_t first = 0; first < rows; first += (size_t)mr) {
         const size_t r = min_size((size_t)mr, rows - first);
+        size_t run_count = 0;
+        for (size_t i = 0; i < r;) {
+            const size_t column = s->first_column + row + first + i, tap = column / cg, ci = column % cg, n = min_size(cg - ci, r - i);
+            runs[run_count].dy = (ptrdiff_t)(tap / (size_t)g->kernel_w) * g->dilation_h - g->pad_top;
+            runs[run_count].dx = (ptrdiff_t)(tap % (size_t)g->kernel_w) * g->dilation_w - g->pad_left;
+            runs[run_count].ci = ci, runs[run_count].n = n, runs[run_count].i = i;
+            run_count++;
+            i += n;
+        }
+        ptrdiff_t image = first_image, oy = first_oy, ox = first_ox;
         for (size_t q = 0; q < kc; q++) {
-            const size_t pixel = s->first_pixel + p + q, within = pixel % pixels_per_image;
-            const ptrdiff_t image = (ptrdiff_t)(pixel / pixels_per_image);
-            const ptrdiff_t oy = (ptrdiff_t)within / g->out_w, ox = (ptrdiff_t)within % g->out_w;
             float *out = dst + q * (size_t)mr;
-            for (size_t i = 0; i < r;) {
-                const size_t column = s->first_column + row + first + i, tap = column / cg, ci = column % cg, n = min_size(cg - ci, r - i);
-                const ptrdiff_t ky = (ptrdiff_t)tap / g->kernel_w, kx = (ptrdiff_t)tap % g->kernel_w;
-                const ptrdiff_t iy = pk_conv_source_index(oy * g->stride_h - g->pad_top + ky * g->dilation_h, g->in_h, g->pad_mode);
-                const ptrdiff_t ix = pk_conv_source_index(ox * g->stride_w - g->pad_left + kx * g->dilation_w, g->in_w, g->pad_mode);
+            for (size_t u = 0; u < run_count; u++) {
+                const size_t i = runs[u].i, n = runs[u].n;
+                const ptrdiff_t iy = pk_conv_source_index(oy * g->stride_h + runs[u].dy, g->in_h, g->pad_mode);
+                const ptrdiff_t ix = pk_conv_source_index(ox * g->stride_w + runs[u].dx, g->in_w, g->pad_mode);
                 if (iy < 0 || ix < 0) {
                     memset(out + i, 0, n * sizeof(float));
                 } else {
-                    const float *src = s->x + ((image * g->in_h + iy) * g->in_w + ix) * (ptrdiff_t)s->channels + (ptrdiff_t)(s->c0 + ci);
+                    const float *src = s->x + ((image * g->in_h + iy) * g->in_w + ix) * (ptrdiff_t)s->channels + (ptrdiff_t)(s->c0 + runs[u].ci);
                     for (size_t j = 0; j < n; j++) out[i + j] = alpha * src[j];
                 }
-                i += n;
             }
             for (size_t i = r; i < (size_t)mr; i++) out[i] = 0.0f;
+            if (++ox == g->out_w) {
+                ox = 0;
+                if (++oy == g->out_h) { oy = 0; image++; }
+            }
         }
         dst += (size_t)mr * kc;
     }
