@@ -323,16 +323,6 @@ void pk_pack_conv_rows(const a_source *s, size_t row, size_t rows, size_t p, siz
 // The transposed lowered input, for the kernel gradient dK = col^T dy: row r of A is column r = (ky * kernel_w + kx)
 // * cg + ci of pk_im2col_nhwc's matrix and its depth runs over output pixels. A strip's mr values at one pixel are
 // runs of consecutive channels of x, copied as they lie.
-// The most rows a micro-kernel takes (a strip of pack_conv_columns has at most one run per row).
-#define MAX_MR 16
-_Static_assert(PORTABLE_MR <= MAX_MR, "MAX_MR covers every kernel");
-#if defined(__x86_64__) || defined(__i386__)
-_Static_assert(PK_GEMM_AVX512_MR <= MAX_MR && PK_GEMM_AVX2_MR <= MAX_MR, "MAX_MR covers every kernel");
-#endif
-#if defined(__aarch64__)
-_Static_assert(PK_GEMM_NEON_MR <= MAX_MR, "MAX_MR covers every kernel");
-#endif
-
 static void pack_conv_columns(const a_source *s, size_t row, size_t rows, size_t p, size_t kc, float alpha, int mr, float *dst) {
     const pk_conv_geometry *g = s->g;
     const size_t cg = s->cg, pixels_per_image = (size_t)(g->out_h * g->out_w);
@@ -341,8 +331,8 @@ static void pack_conv_columns(const a_source *s, size_t row, size_t rows, size_t
     const ptrdiff_t first_image = (ptrdiff_t)(first_pixel / pixels_per_image);
     const ptrdiff_t first_oy = (ptrdiff_t)first_within / g->out_w, first_ox = (ptrdiff_t)first_within % g->out_w;
     // A strip's runs of consecutive channels (one per tap it touches), worked out once for all kc pixels: at most
-    // one per row of the strip.
-    struct { ptrdiff_t dy, dx; size_t ci, n, i; } runs[MAX_MR];
+    // one per row of the strip, and a strip fits MAX_PACK_ROWS (asserted above).
+    struct { ptrdiff_t dy, dx; size_t ci, n, i; } runs[MAX_PACK_ROWS];
     for (size_t first = 0; first < rows; first += (size_t)mr) {
         const size_t r = min_size((size_t)mr, rows - first);
         size_t run_count = 0;
