@@ -20,8 +20,9 @@
 #            still drew blobs until its CLIP named shapes too (experiment-clip.sh "textlabels"): both are now the recipe's)
 #   codebook2048  --codebook 2048
 #            (8 colours on 4 backgrounds give 32 colour pairs, so 512 codes leave about 16 outline patterns per pair:
-#            small stars, crosses and squares came back rounded, shape read back 76%. Run on 2026-12-08 on a 2-core
-#            AVX2 machine, where a step takes 2.6-2.9 s against 0.8 s on the AVX-512 one)
+#            small stars, crosses and squares came back rounded, shape read back 76%. Not run to the end yet: started
+#            on 2026-12-08 on a 2-core AVX2 machine (no AVX-512), where a step took 3.5 s against 0.8 s on the AVX-512
+#            one, 90 minutes for the 1,500 steps, so it was stopped at step 100)
 set -eu
 RUN=$1
 NAME=$2
