@@ -1,5 +1,6 @@
 // The bfloat16 GEMM: weights packed once as bfloat16 pairs (pk_bf16_pack), activations rounded to bfloat16 as the
-// driver packs them, products summed in float32 by the micro-kernels of gemm_kernels.h.
+// driver packs them, products summed in float32 by the micro-kernels of gemm_kernels.h: vdpbf16ps where the CPU
+// has AVX512-BF16, float32 FMAs on the widened pairs on other AVX2 CPUs (gemm_avx2bf16.c), a portable loop elsewhere.
 //
 // Loop nest (B is packed already, so there is no B block to build; each panel's k block is a contiguous run):
 //   for ic: blocks of mc rows of A                 rows packed as float32 by the a_source (the fp32 GEMM's
@@ -56,12 +57,16 @@ static void bf16_kernel_portable(size_t kc2, const uint32_t *a, const uint32_t *
 typedef struct {
     int mr;
     pk_bf16_kernel_fn kernel;
+    int a_floats;      // A packed as float32 values rounded to bfloat16 (two per pair and row), not as words
+    const char *name;
 } bf16_config;
 
-static const bf16_config portable_bf16 = {PORTABLE_BF16_MR, bf16_kernel_portable};
+static const bf16_config portable_bf16 = {PORTABLE_BF16_MR, bf16_kernel_portable, 0, "portable"};
 #if defined(__x86_64__) || defined(__i386__)
-static const bf16_config avx512_bf16 = {PK_BF16_AVX512_MR, pk_gemm_bf16_kernel_avx512};
-_Static_assert(PK_BF16_AVX512_MR <= MAX_BF16_MR, "MAX_BF16_MR sizes the scratch tile and the workspace");
+static const bf16_config avx512_bf16 = {PK_BF16_AVX512_MR, pk_gemm_bf16_kernel_avx512, 0, "avx512-bf16"};
+static const bf16_config avx2_bf16 = {PK_BF16_AVX2_MR, pk_gemm_bf16_kernel_avx2, 1, "avx2"};
+_Static_assert(PK_BF16_AVX512_MR <= MAX_BF16_MR && MAX_BF16_MR % PK_BF16_AVX2_MR == 0,
+               "MAX_BF16_MR sizes the scratch tile and the workspace (a multiple of every mr rounds at least as far)");
 
 static int cpu_has_avx512_bf16(void) {
     static _Atomic int known = -1;
@@ -78,11 +83,21 @@ static int cpu_has_avx512_bf16(void) {
 static const bf16_config *active_bf16(void) {
 #if defined(__x86_64__) || defined(__i386__)
     if (pk_active_isa() == PK_ISA_AVX512 && cpu_has_avx512_bf16()) return &avx512_bf16;
+    // Without bfloat16 dot products, AVX2 widens the packed weights in registers (AVX-512 CPUs run that too).
+    if (pk_active_isa() == PK_ISA_AVX512 || pk_active_isa() == PK_ISA_AVX2) return &avx2_bf16;
 #endif
     return &portable_bf16;
 }
 
-int pk_bf16_native(void) { return active_bf16() != &portable_bf16; }
+int pk_bf16_native(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return active_bf16() == &avx512_bf16;
+#else
+    return 0;
+#endif
+}
+
+const char *pk_bf16_kernel_name(void) { return active_bf16()->name; }
 
 size_t pk_bf16_packed_words(size_t k, size_t n) {
     return round_up(n, PK_BF16_PANEL) * ((k + 1) / 2);
@@ -116,8 +131,9 @@ static size_t a_block_words(int mr, size_t m, size_t k) {
 
 size_t pk_gemm_bf16_workspace_floats(size_t m, size_t k) {
     if (m == 0 || k == 0) return 0;
-    // The float strip the a_source packs into (MAX_BF16_MR x kc), then the block of words, for the largest mr.
-    return (size_t)MAX_BF16_MR * BF16_KC + a_block_words(MAX_BF16_MR, m, k) + 32;
+    // The float strip the a_source packs into (MAX_BF16_MR x kc), then the block: words, or twice as many floats
+    // (a_floats), for the largest mr.
+    return (size_t)MAX_BF16_MR * BF16_KC + 2 * a_block_words(MAX_BF16_MR, m, k) + 32;
 }
 
 // C = A * B + beta * C with A from `source` and B the packed panels from `panel_begin`.
@@ -125,6 +141,7 @@ static void bf16_driver(const a_source *source, size_t m, size_t n, size_t k, co
                         size_t panel_begin, float beta, float *c, size_t ldc, float *workspace) {
     const bf16_config *cfg = active_bf16();
     const size_t mr = (size_t)cfg->mr, panel_words = (k + 1) / 2 * PK_BF16_PANEL;
+    const size_t a_words = cfg->a_floats ? 2 : 1; // 32-bit slots per pair and row of A
     float *owned = NULL;
     if (!workspace) {
         owned = malloc(pk_gemm_bf16_workspace_floats(m, k) * sizeof(float));
@@ -144,10 +161,18 @@ static void bf16_driver(const a_source *source, size_t m, size_t n, size_t k, co
             for (size_t ir = 0; ir < mc; ir += mr) {
                 const size_t rows = min_size(mr, mc - ir);
                 source->pack(source, ic + ir, rows, pc, kc, 1.0f, (int)mr, strip);
-                uint32_t *words = aw + ir * kc2;
+                uint32_t *words = aw + ir * kc2 * a_words;
                 for (size_t p = 0; p < kc2; p++) {
                     const float *low = strip + 2 * p * mr, *high = 2 * p + 1 < kc ? low + mr : NULL;
-                    for (size_t i = 0; i < mr; i++) words[p * mr + i] = pair(low[i], high ? high[i] : 0.0f);
+                    for (size_t i = 0; i < mr; i++) {
+                        const uint32_t w = pair(low[i], high ? high[i] : 0.0f);
+                        if (cfg->a_floats) {
+                            words[2 * (p * mr + i)] = w << 16;                 // the bits of low_half(w)
+                            words[2 * (p * mr + i) + 1] = w & 0xffff0000u;     // high_half(w)
+                        } else {
+                            words[p * mr + i] = w;
+                        }
+                    }
                 }
             }
             for (size_t jr = 0; jr < n; jr += PK_BF16_PANEL) {
@@ -157,9 +182,9 @@ static void bf16_driver(const a_source *source, size_t m, size_t n, size_t k, co
                     const size_t rows = min_size(mr, mc - ir);
                     float *ct = c + (ic + ir) * ldc + jr;
                     if (rows == mr && cols == PK_BF16_PANEL) {
-                        cfg->kernel(kc2, aw + ir * kc2, b_panel, ct, ldc, beta_block);
+                        cfg->kernel(kc2, aw + ir * kc2 * a_words, b_panel, ct, ldc, beta_block);
                     } else {
-                        cfg->kernel(kc2, aw + ir * kc2, b_panel, tile, PK_BF16_PANEL, 0.0f);
+                        cfg->kernel(kc2, aw + ir * kc2 * a_words, b_panel, tile, PK_BF16_PANEL, 0.0f);
                         for (size_t i = 0; i < rows; i++)
                             for (size_t j = 0; j < cols; j++) {
                                 float *x = ct + i * ldc + j;

@@ -60,6 +60,10 @@ typedef void (*pk_bf16_kernel_fn)(size_t kc2, const uint32_t *a, const uint32_t 
 #if defined(__x86_64__) || defined(__i386__)
 #define PK_BF16_AVX512_MR 12
 void pk_gemm_bf16_kernel_avx512(size_t kc2, const uint32_t *a, const uint32_t *b, float *c, size_t ldc, float beta);
+// The AVX2 one reads A as float32 values rounded to bfloat16, two per pair step and row (gemm_avx2bf16.c): `a` points
+// at a[2 (p * mr + i) + h] = A[i][2p + h].
+#define PK_BF16_AVX2_MR 3
+void pk_gemm_bf16_kernel_avx2(size_t kc2, const uint32_t *a, const uint32_t *b, float *c, size_t ldc, float beta);
 #endif
 
 // Shared by both GEMM drivers.

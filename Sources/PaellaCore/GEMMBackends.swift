@@ -309,14 +309,17 @@ public enum CPUInfo {
     /// Cores this process may run on.
     public static var coreCount: Int { Int(pk_available_cores()) }
 
-    /// Whether `--precision bf16` multiplies with the AVX512-BF16 instructions (else the portable bfloat16 kernel).
+    /// Whether `--precision bf16` multiplies with the AVX512-BF16 instructions (else with float32 multiply-adds on
+    /// the widened weights: the AVX2 kernel, or the portable one).
     public static var nativeBFloat16: Bool { pk_bf16_native() != 0 }
+    /// The bfloat16 GEMM's micro-kernel: "avx512-bf16", "avx2" or "portable".
+    public static var bfloat16Kernel: String { String(cString: pk_bf16_kernel_name()) }
 
     /// One line such as "kernels: avx512 (CPU supports avx512), 2 cores, bf16 with avx512-bf16".
     public static var summary: String {
         let forced = pk_active_isa() == pk_detected_isa() ? "" : pk_thread_isa() >= 0 ? ", forced for this thread" : ", forced by PAELLA_ISA"
         return "kernels: \(activeISA) (CPU supports \(detectedISA)\(forced)), \(coreCount) cores, bf16 "
-            + (nativeBFloat16 ? "with avx512-bf16" : "with the portable kernel")
+            + (bfloat16Kernel == "portable" ? "with the portable kernel" : "with \(bfloat16Kernel)")
     }
 
     /// Forces the kernels onto the named instruction set: the whole process's, or with `thisThreadOnly` those

@@ -95,10 +95,28 @@ private struct BF16Problem: CustomStringConvertible {
         }
     }
 
+    @Test("the AVX2 kernel gives the portable kernel's results bit for bit (the bfloat16 products are exact in float32)")
+    func avx2MatchesPortable() throws {
+        guard let avx2 = availableISAs.first(where: { $0 == PK_ISA_AVX2 }) else { return } // not an AVX2 CPU
+        for (index, (m, n, k)) in [(13, 33, 7), (29, 70, 300), (100, 64, 513), (3, 32, 2)].enumerated() {
+            for beta in [Float(0), 1] {
+                let problem = BF16Problem(m: m, n: n, k: k, transposed: index % 2 == 0, beta: beta, seed: UInt64(40 + index))
+                let packed = problem.packed
+                let fast = withISA(avx2) { () -> [Float] in
+                    #expect(String(cString: pk_bf16_kernel_name()) == "avx2")
+                    return problem.run(threads: 2, packed: packed)
+                }
+                let portable = withISA(PK_ISA_PORTABLE) { problem.run(threads: 2, packed: packed) }
+                #expect(fast == portable, "\(problem): the AVX2 kernel differs from the portable one")
+            }
+        }
+    }
+
     @Test("the native AVX512-BF16 kernel is used where the CPU has it, and never below the avx512 level")
     func nativeKernelDispatch() {
         let saved = pk_set_thread_isa(Int32(PK_ISA_PORTABLE.rawValue))
         #expect(pk_bf16_native() == 0)
+        #expect(String(cString: pk_bf16_kernel_name()) == "portable")
         pk_set_thread_isa(saved)
         let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?.split(separator: "\n")
             .first { $0.hasPrefix("flags") }?.split(separator: " ").map(String.init) ?? []

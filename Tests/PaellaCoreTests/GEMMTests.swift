@@ -120,12 +120,12 @@ let availableISAs: [pk_isa] = {
     }
 }()
 
-/// Runs `body` with the kernels forced onto `isa`, then restores the previous level.
-func withISA(_ isa: pk_isa, _ body: () throws -> Void) rethrows {
+/// Runs `body` with the kernels forced onto `isa`, then restores the previous level; returns what `body` returns.
+func withISA<Result>(_ isa: pk_isa, _ body: () throws -> Result) rethrows -> Result {
     let saved = pk_set_thread_isa(Int32(isa.rawValue))
     #expect(pk_active_isa() == isa)
     defer { pk_set_thread_isa(saved) }
-    try body()
+    return try body()
 }
 
 private let openBLAS: BLASLibrary? = try? BLASLibrary.load(family: "openblas", threads: 2)
