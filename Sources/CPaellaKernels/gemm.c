@@ -254,10 +254,18 @@ static void pack_b(int trans, const float *b, size_t ldb, size_t kc, size_t cols
     for (size_t t = 0; t < cols; t += (size_t)nr) {
         size_t w = min_size((size_t)nr, cols - t);
         if (!trans) {
-            // op(B)[p][j] = b[p*ldb + j]: each k step is one contiguous run of w floats.
-            for (size_t p = 0; p < kc; p++) {
-                memcpy(dst + p * (size_t)nr, b + p * ldb + t, w * sizeof(float));
-                for (size_t j = w; j < (size_t)nr; j++) dst[p * (size_t)nr + j] = 0.0f;
+            // op(B)[p][j] = b[p*ldb + j]: each k step is one contiguous run of w floats. A whole panel's runs are
+            // copied with a size known at compile time (inlined moves): a library memcpy call per 64-byte run was
+            // 10% of a Winograd VQGAN decode, whose GEMMs pack their [cin, cout] B for every 264 rows.
+            if (w == (size_t)nr && nr == 16) {
+                for (size_t p = 0; p < kc; p++) memcpy(dst + p * 16, b + p * ldb + t, 16 * sizeof(float));
+            } else if (w == (size_t)nr && nr == 32) {
+                for (size_t p = 0; p < kc; p++) memcpy(dst + p * 32, b + p * ldb + t, 32 * sizeof(float));
+            } else {
+                for (size_t p = 0; p < kc; p++) {
+                    memcpy(dst + p * (size_t)nr, b + p * ldb + t, w * sizeof(float));
+                    for (size_t j = w; j < (size_t)nr; j++) dst[p * (size_t)nr + j] = 0.0f;
+                }
             }
         } else {
             // op(B)[p][j] = b[j*ldb + p]: stored rows along k become the panel's columns.

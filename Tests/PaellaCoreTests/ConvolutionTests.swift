@@ -113,6 +113,28 @@ enum OpsReference {
         #expect(outputs[1] == outputs[0] && outputs[2] == outputs[0])
     }
 
+    /// 3x3 stride-1 convolutions padded by one zero on images of at least 32 x 32 pixels take Winograd F(2x2, 3x3):
+    /// the naive sum within float32 rounding at every ISA level (odd sides: tiles cut by the edge), the same bits
+    /// on any thread count (the tiles split at different places), and neighbouring geometries keep the implicit GEMM.
+    @Test func winogradConvolutionMatchesNaiveOnAnyThreadCount() {
+        let cases = [Case(b: 2, cin: 7, cout: 19, h: 33, w: 35, padding: 1), Case(b: 1, cin: 24, cout: 20, h: 32, w: 40, padding: 1, bias: false)]
+        for c in cases {
+            #expect(Compute.takesWinograd(ConvolutionKernelTests.geometry(b: c.b, h: c.h, w: c.w, k: 3, stride: 1, pad: 1, mode: PK_PAD_ZEROS), groups: 1))
+            for level in availableISAs {
+                withISA(level) {
+                    let outputs = [1, 2, 3].map { expectConv2dMatchesNaive(c, on: Compute(pool: ThreadPool(threads: $0), gemm: BuiltinGEMM())) }
+                    #expect(outputs[1] == outputs[0] && outputs[2] == outputs[0], "\(c) at \(String(cString: pk_isa_name(level)))")
+                }
+            }
+        }
+        let square = ConvolutionKernelTests.geometry(b: 1, h: 32, w: 32, k: 3, stride: 1, pad: 1, mode: PK_PAD_ZEROS)
+        #expect(!Compute.takesWinograd(square, groups: 2))
+        #expect(!Compute.takesWinograd(ConvolutionKernelTests.geometry(b: 1, h: 32, w: 32, k: 3, stride: 1, pad: 1, mode: PK_PAD_REFLECT), groups: 1))
+        #expect(!Compute.takesWinograd(ConvolutionKernelTests.geometry(b: 1, h: 32, w: 32, k: 3, stride: 2, pad: 1, mode: PK_PAD_ZEROS), groups: 1))
+        #expect(!Compute.takesWinograd(ConvolutionKernelTests.geometry(b: 1, h: 32, w: 32, k: 3, stride: 1, pad: 2, mode: PK_PAD_ZEROS, dilation: 2), groups: 1))
+        #expect(!Compute.takesWinograd(ConvolutionKernelTests.geometry(b: 4, h: 16, w: 16, k: 3, stride: 1, pad: 1, mode: PK_PAD_ZEROS), groups: 1))
+    }
+
     @discardableResult
     func expectConv2dMatchesNaive(_ c: Case, on compute: Compute) -> [Float] {
         var rng = TestRandom(seed: UInt64(c.cin * 1000 + c.h * 10 + c.kh))

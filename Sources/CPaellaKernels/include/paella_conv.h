@@ -102,6 +102,20 @@ void pk_conv2d_gemm_bf16_nhwc(const float *x, ptrdiff_t channels, ptrdiff_t c0, 
                               size_t n, float beta, float *y, size_t ldy, float *workspace);
 size_t pk_conv2d_gemm_bf16_workspace_floats(size_t m, size_t k, size_t cg);
 
+/// Winograd F(2x2, 3x3) (conv_winograd.c) for a 3x3 convolution with stride 1, dilation 1, one group and one zero of
+/// padding on each side, so the output is h x w like the input. The kernel [9 * cin, cout] (rows (ky * 3 + kx) * cin
+/// + ci, as pk_conv2d_gemm_nhwc reads it) is first transformed into u: 16 matrices [cin, cout]
+/// (pk_winograd3x3_weights_floats(cin, cout) floats).
+size_t pk_winograd3x3_weights_floats(size_t cin, size_t cout);
+void pk_winograd3x3_weights(const float *kernel, size_t cin, size_t cout, float *u);
+/// y = conv(x) + beta * y for the 2x2 output tiles [tile_begin, tile_end) of the batch, numbered image by image,
+/// row by row (an image has ((h + 1) / 2) * ((w + 1) / 2) tiles); x [batch, h, w, cin] and y [batch, h, w, cout]
+/// channels-last. Equals the direct convolution up to float32 rounding; a tile's result is the same whatever range
+/// it is computed in. Single-threaded; workspace: pk_conv2d_winograd3x3_workspace_floats(cin, cout) floats.
+size_t pk_conv2d_winograd3x3_workspace_floats(size_t cin, size_t cout);
+void pk_conv2d_winograd3x3_nhwc(const float *x, size_t h, size_t w, size_t cin, const float *u, size_t cout,
+                                size_t tile_begin, size_t tile_end, float beta, float *y, float *workspace);
+
 #ifdef __cplusplus
 }
 #endif

@@ -161,6 +161,8 @@ public struct Conv2dGradients: Sendable {
 enum ConvolutionTuning {
     /// The largest column buffer (in floats) a convolution allocates: 4M floats = 16 MiB.
     static let columnBudget = 1 << 22
+    /// The smallest image (out_h * out_w) a 3x3 convolution takes Winograd F(2x2, 3x3) for.
+    static let winogradMinimumPixels = 32 * 32
 }
 
 extension Compute {
@@ -212,6 +214,8 @@ extension Compute {
                     let beta = fillWithBias(yp, rows: pixels, channels: cout, bias: bp)
                     if let packed = w.bf16 {
                         conv2dBF16(xp, g, cin: cin, kernel: packed, beta: beta, y: yp)
+                    } else if usesImplicitGEMM && Compute.takesWinograd(geometry, groups: w.groups) {
+                        winograd(xp, kp, geometry, cin: cin, cout: cout, beta: beta, y: yp)
                     } else if usesImplicitGEMM {
                         implicitGEMM(xp, kp, g, cin: cin, cout: cout, groups: w.groups, beta: beta, y: yp)
                     } else {
@@ -245,6 +249,33 @@ extension Compute {
                            b: kp + group * og, ldb: cout, beta: beta,
                            c: y + start * g.out_w * cout + group * og, ldc: cout, pool: pool)
             }
+        }
+    }
+
+    /// Whether a convolution runs as Winograd F(2x2, 3x3) (pk_conv2d_winograd3x3_nhwc): a 3x3 kernel, stride and
+    /// dilation 1, one group, one zero of padding on every side, and an image of at least
+    /// `ConvolutionTuning.winogradMinimumPixels` pixels (below that the weight transform is not paid back).
+    static func takesWinograd(_ g: pk_conv_geometry, groups: Int) -> Bool {
+        g.kernel_h == 3 && g.kernel_w == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dilation_h == 1 && g.dilation_w == 1
+            && g.pad_top == 1 && g.pad_left == 1 && g.out_h == g.in_h && g.out_w == g.in_w && g.pad_mode == PK_PAD_ZEROS
+            && groups == 1 && g.out_h * g.out_w >= ConvolutionTuning.winogradMinimumPixels
+    }
+
+    /// A 3x3 convolution by Winograd F(2x2, 3x3): the kernel transformed once per call, then the 2x2 output tiles
+    /// split evenly between threads (a tile's result does not depend on the split: the same bits on any thread count).
+    func winograd(_ xp: UnsafePointer<Float>, _ kp: UnsafePointer<Float>, _ g: pk_conv_geometry, cin: Int, cout: Int,
+                  beta: Float, y: UnsafeMutablePointer<Float>) {
+        let u = UnsafeMutablePointer<Float>.allocate(capacity: pk_winograd3x3_weights_floats(cin, cout))
+        defer { u.deallocate() }
+        pk_winograd3x3_weights(kp, cin, cout, u)
+        let tiles = g.batch * ((g.in_h + 1) / 2) * ((g.in_w + 1) / 2)
+        let parts = max(1, min(pool.threadCount, tiles))
+        let partFloats = (pk_conv2d_winograd3x3_workspace_floats(cin, cout) + 15) / 16 * 16
+        let workspace = UnsafeMutablePointer<Float>.allocate(capacity: partFloats * parts)
+        defer { workspace.deallocate() }
+        pool.parallelFor(parts) { index in
+            pk_conv2d_winograd3x3_nhwc(xp, g.in_h, g.in_w, cin, u, cout, tiles * index / parts, tiles * (index + 1) / parts,
+                                       beta, y, workspace + index * partFloats)
         }
     }
 
