@@ -125,6 +125,15 @@ void pk_bf16_pack(int trans_b, const float *b, size_t ldb, size_t k, size_t n, s
     }
 }
 
+void pk_bf16_unpack(const uint32_t *packed, size_t k, size_t n, float *b) {
+    const size_t panel_words = (k + 1) / 2 * PK_BF16_PANEL;
+    for (size_t q = 0; q < k; q++)
+        for (size_t j = 0; j < n; j++) {
+            const uint32_t w = packed[j / PK_BF16_PANEL * panel_words + q / 2 * PK_BF16_PANEL + j % PK_BF16_PANEL];
+            b[q * n + j] = q % 2 ? high_half(w) : low_half(w);
+        }
+}
+
 static size_t a_block_words(int mr, size_t m, size_t k) {
     return round_up(min_size(m, BF16_MC), (size_t)mr) * ((min_size(k, BF16_KC) + 1) / 2);
 }

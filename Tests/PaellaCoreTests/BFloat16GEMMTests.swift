@@ -170,6 +170,25 @@ private struct BF16Problem: CustomStringConvertible {
         #expect(worst <= 1e-5 * scale, "kernel \(kernel) stride \(stride): worst difference \(worst) against \(scale)")
     }
 
+    @Test("3x3 convolutions that take Winograd use the bfloat16 kernel's values on the float32 input, and unpacking inverts packing")
+    func winogradConvolutionWithBFloat16Kernel() {
+        var random = TestRandom(seed: 31)
+        let (b, h, w, cin, cout) = (1, 33, 32, 12, 40)
+        let x = Tensor(random.floats(b * h * w * cin), shape: [b, h, w, cin])
+        let k = random.floats(cout * cin * 9), bias = Tensor(random.floats(cout), shape: [cout])
+        let compute = Compute(pool: ThreadPool(threads: 2), gemm: BuiltinGEMM())
+        let packed = Conv2dWeights(pytorchOIHW: Tensor(k, shape: [cout, cin, 3, 3]), bias: bias, precision: .bf16)
+        let rounded = Conv2dWeights(pytorchOIHW: Tensor(k.map(roundedToBF16), shape: [cout, cin, 3, 3]), bias: bias)
+        // Unpacking gives the rounded kernel matrix [9 * cin, cout] exactly.
+        let unpacked = packed.bf16!.withUnpacked { Array(UnsafeBufferPointer(start: $0, count: 9 * cin * cout)) }
+        #expect(unpacked == rounded.kernel.floats)
+        #expect(Compute.takesWinograd(pk_conv_geometry(batch: b, in_h: h, in_w: w, out_h: h, out_w: w, kernel_h: 3, kernel_w: 3,
+                                                       stride_h: 1, stride_w: 1, dilation_h: 1, dilation_w: 1, pad_top: 1,
+                                                       pad_left: 1, pad_mode: PK_PAD_ZEROS), groups: 1))
+        let got = compute.conv2d(x, packed, padding: 1), want = compute.conv2d(x, rounded, padding: 1)
+        #expect(got.floats == want.floats, "the same Winograd path on the same float32 values")
+    }
+
     @Test("packing pads the depth to even and the columns to whole panels with zeros")
     func packedLayout() {
         // op(B) = [[1, 2, 3], [4, 5, 6], [7, 8, 9]] (k = 3, n = 3): one panel of 2 pair rows.

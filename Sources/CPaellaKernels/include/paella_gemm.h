@@ -55,6 +55,8 @@ size_t pk_bf16_packed_words(size_t k, size_t n);
 /// rounded to nearest even, zero past k or n. Panels are independent, so threads may pack disjoint ranges.
 void pk_bf16_pack(int trans_b, const float *b, size_t ldb, size_t k, size_t n, size_t panel_begin, size_t panel_end,
                   uint32_t *packed);
+/// The inverse of pk_bf16_pack: op(B) [k, n] row-major in b, each value the float32 its bfloat16 stands for.
+void pk_bf16_unpack(const uint32_t *packed, size_t k, size_t n, float *b);
 
 /// C = A * B + beta * C for rows [0, m) and the n columns that start at panel `panel_begin` of `packed` (a k-deep
 /// pk_bf16_pack matrix; c points at that first column). A is m x k row-major (row stride lda), rounded to bfloat16

@@ -38,6 +38,15 @@ public final class BFloat16Matrix: @unchecked Sendable {
         }
     }
 
+    /// Calls `body` with op(B) `[k, n]` widened back to float32 (the bfloat16 values exactly), in a buffer that lives
+    /// for the call.
+    func withUnpacked<Result>(_ body: (UnsafePointer<Float>) throws -> Result) rethrows -> Result {
+        let floats = UnsafeMutablePointer<Float>.allocate(capacity: max(1, k * n))
+        defer { floats.deallocate() }
+        pk_bf16_unpack(words, k, n, floats)
+        return try body(floats)
+    }
+
     deinit { UnsafeMutableRawPointer(words).deallocate() }
 }
 

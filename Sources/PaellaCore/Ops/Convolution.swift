@@ -5,6 +5,8 @@ import CPaellaKernels
 // Strategy (forward):
 // - 1x1, stride 1, no padding, groups 1: one GEMM over all pixels ([B*H*W, Cin] x [Cin, Cout]).
 // - depthwise (groups == Cin == Cout): a C kernel vectorized over channels.
+// - 3x3, stride 1, one zero of padding, one group, images of 32x32 and more (the VQGAN's): Winograd F(2x2, 3x3)
+//   (pk_conv2d_winograd3x3_nhwc), 2.25x fewer multiplies; with the built-in GEMM and in optimised builds, as below.
 // - everything else: an implicit GEMM per group (Paella's GEMM driver with a packing routine that reads each
 //   tap's channels straight from the input, pk_conv2d_gemm_nhwc), so the lowered input, 9x the activation for a
 //   3x3 kernel, is never written. With the reference backend (the twin of every GEMM): im2col (a C kernel) into
@@ -212,7 +214,11 @@ extension Compute {
                     }
                 } else {
                     let beta = fillWithBias(yp, rows: pixels, channels: cout, bias: bp)
-                    if let packed = w.bf16 {
+                    if let packed = w.bf16, usesImplicitGEMM && Compute.takesWinograd(geometry, groups: w.groups) {
+                        // 2.25x fewer multiplies beat the bfloat16 kernel here (on AVX2 and AVX512-BF16 CPUs alike): the
+                        // kernel's bfloat16 values, widened, go through the float32 transform.
+                        packed.withUnpacked { winograd(xp, $0, geometry, cin: cin, cout: cout, beta: beta, y: yp) }
+                    } else if let packed = w.bf16 {
                         conv2dBF16(xp, g, cin: cin, kernel: packed, beta: beta, y: yp)
                     } else if usesImplicitGEMM && Compute.takesWinograd(geometry, groups: w.groups) {
                         winograd(xp, kp, geometry, cin: cin, cout: cout, beta: beta, y: yp)
