@@ -798,6 +798,47 @@ static void test_conv2d_gemm_bf16(rng_t *r) {
     }
 }
 
+// Winograd F(2x2, 3x3) against the implicit-GEMM convolution (its twin: the direct sum), within float32 rounding of
+// sums of 9 * c products of values in [-1, 1]: odd sides (tiles cut by the edge), a split tile range (the same bits
+// as the whole range), beta 0 over NaN and beta 1 over a prefilled output.
+static void test_winograd(rng_t *r) {
+    static const struct { size_t h, w, cin, cout; } shapes[] = {{5, 7, 3, 17}, {8, 9, 16, 40}, {11, 6, 33, 8}};
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        const size_t h = shapes[si].h, w = shapes[si].w, cin = shapes[si].cin, cout = shapes[si].cout, batch = 2;
+        pk_conv_geometry g = conv_geometry(2, (ptrdiff_t)h, (ptrdiff_t)w, 3, 1, 1, PK_PAD_ZEROS, 1);
+        const size_t pixels = batch * h * w, tiles = batch * ((h + 1) / 2) * ((w + 1) / 2);
+        float *x = random_floats(r, pixels * cin, -1, 1), *kernel = random_floats(r, 9 * cin * cout, -1, 1);
+        float *u = checked_alloc(pk_winograd3x3_weights_floats(cin, cout), sizeof(float));
+        float *space = checked_alloc(pk_conv2d_winograd3x3_workspace_floats(cin, cout), sizeof(float));
+        pk_winograd3x3_weights(kernel, cin, cout, u);
+        for (int beta = 0; beta < 2; beta++) {
+            float *start = beta ? random_floats(r, pixels * cout, -1, 1) : filled_floats(pixels * cout, NAN);
+            float *want = checked_alloc(pixels * cout, sizeof(float)), *whole = checked_alloc(pixels * cout, sizeof(float));
+            float *split = checked_alloc(pixels * cout, sizeof(float));
+            memcpy(want, start, pixels * cout * sizeof(float));
+            memcpy(whole, start, pixels * cout * sizeof(float));
+            memcpy(split, start, pixels * cout * sizeof(float));
+            pk_conv2d_gemm_nhwc(x, (ptrdiff_t)cin, 0, (ptrdiff_t)cin, &g, 0, (ptrdiff_t)pixels, kernel, cout, cout, (float)beta,
+                                want, cout, NULL);
+            pk_conv2d_winograd3x3_nhwc(x, h, w, cin, u, cout, 0, tiles, (float)beta, whole, space);
+            pk_conv2d_winograd3x3_nhwc(x, h, w, cin, u, cout, 0, tiles / 3, (float)beta, split, space);
+            pk_conv2d_winograd3x3_nhwc(x, h, w, cin, u, cout, tiles / 3, tiles, (float)beta, split, space);
+            case_check c;
+            case_begin(&c, "pk_conv2d_winograd3x3_nhwc", "batch=%zu h=%zu w=%zu cin=%zu cout=%zu beta=%d", batch, h, w, cin, cout, beta);
+            c.row_length = cout;
+            const double tolerance = 1e-5 * (9.0 * (double)cin + 1);
+            for (size_t i = 0; i < pixels * cout; i++) case_value(&c, i, whole[i], want[i], tolerance, NAN);
+            case_end(&c);
+            case_begin(&c, "pk_conv2d_winograd3x3_nhwc", "batch=%zu h=%zu w=%zu cin=%zu cout=%zu beta=%d, tiles in two ranges",
+                       batch, h, w, cin, cout, beta);
+            for (size_t i = 0; i < pixels * cout; i++) case_exact(&c, i, float_bits(split[i]), float_bits(whole[i]), NAN);
+            case_end(&c);
+            free(start); free(want); free(whole); free(split);
+        }
+        free(x); free(kernel); free(u); free(space);
+    }
+}
+
 static void test_gemm_bf16(rng_t *r) {
     static const size_t rows[] = {1, 3, 4, 5, 11, 12, 13, 25};
     static const size_t cols[] = {1, 31, 32, 33, 70};
@@ -807,6 +848,21 @@ static void test_gemm_bf16(rng_t *r) {
             gemm_bf16_case(r, rows[i], cols[j], depths[(i + j) % 6], (int)(i + j) % 2, j % 2, (i * j) % 3 == 0 ? 0.0f : 0.5f);
     gemm_bf16_case(r, 600, 100, 600, 1, 1, 1);  // two row blocks (480) and three k blocks (256)
     test_conv2d_gemm_bf16(r);
+    // Unpacking gives back the bfloat16 values that packing stored.
+    const size_t k = 37, n = 45;
+    float *b = random_floats(r, k * n, -4, 4), *back = checked_alloc(k * n, sizeof(float));
+    uint32_t *packed = checked_alloc(pk_bf16_packed_words(k, n), sizeof(uint32_t));
+    pk_bf16_pack(0, b, n, k, n, 0, (n + PK_BF16_PANEL - 1) / PK_BF16_PANEL, packed);
+    pk_bf16_unpack(packed, k, n, back);
+    case_check c;
+    case_begin(&c, "pk_bf16_unpack", "k=%zu n=%zu", k, n);
+    for (size_t i = 0; i < k * n; i++) {
+        uint16_t half;
+        pk_f32_to_bf16_ref(b + i, &half, 1);
+        case_exact(&c, i, float_bits(back[i]), (uint32_t)half << 16, b[i]);
+    }
+    case_end(&c);
+    free(b); free(back); free(packed);
 }
 
 // ---- Convolution ---------------------------------------------------------------------------------------------
@@ -917,7 +973,7 @@ static void (*const tests[])(rng_t *) = {
     test_exp, test_log, test_erf, test_gelu, test_gelu_backward, test_silu, test_softmax, test_log_softmax, test_typical,
     test_layer_norm, test_group_norm, test_channel_sums, test_channel_centered_squares, test_channel_affine,
     test_bf16_to_f32, test_f16_to_f32, test_f32_to_bf16, test_f32_to_f16, test_gumbel_argmax, test_argmax,
-    test_sgemm, test_gemm_bf16, test_im2col_copy, test_col2im_add, test_depthwise, test_col2im_transposed,
+    test_sgemm, test_gemm_bf16, test_winograd, test_im2col_copy, test_col2im_add, test_depthwise, test_col2im_transposed,
 };
 
 int main(int argc, char **argv) {
