@@ -260,7 +260,8 @@ extension Compute {
 
     /// Whether a convolution runs as Winograd F(2x2, 3x3) (pk_conv2d_winograd3x3_nhwc): a 3x3 kernel, stride and
     /// dilation 1, one group, one zero of padding on every side, and an image of at least
-    /// `ConvolutionTuning.winogradMinimumPixels` pixels (below that the weight transform is not paid back).
+    /// `ConvolutionTuning.winogradMinimumPixels` pixels (small images have few tiles to spread the per-call weight
+    /// transform over; the bound is a choice, not yet tuned: measured so far only on the VQGANs' 64x64-256x256).
     static func takesWinograd(_ g: pk_conv_geometry, groups: Int) -> Bool {
         g.kernel_h == 3 && g.kernel_w == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dilation_h == 1 && g.dilation_w == 1
             && g.pad_top == 1 && g.pad_left == 1 && g.out_h == g.in_h && g.out_w == g.in_w && g.pad_mode == PK_PAD_ZEROS
