@@ -197,7 +197,7 @@ static PK_PACK_AVX2 void copy_transposed_rows_avx2(const float *const *src, size
 static void copy_transposed_rows(const float *const *src, size_t rows, size_t depth, float scale, float *dst, size_t stride) {
 #if defined(__x86_64__) || defined(__i386__)
     pk_isa isa = pk_active_isa();
-    if (isa == PK_ISA_AVX2 || isa == PK_ISA_AVX512) {
+    if (pk_isa_runs_avx2(isa)) {
         copy_transposed_rows_avx2(src, rows, depth, scale, dst, stride);
         return;
     }

@@ -84,17 +84,9 @@ static const bf16_config *active_bf16(void) {
 #if defined(__x86_64__) || defined(__i386__)
     if (pk_active_isa() == PK_ISA_AVX512 && cpu_has_avx512_bf16()) return &avx512_bf16;
     // Without bfloat16 dot products, AVX2 widens the packed weights in registers (AVX-512 CPUs run that too).
-    if (pk_active_isa() == PK_ISA_AVX512 || pk_active_isa() == PK_ISA_AVX2) return &avx2_bf16;
+    if (pk_isa_runs_avx2(pk_active_isa())) return &avx2_bf16;
 #endif
     return &portable_bf16;
-}
-
-int pk_bf16_native(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    return active_bf16() == &avx512_bf16;
-#else
-    return 0;
-#endif
 }
 
 const char *pk_bf16_kernel_name(void) { return active_bf16()->name; }

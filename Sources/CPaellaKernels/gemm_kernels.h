@@ -10,6 +10,7 @@
 #define PAELLA_GEMM_KERNELS_H
 
 #include "paella_conv.h"
+#include "paella_kernels.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,6 +66,9 @@ void pk_gemm_bf16_kernel_avx512(size_t kc2, const uint32_t *a, const uint32_t *b
 #define PK_BF16_AVX2_MR 3
 void pk_gemm_bf16_kernel_avx2(size_t kc2, const uint32_t *a, const uint32_t *b, float *c, size_t ldc, float beta);
 #endif
+
+// Whether code compiled for AVX2 + FMA may run at level `isa` (AVX-512 CPUs have both).
+static inline int pk_isa_runs_avx2(pk_isa isa) { return isa == PK_ISA_AVX2 || isa == PK_ISA_AVX512; }
 
 // Shared by both GEMM drivers.
 static inline size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }

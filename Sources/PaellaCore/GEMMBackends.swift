@@ -309,10 +309,8 @@ public enum CPUInfo {
     /// Cores this process may run on.
     public static var coreCount: Int { Int(pk_available_cores()) }
 
-    /// Whether `--precision bf16` multiplies with the AVX512-BF16 instructions (else with float32 multiply-adds on
-    /// the widened weights: the AVX2 kernel, or the portable one).
-    public static var nativeBFloat16: Bool { pk_bf16_native() != 0 }
-    /// The bfloat16 GEMM's micro-kernel: "avx512-bf16", "avx2" or "portable".
+    /// The bfloat16 GEMM's micro-kernel: "avx512-bf16" (the AVX512-BF16 instructions), "avx2" (float32 multiply-adds
+    /// on the widened weights) or "portable".
     public static var bfloat16Kernel: String { String(cString: pk_bf16_kernel_name()) }
 
     /// One line such as "kernels: avx512 (CPU supports avx512), 2 cores, bf16 with avx512-bf16".

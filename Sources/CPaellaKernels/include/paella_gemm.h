@@ -70,8 +70,6 @@ size_t pk_gemm_bf16_workspace_floats(size_t m, size_t k);
 void pk_gemm_bf16_ref(size_t m, size_t n, size_t k, const float *a, size_t lda, const uint32_t *packed, size_t panel_begin,
                       float beta, float *c, size_t ldc);
 
-/// 1 when pk_gemm_bf16 uses the AVX512-BF16 instructions on this thread (CPU support and the active level avx512).
-int pk_bf16_native(void);
 /// The micro-kernel pk_gemm_bf16 uses on this thread: "avx512-bf16" (vdpbf16ps), "avx2" (the packed weights widened to
 /// float32 in registers, fused multiply-adds; same results as the portable kernel) or "portable".
 const char *pk_bf16_kernel_name(void);

@@ -2,8 +2,10 @@ import CPaellaKernels
 
 // bfloat16 compute for inference: weight matrices rounded to bfloat16 and packed once into the panel layout of the
 // bfloat16 GEMM (paella_gemm.h), activations rounded as the GEMM packs them, every product summed in float32. On a
-// CPU with AVX512-BF16 one vdpbf16ps does two multiply-adds per lane from half the weight bytes; elsewhere a
-// portable kernel computes the same sums. Gradients are not defined for packed weights: training stays float32.
+// CPU with AVX512-BF16 one vdpbf16ps does two multiply-adds per lane from half the weight bytes; other AVX2 CPUs
+// widen the packed pairs in registers, and elsewhere a portable kernel computes the same sums. 3x3 convolutions that
+// take Winograd F(2x2, 3x3) widen their kernel back to float32 instead (Convolution.swift). Gradients are not
+// defined for packed weights: training stays float32.
 
 /// The arithmetic of a model's weight matrices (linear layers and convolutions with one group).
 public enum Precision: String, Sendable, CaseIterable, Codable {
